@@ -1,0 +1,204 @@
+"""Configuration: read once, at start, from the environment (SPEC §6).
+
+One frozen :class:`Settings` object carries everything; secrets are
+``SecretStr`` so they print as ``**********`` in any repr, log or error.
+:func:`load_settings` turns pydantic's validation report into a single
+sentence naming the variable, which is what an operator reading a crashlooping
+pod's log needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.errors import ConfigError
+from service.models import MAX_BATCH_RECORDS
+
+KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
+
+# librdkafka properties the service owns: overriding them would break the
+# delivery guarantees, so a KAFKA_CLIENT_* variable naming one is refused.
+_RESERVED_CLIENT_PROPERTIES = frozenset(
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "bootstrap.servers",
+        "enable.partition.eof",
+    }
+)
+
+# Consumer defaults sized for throughput with a bounded prefetch; each can be
+# overridden through KAFKA_CLIENT_<PROPERTY>.
+_CONSUMER_DEFAULTS: dict[str, str | int | bool] = {
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 45000,
+    "max.poll.interval.ms": 300000,
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+    "queued.max.messages.kbytes": 16384,
+    "fetch.max.bytes": 16777216,
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Field names are the variables, lower-cased."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str
+    kafka_source_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-changes",)
+    kafka_group_id: str = "customer-sync"
+    kafka_dlq_topic: str = "customer-changes.dlq"
+    kafka_client: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    gameball_base_url: str = "https://api.gameball.co"
+    gameball_api_key: SecretStr
+    gameball_secret_key: SecretStr
+
+    batch_max_records: int = Field(default=MAX_BATCH_RECORDS, ge=1, le=MAX_BATCH_RECORDS)
+    batch_max_wait_seconds: float = Field(default=2.0, gt=0)
+    batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_jobs_in_flight: int = Field(default=8, ge=1, le=256)
+    max_buffered_records: int = Field(default=20_000, ge=1)
+    job_timeout_seconds: float = Field(default=900.0, gt=0)
+    max_submit_attempts: int = Field(default=5, ge=1)
+    delete_policy: Literal["skip", "dead-letter"] = "skip"
+    field_mapping_file: Path | None = None
+
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("kafka_source_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            topics = tuple(t.strip() for t in value.split(",") if t.strip())
+            if not topics:
+                raise ValueError("must name at least one topic")
+            return topics
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("gameball_base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("gameball_api_key", "gameball_secret_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_batch(self) -> Settings:
+        if self.max_buffered_records < self.batch_max_records:
+            raise ValueError(
+                "MAX_BUFFERED_RECORDS must be at least BATCH_MAX_RECORDS "
+                f"({self.batch_max_records}), or no batch could ever fill"
+            )
+        return self
+
+    def consumer_config(self) -> dict[str, str | int | bool]:
+        """The librdkafka consumer dict: our defaults, the user's overrides, our invariants.
+
+        Offsets are stored and committed only by the service, after settlement,
+        so auto-commit and auto-store are forced off whatever the environment says.
+        """
+        config: dict[str, str | int | bool] = {**_CONSUMER_DEFAULTS, **self.kafka_client}
+        config.update(
+            {
+                "bootstrap.servers": self.kafka_bootstrap_servers,
+                "group.id": self.kafka_group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+            }
+        )
+        return config
+
+    def producer_config(self) -> dict[str, str | int | bool]:
+        """The dead-letter producer: idempotent, acks=all, so an acknowledged write is durable."""
+        consumer_only = {
+            "auto.offset.reset",
+            "partition.assignment.strategy",
+            "session.timeout.ms",
+            "max.poll.interval.ms",
+            "fetch.min.bytes",
+            "fetch.wait.max.ms",
+            "queued.max.messages.kbytes",
+            "fetch.max.bytes",
+            "group.instance.id",
+            "heartbeat.interval.ms",
+            "isolation.level",
+        }
+        shared = {k: v for k, v in self.kafka_client.items() if k not in consumer_only}
+        return {
+            "linger.ms": 20,
+            **shared,
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+        }
+
+
+def _client_properties(environ: Mapping[str, str]) -> dict[str, str]:
+    """``KAFKA_CLIENT_SESSION_TIMEOUT_MS=6000`` → ``{"session.timeout.ms": "6000"}``."""
+    properties: dict[str, str] = {}
+    for name, value in environ.items():
+        upper = name.upper()
+        if not upper.startswith(KAFKA_CLIENT_PREFIX) or upper == KAFKA_CLIENT_PREFIX:
+            continue
+        prop = upper[len(KAFKA_CLIENT_PREFIX) :].lower().replace("_", ".")
+        if prop in _RESERVED_CLIENT_PROPERTIES:
+            raise ConfigError(
+                f"{name} is not allowed: customer-sync manages '{prop}' itself "
+                "to keep its delivery guarantees"
+            )
+        properties[prop] = value
+    return properties
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = first["loc"][0] if first["loc"] else ""
+    variable = str(location).upper()
+    message = str(first["msg"])
+    if first["type"] == "missing":
+        return f"{variable} is required but not set"
+    if not variable:  # a model-level rule already names its variables
+        return message.removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if "key" in variable.lower() or not isinstance(value, str) else f" {value!r}"
+    return f"{variable} is invalid{shown}: {message.removeprefix('Value error, ')}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the whole configuration, or raise one clear :class:`ConfigError`."""
+    env = dict(os.environ if environ is None else environ)
+    client = _client_properties(env)
+    values: dict[str, Any] = {
+        name.lower(): value
+        for name, value in env.items()
+        if name.lower() in Settings.model_fields and name.lower() != "kafka_client"
+    }
+    try:
+        return Settings.model_validate({**values, "kafka_client": client})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

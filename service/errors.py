@@ -1,0 +1,64 @@
+"""The exception hierarchy: one root, a subclass per area.
+
+Each carries what an operator needs (the variable, the HTTP status, the Kafka
+error) and is raised ``from`` the underlying exception so the cause survives.
+None of them ever carries a secret: API errors keep the status and the
+response text, never the request headers.
+"""
+
+from __future__ import annotations
+
+
+class CustomerSyncError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class ConfigError(CustomerSyncError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class KafkaError(CustomerSyncError):
+    """The broker refused or failed an operation we cannot simply retry."""
+
+
+class ApiError(CustomerSyncError):
+    """The Gameball API answered something other than success."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientApiError(ApiError):
+    """Worth retrying: network errors, timeouts, 408, 429 and 5xx.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class CredentialsRejected(ApiError):
+    """401/403: the data is fine, the keys are not. Never a dead-letter reason."""
+
+
+class BatchRejected(ApiError):
+    """400/413/422 on a whole batch: at least one record in it is unacceptable.
+
+    The caller bisects the batch to find which; a single rejected record is
+    dead-lettered with ``body`` as the error text.
+    """
+
+
+class JobNotFound(ApiError):
+    """404 on a job we created: the API lost it, so its records are resubmitted."""

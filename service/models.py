@@ -1,0 +1,124 @@
+"""Wire models of the Gameball Batch Customer API (see ``shared/seeds``).
+
+These models are the contract: the service validates every customer against
+:class:`ApiCustomer` before it is batched, the simulator validates requests
+with :class:`BatchRequest`, and ``schemas/`` is generated from them. Field
+names keep the API's own camelCase spelling.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_BATCH_RECORDS = 1000
+"""The API's documented limit of customers per batch request."""
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_DATE_RE = re.compile(DATE_PATTERN)
+
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+
+
+class ApiCustomer(BaseModel):
+    """One customer as the batch endpoint takes it.
+
+    Only ``customerId`` is required. Other documented Gameball customer
+    fields (``mobile``, ...) pass through untouched (``extra="allow"``).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    customerId: NonEmptyStr
+    email: str | None = None
+    name: str | None = None
+    gender: str | None = None
+    dateOfBirth: Annotated[str, StringConstraints(pattern=DATE_PATTERN)] | None = None
+    joinDate: Annotated[str, StringConstraints(pattern=DATE_PATTERN)] | None = None
+    tags: list[str] | None = None
+    custom: dict[str, Any] | None = None
+
+
+class BatchRequest(BaseModel):
+    """The body of ``POST /api/v4.0/integrations/batch/customers``."""
+
+    body: Annotated[list[ApiCustomer], Field(min_length=1, max_length=MAX_BATCH_RECORDS)]
+
+
+class JobCreated(BaseModel):
+    """The answer to a batch submission; the id's key varies in case."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str = Field(validation_alias=AliasChoices("jobId", "JobId", "id", "jobID"))
+
+    @field_validator("job_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.STOPPED)
+
+
+class RecordResult(BaseModel):
+    """One entry of ``response.successful`` or ``response.failed``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    customerId: str
+    message: str | None = None
+    error: str | None = None
+
+    @field_validator("customerId", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def text(self) -> str:
+        """The API's explanation, wherever it put it."""
+        return self.error or self.message or "no error text given"
+
+
+class JobResults(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    successful: list[RecordResult] = Field(default_factory=list)
+    failed: list[RecordResult] = Field(default_factory=list)
+
+
+class JobStatus(BaseModel):
+    """The body of ``GET /api/v4.0/integrations/batch/{jobId}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    operation: str | None = None
+    status: JobState
+    totalCount: int = 0
+    finishedCount: int = 0
+    errorCount: int = 0
+    createdAt: str | None = None
+    startedAt: str | None = None
+    response: JobResults | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def is_api_date(value: str) -> bool:
+    return bool(_DATE_RE.match(value))

@@ -1,0 +1,84 @@
+"""Configuration: SPEC §6 defaults, one clear sentence per bad setting, secrets hidden."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import load_settings
+from service.errors import ConfigError
+
+BASE = {
+    "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
+    "GAMEBALL_API_KEY": "key-123",
+    "GAMEBALL_SECRET_KEY": "secret-456",
+}
+
+
+def test_defaults_follow_the_spec() -> None:
+    s = load_settings(BASE)
+    assert s.kafka_source_topics == ("customer-changes",)
+    assert s.kafka_group_id == "customer-sync"
+    assert s.kafka_dlq_topic == "customer-changes.dlq"
+    assert s.gameball_base_url == "https://api.gameball.co"
+    assert (s.batch_max_records, s.batch_max_wait_seconds, s.batch_max_bytes) == (
+        1000,
+        2.0,
+        4194304,
+    )
+    assert (s.max_jobs_in_flight, s.job_timeout_seconds, s.max_submit_attempts) == (8, 900, 5)
+    assert (s.delete_policy, s.http_port, s.log_level, s.log_format) == (
+        "skip",
+        8080,
+        "INFO",
+        "json",
+    )
+    assert s.shutdown_timeout_seconds == 30
+
+
+def test_client_properties_pass_through_and_guarantees_cannot_be_overridden() -> None:
+    s = load_settings(
+        {**BASE, "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000", "KAFKA_SOURCE_TOPICS": "a, b"}
+    )
+    config = s.consumer_config()
+    assert config["session.timeout.ms"] == "6000"
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False
+    assert s.kafka_source_topics == ("a", "b")
+    producer = s.producer_config()
+    assert producer["enable.idempotence"] is True
+    assert "session.timeout.ms" not in producer
+    with pytest.raises(ConfigError, match="KAFKA_CLIENT_ENABLE_AUTO_COMMIT"):
+        load_settings({**BASE, "KAFKA_CLIENT_ENABLE_AUTO_COMMIT": "true"})
+
+
+@pytest.mark.parametrize(
+    ("override", "variable"),
+    [
+        ({"KAFKA_BOOTSTRAP_SERVERS": None}, "KAFKA_BOOTSTRAP_SERVERS is required"),
+        ({"GAMEBALL_SECRET_KEY": None}, "GAMEBALL_SECRET_KEY is required"),
+        ({"BATCH_MAX_RECORDS": "1001"}, "BATCH_MAX_RECORDS is invalid"),
+        ({"BATCH_MAX_WAIT_SECONDS": "soon"}, "BATCH_MAX_WAIT_SECONDS is invalid"),
+        ({"DELETE_POLICY": "purge"}, "DELETE_POLICY is invalid"),
+        ({"GAMEBALL_BASE_URL": "api.gameball.co"}, "GAMEBALL_BASE_URL is invalid"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT is invalid"),
+        ({"KAFKA_SOURCE_TOPICS": " , "}, "KAFKA_SOURCE_TOPICS is invalid"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_sentence(
+    override: dict[str, str | None], variable: str
+) -> None:
+    env = {**BASE, **override}
+    env = {k: v for k, v in env.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(variable)
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_never_appear_in_errors_or_reprs() -> None:
+    s = load_settings(BASE)
+    assert "secret-456" not in repr(s)
+    assert "key-123" not in str(s.model_dump())
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, "GAMEBALL_API_KEY": "   "})
+    assert "GAMEBALL_API_KEY" in str(caught.value)
