@@ -1,0 +1,221 @@
+"""Job tracking: one batch from submission to a verdict for every record in it.
+
+A batch is submitted as one job, the job is polled (with backoff) until it is
+terminal or :attr:`JobTracker.job_timeout` passes, and every record leaves
+with exactly one verdict:
+
+* ``succeeded`` — listed in ``response.successful`` of a terminal job;
+* ``dead letter`` — listed in ``response.failed`` of a job that *completed*
+  (``record_rejected``: the API looked at it and said no), or isolated by
+  bisection after a 400/422 on the batch (``record_rejected``), or out of
+  attempts (``job_failed`` / ``retries_exhausted``);
+* ``resubmit`` — anything a job did not settle: the job ended ``failed`` or
+  ``stopped``, timed out (it is stopped with ``DELETE`` first), vanished
+  (404), or simply did not mention the record. These are job-level failures:
+  they say nothing about the record itself, so they are retried up to
+  ``max_submit_attempts`` jobs per record before the record is dead-lettered.
+
+Why a ``failed`` job's ``failed`` entries are retried rather than dead-lettered
+at once: a job that failed as a whole is evidence about the job, not about
+each record; a record that fails in every one of ``max_submit_attempts`` jobs
+goes to the dead-letter topic as ``job_failed`` with the API's last words.
+
+Bisection: a 400/422 on submission means "something in this batch is
+unacceptable" without saying what. Halving the batch until single records
+are rejected isolates them in O(k·log n) requests for k bad records, and the
+good ones go through in the halves that are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.api import GameballClient
+from service.errors import BatchRejected, JobNotFound
+from service.metrics import Metrics
+from service.models import JobState, JobStatus
+from service.records import DeadLetterReason, PendingRecord
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    record: PendingRecord
+    reason: DeadLetterReason
+    error: str
+    job_id: str | None
+
+
+@dataclass(slots=True)
+class Verdicts:
+    succeeded: list[PendingRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    resubmit: list[PendingRecord] = field(default_factory=list)
+
+    def merge(self, other: Verdicts) -> None:
+        self.succeeded.extend(other.succeeded)
+        self.rejected.extend(other.rejected)
+        self.resubmit.extend(other.resubmit)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """Status polling backoff: quick for fast jobs, patient for slow ones."""
+
+    initial_seconds: float = 0.05
+    factor: float = 1.5
+    max_seconds: float = 2.0
+
+
+def _body(records: list[PendingRecord]) -> bytes:
+    return b'{"body":[' + b",".join(r.payload for r in records) + b"]}"
+
+
+class JobTracker:
+    """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
+
+    def __init__(
+        self,
+        client: GameballClient,
+        metrics: Metrics,
+        *,
+        max_jobs_in_flight: int,
+        job_timeout: float,
+        max_submit_attempts: int,
+        poll: PollSchedule | None = None,
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(max_jobs_in_flight)
+        self.job_timeout = job_timeout
+        self._max_attempts = max_submit_attempts
+        self._poll = poll or PollSchedule()
+
+    async def deliver(self, records: list[PendingRecord]) -> Verdicts:
+        """Deliver a batch; bisect it when the API rejects it as a whole."""
+        async with self._slots:
+            for record in records:
+                record.attempts += 1
+            try:
+                job_id = await self._client.submit(_body(records))
+            except BatchRejected as exc:
+                rejected = exc
+            else:
+                return await self._track(job_id, records)
+        # Outside the slot: the halves need slots of their own.
+        if len(records) == 1:
+            verdicts = Verdicts()
+            verdicts.rejected.append(
+                Rejection(records[0], DeadLetterReason.RECORD_REJECTED, rejected.body, None)
+            )
+            return verdicts
+        middle = len(records) // 2
+        log.info("batch_bisected", records=len(records), status=rejected.status)
+        left, right = await asyncio.gather(
+            self.deliver(records[:middle]), self.deliver(records[middle:])
+        )
+        left.merge(right)
+        return left
+
+    async def _track(self, job_id: str, records: list[PendingRecord]) -> Verdicts:
+        metrics = self._metrics
+        metrics.jobs_submitted.inc()
+        metrics.jobs_in_flight.inc()
+        started = time.monotonic()
+        deadline = started + self.job_timeout
+        delay = self._poll.initial_seconds
+        bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
+        try:
+            with bound:
+                status: JobStatus | None = None
+                try:
+                    while True:
+                        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                        status = await self._client.status(job_id)
+                        if status.status.terminal:
+                            label = status.status.value
+                            break
+                        if time.monotonic() >= deadline:
+                            status = await self._stop(job_id)
+                            label = "timed_out"
+                            break
+                        delay = min(delay * self._poll.factor, self._poll.max_seconds)
+                except JobNotFound:
+                    log.warning("job_vanished")
+                    status, label = None, "failed"
+                duration = time.monotonic() - started
+                metrics.finished[label].inc()
+                metrics.job_duration.observe(duration)
+                verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
+                log.info(
+                    "job_finished",
+                    status=label,
+                    duration_seconds=round(duration, 3),
+                    succeeded=len(verdicts.succeeded),
+                    rejected=len(verdicts.rejected),
+                    resubmit=len(verdicts.resubmit),
+                )
+                return verdicts
+        finally:
+            metrics.jobs_in_flight.dec()
+
+    async def _stop(self, job_id: str) -> JobStatus | None:
+        """Stop a job that outlived its timeout and read what it finished before stopping."""
+        log.warning("job_timed_out", timeout_seconds=self.job_timeout)
+        await self._client.stop(job_id)
+        try:
+            return await self._client.status(job_id)
+        except JobNotFound:
+            return None
+
+    def _judge(
+        self,
+        job_id: str,
+        records: list[PendingRecord],
+        status: JobStatus | None,
+        *,
+        timed_out: bool,
+    ) -> Verdicts:
+        verdicts = Verdicts()
+        by_customer = {record.customer_id: record for record in records}
+        state = status.status if status is not None else None
+        results = status.response if status is not None else None
+        api_error: dict[str, str] = {}
+        if results is not None:
+            for entry in results.successful:
+                record = by_customer.pop(entry.customerId, None)
+                if record is not None:
+                    verdicts.succeeded.append(record)
+            for entry in results.failed:
+                record = by_customer.get(entry.customerId)
+                if record is None:
+                    continue
+                if state is JobState.COMPLETED:
+                    del by_customer[entry.customerId]
+                    verdicts.rejected.append(
+                        Rejection(record, DeadLetterReason.RECORD_REJECTED, entry.text, job_id)
+                    )
+                else:
+                    api_error[entry.customerId] = entry.text
+        # Everything left was not settled by this job: a job-level failure for it.
+        if state is JobState.FAILED:
+            reason = DeadLetterReason.JOB_FAILED
+        else:
+            reason = DeadLetterReason.RETRIES_EXHAUSTED
+        why = "timed out" if timed_out else f"ended {state.value if state else 'lost'}"
+        for customer, record in by_customer.items():
+            record.failed_jobs += 1
+            if record.failed_jobs >= self._max_attempts:
+                error = api_error.get(
+                    customer,
+                    f"job {why} without settling the record, {record.failed_jobs} times",
+                )
+                verdicts.rejected.append(Rejection(record, reason, error, job_id))
+            else:
+                verdicts.resubmit.append(record)
+        return verdicts

@@ -1,0 +1,28 @@
+"""Shared fixtures: one real broker per test session, a simulator per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from service.broker import EmbeddedBroker
+from service.simulator import RunningSimulator, SimulatorConfig
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    """Override in a test module (or parametrize) to switch faults on."""
+    return SimulatorConfig(seed=1)
+
+
+@pytest.fixture
+def simulator(simulator_config: SimulatorConfig) -> Iterator[RunningSimulator]:
+    with RunningSimulator(simulator_config) as running:
+        yield running

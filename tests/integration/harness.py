@@ -1,0 +1,220 @@
+"""Test harness: produce, read back, inspect the group, and run the service as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from service.broker import EmbeddedBroker, free_port
+from service.samples import Event
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Produced:
+    """What the broker acknowledged, so tests never ask for (wrong) high watermarks."""
+
+    per_partition: Counter[int] = field(default_factory=Counter)
+    events: list[tuple[Event, int, int]] = field(default_factory=list)  # event, partition, offset
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_partition.values())
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[Event], *, partitions: int) -> Produced:
+    produced = Produced()
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
+    errors: list[str] = []
+
+    for event in events:
+
+        def delivered(err: Any, msg: Any, event: Event = event) -> None:
+            if err is not None:
+                errors.append(str(err))
+                return
+            produced.per_partition[msg.partition()] += 1
+            produced.events.append((event, msg.partition(), msg.offset()))
+
+        # Keyed like the upstream CDC producer; keyless bad events are spread explicitly.
+        key = event.key
+        part = None if key is not None else len(produced.events) % partitions
+        if part is None:
+            producer.produce(topic, key=key, value=event.value, on_delivery=delivered)
+        else:
+            producer.produce(
+                topic, key=key, value=event.value, partition=part, on_delivery=delivered
+            )
+        producer.poll(0)
+    producer.flush(30)
+    assert not errors, errors
+    return produced
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+
+
+def fully_committed(bootstrap: str, group: str, topic: str, produced: Produced) -> bool:
+    offsets = committed(bootstrap, group, topic, max(produced.per_partition) + 1)
+    return all(offsets.get(p, -1) >= n for p, n in produced.per_partition.items())
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+def read_all(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30.0
+) -> list[DeadLetterRecord]:
+    """Read ``expected`` records from the start of ``topic`` (fails if fewer arrive)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[DeadLetterRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=500, timeout=0.5):
+                if msg.error():
+                    continue
+                headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
+                records.append(DeadLetterRecord(msg.key(), msg.value(), headers))
+    finally:
+        consumer.close()
+    assert len(records) >= expected, f"read {len(records)} of {expected} records from {topic}"
+    return records
+
+
+class ServiceProcess:
+    """``customer-sync run`` as a real process, configured by environment variables."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "HTTP_PORT": str(self.port), "LOG_FORMAT": "json"}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "run"], env=self.env, stdout=log, stderr=log
+            )
+        return self
+
+    def get(self, path: str) -> httpx.Response | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
+        except httpx.HTTPError:
+            return None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples matching ``labels`` (0 when absent)."""
+        response = self.get("/metrics")
+        if response is None:
+            return 0.0
+        total = 0.0
+        for line in response.text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            sample, _, rest = head.partition("{")
+            if sample != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def ready(self) -> bool:
+        response = self.get("/readyz")
+        return response is not None and response.status_code == 200
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def service_env(
+    broker: EmbeddedBroker, base_url: str, topic: str, group: str, **extra: str
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "KAFKA_SOURCE_TOPICS": topic,
+        "KAFKA_GROUP_ID": group,
+        "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
+        "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_CLIENT_HEARTBEAT_INTERVAL_MS": "1000",
+        "GAMEBALL_BASE_URL": base_url,
+        "GAMEBALL_API_KEY": "demo-api-key",
+        "GAMEBALL_SECRET_KEY": "demo-secret-key",
+        "BATCH_MAX_WAIT_SECONDS": "0.3",
+        "SHUTDOWN_TIMEOUT_SECONDS": "15",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }

@@ -1,0 +1,301 @@
+"""End to end against the real broker and the simulator over HTTP: nothing lost, order kept."""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.broker import EmbeddedBroker
+from service.samples import BAD_EVENTS, Event, generate
+from service.simulator import RunningSimulator, SimulatorConfig
+from tests.integration.harness import (
+    Produced,
+    ServiceProcess,
+    fully_committed,
+    produce,
+    read_all,
+    service_env,
+    unique,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 6
+
+
+def latest_versions(produced: Produced) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    for event, _partition, _offset in produced.events:
+        if event.expected == "deliver" and event.customer_id is not None:
+            latest[event.customer_id] = max(latest.get(event.customer_id, 0), event.version)
+    return latest
+
+
+def applied(simulator: RunningSimulator) -> list[dict[str, object]]:
+    response = httpx.get(f"{simulator.base_url}/_sim/applied", params={"since": 0}, timeout=10)
+    response.raise_for_status()
+    body = response.json()
+    entries: list[dict[str, object]] = body["applied"] if isinstance(body, dict) else body
+    return entries
+
+
+def applied_versions(simulator: RunningSimulator) -> dict[str, list[int]]:
+    versions: dict[str, list[int]] = defaultdict(list)
+    for entry in applied(simulator):
+        customer = entry["customer"]
+        assert isinstance(customer, dict)
+        versions[str(entry["customerId"])].append(int(customer["custom"]["version"]))
+    return versions
+
+
+def everything_applied(simulator: RunningSimulator, expected: dict[str, int]) -> bool:
+    latest = {c: v[-1] for c, v in applied_versions(simulator).items()}
+    return all(latest.get(c) == v for c, v in expected.items())
+
+
+def start_service(
+    broker: EmbeddedBroker,
+    simulator: RunningSimulator,
+    topic: str,
+    group: str,
+    tmp_path: Path,
+    **extra: str,
+) -> ServiceProcess:
+    env = service_env(broker, simulator.base_url, topic, group, **extra)
+    return ServiceProcess(env, tmp_path / f"service-{unique('log')}.jsonl").start()
+
+
+def setup_topic(broker: EmbeddedBroker) -> tuple[str, str]:
+    topic, group = unique("customers"), unique("group")
+    broker.create_topics({topic: PARTITIONS, f"{topic}.dlq": 1})
+    return topic, group
+
+
+def test_5000_events_over_6_partitions_are_delivered_and_committed(
+    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    produced = produce(
+        broker.bootstrap, topic, generate(5000, 1500, seed=11), partitions=PARTITIONS
+    )
+    assert produced.total == 5000
+    service = start_service(broker, simulator, topic, group, tmp_path)
+    try:
+        expected = latest_versions(produced)
+        wait_for(
+            lambda: everything_applied(simulator, expected), 90, "every customer's latest change"
+        )
+        wait_for(lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets")
+        wait_for(lambda: service.ready(), 10, "readiness")
+        consumed = service.metric("customer_sync_records_consumed_total")
+        outcomes = service.metric("customer_sync_records_total")
+        assert consumed == outcomes == 5000
+        assert service.metric("customer_sync_records_total", outcome="dead_lettered") == 0
+    finally:
+        assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
+    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    good = list(generate(300, 100, seed=3))
+    bad = [Event(None, value, None, 0, reason) for value, reason in BAD_EVENTS.values()]
+    rejected = Event(
+        b"reject-me",
+        b'{"customerId":"reject-me","email":"no-at-sign"}',
+        "reject-me",
+        1,
+        "record_rejected",
+    )
+    tombstone = Event(b"c1", None, "c1", 0, "skip")
+    deleted = Event(
+        b"c2", b'{"op":"d","before":{"customer_id":"c2"},"after":null}', "c2", 0, "skip"
+    )
+    events = good[:150] + bad + [rejected, tombstone, deleted] + good[150:]
+    produced = produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+    service = start_service(broker, simulator, topic, group, tmp_path)
+    try:
+        expected_letters = len(bad) + 1
+        letters = read_all(broker.bootstrap, f"{topic}.dlq", expected_letters, timeout=60)
+        assert len(letters) == expected_letters
+        by_value = {letter.value: letter for letter in letters}
+        where = {(e.value, e.key): (p, o) for e, p, o in produced.events}
+        for event in [*bad, rejected]:
+            letter = by_value[event.value]  # original bytes, unchanged
+            assert letter.key == event.key
+            assert letter.headers["dlq.reason"] == event.expected
+            assert letter.headers["dlq.error"]
+            partition, offset = where[(event.value, event.key)]
+            assert letter.headers["dlq.source.topic"] == topic
+            assert letter.headers["dlq.source.partition"] == str(partition)
+            assert letter.headers["dlq.source.offset"] == str(offset)
+            assert int(letter.headers["dlq.source.timestamp"]) > 0
+        api_letter = by_value[rejected.value]
+        assert api_letter.headers["dlq.error"] == "Invalid email address"
+        assert api_letter.headers["dlq.job.id"]
+        assert api_letter.headers["dlq.attempts"] == "1"
+        expected = latest_versions(produced)
+        wait_for(lambda: everything_applied(simulator, expected), 60, "good events delivered")
+        wait_for(lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets")
+        assert service.metric("customer_sync_records_total", outcome="skipped") == 2
+        assert (
+            service.metric("customer_sync_records_total", outcome="dead_lettered")
+            == expected_letters
+        )
+    finally:
+        assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_sigkill_mid_stream_loses_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    topic, group = setup_topic(broker)
+    config = SimulatorConfig(job_duration_seconds=0.2, seed=5)
+    with RunningSimulator(config) as simulator:
+        produced = produce(
+            broker.bootstrap, topic, generate(4000, 2000, seed=21), partitions=PARTITIONS
+        )
+        first = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="200")
+        wait_for(lambda: len(applied(simulator)) >= 500, 60, "some deliveries before the kill")
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        assert len(applied(simulator)) < 4000, "the kill came too late to prove anything"
+        second = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="200")
+        try:
+            expected = latest_versions(produced)
+            wait_for(lambda: everything_applied(simulator, expected), 90, "delivery after restart")
+            wait_for(
+                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
+            )
+        finally:
+            assert second.stop() == 0, second.logs()[-3000:]
+
+
+def test_two_instances_share_partitions_across_a_rebalance(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    config = SimulatorConfig(job_duration_seconds=0.1, seed=9)
+    with RunningSimulator(config) as simulator:
+        produced = produce(
+            broker.bootstrap, topic, generate(6000, 3000, seed=31), partitions=PARTITIONS
+        )
+        one = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="100")
+        wait_for(lambda: len(applied(simulator)) >= 300, 60, "first instance delivering")
+        two = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="100")
+        try:
+            expected = latest_versions(produced)
+            wait_for(lambda: everything_applied(simulator, expected), 120, "delivery by both")
+            wait_for(
+                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
+            )
+            assert two.metric("customer_sync_records_consumed_total") > 0, "no rebalance happened"
+            assert one.metric("customer_sync_records_total", outcome="dead_lettered") == 0
+            assert two.metric("customer_sync_records_total", outcome="dead_lettered") == 0
+        finally:
+            assert two.stop() == 0, two.logs()[-3000:]
+            assert one.stop() == 0, one.logs()[-3000:]
+
+
+def test_429_and_5xx_bursts_delay_but_lose_and_dead_letter_nothing(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    config = SimulatorConfig(
+        rate_limit_rate=0.3, server_error_rate=0.3, retry_after_seconds=0.1, seed=13
+    )
+    with RunningSimulator(config) as simulator:
+        produced = produce(
+            broker.bootstrap, topic, generate(2000, 800, seed=41), partitions=PARTITIONS
+        )
+        service = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="100")
+        try:
+            expected = latest_versions(produced)
+            wait_for(
+                lambda: everything_applied(simulator, expected), 120, "delivery through faults"
+            )
+            wait_for(
+                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
+            )
+            assert service.metric("customer_sync_api_requests_total", code="429") > 0
+            assert service.metric("customer_sync_records_total", outcome="dead_lettered") == 0
+            assert service.metric("customer_sync_dead_letter_records_total") == 0
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_wrong_credentials_make_the_service_unready_and_keep_the_data(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    config = SimulatorConfig(api_key="the-real-key", secret_key="the-real-secret", seed=17)
+    with RunningSimulator(config) as simulator:
+        produced = produce(
+            broker.bootstrap, topic, generate(500, 200, seed=51), partitions=PARTITIONS
+        )
+        service = start_service(broker, simulator, topic, group, tmp_path)
+        try:
+            wait_for(
+                lambda: service.metric("customer_sync_api_requests_total", code="401") > 0,
+                30,
+                "the API to refuse the credentials",
+            )
+            response = service.get("/readyz")
+            assert response is not None
+            assert response.status_code == 503
+            assert response.json()["credentials_accepted"] is False
+            assert applied(simulator) == []
+            assert service.metric("customer_sync_records_total", outcome="dead_lettered") == 0
+            assert "demo-secret-key" not in service.logs()
+            # The operator fixes the keys on the API side: delivery resumes by itself.
+            httpx.post(
+                f"{simulator.base_url}/_sim/config",
+                json={"api_key": "demo-api-key", "secret_key": "demo-secret-key"},
+                timeout=5,
+            ).raise_for_status()
+            expected = latest_versions(produced)
+            wait_for(lambda: everything_applied(simulator, expected), 90, "delivery after the fix")
+            wait_for(
+                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
+            )
+            wait_for(service.ready, 30, "readiness after the fix")
+            assert service.metric("customer_sync_dead_letter_records_total") == 0
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_a_customer_changed_many_times_never_goes_back_in_time(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    config = SimulatorConfig(job_duration_seconds=0.05, seed=23)
+    with RunningSimulator(config) as simulator:
+        # 20 customers changed 100 times each, small batches: many jobs per customer.
+        produced = produce(
+            broker.bootstrap, topic, generate(2000, 20, seed=61), partitions=PARTITIONS
+        )
+        service = start_service(
+            broker,
+            simulator,
+            topic,
+            group,
+            tmp_path,
+            BATCH_MAX_RECORDS="5",
+            BATCH_MAX_WAIT_SECONDS="0.05",
+        )
+        try:
+            expected = latest_versions(produced)
+            wait_for(lambda: everything_applied(simulator, expected), 90, "latest versions applied")
+            history = applied_versions(simulator)
+            for customer, versions in history.items():
+                assert versions == sorted(versions), f"{customer} went back in time: {versions}"
+                assert versions[-1] == expected[customer]
+            assert sum(len(v) for v in history.values()) > len(expected), (
+                "no customer crossed batches"
+            )
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]

@@ -1,0 +1,116 @@
+"""Job tracking against the simulator: every record leaves a job with exactly one verdict."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from service.api import GameballClient, RetryPolicy
+from service.health import Health
+from service.jobs import JobTracker, PollSchedule
+from service.metrics import Metrics
+from service.records import DeadLetterReason, PendingRecord
+from service.simulator import RunningSimulator, SimulatorConfig
+
+FAST_POLL = PollSchedule(initial_seconds=0.01, factor=1.5, max_seconds=0.05)
+_clients: list[GameballClient] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _clients:
+        await _clients.pop().aclose()
+
+
+def record(customer: str, offset: int, **fields: object) -> PendingRecord:
+    payload = orjson.dumps({"customerId": customer, **fields})
+    return PendingRecord("t", 0, offset, 0, customer.encode(), payload, customer, payload)
+
+
+def tracker_for(
+    simulator: RunningSimulator, metrics: Metrics, *, attempts: int = 5, timeout: float = 30
+) -> JobTracker:
+    client = GameballClient(
+        simulator.base_url,
+        SecretStr("demo-api-key"),
+        SecretStr("demo-secret-key"),
+        metrics=metrics,
+        health=Health(),
+        retry=RetryPolicy(base_seconds=0.01, max_seconds=0.05),
+    )
+    _clients.append(client)
+    return JobTracker(
+        client,
+        metrics,
+        max_jobs_in_flight=4,
+        job_timeout=timeout,
+        max_submit_attempts=attempts,
+        poll=FAST_POLL,
+    )
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_successes_and_per_record_failures_are_told_apart(
+    simulator: RunningSimulator,
+) -> None:
+    metrics = Metrics()
+    good = [record(f"c{i}", i, email=f"c{i}@example.com") for i in range(10)]
+    bad = record("bad", 10, email="no-at-sign")
+    verdicts = await tracker_for(simulator, metrics).deliver([*good, bad])
+    assert sorted(r.customer_id for r in verdicts.succeeded) == sorted(r.customer_id for r in good)
+    assert len(verdicts.rejected) == 1
+    rejection = verdicts.rejected[0]
+    assert rejection.record is bad
+    assert rejection.reason is DeadLetterReason.RECORD_REJECTED
+    assert rejection.error == "Invalid email address"
+    assert rejection.job_id
+    assert verdicts.resubmit == []
+    assert count(metrics, "customer_sync_jobs_finished_total", status="completed") == 1
+    assert count(metrics, "customer_sync_jobs_in_flight") == 0
+
+
+async def test_a_rejected_batch_is_bisected_down_to_the_bad_records(
+    simulator: RunningSimulator,
+) -> None:
+    metrics = Metrics()
+    records = [record(f"c{i}", i) for i in range(16)]
+    records[5] = record("c5", 5, tags="not-a-list")
+    records[12] = record("c12", 12, dateOfBirth="yesterday")
+    verdicts = await tracker_for(simulator, metrics).deliver(records)
+    assert sorted(r.record.customer_id for r in verdicts.rejected) == ["c12", "c5"]
+    assert all(r.reason is DeadLetterReason.RECORD_REJECTED for r in verdicts.rejected)
+    assert any("tags" in r.error for r in verdicts.rejected)
+    assert len(verdicts.succeeded) == 14
+    # log2(16) levels at most for each bad record
+    assert records[5].attempts <= 5
+
+
+async def test_a_failed_job_is_retried_then_dead_lettered_as_job_failed() -> None:
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(job_failure_rate=1.0, seed=2)) as simulator:
+        tracker = tracker_for(simulator, metrics, attempts=2)
+        batch = [record("a", 0), record("b", 1)]
+        first = await tracker.deliver(batch)
+        assert sorted(r.customer_id for r in first.resubmit) == ["a", "b"]
+        second = await tracker.deliver(first.resubmit)
+        assert second.resubmit == []
+        assert {r.reason for r in second.rejected} == {DeadLetterReason.JOB_FAILED}
+        assert all(r.record.attempts == 2 for r in second.rejected)
+        assert count(metrics, "customer_sync_jobs_finished_total", status="failed") == 2
+
+
+async def test_a_stuck_job_is_stopped_after_the_timeout_and_resubmitted() -> None:
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(stuck_job_rate=1.0, seed=3)) as simulator:
+        tracker = tracker_for(simulator, metrics, timeout=0.3)
+        verdicts = await tracker.deliver([record("a", 0)])
+        assert [r.customer_id for r in verdicts.resubmit] == ["a"]
+        assert count(metrics, "customer_sync_jobs_finished_total", status="timed_out") == 1
+        assert count(metrics, "customer_sync_api_requests_total", operation="stop", code="200") == 1
