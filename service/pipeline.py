@@ -195,6 +195,13 @@ class Pipeline:
     # ---------------------------------------------------------------- fetch
 
     async def _fetch(self) -> None:
+        """Consume, ingest, and do every other consumer call on the Kafka thread.
+
+        ``pause``, ``resume`` and the watermark lookups go through the Kafka
+        thread too, between two ``consume`` calls: made from the loop while that
+        thread sits in a rebalance callback (waiting for the loop), librdkafka
+        blocks them, and the two threads would wait for each other forever.
+        """
         loop = asyncio.get_running_loop()
         while self._fetching:
             messages = await loop.run_in_executor(
@@ -204,7 +211,15 @@ class Pipeline:
             if messages:
                 self._ingest(messages)
                 self._wake.set()
-            self._apply_backpressure()
+            change = self._backpressure_change()
+            if change is not None:
+                await loop.run_in_executor(self._kafka_thread, change)
+            now = time.monotonic()
+            if now - self._last_lag >= LAG_INTERVAL:
+                self._last_lag = now
+                owned = sorted(self._assignment)
+                highs = await loop.run_in_executor(self._kafka_thread, self._high_watermarks, owned)
+                self._update_lag(dict(zip(owned, highs, strict=True)))
 
     def _ingest(self, messages: Iterable[Message]) -> None:
         """Track, decode and route one fetched batch. The hot path: no logging, no label lookups."""
@@ -278,24 +293,30 @@ class Pipeline:
             self._error_logged[text] = now
             log.error("consumer_error", error=text)
 
-    def _apply_backpressure(self) -> None:
+    def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
+        return [self._consumer.high_watermark(tp) for tp in partitions]
+
+    def _backpressure_change(self) -> Callable[[], None] | None:
+        """Decide whether to pause or resume; return the consumer call to make, if any."""
         buffered = len(self._batcher)
         self.metrics.buffered_records.set(buffered)
         load = buffered + self._dead_letters.in_flight
         limit = self.settings.max_buffered_records
+        owned = sorted(self._assignment)
+        repause, self._repause = self._repause, False
         if not self._paused and load >= limit:
             self._paused = True
-            self._consumer.pause(sorted(self._assignment))
             self.metrics.consumer_paused.set(1)
             log.info("consumer_paused", buffered=buffered, jobs=len(self._jobs))
-        elif self._paused and load <= limit // 2:
+            return lambda: self._consumer.pause(owned)
+        if self._paused and load <= limit // 2:
             self._paused = False
-            self._consumer.resume(sorted(self._assignment))
             self.metrics.consumer_paused.set(0)
             log.info("consumer_resumed", buffered=buffered)
-        elif self._paused and self._repause:
-            self._consumer.pause(sorted(self._assignment))
-        self._repause = False
+            return lambda: self._consumer.resume(owned)
+        if self._paused and repause:
+            return lambda: self._consumer.pause(owned)
+        return None
 
     # ------------------------------------------------------------- dispatch
 
@@ -477,14 +498,12 @@ class Pipeline:
             self._dead_letters.poll(0)
             now = time.monotonic()
             self.health.last_loop = now
-            if now - self._last_lag >= LAG_INTERVAL:
-                self._last_lag = now
-                self._update_lag()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
-    def _update_lag(self) -> None:
-        for tp in list(self._assignment):
-            high = self._consumer.high_watermark(tp)
+    def _update_lag(self, highs: dict[TopicPartition, int | None]) -> None:
+        for tp, high in highs.items():
+            if tp not in self._assignment:
+                continue
             committed = self._offsets.committed_offset(tp)
             if high is None or committed is None:
                 continue

@@ -179,21 +179,27 @@ def test_two_instances_share_partitions_across_a_rebalance(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
-    config = SimulatorConfig(job_duration_seconds=0.1, seed=9)
+    config = SimulatorConfig(job_duration_seconds=0.5, seed=9)
+    # Slow enough (~30 s for one instance) that the second joins mid-stream.
+    slow = {"BATCH_MAX_RECORDS": "50", "MAX_JOBS_IN_FLIGHT": "2"}
     with RunningSimulator(config) as simulator:
         produced = produce(
-            broker.bootstrap, topic, generate(6000, 3000, seed=31), partitions=PARTITIONS
+            broker.bootstrap, topic, generate(6000, 5000, seed=31), partitions=PARTITIONS
         )
-        one = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="100")
-        wait_for(lambda: len(applied(simulator)) >= 300, 60, "first instance delivering")
-        two = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="100")
+        one = start_service(broker, simulator, topic, group, tmp_path, **slow)
+        wait_for(lambda: len(applied(simulator)) >= 100, 60, "first instance delivering")
+        two = start_service(broker, simulator, topic, group, tmp_path, **slow)
         try:
+            wait_for(
+                lambda: two.metric("customer_sync_records_consumed_total") > 0,
+                60,
+                "the second instance to get partitions",
+            )
             expected = latest_versions(produced)
             wait_for(lambda: everything_applied(simulator, expected), 120, "delivery by both")
             wait_for(
                 lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
             )
-            assert two.metric("customer_sync_records_consumed_total") > 0, "no rebalance happened"
             assert one.metric("customer_sync_records_total", outcome="dead_lettered") == 0
             assert two.metric("customer_sync_records_total", outcome="dead_lettered") == 0
         finally:
@@ -274,10 +280,9 @@ def test_a_customer_changed_many_times_never_goes_back_in_time(
     topic, group = setup_topic(broker)
     config = SimulatorConfig(job_duration_seconds=0.05, seed=23)
     with RunningSimulator(config) as simulator:
-        # 20 customers changed 100 times each, small batches: many jobs per customer.
-        produced = produce(
-            broker.bootstrap, topic, generate(2000, 20, seed=61), partitions=PARTITIONS
-        )
+        # 20 customers changed 100 times each, produced in waves while the service
+        # runs, so every customer's changes cross several batches and jobs.
+        events = list(generate(2000, 20, seed=61))
         service = start_service(
             broker,
             simulator,
@@ -288,14 +293,30 @@ def test_a_customer_changed_many_times_never_goes_back_in_time(
             BATCH_MAX_WAIT_SECONDS="0.05",
         )
         try:
+            produced = Produced()
+            for wave in range(5):
+                part = produce(
+                    broker.bootstrap,
+                    topic,
+                    events[wave * 400 : (wave + 1) * 400],
+                    partitions=PARTITIONS,
+                )
+                produced.events.extend(part.events)
+                produced.per_partition.update(part.per_partition)
+                wave_latest = latest_versions(part)
+                wait_for(
+                    lambda w=wave_latest: everything_applied(simulator, w),
+                    60,
+                    f"wave {wave} applied",
+                )
             expected = latest_versions(produced)
-            wait_for(lambda: everything_applied(simulator, expected), 90, "latest versions applied")
             history = applied_versions(simulator)
             for customer, versions in history.items():
                 assert versions == sorted(versions), f"{customer} went back in time: {versions}"
                 assert versions[-1] == expected[customer]
-            assert sum(len(v) for v in history.values()) > len(expected), (
-                "no customer crossed batches"
+            assert all(len(v) >= 5 for v in history.values()), "customers did not cross batches"
+            wait_for(
+                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
             )
         finally:
             assert service.stop() == 0, service.logs()[-3000:]
