@@ -24,6 +24,15 @@ Bisection: a 400/422 on submission means "something in this batch is
 unacceptable" without saying what. Halving the batch until single records
 are rejected isolates them in O(k·log n) requests for k bad records, and the
 good ones go through in the halves that are accepted.
+
+Abandoning a job: when this instance gives records up (their partitions are
+revoked, or shutdown runs out of time), a job still running at the API would
+go on applying them while the next owner re-reads and resubmits the same
+customers, possibly with newer changes: the old job could then apply an older
+version after a newer one. :meth:`JobTracker.stop_jobs` stops such jobs with
+``DELETE`` first, so the only job that can still touch those customers is the
+next owner's. What a stopped job finished stays applied; it is at most the
+version the next owner resubmits.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from service.api import GameballClient
 from service.errors import BatchRejected, JobNotFound
 from service.metrics import Metrics
 from service.models import JobState, JobStatus
+from service.offsets import TopicPartition
 from service.records import DeadLetterReason, PendingRecord
 
 log = structlog.get_logger(__name__)
@@ -95,6 +105,43 @@ class JobTracker:
         self.job_timeout = job_timeout
         self._max_attempts = max_submit_attempts
         self._poll = poll or PollSchedule()
+        # Jobs submitted and not yet terminal, with the partitions their records come from.
+        self._open: dict[str, frozenset[TopicPartition]] = {}
+        # Jobs this instance stopped because it gave their partitions up: their
+        # records are resubmitted without losing an attempt (see stop_jobs).
+        self._abandoned: set[str] = set()
+
+    def open_jobs(self, partitions: set[TopicPartition] | None = None) -> list[str]:
+        """Ids of jobs still running, all or only those carrying records of ``partitions``."""
+        return [
+            job_id
+            for job_id, touched in self._open.items()
+            if partitions is None or not touched.isdisjoint(partitions)
+        ]
+
+    async def stop_jobs(
+        self,
+        partitions: set[TopicPartition] | None,
+        timeout: float,  # noqa: ASYNC109 - best effort: a late stop is logged, never raised
+    ) -> int:
+        """Stop (``DELETE``) the open jobs touching ``partitions``, waiting at most ``timeout``.
+
+        Their trackers see ``stopped`` at the next poll and judge the records as
+        usual. Best effort: a job the API cannot be told about in time is
+        logged, and its records are re-read by their next owner all the same.
+        Returns how many jobs were asked to stop.
+        """
+        job_ids = self.open_jobs(partitions)
+        if not job_ids:
+            return 0
+        self._abandoned.update(job_ids)
+        stops = [asyncio.ensure_future(self._client.stop(job_id)) for job_id in job_ids]
+        done, pending = await asyncio.wait(stops, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        failed = len(pending) + sum(1 for task in done if task.exception() is not None)
+        log.warning("jobs_stopped", jobs=len(job_ids), not_confirmed=failed)
+        return len(job_ids)
 
     async def deliver(self, records: list[PendingRecord]) -> Verdicts:
         """Deliver a batch; bisect it when the API rejects it as a whole."""
@@ -130,6 +177,7 @@ class JobTracker:
         deadline = started + self.job_timeout
         delay = self._poll.initial_seconds
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
+        self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
         try:
             with bound:
                 status: JobStatus | None = None
@@ -162,6 +210,8 @@ class JobTracker:
                 )
                 return verdicts
         finally:
+            del self._open[job_id]
+            self._abandoned.discard(job_id)
             metrics.jobs_in_flight.dec()
 
     async def _stop(self, job_id: str) -> JobStatus | None:
@@ -208,6 +258,10 @@ class JobTracker:
         else:
             reason = DeadLetterReason.RETRIES_EXHAUSTED
         why = "timed out" if timed_out else f"ended {state.value if state else 'lost'}"
+        if job_id in self._abandoned:
+            # We stopped it on purpose: that says nothing about the records.
+            verdicts.resubmit.extend(by_customer.values())
+            return verdicts
         for customer, record in by_customer.items():
             record.failed_jobs += 1
             if record.failed_jobs >= self._max_attempts:

@@ -56,6 +56,7 @@ HOUSEKEEPING_INTERVAL = 0.02
 LAG_INTERVAL = 5.0
 CREDENTIALS_RECHECK = 15.0
 REVOKE_WAIT = 10.0
+STOP_JOBS_WAIT = 3.0
 
 
 class Pipeline:
@@ -177,6 +178,12 @@ class Pipeline:
         ):
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         abandoned = len(self._jobs)
+        if abandoned:
+            # Out of time: stop what is still running so it cannot apply these
+            # customers after the next owner has resubmitted newer changes.
+            await self._tracker.stop_jobs(
+                None, timeout=max(0.5, min(STOP_JOBS_WAIT, deadline - time.monotonic() - 1.0))
+            )
         for task in [*workers, *self._jobs]:
             task.cancel()
         await asyncio.gather(*workers, *self._jobs, return_exceptions=True)
@@ -366,10 +373,10 @@ class Pipeline:
 
     def _apply(self, verdicts: Verdicts) -> None:
         owns = self._offsets.owns
-        # Records of partitions revoked meanwhile belong to their new owner now.
-        self._settle(
-            [r for r in verdicts.succeeded if owns((r.topic, r.partition))], self.metrics.succeeded
-        )
+        # Delivered is delivered, even if the partition changed hands meanwhile
+        # (settling a record of a partition no longer owned is a no-op). Failed and
+        # unfinished records of such partitions are the new owner's to redo.
+        self._settle(verdicts.succeeded, self.metrics.succeeded)
         for rejection in verdicts.rejected:
             r = rejection.record
             if owns((r.topic, r.partition)):
@@ -468,13 +475,16 @@ class Pipeline:
             await asyncio.wait(
                 waiting, timeout=min(REVOKE_WAIT, self.settings.shutdown_timeout_seconds)
             )
+        # A job still running would go on applying these customers while the next
+        # owner resubmits them: stop it before the partitions change hands.
+        stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
         await self._commit(only=revoked)
         self._forget(revoked)
         log.info(
             "partitions_revoked",
             partitions=_names(partitions),
             released=len(released),
-            jobs_still_running=sum(1 for t in waiting if not t.done()),
+            jobs_stopped=stopped,
         )
 
     async def _lost(self, partitions: list[TopicPartition]) -> None:

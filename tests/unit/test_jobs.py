@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -14,6 +15,7 @@ from service.jobs import JobTracker, PollSchedule
 from service.metrics import Metrics
 from service.records import DeadLetterReason, PendingRecord
 from service.simulator import RunningSimulator, SimulatorConfig
+from tests.helpers import eventually
 
 FAST_POLL = PollSchedule(initial_seconds=0.01, factor=1.5, max_seconds=0.05)
 _clients: list[GameballClient] = []
@@ -114,3 +116,29 @@ async def test_a_stuck_job_is_stopped_after_the_timeout_and_resubmitted() -> Non
         assert [r.customer_id for r in verdicts.resubmit] == ["a"]
         assert count(metrics, "customer_sync_jobs_finished_total", status="timed_out") == 1
         assert count(metrics, "customer_sync_api_requests_total", operation="stop", code="200") == 1
+
+
+async def test_stopping_the_jobs_of_given_up_partitions_costs_their_records_no_attempt() -> None:
+    metrics = Metrics()
+    config = SimulatorConfig(job_duration_seconds=30, seed=4)
+    with RunningSimulator(config) as simulator:
+        tracker = tracker_for(simulator, metrics, attempts=1)
+        mine = [record("a", 0), record("b", 1)]
+        theirs = [PendingRecord("t", 1, 0, 0, b"z", b"{}", "z", b'{"customerId":"z"}')]
+        kept = asyncio.create_task(tracker.deliver(mine))
+        given_up = asyncio.create_task(tracker.deliver(theirs))
+        await eventually(lambda: len(tracker.open_jobs()) == 2)
+        [job_of_partition_1] = tracker.open_jobs({("t", 1)})
+
+        assert await tracker.stop_jobs({("t", 1)}, timeout=5) == 1
+
+        verdicts = await asyncio.wait_for(given_up, 10)
+        # With one attempt allowed, a counted failure would have dead-lettered it.
+        assert [r.customer_id for r in verdicts.resubmit] == ["z"]
+        assert verdicts.rejected == []
+        assert simulator.state.jobs[job_of_partition_1].state.value == "stopped"
+        assert tracker.open_jobs() != [], "only partition 1's job stops"
+        assert not kept.done()
+        await tracker.stop_jobs(None, timeout=5)
+        await asyncio.wait_for(kept, 10)
+        assert tracker.open_jobs() == []
