@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     kafka_source_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-changes",)
     kafka_group_id: str = "customer-sync"
     kafka_dlq_topic: str = "customer-changes.dlq"
-    kafka_client: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # librdkafka properties may hold secrets (sasl.password, ssl.key.password):
+    # kept out of reprs and dumps, like the API keys.
+    kafka_client: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     gameball_base_url: str = "https://api.gameball.co"
     gameball_api_key: SecretStr

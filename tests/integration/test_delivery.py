@@ -320,3 +320,24 @@ def test_a_customer_changed_many_times_never_goes_back_in_time(
             )
         finally:
             assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_sigterm_flushes_the_buffer_waits_for_jobs_and_commits(
+    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    topic, group = setup_topic(broker)
+    produced = produce(broker.bootstrap, topic, generate(600, 250, seed=71), partitions=PARTITIONS)
+    # Nothing is due by size or time: every record waits in the buffer until SIGTERM.
+    service = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_WAIT_SECONDS="120")
+    wait_for(
+        lambda: service.metric("customer_sync_records_consumed_total") == produced.total,
+        60,
+        "every record consumed and buffered",
+    )
+    assert applied(simulator) == []
+    assert service.metric("customer_sync_buffered_records") > 0
+    service.signal(signal.SIGTERM)
+    assert service.wait(30) == 0, service.logs()[-3000:]
+    assert everything_applied(simulator, latest_versions(produced))
+    assert fully_committed(broker.bootstrap, group, topic, produced)
+    assert '"event": "shutdown_complete"' in service.logs()

@@ -76,8 +76,11 @@ def test_a_bad_setting_is_named_in_one_sentence(
 
 
 def test_secrets_never_appear_in_errors_or_reprs() -> None:
-    s = load_settings(BASE)
+    s = load_settings({**BASE, "KAFKA_CLIENT_SASL_PASSWORD": "sasl-789"})
+    assert s.consumer_config()["sasl.password"] == "sasl-789"
     assert "secret-456" not in repr(s)
+    assert "sasl-789" not in repr(s)
+    assert "sasl-789" not in str(s.model_dump())
     assert "key-123" not in str(s.model_dump())
     with pytest.raises(ConfigError) as caught:
         load_settings({**BASE, "GAMEBALL_API_KEY": "   "})
