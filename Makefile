@@ -23,8 +23,8 @@ install: $(STAMP) ## create .venv and install the service with its dev tools
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff format --check service tests benchmarks
 
 .PHONY: typecheck
 typecheck: $(STAMP) ## mypy, strict on service/
@@ -42,10 +42,14 @@ test: lint typecheck ## lint, typecheck, then every test (unit and integration a
 demo: $(STAMP) ## the whole pipeline on this machine: broker, simulator, CDC events, live view
 	$(BIN)/customer-sync demo
 
+.PHONY: bench
+bench: $(STAMP) ## measure throughput, API efficiency, memory and latency (a few minutes)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
 .PHONY: format
 format: $(STAMP) ## rewrite files with ruff
-	$(BIN)/ruff check --fix service tests
-	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests benchmarks
+	$(BIN)/ruff format service tests benchmarks
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches

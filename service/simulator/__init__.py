@@ -41,7 +41,7 @@ Decisions worth knowing:
   and the document of a terminal job is serialised once and cached.
 
 Controls (no auth): ``GET /_sim/stats``; ``GET /_sim/applied?since=N[&limit=M]``
--> ``{"applied": [{"seq", "customerId", "customer", "jobId"}, ...], "next": N'}``
+-> ``{"applied": [{"seq", "customerId", "customer", "jobId", "submittedAt"}, ...], "next": N'}``
 (``seq`` counts from 0, so ``since`` is an index); ``GET|POST /_sim/config``
 (a JSON object of :class:`SimulatorConfig` fields, checked, 400 otherwise;
 a new ``seed`` re-seeds); ``POST /_sim/reset`` (jobs, log and counters go,

@@ -336,12 +336,16 @@ class SimulatorState:
         with self._lock:
             self.settle()
             entries = self.applied[since : None if limit is None else since + limit]
+            jobs = self.jobs
             return [
                 {
                     "seq": e.seq,
                     "customerId": e.customer_id,
                     "customer": e.customer,
                     "jobId": e.job_id,
+                    # When the job carrying the record was submitted (epoch seconds):
+                    # the benchmark's produce-to-submit latency needs it.
+                    "submittedAt": jobs[e.job_id].created_wall,
                 }
                 for e in entries
             ]

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from service.errors import ConfigError
-from service.models import MAX_BATCH_RECORDS, JobState, JobStatus
+from service.models import MAX_BATCH_RECORDS, JobState, JobStatus, result_text
 from service.simulator import (
     RunningSimulator,
     SimulatorConfig,
@@ -236,6 +236,8 @@ def test_instant_job_is_completed_on_first_look_in_the_seed_shape(api: Api) -> N
         (i, c["customerId"], job_id) for i, c in enumerate(body)
     ]
     assert [e["customer"] for e in applied] == body
+    created = api.simulator.state.jobs[job_id].created_wall
+    assert {e["submittedAt"] for e in applied} == {created}
     assert api.applied(since=2) == applied[2:]
     assert api.simulator.state.latest["c1"] == body[1]
     assert api.status(job_id) == api.status(job_id)  # terminal documents do not change
@@ -268,7 +270,7 @@ def test_job_goes_queued_running_completed_with_partial_results_in_body_order(
     assert 0 < done < len(body)
     assert running.totalCount == done
     ids = [c["customerId"] for c in body]
-    assert [r.customerId for r in running.response.successful] == ids[:done]
+    assert [r["customerId"] for r in running.response.successful] == ids[:done]
     assert len(api.applied()) >= done
 
     final = wait_until(completed)
@@ -284,7 +286,7 @@ def test_a_bad_email_fails_its_record_only(api: Api) -> None:
     assert status.status is JobState.COMPLETED
     assert (status.totalCount, status.finishedCount, status.errorCount) == (3, 2, 1)
     assert status.response is not None
-    assert [(r.customerId, r.error) for r in status.response.failed] == [
+    assert [(r["customerId"], r.get("error")) for r in status.response.failed] == [
         ("c1", "Invalid email address")
     ]
     assert [e["customerId"] for e in api.applied()] == ["c0", "c2"]
@@ -296,7 +298,7 @@ def test_random_record_failures(api: Api) -> None:
     status = api.status(api.submit(customers(4)))
     assert status.status is JobState.COMPLETED
     assert status.response is not None
-    assert {r.text for r in status.response.failed} == {"Failed to create customer"}
+    assert {result_text(r) for r in status.response.failed} == {"Failed to create customer"}
     assert status.errorCount == 4
     assert api.applied() == []
 
@@ -332,7 +334,7 @@ def test_a_stuck_job_runs_until_stopped_and_keeps_what_it_finished(api: Api) -> 
     status = api.status(job_id)
     assert status.status is JobState.STOPPED
     assert status.response is not None
-    assert [r.customerId for r in status.response.successful] == [f"c{i}" for i in range(5)]
+    assert [r["customerId"] for r in status.response.successful] == [f"c{i}" for i in range(5)]
     assert [e["customerId"] for e in api.applied()] == [f"c{i}" for i in range(5)]
     again = api.stop(job_id)  # idempotent
     assert again.status_code == 200

@@ -1,0 +1,565 @@
+"""``make bench``: the pipeline measured against its two limits, in one run.
+
+Users pick a sink by how much it carries per core (the *ceiling* a bare
+consumer reaches on the same topic) and by how close it gets to what the API
+allows (``MAX_JOBS_IN_FLIGHT x records-per-job / job duration``). Both are
+reported as ratios, next to memory under a backlog and latency under a trickle.
+
+The service runs as a real process (``customer-sync run``) against the
+embedded broker and the simulator, exactly as in production but on one
+machine: the broker and the simulator share its cores, so absolute numbers
+are a floor. Regimes:
+
+1. **ceiling**: ``consume(num_messages=…)`` plus ``orjson.loads`` per value;
+2. **cpu_bound**: instant jobs; records/s from the first record consumed until
+   every offset is committed (the group join, a broker artefact, is left out);
+3. **api_bound**: fixed job duration at two ``MAX_JOBS_IN_FLIGHT`` settings;
+   records accepted by the API per second over a steady window, divided by the
+   theoretical limit computed with the batch size actually achieved;
+4. **backlog**: a million records waiting; peak RSS (``VmHWM``) and throughput;
+5. **light_load**: a 200 records/s trickle; produce-to-submit latency, from the
+   ``sentAt`` each event carries to the submission time the simulator logs.
+
+Figures go to a table and to ``benchmarks/results/latest.json``. ``--smoke``
+runs every regime on a few thousand records, for the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from service.broker import EmbeddedBroker, free_port
+from service.samples import change_event, generate
+from service.simulator import RunningSimulator, SimulatorConfig
+
+PARTITIONS = 6
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+API_KEY, SECRET_KEY = "bench-api-key", "bench-secret-key"  # the simulator's, not real ones
+
+
+@dataclass(frozen=True)
+class Sizes:
+    cpu_events: int = 300_000
+    cpu_customers: int = 20_000
+    backlog_events: int = 1_000_000
+    backlog_customers: int = 200_000
+    job_duration: float = 0.5
+    api_warmup: float = 3.0
+    api_window: float = 6.0
+    trickle_rate: int = 200
+    trickle_seconds: float = 20.0
+
+
+SMOKE = Sizes(
+    cpu_events=3_000,
+    cpu_customers=500,
+    backlog_events=30_000,
+    backlog_customers=15_000,
+    job_duration=1.0,
+    api_warmup=0.5,
+    api_window=1.0,
+    trickle_rate=200,
+    trickle_seconds=3.0,
+)
+
+
+# ----------------------------------------------------------------- plumbing
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]]) -> Counter[int]:
+    """Produce keyed events; return what the broker acknowledged per partition."""
+    per_partition: Counter[int] = Counter()
+    errors: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+        else:
+            per_partition[msg.partition()] += 1
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "enable.idempotence": True,
+        }
+    )
+    for key, value in events:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(120)
+    if errors:
+        raise RuntimeError(f"{len(errors)} produce errors, first: {errors[0]}")
+    return per_partition
+
+
+def keyed(events: int, customers: int, seed: int, prefix: str) -> Iterator[tuple[bytes, bytes]]:
+    for event in generate(events, customers, seed=seed, prefix=prefix):
+        assert event.key is not None
+        assert event.value is not None
+        yield event.key, event.value
+
+
+class Service:
+    """``customer-sync run`` as a real process, observed through /metrics and /proc."""
+
+    def __init__(self, env: dict[str, str], log: Path, profile: Path | None = None) -> None:
+        self.profile = profile
+        self.port = free_port()
+        self.env = {**os.environ, **env, "HTTP_PORT": str(self.port)}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+
+    def __enter__(self) -> Service:
+        command = [sys.executable, "-m", "service.cli", "run"]
+        if self.profile is not None:  # 250 Hz, GIL holder only, folded stacks
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [
+                spy,
+                "record",
+                "--gil",
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(self.profile),
+                "--",
+                *command,
+            ]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own CLI, in this venv
+                command, env=self.env, stdout=out, stderr=out
+            )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+        if self.process is not None and self.process.poll() is None:
+            self.service_pid_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def service_pid(self) -> int:
+        """The service's pid: py-spy's child when profiling (py-spy writes when it exits)."""
+        assert self.process is not None
+        if self.profile is None:
+            return self.process.pid
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return int(children.read_text().split()[0])
+
+    def service_pid_signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, IndexError, FileNotFoundError):
+            os.kill(self.service_pid(), sig)
+
+    def samples(self) -> dict[str, float]:
+        """Every sample of /metrics, keyed by its line's name and labels."""
+        try:
+            text = self.http.get("/metrics").text
+        except httpx.HTTPError:
+            return {}
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def total(self, metric: str, samples: dict[str, float] | None = None) -> float:
+        samples = self.samples() if samples is None else samples
+        return sum(v for k, v in samples.items() if k == metric or k.startswith(metric + "{"))
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.service_pid()}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+
+def quantile(samples: dict[str, float], metric: str, q: float) -> float | None:
+    """``histogram_quantile`` over a scraped histogram (linear within the bucket)."""
+    buckets = []
+    for name, value in samples.items():
+        if name.startswith(metric + "_bucket{"):
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return None
+
+
+def committed_all(
+    bootstrap: str, group: str, topic: str, produced: Counter[int]
+) -> Callable[[], bool]:
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def check() -> bool:
+        offsets = {tp.partition: tp.offset for tp in reader.committed(parts, timeout=10)}
+        return all(offsets.get(p, -1) >= n for p, n in produced.items())
+
+    return check
+
+
+@dataclass
+class Bench:
+    broker: EmbeddedBroker
+    simulator: RunningSimulator
+    sizes: Sizes
+    logs: Path
+    profile: bool = False
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def env(self, topic: str, group: str, **extra: str) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "KAFKA_SOURCE_TOPICS": topic,
+            "KAFKA_GROUP_ID": group,
+            "KAFKA_DLQ_TOPIC": "bench.dlq",
+            "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
+            "GAMEBALL_BASE_URL": self.simulator.base_url,
+            "GAMEBALL_API_KEY": API_KEY,
+            "GAMEBALL_SECRET_KEY": SECRET_KEY,
+            "LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+    def configure(self, **changes: Any) -> None:
+        self.simulator.state.update_config(changes)
+        self.simulator.state.reset()
+
+    def service(self, topic: str, group: str, **extra: str) -> Service:
+        profile = self.logs / f"{group.split('-')[0]}.profile.txt" if self.profile else None
+        return Service(self.env(topic, group, **extra), self.logs / f"{group}.log", profile)
+
+    # -------------------------------------------------------------- regimes
+
+    def ceiling(self, topic: str, total: int) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.broker.bootstrap,
+                "group.id": f"ceiling-{random.getrandbits(32)}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 100,
+                "queued.max.messages.kbytes": 65536,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        count, started = 0, None
+        loads = orjson.loads
+        try:
+            while count < total:
+                messages = consumer.consume(num_messages=5000, timeout=1.0)
+                if messages and started is None:
+                    started = time.perf_counter()
+                for message in messages:
+                    if message.error() is None:
+                        loads(message.value())
+                        count += 1
+            assert started is not None
+            elapsed = time.perf_counter() - started
+        finally:
+            consumer.close()
+        self.results["ceiling"] = {"records": count, "records_per_s": round(count / elapsed)}
+
+    def run_to_commit(
+        self, name: str, topic: str, produced: Counter[int], **extra: str
+    ) -> dict[str, Any]:
+        """Start a service on a fresh group; time it from first consume to last commit."""
+        total = sum(produced.values())
+        group = f"{name}-{random.getrandbits(32)}"
+        done = committed_all(self.broker.bootstrap, group, topic, produced)
+        rss: list[float] = []
+        with self.service(topic, group, **extra) as service:
+            wait_until(
+                lambda: service.total("customer_sync_records_consumed_total") > 0, 60, "consume"
+            )
+            started = time.perf_counter()
+            settled_at = None
+            while not done():
+                samples = service.samples()
+                if (
+                    settled_at is None
+                    and service.total("customer_sync_records_total", samples) >= total
+                ):
+                    settled_at = time.perf_counter()
+                rss.append(service.peak_rss_mb())
+                time.sleep(0.05)
+            finished = time.perf_counter()
+            samples = service.samples()
+            peak = service.peak_rss_mb()
+            batches = service.total("customer_sync_batches_flushed_total", samples)
+        elapsed = finished - started
+        result = {
+            "records": total,
+            "seconds": round(elapsed, 2),
+            "records_per_s": round(total / elapsed),
+            "settled_records_per_s": round(total / ((settled_at or finished) - started)),
+            "e2e_p50_s": _round(quantile(samples, "customer_sync_end_to_end_latency_seconds", 0.5)),
+            "e2e_p99_s": _round(
+                quantile(samples, "customer_sync_end_to_end_latency_seconds", 0.99)
+            ),
+            "peak_rss_mb": round(peak, 1),
+            "batches": int(batches),
+            "coalesced": int(samples.get('customer_sync_records_total{outcome="coalesced"}', 0)),
+        }
+        return result
+
+    def cpu_bound(self, topic: str, produced: Counter[int]) -> None:
+        self.configure(job_duration_seconds=0.0)
+        result = self.run_to_commit("cpu", topic, produced)
+        ceiling = self.results["ceiling"]["records_per_s"]
+        result["ratio_to_ceiling"] = round(result["records_per_s"] / ceiling, 3)
+        self.results["cpu_bound"] = result
+
+    def api_bound(self, topic: str, in_flight: int) -> None:
+        duration = self.sizes.job_duration
+        self.configure(job_duration_seconds=duration)
+        state = self.simulator.state
+        group = f"api{in_flight}-{random.getrandbits(32)}"
+        with self.service(topic, group, MAX_JOBS_IN_FLIGHT=str(in_flight)):
+            wait_until(lambda: state.records_received > 0, 60, "the first job")
+            time.sleep(self.sizes.api_warmup)  # fill the pipeline: every slot busy
+            before, jobs_before, t0 = (
+                state.records_received,
+                state.jobs_created,
+                time.perf_counter(),
+            )
+            time.sleep(self.sizes.api_window)
+            after, jobs_after, t1 = state.records_received, state.jobs_created, time.perf_counter()
+        if jobs_after == jobs_before:
+            raise RuntimeError(f"no job was submitted in the window: the topic {topic} ran dry")
+        achieved = (after - before) / (t1 - t0)
+        per_job = (after - before) / max(1, jobs_after - jobs_before)
+        limit = in_flight * per_job / duration
+        self.results[f"api_bound_{in_flight}"] = {
+            "max_jobs_in_flight": in_flight,
+            "job_duration_s": duration,
+            "records_per_job": round(per_job, 1),
+            "records_per_s": round(achieved),
+            "limit_records_per_s": round(limit),
+            "ratio_to_limit": round(achieved / limit, 3),
+        }
+
+    def backlog(self, topic: str, produced: Counter[int]) -> None:
+        self.configure(job_duration_seconds=0.0)
+        self.results["backlog"] = self.run_to_commit("backlog", topic, produced)
+
+    def light_load(self) -> None:
+        self.configure(job_duration_seconds=0.0)
+        topic, group = f"trickle-{random.getrandbits(32)}", f"trickle-{random.getrandbits(32)}"
+        self.broker.create_topics({topic: PARTITIONS})
+        rate, seconds = self.sizes.trickle_rate, self.sizes.trickle_seconds
+        wait = 2.0
+        with self.service(topic, group, BATCH_MAX_WAIT_SECONDS=str(wait)) as service:
+            wait_until(lambda: _ready(service), 60, "the service to join the group")
+            producer = Producer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 0})
+            rng = random.Random(5)
+            count = int(rate * seconds)
+            start = time.perf_counter()
+            for i in range(count):
+                time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                customer = f"t{i}"
+                envelope = orjson.loads(change_event(customer, 1, rng))
+                row = (envelope.get("payload") or envelope)["after"]
+                row["custom"] = orjson.dumps({"version": 1, "sentAt": time.time()}).decode()
+                producer.produce(topic, key=customer.encode(), value=orjson.dumps(row))
+                producer.poll(0)
+            producer.flush(10)
+            wait_until(lambda: len(self.simulator.state.applied) >= count, 30, "the trickle")
+        latencies = sorted(
+            entry["submittedAt"] - entry["customer"]["custom"]["sentAt"]
+            for entry in self.simulator.state.applied_since(0)
+        )
+        q = statistics.quantiles(latencies, n=100)
+        self.results["light_load"] = {
+            "records": count,
+            "rate_per_s": rate,
+            "batch_max_wait_s": wait,
+            "produce_to_submit_p50_s": round(q[49], 3),
+            "produce_to_submit_p99_s": round(q[98], 3),
+            "target_p99_s": wait + 0.2,
+        }
+
+
+def _ready(service: Service) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return service.http.get("/readyz").status_code == 200
+    return False
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# -------------------------------------------------------------------- report
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="customer-sync benchmark", show_lines=False)
+    for column in ("regime", "records/s", "vs limit", "latency", "peak RSS"):
+        table.add_column(column)
+    c = results.get("ceiling", {})
+    table.add_row("ceiling (bare consumer + orjson)", f"{c.get('records_per_s', 0):,}", "", "", "")
+    if "cpu_bound" in results:
+        r = results["cpu_bound"]
+        table.add_row(
+            f"cpu-bound ({r['records']:,} events, instant jobs)",
+            f"{r['records_per_s']:,}",
+            f"{r['ratio_to_ceiling']:.2f} of ceiling",
+            f"e2e p50 {r['e2e_p50_s']} s, p99 {r['e2e_p99_s']} s",
+            f"{r['peak_rss_mb']} MB",
+        )
+    for key in sorted(k for k in results if k.startswith("api_bound_")):
+        r = results[key]
+        table.add_row(
+            f"api-bound ({r['max_jobs_in_flight']} jobs x {r['job_duration_s']} s)",
+            f"{r['records_per_s']:,}",
+            f"{r['ratio_to_limit']:.2f} of {r['limit_records_per_s']:,}",
+            "",
+            "",
+        )
+    if "backlog" in results:
+        r = results["backlog"]
+        table.add_row(
+            f"backlog ({r['records']:,} waiting)",
+            f"{r['records_per_s']:,}",
+            "",
+            "",
+            f"{r['peak_rss_mb']} MB",
+        )
+    if "light_load" in results:
+        r = results["light_load"]
+        table.add_row(
+            f"light load ({r['rate_per_s']}/s trickle)",
+            "",
+            f"target p99 ≤ {r['target_p99_s']} s",
+            f"submit p50 {r['produce_to_submit_p50_s']} s, p99 {r['produce_to_submit_p99_s']} s",
+            "",
+        )
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="a few thousand records per regime")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("ceiling", "cpu", "api", "backlog", "light"),
+        help="run only these regimes (repeatable; cpu implies ceiling)",
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every event count (1.0)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the service under py-spy; folded stacks go to results/logs/*.profile.txt",
+    )
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.scale != 1.0:
+        sizes = dataclasses.replace(
+            sizes,
+            cpu_events=int(sizes.cpu_events * args.scale),
+            backlog_events=int(sizes.backlog_events * args.scale),
+        )
+    only = set(args.only or ("ceiling", "cpu", "api", "backlog", "light"))
+    logs = args.output.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    config = SimulatorConfig(api_key=API_KEY, secret_key=SECRET_KEY, seed=1)
+    with EmbeddedBroker() as broker, RunningSimulator(config) as simulator:
+        bench = Bench(broker, simulator, sizes, logs, profile=args.profile)
+        broker.create_topics({"bench-cpu": PARTITIONS, "bench-backlog": PARTITIONS, "bench.dlq": 1})
+        print(f"producing {sizes.cpu_events:,} + {sizes.backlog_events:,} events ...", flush=True)
+        cpu = produce(
+            broker.bootstrap, "bench-cpu", keyed(sizes.cpu_events, sizes.cpu_customers, 1, "c")
+        )
+        backlog: Counter[int] = Counter()
+        if only & {"api", "backlog"}:
+            backlog = produce(
+                broker.bootstrap,
+                "bench-backlog",
+                keyed(sizes.backlog_events, sizes.backlog_customers, 2, "b"),
+            )
+        if only & {"ceiling", "cpu"}:
+            bench.ceiling("bench-cpu", sum(cpu.values()))
+        if "cpu" in only:
+            bench.cpu_bound("bench-cpu", cpu)
+        if "backlog" in only:
+            bench.backlog("bench-backlog", backlog)
+        if "api" in only:
+            for in_flight in (4, 16):
+                bench.api_bound("bench-backlog", in_flight)
+        if "light" in only:
+            bench.light_load()
+    results = {
+        **bench.results,
+        "meta": {
+            "smoke": args.smoke,
+            "seconds": round(time.perf_counter() - started, 1),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"results: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
