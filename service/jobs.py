@@ -46,7 +46,7 @@ import structlog
 from service.api import GameballClient
 from service.errors import BatchRejected, JobNotFound
 from service.metrics import Metrics
-from service.models import JobState, JobStatus
+from service.models import JobState, JobStatus, result_customer, result_text
 from service.offsets import TopicPartition
 from service.records import DeadLetterReason, PendingRecord
 
@@ -238,20 +238,23 @@ class JobTracker:
         api_error: dict[str, str] = {}
         if results is not None:
             for entry in results.successful:
-                record = by_customer.pop(entry.customerId, None)
+                record = by_customer.pop(result_customer(entry), None)
                 if record is not None:
                     verdicts.succeeded.append(record)
             for entry in results.failed:
-                record = by_customer.get(entry.customerId)
+                customer = result_customer(entry)
+                record = by_customer.get(customer)
                 if record is None:
                     continue
                 if state is JobState.COMPLETED:
-                    del by_customer[entry.customerId]
+                    del by_customer[customer]
                     verdicts.rejected.append(
-                        Rejection(record, DeadLetterReason.RECORD_REJECTED, entry.text, job_id)
+                        Rejection(
+                            record, DeadLetterReason.RECORD_REJECTED, result_text(entry), job_id
+                        )
                     )
                 else:
-                    api_error[entry.customerId] = entry.text
+                    api_error[customer] = result_text(entry)
         # Everything left was not settled by this job: a job-level failure for it.
         if state is JobState.FAILED:
             reason = DeadLetterReason.JOB_FAILED

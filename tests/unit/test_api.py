@@ -48,7 +48,7 @@ async def test_submit_poll_and_stop(simulator: RunningSimulator) -> None:
         status = await client.status(job_id)
         assert status.status is JobState.COMPLETED
         assert status.response is not None
-        assert {r.customerId for r in status.response.successful} == {"a", "b"}
+        assert {r["customerId"] for r in status.response.successful} == {"a", "b"}
         await client.stop(job_id)  # idempotent on a finished job
         with pytest.raises(JobNotFound):
             await client.status("no-such-job")
