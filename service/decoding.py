@@ -207,7 +207,10 @@ class Decoder:
             return Reject(
                 DeadLetterReason.INVALID_EVENT, "no customer id (customerId / customer_id)"
             )
-        return Customer(customer_id, orjson.dumps(customer))
+        # orjson 3.13 returns its result in a 4 KiB allocation whatever the length:
+        # a buffered record would pin 4 KiB for ~250 bytes of JSON (80 MB of RSS
+        # for a 20,000-record buffer, measured). The exact-size copy costs 0.2 us.
+        return Customer(customer_id, bytes(memoryview(orjson.dumps(customer))))
 
     def _map(self, row: dict[str, Any]) -> dict[str, Any]:
         """Row → customer; every value passes its field's normaliser (or ``_Invalid``)."""

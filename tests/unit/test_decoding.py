@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -14,6 +16,7 @@ from service.errors import ConfigError
 from service.mapping import load_field_mapping
 from service.models import ApiCustomer
 from service.records import DeadLetterReason
+from service.samples import change_event
 
 
 def customer(result: object) -> dict[str, object]:
@@ -164,3 +167,26 @@ def test_every_customer_the_decoder_emits_is_valid_for_the_api(row: dict[str, ob
         model = ApiCustomer.model_validate_json(result.payload)
         assert model.customerId == result.customer_id
         assert model.model_dump(mode="json", exclude_none=True) == orjson.loads(result.payload)
+
+
+def test_a_decoded_customer_holds_no_more_memory_than_its_bytes() -> None:
+    """The buffer's footprint is records x payload: a payload must not pin a bigger allocation."""
+    rng = random.Random(3)
+    values = [change_event(f"c{i}", 1, rng) for i in range(2000)]
+    decoder = Decoder()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        payloads = [customer_payload(decoder.decode(value)) for value in values]
+        retained = (tracemalloc.get_traced_memory()[0] - before) / len(payloads)
+    finally:
+        tracemalloc.stop()
+    average = sum(len(p) for p in payloads) / len(payloads)
+    assert retained < average + 200, (
+        f"{retained:.0f} bytes retained for {average:.0f}-byte payloads"
+    )
+
+
+def customer_payload(result: object) -> bytes:
+    assert isinstance(result, Customer), result
+    return result.payload
