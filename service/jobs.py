@@ -75,11 +75,53 @@ class Verdicts:
 
 @dataclass(frozen=True, slots=True)
 class PollSchedule:
-    """Status polling backoff: quick for fast jobs, patient for slow ones."""
+    """When to ask for a job's status next.
+
+    Geometric backoff (quick for fast jobs, patient for slow ones) is the upper
+    bound. A status document also says how far the job got (the entries in
+    ``response``), so once two polls have seen progress the job's finish can be
+    predicted and polled for directly: with backoff alone a job is noticed up
+    to ``factor - 1`` of its duration late (a 0.5 s job at 0.66 s), and every
+    slot sits idle for that long.
+    """
 
     initial_seconds: float = 0.05
     factor: float = 1.5
     max_seconds: float = 2.0
+    margin_seconds: float = 0.01
+
+    def next_delay(self, previous: float, eta: float | None) -> float:
+        backoff = min(previous * self.factor, self.max_seconds)
+        if eta is None:
+            return backoff
+        return min(backoff, max(self.initial_seconds, eta + self.margin_seconds))
+
+
+class JobProgress:
+    """Predicts a running job's finish from the records it reported, poll after poll."""
+
+    __slots__ = ("_first", "_total")
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._first: tuple[float, int] | None = None
+
+    def eta(self, now: float, status: JobStatus) -> float | None:
+        """Seconds until the job should be done, or ``None`` when nothing can be said yet."""
+        results = status.response
+        done = len(results.successful) + len(results.failed) if results is not None else 0
+        if done >= self._total:
+            return 0.0  # everything reported: the terminal status is due
+        if done <= 0:
+            return None
+        if self._first is None:
+            self._first = (now, done)
+            return None
+        since, done_then = self._first
+        if done <= done_then or now <= since:
+            return None
+        rate = (done - done_then) / (now - since)
+        return (self._total - done) / rate
 
 
 def _body(records: list[PendingRecord]) -> bytes:
@@ -176,6 +218,7 @@ class JobTracker:
         started = time.monotonic()
         deadline = started + self.job_timeout
         delay = self._poll.initial_seconds
+        progress = JobProgress(len(records))
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
         self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
         try:
@@ -192,7 +235,8 @@ class JobTracker:
                             status = await self._stop(job_id)
                             label = "timed_out"
                             break
-                        delay = min(delay * self._poll.factor, self._poll.max_seconds)
+                        eta = progress.eta(time.monotonic(), status)
+                        delay = self._poll.next_delay(delay, eta)
                 except JobNotFound:
                     log.warning("job_vanished")
                     status, label = None, "failed"

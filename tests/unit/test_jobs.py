@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from service.api import GameballClient, RetryPolicy
 from service.health import Health
-from service.jobs import JobTracker, PollSchedule
+from service.jobs import JobProgress, JobTracker, PollSchedule
 from service.metrics import Metrics
+from service.models import JobStatus
 from service.records import DeadLetterReason, PendingRecord
 from service.simulator import RunningSimulator, SimulatorConfig
 from tests.helpers import eventually
@@ -142,3 +143,28 @@ async def test_stopping_the_jobs_of_given_up_partitions_costs_their_records_no_a
         await tracker.stop_jobs(None, timeout=5)
         await asyncio.wait_for(kept, 10)
         assert tracker.open_jobs() == []
+
+
+def running(done: int, failed: int = 0) -> JobStatus:
+    entries = [{"customerId": f"c{i}", "message": "ok"} for i in range(done)]
+    errors = [{"customerId": f"f{i}", "error": "no"} for i in range(failed)]
+    return JobStatus.model_validate(
+        {"status": "running", "response": {"successful": entries, "failed": errors}}
+    )
+
+
+def test_a_job_is_polled_when_its_progress_says_it_will_be_done() -> None:
+    schedule = PollSchedule(initial_seconds=0.05, factor=1.5, max_seconds=2.0, margin_seconds=0.01)
+    progress = JobProgress(total=1000)
+    queued = JobStatus.model_validate({"status": "queued", "response": None})
+    assert progress.eta(0.05, queued) is None
+    assert schedule.next_delay(0.05, None) == pytest.approx(0.075)  # plain backoff
+    assert progress.eta(0.125, running(150, failed=16)) is None  # one point gives no rate
+    # 250 more records in 0.1 s: 2,500/s, so the last 584 need 0.2336 s.
+    eta = progress.eta(0.225, running(400, failed=16))
+    assert eta == pytest.approx(584 / 2500)
+    assert schedule.next_delay(0.5, eta) == pytest.approx(584 / 2500 + 0.01)
+    # A prediction never makes polling slower than the backoff would be.
+    assert schedule.next_delay(0.1, 10.0) == pytest.approx(0.15)
+    assert progress.eta(0.3, running(1000)) == 0.0  # everything reported: poll soon
+    assert schedule.next_delay(0.3, 0.0) == pytest.approx(0.05)
