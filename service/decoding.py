@@ -83,10 +83,9 @@ def _to_date(value: Any) -> str:
 
 def _to_tags(value: Any) -> list[str]:
     if type(value) is str:
-        stripped = value.strip()
-        if not stripped.startswith("["):
-            return [t.strip() for t in stripped.split(",") if t.strip()]
-        value = orjson.loads(stripped)
+        if "[" not in value:
+            return [tag for tag in map(str.strip, value.split(",")) if tag]
+        value = orjson.loads(value)
     if type(value) is list and all(
         type(t) is str or type(t) is int or type(t) is float for t in value
     ):
@@ -219,11 +218,13 @@ class Decoder:
         field = ""
         try:
             for column, value in row.items():
-                if value is None:
-                    continue
                 entry = fields.get(column)
-                if entry is not None:
-                    field, normalise = entry
+                if entry is None or value is None:
+                    continue
+                field, normalise = entry
+                if normalise is _to_text and type(value) is str:
+                    customer[field] = value  # the common case, without a call
+                else:
                     customer[field] = normalise(value)
             for field, path, normalise in self._mapped:
                 value = _walk(row, path)
