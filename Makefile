@@ -35,8 +35,35 @@ unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: lint typecheck ## lint, typecheck, then every test (unit and integration against a real broker)
+test: lint typecheck tools ## lint, typecheck, then every test (unit and integration against a real broker)
 	$(BIN)/pytest
+
+# --- deployment checkers (tests/deploy, tests/integration/test_observability.py) ---
+# Each is installed once and only when missing, so `make test` stays idempotent and offline after
+# the first run. checkov lives in its own virtualenv: ~100 pinned packages that must not
+# constrain (or be constrained by) the service's dependencies.
+TOOLS_VENV ?= .venv-tools
+DEPLOY_STAMP := $(VENV)/.deploy-installed
+CHECKOV_STAMP := $(TOOLS_VENV)/.installed
+CHECKOV_VERSION ?= 3.3.30
+
+$(DEPLOY_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,deploy]'
+	touch $(DEPLOY_STAMP)
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
+.PHONY: tools
+tools: $(DEPLOY_STAMP) $(CHECKOV_STAMP) ## install the deployment checkers: hadolint, kubernetes-validate, checkov, promtool
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		echo "installing Prometheus (Debian package) for promtool and the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v kubectl >/dev/null || { echo "kubectl (with kustomize) is required: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
 
 .PHONY: demo
 demo: $(STAMP) ## the whole pipeline on this machine: broker, simulator, CDC events, live view
@@ -53,4 +80,4 @@ format: $(STAMP) ## rewrite files with ruff
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
