@@ -61,14 +61,20 @@ class OffsetTracker:
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
-    def track(self, tp: TopicPartition, offset: int) -> None:
+    def track(self, tp: TopicPartition, offset: int) -> bool:
+        """Start tracking a consumed record; ``False`` when it is not ours to process.
+
+        Not ours: its partition was revoked after the fetch, or it was re-fetched
+        after a seek and is already tracked (and so already on its way).
+        """
         state = self._partitions.get(tp)
-        if state is None:  # a record fetched just before its partition was revoked
-            return
+        if state is None:
+            return False
         if state.next_offset is not None and offset < state.next_offset:
-            return  # re-fetched after a seek: already tracked
+            return False
         state.pending.append(offset)
         state.next_offset = offset + 1
+        return True
 
     def settle(self, tp: TopicPartition, offset: int) -> None:
         state = self._partitions.get(tp)

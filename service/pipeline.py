@@ -231,7 +231,7 @@ class Pipeline:
     def _ingest(self, messages: Iterable[Message]) -> None:
         """Track, decode and route one fetched batch. The hot path: no logging, no label lookups."""
         now = time.monotonic()
-        offsets = self._offsets
+        track = self._offsets.track
         decode = self._decoder.decode
         add = self._batcher.add
         consumed: Tally[str] = Tally()
@@ -246,9 +246,8 @@ class Pipeline:
             partition = message.partition() or 0
             offset = message.offset() or 0
             tp = (topic, partition)
-            if not offsets.owns(tp):
+            if not track(tp, offset):
                 continue
-            offsets.track(tp, offset)
             consumed[topic] += 1
             value = message.value()
             result = decode(value)
@@ -286,8 +285,9 @@ class Pipeline:
             self.metrics.records_consumed.labels(topic=topic).inc(count)
         if skipped:
             wall = time.time()
+            settle = self._offsets.settle
             for tp, offset, timestamp_ms in skipped:
-                offsets.settle(tp, offset)
+                settle(tp, offset)
                 self.metrics.end_to_end_latency.observe(max(0.0, wall - timestamp_ms / 1000))
             self.metrics.skipped.inc(len(skipped))
         if coalesced:
