@@ -1,0 +1,45 @@
+"""The benchmark at smoke size, so `make bench` cannot rot between the runs that matter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(240)
+def test_every_regime_of_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "customer-sync benchmark" in run.stdout
+    results = json.loads(output.read_text())
+
+    assert results["ceiling"]["records_per_s"] > 0
+    cpu = results["cpu_bound"]
+    assert cpu["records"] == 3000
+    assert cpu["records_per_s"] > 0
+    assert cpu["cpu_us_per_record"] > 0
+    assert cpu["ratio_to_ceiling"] > 0
+    assert cpu["peak_rss_mb"] > 0
+    for in_flight in (4, 16):
+        api = results[f"api_bound_{in_flight}"]
+        assert api["max_jobs_in_flight"] == in_flight
+        assert 0 < api["ratio_to_limit"] <= 1.2  # above 1 only by window-edge rounding
+    assert results["backlog"]["records"] == 30_000
+    assert results["backlog"]["peak_rss_mb"] > 0
+    light = results["light_load"]
+    assert light["records"] > 0
+    # Nothing waits in the buffer much longer than BATCH_MAX_WAIT_SECONDS.
+    assert light["produce_to_submit_p99_s"] < light["batch_max_wait_s"] + 1.0
