@@ -43,6 +43,7 @@ class DeadLetter:
     error: str
     attempts: int = 0
     job_id: str | None = None
+    generation: int = 0  # the partition assignment the record was consumed under
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         headers: list[tuple[str, str | bytes | None]] = [

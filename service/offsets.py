@@ -16,6 +16,14 @@ The order of at-least-once, said out loud:
 A crash anywhere loses only unsettled work, which the next owner re-reads
 from the committed watermark: re-delivery, never loss.
 
+Generations: every assignment of a partition gets a new generation number,
+and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
+revoked and then assigned back to this same instance is re-read from its
+committed offset while jobs of the earlier assignment may still be running:
+for a while two live copies of one offset exist. Only the copy of the current
+generation may settle it; settling by the other would move the watermark past
+a record nothing has delivered yet.
+
 Cost: one deque append per tracked record and amortised O(1) per settle,
 because records arrive in offset order per partition and the watermark only
 moves forward.
@@ -23,14 +31,19 @@ moves forward.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
 TopicPartition = tuple[str, int]
 
 
+_generations = itertools.count(1)
+
+
 @dataclass(slots=True)
 class _PartitionOffsets:
+    generation: int = field(default_factory=lambda: next(_generations))
     pending: deque[int] = field(default_factory=deque)
     settled: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the highest tracked offset
@@ -61,20 +74,25 @@ class OffsetTracker:
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
-    def track(self, tp: TopicPartition, offset: int) -> bool:
-        """Start tracking a consumed record; ``False`` when it is not ours to process.
+    def track(self, tp: TopicPartition, offset: int) -> int:
+        """Start tracking a consumed record; return its generation, or 0 when it is not ours.
 
         Not ours: its partition was revoked after the fetch, or it was re-fetched
         after a seek and is already tracked (and so already on its way).
         """
         state = self._partitions.get(tp)
         if state is None:
-            return False
+            return 0
         if state.next_offset is not None and offset < state.next_offset:
-            return False
+            return 0
         state.pending.append(offset)
         state.next_offset = offset + 1
-        return True
+        return state.generation
+
+    def generation(self, tp: TopicPartition) -> int:
+        """The current assignment's generation of ``tp``; 0 when it is not owned."""
+        state = self._partitions.get(tp)
+        return 0 if state is None else state.generation
 
     def settle(self, tp: TopicPartition, offset: int) -> None:
         state = self._partitions.get(tp)

@@ -247,7 +247,8 @@ class Pipeline:
             partition = message.partition() or 0
             offset = message.offset() or 0
             tp = (topic, partition)
-            if not track(tp, offset):
+            generation = track(tp, offset)
+            if not generation:
                 continue
             consumed[topic] += 1
             value = message.value()
@@ -263,6 +264,7 @@ class Pipeline:
                     value,
                     result.customer_id,
                     result.payload,
+                    generation=generation,
                 )
                 superseded = add(record, now)
                 if superseded is not None:
@@ -280,6 +282,7 @@ class Pipeline:
                         value,
                         result.reason,
                         result.error,
+                        generation=generation,
                     )
                 )
         for topic, count in consumed.items():
@@ -375,14 +378,19 @@ class Pipeline:
     # ---------------------------------------------------------- settlement
 
     def _apply(self, verdicts: Verdicts) -> None:
-        owns = self._offsets.owns
-        # Delivered is delivered, even if the partition changed hands meanwhile
-        # (settling a record of a partition no longer owned is a no-op). Failed and
-        # unfinished records of such partitions are the new owner's to redo.
+        """Turn a batch's verdicts into settlements, dead letters and resubmissions.
+
+        Only records of the partition's current assignment act (see the
+        generations in ``offsets.py``): a record whose partition was revoked,
+        or revoked and assigned back, has a newer copy that is the one to
+        deliver, dead-letter or settle. A record delivered by a job is counted
+        as succeeded either way: it was.
+        """
+        current = self._offsets.generation
         self._settle(verdicts.succeeded, self.metrics.succeeded)
         for rejection in verdicts.rejected:
             r = rejection.record
-            if owns((r.topic, r.partition)):
+            if current((r.topic, r.partition)) == r.generation:
                 self._dead_letters.send(
                     DeadLetter(
                         r.topic,
@@ -395,30 +403,37 @@ class Pipeline:
                         rejection.error,
                         attempts=r.attempts,
                         job_id=rejection.job_id,
+                        generation=r.generation,
                     )
                 )
         now = time.monotonic()
         losers = []
         for r in verdicts.resubmit:
-            if owns((r.topic, r.partition)):
+            if current((r.topic, r.partition)) == r.generation:
                 loser = self._batcher.give_back(r, now)
                 if loser is not None:
                     losers.append(loser)
         self._settle(losers, self.metrics.coalesced)
 
     def _settle(self, records: list[PendingRecord], outcome: Counter) -> None:
+        """Settle records (of their current generation only) and count them under ``outcome``."""
         if not records:
             return
         wall = time.time()
+        current = self._offsets.generation
         settle = self._offsets.settle
         observe = self.metrics.end_to_end_latency.observe
         for r in records:
-            settle((r.topic, r.partition), r.offset)
+            tp = (r.topic, r.partition)
+            if current(tp) == r.generation:
+                settle(tp, r.offset)
             observe(max(0.0, wall - r.timestamp_ms / 1000))
         outcome.inc(len(records))
 
     def _dead_lettered(self, letter: DeadLetter) -> None:
-        self._offsets.settle((letter.topic, letter.partition), letter.offset)
+        tp = (letter.topic, letter.partition)
+        if self._offsets.generation(tp) == letter.generation:
+            self._offsets.settle(tp, letter.offset)
         self.metrics.dead_lettered.inc()
         self.metrics.end_to_end_latency.observe(max(0.0, time.time() - letter.timestamp_ms / 1000))
 

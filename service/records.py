@@ -37,3 +37,4 @@ class PendingRecord:
     attempts: int = 0  # submissions this record went through (the dlq.attempts header)
     failed_jobs: int = 0  # job-level failures, bounded by MAX_SUBMIT_ATTEMPTS
     enqueued_at: float = field(default=0.0)
+    generation: int = 0  # the partition assignment it was consumed under (see offsets.py)

@@ -90,3 +90,17 @@ def test_watermark_matches_a_simple_model_under_any_settle_order(
         unsettled = [o for o in offsets if o not in settled]
         expected = unsettled[0] if unsettled else offsets[-1] + 1
         assert tracker.commit_candidates() == {TP: expected}
+
+
+def test_each_assignment_of_a_partition_has_its_own_generation() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = tracker.track(TP, 0)
+    assert first == tracker.generation(TP) != 0
+    assert tracker.track(TP, 0) == 0  # already tracked: not ours to process again
+    tracker.revoke(TP)
+    assert tracker.generation(TP) == 0
+    assert tracker.track(TP, 1) == 0  # fetched after the revocation
+    tracker.assign(TP)  # back again: the same offsets are a new copy
+    second = tracker.track(TP, 0)
+    assert second == tracker.generation(TP) not in (0, first)
