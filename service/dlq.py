@@ -52,7 +52,7 @@ from service.config import Settings
 from service.errors import KafkaError
 from service.records import DeadLetterReason
 
-IDLE_SECONDS = 1.5
+IDLE_SECONDS = 1.0
 STALL_SECONDS = 15.0
 METADATA_TIMEOUT_SECONDS = 10.0
 COMMIT_EVERY = 5000
@@ -189,12 +189,12 @@ class Reader:
     group: str | None
     idle_seconds: float = IDLE_SECONDS
     stall_seconds: float = STALL_SECONDS
+    timeout: float = METADATA_TIMEOUT_SECONDS
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     partitions: dict[int, _Partition] = field(default_factory=dict)
     _consumer: Consumer | None = None
 
     def open(self) -> None:
-        topic = self.settings.kafka_dlq_topic
         config = {
             **admin_config(self.settings),
             "group.id": self.group or f"{self.settings.kafka_group_id}.dlq-inspect-{uuid.uuid4()}",
@@ -202,16 +202,19 @@ class Reader:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
         }
-        consumer = Consumer(config)
-        self._consumer = consumer
+        self._consumer = Consumer(config)
         try:
-            metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS)
+            self._assign(self._consumer)
         except KafkaException as exc:
             raise KafkaError(
                 f"no answer from {self.settings.kafka_bootstrap_servers} within "
-                f"{METADATA_TIMEOUT_SECONDS:g} s ({exc.args[0]}); "
+                f"{self.timeout:g} s ({exc.args[0]}); "
                 "run `customer-sync check` to see what is wrong"
             ) from None
+
+    def _assign(self, consumer: Consumer) -> None:
+        topic = self.settings.kafka_dlq_topic
+        metadata = consumer.list_topics(topic, timeout=self.timeout)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise KafkaError(
@@ -221,12 +224,12 @@ class Reader:
         parts = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         starts = {p.partition: OFFSET_BEGINNING for p in parts}
         if self.group is not None:
-            for tp in consumer.committed(parts, timeout=METADATA_TIMEOUT_SECONDS):
+            for tp in consumer.committed(parts, timeout=self.timeout):
                 if tp.offset >= 0:
                     starts[tp.partition] = tp.offset
         assign = []
         for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_SECONDS)
+            low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout)
             start = starts[tp.partition]
             start = low if start == OFFSET_BEGINNING else max(start, low)
             self.partitions[tp.partition] = _Partition(start, high, start)
@@ -302,7 +305,13 @@ class Reader:
         """Record the position of every partition in the reader's group (synchronous)."""
         topic = self.settings.kafka_dlq_topic
         offsets = [TopicPartition(topic, p, part.position) for p, part in self.partitions.items()]
-        results = self._require().commit(offsets=offsets, asynchronous=False) or []
+        try:
+            results = self._require().commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            raise KafkaError(
+                f"could not record the replay position ({exc.args[0]}); the records are "
+                "replayed (acknowledged): a new run would replay them again"
+            ) from None
         failed = [r for r in results if r.error]
         if failed:
             raise KafkaError(f"could not record the replay position: {failed[0].error}")

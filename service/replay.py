@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the brokers' first answer (10)",
+    )
+    parser.add_argument(
         "--reason",
         action="append",
         type=_reason,
@@ -119,7 +125,7 @@ def describe_record(settings: Settings, record: DeadLetterRecord) -> list[str]:
 
 def inspect(settings: Settings, args: argparse.Namespace) -> int:
     filters = Filters.from_args(args)
-    reader = Reader(settings, group=None)
+    reader = Reader(settings, group=None, timeout=args.timeout)
     shown = read = 0
     try:
         reader.open()
@@ -194,7 +200,7 @@ class _Replayer:
 def replay(settings: Settings, args: argparse.Namespace) -> int:
     filters = Filters.from_args(args)
     group = replay_group(settings, filters)
-    reader = Reader(settings, group=group)
+    reader = Reader(settings, group=group, timeout=args.timeout)
     selected: Counter[str] = Counter()
     unselected: Counter[str] = Counter()
     targets: Counter[str] = Counter()
