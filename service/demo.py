@@ -45,7 +45,7 @@ from service.logs import configure_logging
 from service.metrics import OUTCOMES, Metrics
 from service.pipeline import Pipeline
 from service.replay import describe_record
-from service.samples import generate
+from service.samples import BAD_EVENTS, generate
 from service.simulator import RunningSimulator, SimulatorConfig
 
 SOURCE = "customer-changes"
@@ -105,21 +105,25 @@ class _Feed:
         )
         started = time.monotonic()
         sent = 0
+        # Each kind of malformed event once, spread over the run, whatever its size.
+        kinds = list(BAD_EVENTS.values()) if self.events > len(BAD_EVENTS) else []
+        malformed = {(k * self.events) // (len(kinds) + 1): v for k, (v, _) in enumerate(kinds, 1)}
         try:
-            for event in generate(
-                self.events, self.customers, bad_fraction=0.002, tombstone_fraction=0.005
+            for i, event in enumerate(
+                generate(self.events, self.customers, tombstone_fraction=0.005)
             ):
                 if self.stop.is_set():
                     break
+                key, value = event.key, event.value
+                if i in malformed:
+                    key, value = f"malformed-{i}".encode(), malformed[i]
                 if self.rate > 0:
                     ahead = sent / self.rate - (time.monotonic() - started)
                     if ahead > 0:
                         producer.poll(ahead)
                 while True:
                     try:
-                        producer.produce(
-                            SOURCE, key=event.key, value=event.value, on_delivery=self._delivered
-                        )
+                        producer.produce(SOURCE, key=key, value=value, on_delivery=self._delivered)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -336,6 +340,7 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
         raise CustomerSyncError(f"the pipeline stopped: {failure}")
     seconds = (finished_at or time.monotonic()) - started
     table, balanced = _summary(numbers, feed, seconds)
+    console.print()
     console.print(table)
     consumed = numbers.consumed()
     console.print(
