@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -144,10 +145,30 @@ def inspect(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _Topics:
+    """Partition counts of the replay targets (0 = the topic does not exist), asked once each."""
+
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        self._admin = AdminClient(admin_config(settings))
+        self._timeout = timeout
+        self._partitions: dict[str, int] = {}
+
+    def partitions(self, topic: str) -> int:
+        if topic not in self._partitions:
+            try:
+                metadata = self._admin.list_topics(timeout=self._timeout)
+            except KafkaException as exc:
+                raise KafkaError(f"could not look up the topic {topic!r}: {exc.args[0]}") from None
+            found = metadata.topics.get(topic)
+            ok = found is not None and found.error is None
+            self._partitions[topic] = len(found.partitions) if ok and found else 0
+        return self._partitions[topic]
+
+
 class _Replayer:
     """Produces the selected records and remembers what the broker did not acknowledge."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topics: _Topics) -> None:
         config: dict[str, Any] = {
             **admin_config(settings),
             "enable.idempotence": True,
@@ -155,26 +176,14 @@ class _Replayer:
             "linger.ms": 5,
         }
         self._producer = Producer(config)
-        self._partitions: dict[str, int] = {}
+        self._topics = topics
         self.failed: list[str] = []
         self.acknowledged = 0
-
-    def partitions(self, topic: str) -> int:
-        if topic not in self._partitions:
-            try:
-                metadata = self._producer.list_topics(topic, timeout=10)
-            except KafkaException:
-                self._partitions[topic] = 0
-            else:
-                found = metadata.topics.get(topic)
-                ok = found is not None and found.error is None
-                self._partitions[topic] = len(found.partitions) if ok and found else 0
-        return self._partitions[topic]
 
     def send(self, topic: str, record: DeadLetterRecord) -> None:
         partition = record.source_partition
         kwargs: dict[str, Any] = {}
-        if partition is not None and partition < self.partitions(topic):
+        if partition is not None and partition < self._topics.partitions(topic):
             kwargs["partition"] = partition  # where it came from: per-customer order
         while True:
             try:
@@ -206,7 +215,8 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
     targets: Counter[str] = Counter()
     unplayable: Counter[str] = Counter()
     sample: list[DeadLetterRecord] = []
-    replayer = _Replayer(settings) if args.execute else None
+    topics = _Topics(settings, args.timeout)
+    replayer = _Replayer(settings, topics) if args.execute else None
     read = 0
     progress = Progress(
         TextColumn("replaying" if args.execute else "reading"),
@@ -227,11 +237,16 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
                     unselected[record.reason] += 1
                     continue
                 topic = record.source_topic
+                why: str | None = None
                 if topic is None:
-                    unplayable["no dlq.source.topic header"] += 1
-                    continue
-                if replayer is not None and replayer.partitions(topic) == 0:
-                    unplayable[f"source topic {topic} does not exist"] += 1
+                    why = "it has no dlq.source.topic header"
+                elif topics.partitions(topic) == 0:
+                    why = f"its source topic {topic!r} does not exist"
+                if why is not None or topic is None:
+                    why = why or "it has no source topic"
+                    unplayable[why] += 1
+                    if replayer is not None:
+                        _stop_before(replayer, reader, record, why)
                     continue
                 selected[record.reason] += 1
                 targets[topic] += 1
@@ -252,6 +267,22 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
             f"position recorded in consumer group {group}"
         )
     return 1 if unplayable else 0
+
+
+def _stop_before(replayer: _Replayer, reader: Reader, record: DeadLetterRecord, why: str) -> None:
+    """A selected record that cannot be replayed: keep it for a later run, stop here.
+
+    Skipping it would move the recorded position past it for good, so the
+    position is rewound to it and what was produced before it is settled.
+    """
+    reader.partitions[record.partition].position = record.offset
+    _settle(replayer, reader)
+    raise KafkaError(
+        f"record {record.partition}@{record.offset} cannot be replayed because {why}; "
+        f"{replayer.acknowledged} record(s) before it were replayed and the position was "
+        "recorded, so the next run starts at it (create the topic, or filter with "
+        "--source-topic / --reason)"
+    )
 
 
 def _settle(replayer: _Replayer, reader: Reader) -> None:

@@ -239,3 +239,32 @@ def test_tansu_under_reports_the_end_of_this_topic(broker: EmbeddedBroker, topic
     finally:
         consumer.close()
     assert high < 30
+
+
+def test_a_record_whose_source_topic_is_gone_stops_the_replay_and_waits_for_it(
+    broker: EmbeddedBroker,
+) -> None:
+    home, gone = unique("home"), unique("gone")
+    broker.create_topics({home: 3, f"{home}.dlq": 1})
+    items = [*letters(home)[:2], *letters(gone)[:2]]  # two that can go home, then two that cannot
+    dead_letter(broker, home, items)
+
+    dry = customer_sync("dlq", "replay", env=env(broker, home))
+    assert dry.code == 1, dry
+    assert f"✗ 2 cannot be replayed: its source topic '{gone}' does not exist" in dry.stdout
+
+    stopped = customer_sync("dlq", "replay", "--execute", env=env(broker, home))
+    stopped.assert_no_traceback()
+    assert stopped.code == 1, stopped
+    (line,) = stopped.stderr.strip().splitlines()
+    assert line.startswith("customer-sync dlq: record 0@2 cannot be replayed because its source")
+    assert "2 record(s) before it were replayed" in line
+
+    broker.create_topics({gone: 3})
+    resumed = customer_sync("dlq", "replay", "--execute", env=env(broker, home))
+    assert resumed.code == 0, resumed
+    assert "2 record(s) read" in resumed.stdout  # starts at the record it stopped on
+    assert "replayed 2 record(s)" in resumed.stdout
+    assert sorted(source_records(broker, gone, 2)) == sorted(
+        (d.partition, d.key, d.value) for d in letters(gone)[:2]
+    )
