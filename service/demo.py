@@ -322,6 +322,7 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
                 finished_at = time.monotonic()
                 if not args.keep_running:
                     break
+                live.console.print(_summary(numbers, feed, finished_at - started)[0])
                 _print_lines(live.console, _next_steps(settings, metrics_url, keep_running=True))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)

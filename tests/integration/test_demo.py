@@ -81,3 +81,39 @@ def test_bad_options_are_one_sentence() -> None:
     out.assert_no_traceback()
     assert out.code == 1
     assert out.stderr.strip() == "customer-sync demo: --events must be at least 1"
+
+
+def test_keep_running_prints_commands_that_work_against_the_running_demo() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--events", "1000", "--keep-running"],
+        env=clean_environ({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not any(line.lstrip().startswith("export ") for line in seen):
+            line = process.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        assert any("✓ reconciles" in line for line in seen)  # the summary comes first
+        export = next(line for line in seen if line.lstrip().startswith("export "))
+        env = dict(pair.split("=", 1) for pair in export.split()[1:])
+        check = customer_sync("check", env=env)
+        assert check.code == 0, check
+        inspect = customer_sync("dlq", "inspect", "--limit", "1", env=env)
+        assert inspect.code == 0, inspect
+        assert "1 record(s) shown" in inspect.stdout
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    out = Outcome(process.returncode, "".join(seen) + stdout, stderr)
+    out.assert_no_traceback()
+    assert out.code == 130
+    consumed, *outcomes = numbers(stdout)
+    assert consumed == sum(outcomes) == 1000
