@@ -56,7 +56,7 @@ IDLE_SECONDS = 1.0
 STALL_SECONDS = 15.0
 METADATA_TIMEOUT_SECONDS = 10.0
 COMMIT_EVERY = 5000
-_VALUE_PREVIEW = 160
+"""Replayed records between two recorded positions (each after a producer flush)."""
 
 
 # ------------------------------------------------------------------ records and filters
@@ -101,7 +101,7 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _reason(text: str) -> str:
+def reason_arg(text: str) -> str:
     known = {r.value for r in DeadLetterReason}
     if text not in known:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(sorted(known))}")

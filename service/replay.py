@@ -14,7 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from service.check import admin_config
 from service.config import Settings, load_settings
-from service.dlq import DeadLetterRecord, Filters, Reader, _reason, parse_time, replay_group
+from service.dlq import (
+    COMMIT_EVERY,
+    DeadLetterRecord,
+    Filters,
+    Reader,
+    parse_time,
+    reason_arg,
+    replay_group,
+)
 from service.errors import KafkaError
 
 _PREVIEW = 160
@@ -62,7 +70,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reason",
         action="append",
-        type=_reason,
+        type=reason_arg,
         metavar="REASON",
         help="only records with this dlq.reason (repeatable)",
     )
@@ -254,7 +262,7 @@ def replay(settings: Settings, args: argparse.Namespace) -> int:
                     sample.append(record)
                 if replayer is not None:
                     replayer.send(topic, record)
-                    if read % 5000 == 0:
+                    if read % COMMIT_EVERY == 0:
                         _settle(replayer, reader)
             if replayer is not None:
                 _settle(replayer, reader)
