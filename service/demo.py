@@ -26,23 +26,22 @@ import gc
 import signal
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Producer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from service.broker import EmbeddedBroker, free_port
 from service.config import Settings, load_settings
+from service.demo_view import Numbers, live_view, summary_table
 from service.dlq import Reader
 from service.errors import CustomerSyncError
 from service.health import Health
 from service.http import build_server
 from service.logs import configure_logging
-from service.metrics import OUTCOMES, Metrics
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.replay import describe_record
 from service.samples import BAD_EVENTS, generate
@@ -140,97 +139,6 @@ class _Feed:
             self.failed += 1
 
 
-# ------------------------------------------------------------------ numbers
-
-
-class _Numbers:
-    """Reads the pipeline's registry: the very numbers /metrics serves."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._registry = metrics.registry
-        self._history: deque[tuple[float, float]] = deque(maxlen=20)
-
-    def value(self, name: str, **labels: str) -> float:
-        return self._registry.get_sample_value("customer_sync_" + name, labels) or 0.0
-
-    def by_label(self, name: str, label: str) -> dict[str, float]:
-        found: dict[str, float] = {}
-        for family in self._registry.collect():
-            for sample in family.samples:
-                if sample.name == "customer_sync_" + name and sample.value:
-                    found[sample.labels[label]] = found.get(sample.labels[label], 0) + sample.value
-        return found
-
-    def consumed(self) -> float:
-        return sum(self.by_label("records_consumed_total", "topic").values())
-
-    def outcomes(self) -> dict[str, float]:
-        return {o: self.value("records_total", outcome=o) for o in OUTCOMES}
-
-    def throughput(self) -> float:
-        """Records settled per second over the last few seconds."""
-        now, settled = time.monotonic(), sum(self.outcomes().values())
-        self._history.append((now, settled))
-        first_time, first = self._history[0]
-        return (settled - first) / (now - first_time) if now > first_time else 0.0
-
-
-def _view(numbers: _Numbers, feed: _Feed, metrics_url: str, started: float) -> Table:
-    consumed = numbers.consumed()
-    outcomes = numbers.outcomes()
-    table = Table(
-        title=f"customer-sync demo · {time.monotonic() - started:,.1f} s",
-        caption=f"metrics: {metrics_url}",
-        show_header=False,
-        min_width=56,
-    )
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    producing = "" if feed.done.is_set() else "  (producing…)"
-    table.add_row("produced (acknowledged)", f"{feed.acknowledged:,}{producing}")
-    table.add_row("consumed", f"{consumed:,.0f}")
-    table.add_row("lag (produced - consumed)", f"{max(0, feed.acknowledged - consumed):,.0f}")
-    table.add_row("buffered", f"{numbers.value('buffered_records'):,.0f}")
-    table.add_row("jobs in flight", f"{numbers.value('jobs_in_flight'):,.0f}")
-    table.add_row("delivered (succeeded)", f"{outcomes['succeeded']:,.0f}")
-    table.add_row("coalesced (superseded)", f"{outcomes['coalesced']:,.0f}")
-    table.add_row("skipped (tombstones)", f"{outcomes['skipped']:,.0f}")
-    table.add_row("dead-lettered", f"{outcomes['dead_lettered']:,.0f}")
-    for reason, count in sorted(numbers.by_label("dead_letter_records_total", "reason").items()):
-        table.add_row(f"  {reason}", f"{count:,.0f}")
-    table.add_row("throughput", f"{numbers.throughput():,.0f} records/s")
-    return table
-
-
-def _summary(numbers: _Numbers, feed: _Feed, seconds: float) -> tuple[Table, bool]:
-    consumed = numbers.consumed()
-    outcomes = numbers.outcomes()
-    settled = sum(outcomes.values())
-    balanced = consumed == settled
-    table = Table(title="summary", show_header=True, min_width=56)
-    table.add_column("records")
-    table.add_column("count", justify="right")
-    table.add_row("produced", f"{feed.acknowledged:,}")
-    extra = consumed - feed.acknowledged
-    note = f"  (+{extra:,.0f} produced by others, e.g. dlq replay)" if extra > 0 else ""
-    table.add_row("consumed", f"{consumed:,.0f}{note}", end_section=True)
-    table.add_row("  succeeded", f"{outcomes['succeeded']:,.0f}")
-    table.add_row("  dead-lettered", f"{outcomes['dead_lettered']:,.0f}")
-    for reason, count in sorted(numbers.by_label("dead_letter_records_total", "reason").items()):
-        table.add_row(f"    {reason}", f"{count:,.0f}")
-    table.add_row("  skipped", f"{outcomes['skipped']:,.0f}")
-    table.add_row("  coalesced", f"{outcomes['coalesced']:,.0f}", end_section=True)
-    mark = "✓ reconciles" if balanced else "✗ does not reconcile"
-    table.add_row("  = sum of outcomes", f"{settled:,.0f}  {mark}", end_section=True)
-    jobs = numbers.by_label("jobs_finished_total", "status")
-    table.add_row("jobs submitted", f"{numbers.value('jobs_submitted_total'):,.0f}")
-    table.add_row(
-        "jobs finished", ", ".join(f"{k} {v:,.0f}" for k, v in sorted(jobs.items())) or "0"
-    )
-    table.add_row("elapsed", f"{seconds:,.1f} s ({settled / max(seconds, 0.001):,.0f} records/s)")
-    return table, balanced
-
-
 # ------------------------------------------------------------------ running
 
 
@@ -309,20 +217,26 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
     http = asyncio.create_task(server.serve())
     run = asyncio.create_task(pipeline.run(stop))
     producer.start()
-    numbers = _Numbers(metrics)
+    numbers = Numbers(metrics)
     started = time.monotonic()
     finished_at: float | None = None
     with Live(
-        _view(numbers, feed, metrics_url, started), console=console, refresh_per_second=4
+        live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started),
+        console=console,
+        refresh_per_second=4,
     ) as live:
         while not stop.is_set() and not run.done():
-            live.update(_view(numbers, feed, metrics_url, started))
+            live.update(
+                live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started)
+            )
             settled = sum(numbers.outcomes().values())
             if finished_at is None and feed.done.is_set() and settled >= feed.acknowledged:
                 finished_at = time.monotonic()
                 if not args.keep_running:
                     break
-                live.console.print(_summary(numbers, feed, finished_at - started)[0])
+                live.console.print(
+                    summary_table(numbers, feed.acknowledged, finished_at - started)[0]
+                )
                 _print_lines(live.console, _next_steps(settings, metrics_url, keep_running=True))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
@@ -333,14 +247,16 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
             await run
         except Exception as exc:  # noqa: BLE001 - reported in one sentence below
             failure = exc
-        live.update(_view(numbers, feed, metrics_url, started))
+        live.update(
+            live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started)
+        )
     server.should_exit = True
     await http
     producer.join(10)
     if failure is not None:
         raise CustomerSyncError(f"the pipeline stopped: {failure}")
     seconds = (finished_at or time.monotonic()) - started
-    table, balanced = _summary(numbers, feed, seconds)
+    table, balanced = summary_table(numbers, feed.acknowledged, seconds)
     console.print()
     console.print(table)
     consumed = numbers.consumed()
