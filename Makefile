@@ -73,6 +73,18 @@ demo: $(STAMP) ## the whole pipeline on this machine: broker, simulator, CDC eve
 bench: $(STAMP) ## measure throughput, API efficiency, memory and latency (a few minutes)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
+.PHONY: schemas
+schemas: $(STAMP) ## regenerate schemas/ (JSON Schema 2020-12) from the code's pydantic models
+	$(BIN)/python -m service.schemas
+
+.PHONY: readme
+readme: $(STAMP) ## regenerate the README's configuration table from the Settings model
+	$(BIN)/python -m service.docgen
+
+.PHONY: check
+check: $(STAMP) ## preflight a configuration (env vars): brokers, topics, lag, API credentials
+	$(BIN)/customer-sync check
+
 .PHONY: format
 format: $(STAMP) ## rewrite files with ruff
 	$(BIN)/ruff check --fix service tests benchmarks

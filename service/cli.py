@@ -1,4 +1,10 @@
-"""The ``customer-sync`` command line (SPEC §7)."""
+"""The ``customer-sync`` command line (SPEC §7): a thin dispatcher.
+
+Each command lives in its own module with ``add_arguments`` and ``main``;
+this one only wires them and turns the errors a user can meet into one
+sentence on stderr (never a traceback): exit 2 for an unusable configuration,
+1 for anything else the command could not do, 130 after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from service import __version__
-from service.errors import ConfigError
+from service.errors import ConfigError, CustomerSyncError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from service import check, demo, replay
     from service.simulator import add_simulate_arguments
+    from service.simulator.runner import SIMULATE_DESCRIPTION, SIMULATE_EPILOG
 
     parser = argparse.ArgumentParser(
         prog="customer-sync",
@@ -20,55 +28,70 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"customer-sync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="run the service (configured by environment variables)")
-    simulate = commands.add_parser("simulate", help="run the local Gameball Batch API simulator")
-    add_simulate_arguments(simulate)
-    demo = commands.add_parser(
-        "demo", help="the whole pipeline on this machine: broker, simulator, events, live view"
+    check.add_arguments(
+        commands.add_parser(
+            "check",
+            help="check configuration, brokers, topics, group lag and API credentials",
+            description=(check.__doc__ or "").split("\n\n")[1].replace("\n", " "),
+        )
     )
-    demo.add_argument("--events", type=int, default=20_000, help="events to produce (20000)")
-    demo.add_argument("--customers", type=int, default=3_000, help="distinct customers (3000)")
-    demo.add_argument(
-        "--failure-rate", type=float, default=0.01, help="per-record API failure rate (0.01)"
+    demo.add_arguments(
+        commands.add_parser(
+            "demo", help="the whole pipeline on this machine: broker, simulator, events, live view"
+        )
     )
-    demo.add_argument("--job-duration", type=float, default=0.3, help="seconds per job (0.3)")
-    demo.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="leave the pipeline up after the summary, for exploring /metrics (Ctrl-C ends)",
+    add_simulate_arguments(
+        commands.add_parser(
+            "simulate",
+            help="run the local Gameball Batch API simulator",
+            description=SIMULATE_DESCRIPTION,
+            epilog=SIMULATE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
+    replay.add_arguments(commands.add_parser("dlq", help="inspect or replay the dead-letter topic"))
     return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from service.app import run
+        from service.config import load_settings
+
+        run(load_settings())
+        return 0
+    if args.command == "check":
+        from service.check import main as check_main
+
+        return check_main(args)
+    if args.command == "simulate":
+        from service.simulator.runner import main as simulate_main
+
+        return simulate_main(args)
+    if args.command == "demo":
+        from service.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "dlq":
+        from service.replay import main as dlq_main
+
+        return dlq_main(args)
+    raise AssertionError(f"unknown command {args.command}")  # argparse prevents it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            from service.app import run
-            from service.config import load_settings
-
-            run(load_settings())
-        elif args.command == "simulate":
-            import asyncio
-
-            from service.simulator import config_from_args, serve
-
-            config = config_from_args(args)
-            print(
-                f"Gameball API simulator on http://{args.host}:{args.port}  "
-                f"(APIKey={config.api_key}, SecretKey={config.secret_key})",
-                flush=True,
-            )
-            asyncio.run(serve(config, args.host, args.port))
-        elif args.command == "demo":
-            from service.demo import run_demo
-
-            return run_demo(args)
+        return _dispatch(args)
     except ConfigError as exc:
         print(f"customer-sync: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CustomerSyncError as exc:
+        print(f"customer-sync {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
+        print("customer-sync: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

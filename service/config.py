@@ -53,32 +53,74 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
-    kafka_bootstrap_servers: str
-    kafka_source_topics: Annotated[tuple[str, ...], NoDecode] = ("customer-changes",)
-    kafka_group_id: str = "customer-sync"
-    kafka_dlq_topic: str = "customer-changes.dlq"
-    # librdkafka properties may hold secrets (sasl.password, ssl.key.password):
-    # kept out of reprs and dumps, like the API keys.
-    kafka_client: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    kafka_bootstrap_servers: str = Field(description="broker list, `host:port,host:port`")
+    kafka_source_topics: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("customer-changes",), description="topics to consume, comma-separated"
+    )
+    kafka_group_id: str = Field(default="customer-sync", description="consumer group")
+    kafka_dlq_topic: str = Field(
+        default="customer-changes.dlq", description="dead-letter topic (must exist)"
+    )
+    kafka_client: dict[str, str] = Field(
+        default_factory=dict,
+        exclude=True,
+        # librdkafka properties may hold secrets (sasl.password, ssl.key.password):
+        # kept out of reprs and dumps, like the API keys.
+        repr=False,
+        description="any librdkafka property, upper-cased, dots as underscores "
+        "(`KAFKA_CLIENT_SECURITY_PROTOCOL=SASL_SSL`); `enable.auto.commit`, "
+        "`enable.auto.offset.store`, `enable.partition.eof`, `group.id` and "
+        "`bootstrap.servers` are the service's own and refused",
+    )
 
-    gameball_base_url: str = "https://api.gameball.co"
-    gameball_api_key: SecretStr
-    gameball_secret_key: SecretStr
+    gameball_base_url: str = Field(default="https://api.gameball.co", description="API root")
+    gameball_api_key: SecretStr = Field(description="API key (never logged)")
+    gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
 
-    batch_max_records: int = Field(default=MAX_BATCH_RECORDS, ge=1, le=MAX_BATCH_RECORDS)
-    batch_max_wait_seconds: float = Field(default=2.0, gt=0)
-    batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_jobs_in_flight: int = Field(default=8, ge=1, le=256)
-    max_buffered_records: int = Field(default=20_000, ge=1)
-    job_timeout_seconds: float = Field(default=900.0, gt=0)
-    max_submit_attempts: int = Field(default=5, ge=1)
-    delete_policy: Literal["skip", "dead-letter"] = "skip"
-    field_mapping_file: Path | None = None
+    batch_max_records: int = Field(
+        default=MAX_BATCH_RECORDS,
+        ge=1,
+        le=MAX_BATCH_RECORDS,
+        description=f"flush at this many records (1..{MAX_BATCH_RECORDS})",
+    )
+    batch_max_wait_seconds: float = Field(
+        default=2.0, gt=0, description="flush a non-empty buffer this long after its oldest record"
+    )
+    batch_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="flush before a request body exceeds this"
+    )
+    max_jobs_in_flight: int = Field(default=8, ge=1, le=256, description="concurrent jobs")
+    max_buffered_records: int = Field(
+        default=20_000, ge=1, description="records held in memory before the consumer pauses"
+    )
+    job_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="then stop the job and resubmit its records"
+    )
+    max_submit_attempts: int = Field(
+        default=5, ge=1, description="jobs per record for job-level failures"
+    )
+    delete_policy: Literal["skip", "dead-letter"] = Field(
+        default="skip", description="what a Debezium delete (`op: d`) does: `skip` or `dead-letter`"
+    )
+    field_mapping_file: Path | None = Field(
+        default=None,
+        description="custom row-to-customer mapping, YAML or JSON (`apiField: source.column.path`)",
+    )
 
-    http_port: int = Field(default=8080, ge=0, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
-    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="`/metrics`, `/healthz`, `/readyz`"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="`json` (one object per line) or `console`"
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="graceful-shutdown budget (keep `terminationGracePeriodSeconds` above it)",
+    )
 
     @field_validator("kafka_source_topics", mode="before")
     @classmethod

@@ -51,7 +51,8 @@ def load_field_mapping(path: str | Path) -> FieldMapping:
     try:
         data = orjson.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"FIELD_MAPPING_FILE {str(file)!r} is not valid: {exc}") from None
+        detail = " ".join(str(exc).split())  # YAML's message spans lines; a log line must not
+        raise ConfigError(f"FIELD_MAPPING_FILE {str(file)!r} is not valid: {detail}") from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()
     ):

@@ -74,14 +74,12 @@ class JobState(StrEnum):
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.STOPPED)
 
 
+# A TypedDict rather than a model: a status document carries up to a thousand
+# of these, polled many times a second at full speed, and pydantic validates
+# typed dicts several times faster than it builds models (about 0.3 ms against
+# 1.1 ms per thousand entries, measured).
 class RecordResult(TypedDict):
-    """One entry of ``response.successful`` or ``response.failed``.
-
-    A ``TypedDict`` rather than a model: a status document carries up to a
-    thousand of these, polled many times a second at full speed, and pydantic
-    validates typed dicts several times faster than it builds models (about
-    0.3 ms against 1.1 ms per thousand entries, measured).
-    """
+    """One entry of ``response.successful`` or ``response.failed``."""
 
     customerId: str | int
     message: NotRequired[str | None]

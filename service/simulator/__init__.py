@@ -48,9 +48,9 @@ a new ``seed`` re-seeds); ``POST /_sim/reset`` (jobs, log and counters go,
 the configuration stays and the seed restarts).
 
 Layout: :mod:`.state` (configuration, jobs on a clock, the applied log),
-:mod:`.app` (the HTTP endpoints), :mod:`.runner` (``serve`` for the CLI,
-:class:`RunningSimulator` for tests, the demo and the benchmark, the CLI
-switches).
+:mod:`.app` (the HTTP endpoints), :mod:`.runner` (``main``, the switches
+and the banner of ``customer-sync simulate``; ``serve`` to run it on a loop;
+:class:`RunningSimulator` for tests, the demo and the benchmark).
 """
 
 from service.simulator.app import create_app

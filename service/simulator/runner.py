@@ -244,3 +244,69 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         return SimulatorConfig(**values)
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc
+
+
+SIMULATE_DESCRIPTION = """\
+A local stand-in for the Gameball Batch Customer API: the same paths, the
+APIKey/SecretKey headers, the 1,000-record limit and the queued -> running ->
+completed/failed job lifecycle, plus switches to provoke every failure the
+service must survive. Unauthenticated controls: GET /_sim/stats,
+GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset.
+"""
+
+SIMULATE_EPILOG = """\
+examples:
+  customer-sync simulate                                  # a well-behaved API on :8090
+  customer-sync simulate --job-duration 2 --record-failure-rate 0.05
+  customer-sync simulate --rate-limit-rate 0.2 --server-error-rate 0.05 --seed 1
+"""
+
+
+def banner(config: SimulatorConfig, base_url: str) -> str:
+    """What a newcomer needs to point the service at the simulator, ready to paste."""
+    faults = {
+        "latency": f"{config.latency_seconds:g} s",
+        "job duration": f"{config.job_duration_seconds:g} s",
+        "record failures": f"{config.record_failure_rate:.1%}",
+        "job failures": f"{config.job_failure_rate:.1%}",
+        "stuck jobs": f"{config.stuck_job_rate:.1%}",
+        "429s": f"{config.rate_limit_rate:.1%} (Retry-After {config.retry_after_seconds:g} s)",
+        "5xx": f"{config.server_error_rate:.1%}",
+    }
+    return "\n".join(
+        [
+            f"Gameball API simulator listening on {base_url}",
+            f"  credentials   APIKey: {config.api_key}   SecretKey: {config.secret_key}",
+            "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
+            "  use it        export GAMEBALL_BASE_URL=" + base_url,
+            f"                export GAMEBALL_API_KEY={config.api_key} "
+            f"GAMEBALL_SECRET_KEY={config.secret_key}",
+            f"  controls      {base_url}/_sim/stats  (also /_sim/applied, /_sim/config, "
+            "/_sim/reset)",
+            "  Ctrl-C stops it.",
+        ]
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """``customer-sync simulate``: bind first (a taken port is one sentence), then serve."""
+    config = config_from_args(args)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"simulate: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+            "choose another --port or --host"
+        ) from None
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    print(banner(config, f"http://{host}:{sock.getsockname()[1]}"), flush=True)
+    server = uvicorn.Server(_uvicorn_config(create_app(config), args.host, args.port))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

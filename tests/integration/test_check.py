@@ -1,0 +1,144 @@
+"""``customer-sync check`` as a subprocess: one line per check, the fix in the line, exit codes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from service.broker import EmbeddedBroker, free_port
+from service.simulator import RunningSimulator
+from tests.integration.commands import customer_sync, tool_env
+from tests.integration.harness import unique
+
+pytestmark = pytest.mark.integration
+
+
+def topics(broker: EmbeddedBroker, *, dlq: bool = True) -> str:
+    topic = unique("check")
+    broker.create_topics({topic: 3, **({f"{topic}.dlq": 1} if dlq else {})})
+    return topic
+
+
+def test_a_working_setup_passes_every_check(
+    broker: EmbeddedBroker, simulator: RunningSimulator
+) -> None:
+    topic = topics(broker)
+    out = customer_sync("check", env=tool_env(broker, simulator.base_url, topic))
+    out.assert_no_traceback()
+    lines = out.stdout.splitlines()
+    assert out.code == 0, out
+    assert [line.split(":")[0] for line in lines[:-1]] == [
+        "✓ configuration",
+        "✓ brokers",
+        f"✓ source topic {topic}",
+        f"✓ dead-letter topic {topic}.dlq",
+        f"✓ group {topic}-group",
+        "✓ API credentials",
+    ]
+    assert f"source topic {topic}: 3 partition(s)" in out.stdout
+    assert lines[-1] == "all checks passed"
+
+
+def test_lag_is_reported_from_committed_offsets_and_never_fails(
+    broker: EmbeddedBroker, simulator: RunningSimulator
+) -> None:
+    topic = topics(broker)
+    # One flush per message keeps Tansu's high watermark right (see TOOLS.md).
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(5):
+        producer.produce(topic, key=b"k", value=f'{{"customerId":"{i}"}}'.encode(), partition=0)
+        producer.flush(10)
+    env = tool_env(broker, simulator.base_url, topic)
+    before = customer_sync("check", env=env)
+    assert "lag 5 record(s) over 3 partition(s)" in before.stdout, before
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-group"})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    consumer.close()
+    after = customer_sync("check", env=env)
+    assert "lag 3 record(s)" in after.stdout, after
+    assert after.code == 0, after
+
+
+def test_a_missing_topic_fails_with_the_command_that_creates_it(
+    broker: EmbeddedBroker, simulator: RunningSimulator
+) -> None:
+    topic = topics(broker, dlq=False)
+    out = customer_sync("check", env=tool_env(broker, simulator.base_url, topic))
+    out.assert_no_traceback()
+    assert out.code == 1
+    assert (
+        f"✗ dead-letter topic {topic}.dlq: does not exist; create it: kafka-topics.sh "
+        f"--bootstrap-server {broker.bootstrap} --create --topic {topic}.dlq --partitions 1"
+    ) in out.stdout
+    assert f"✓ source topic {topic}" in out.stdout
+    assert out.stdout.splitlines()[-1] == "some checks failed"
+
+
+def test_rejected_credentials_fail_and_name_the_variables(
+    broker: EmbeddedBroker, simulator: RunningSimulator
+) -> None:
+    topic = topics(broker)
+    env = tool_env(broker, simulator.base_url, topic, GAMEBALL_SECRET_KEY="wrong")
+    out = customer_sync("check", env=env)
+    out.assert_no_traceback()
+    assert out.code == 1
+    (line,) = [x for x in out.stdout.splitlines() if "API credentials" in x]
+    assert line.startswith("✗ API credentials: rejected by")
+    assert "check GAMEBALL_API_KEY and GAMEBALL_SECRET_KEY" in line
+    assert "wrong" not in out.stdout + out.stderr  # the secret is never echoed
+
+
+def test_an_unreachable_broker_is_reported_within_the_timeout(
+    simulator: RunningSimulator,
+) -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "GAMEBALL_BASE_URL": simulator.base_url,
+        "GAMEBALL_API_KEY": "demo-api-key",
+        "GAMEBALL_SECRET_KEY": "demo-secret-key",
+    }
+    started = time.monotonic()
+    out = customer_sync("check", "--timeout", "2", env=env)
+    assert time.monotonic() - started < 10
+    out.assert_no_traceback()
+    assert out.code == 1
+    assert "✗ brokers: no answer from 127.0.0.1:" in out.stdout
+    assert "check KAFKA_BOOTSTRAP_SERVERS" in out.stdout
+    assert "✓ API credentials" in out.stdout  # the other checks still ran
+    assert out.stderr == ""
+
+
+def test_an_unreachable_api_is_a_failure_not_a_pass(broker: EmbeddedBroker) -> None:
+    topic = topics(broker)
+    env = tool_env(broker, f"http://127.0.0.1:{free_port()}", topic)
+    out = customer_sync("check", "--timeout", "2", env=env)
+    assert out.code == 1
+    assert "✗ API credentials: http://127.0.0.1:" in out.stdout
+    assert "check GAMEBALL_BASE_URL" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"BATCH_MAX_RECORDS": "5000"}, "BATCH_MAX_RECORDS is invalid '5000'"),
+        ({"GAMEBALL_API_KEY": ""}, "GAMEBALL_API_KEY is invalid"),
+        ({"FIELD_MAPPING_FILE": "/nonexistent/mapping.yaml"}, "FIELD_MAPPING_FILE"),
+    ],
+)
+def test_a_bad_configuration_stops_at_the_first_line(
+    override: dict[str, str], expected: str
+) -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "GAMEBALL_API_KEY": "k",
+        "GAMEBALL_SECRET_KEY": "s",
+        **override,
+    }
+    out = customer_sync("check", env=env)
+    out.assert_no_traceback()
+    assert out.code == 2
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("✗ configuration: "), out
+    assert expected in first, out

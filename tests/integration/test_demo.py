@@ -1,0 +1,119 @@
+"""``customer-sync demo`` end to end at a small size: it finishes, and its summary reconciles."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.commands import Outcome, clean_environ, customer_sync
+from tests.integration.harness import committed, wait_for
+
+pytestmark = pytest.mark.integration
+
+RECONCILE = re.compile(
+    r"consumed ([\d,]+) = ([\d,]+) succeeded \+ ([\d,]+) dead_lettered \+ ([\d,]+) skipped "
+    r"\+ ([\d,]+) coalesced\s+✓ reconciles"
+)
+
+
+def numbers(text: str) -> list[int]:
+    found = RECONCILE.search(text)
+    assert found, text
+    return [int(n.replace(",", "")) for n in found.groups()]
+
+
+def test_the_demo_finishes_and_its_summary_reconciles() -> None:
+    out = customer_sync("demo", "--events", "1500", "--customers", "200", env={}, timeout=90)
+    out.assert_no_traceback()
+    assert out.code == 0, out
+    consumed, succeeded, dead, skipped, coalesced = numbers(out.stdout)
+    assert consumed == 1500 == succeeded + dead + skipped + coalesced
+    assert succeeded > 0
+    assert dead > 0  # malformed events and API rejections: the dead-letter path is visible
+    assert "record_rejected" in out.stdout
+    assert "invalid_json" in out.stdout
+    assert "reason    " in out.stdout  # a dead letter read back from the topic, headers decoded
+    assert "customer-sync demo --keep-running" in out.stdout  # where to look next
+    assert out.stderr == ""
+
+
+def test_ctrl_c_drains_gracefully_and_still_reconciles() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--events", "100000", "--rate", "500"],
+        env=clean_environ({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        bootstrap = re.search(r"broker (127\.0\.0\.1:\d+)", first)
+        assert bootstrap, first
+        # Interrupt mid-stream, once the pipeline has committed something.
+        wait_for(
+            lambda: committed(bootstrap.group(1), "customer-sync-demo", "customer-changes", 6),
+            timeout=30,
+            what="the demo's first commit",
+            interval=0.2,
+        )
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    out = Outcome(process.returncode, first + stdout, stderr)
+    out.assert_no_traceback()
+    assert out.code == 130, out
+    consumed, *outcomes = numbers(out.stdout)
+    assert 0 < consumed < 100_000
+    assert consumed == sum(outcomes)
+    assert "interrupted: stopped producing, drained the pipeline and committed." in out.stdout
+
+
+def test_bad_options_are_one_sentence() -> None:
+    out = customer_sync("demo", "--events", "0", env={})
+    out.assert_no_traceback()
+    assert out.code == 1
+    assert out.stderr.strip() == "customer-sync demo: --events must be at least 1"
+
+
+def test_keep_running_prints_commands_that_work_against_the_running_demo() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--events", "1000", "--keep-running"],
+        env=clean_environ({}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not any(line.lstrip().startswith("export ") for line in seen):
+            line = process.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        assert any("✓ reconciles" in line for line in seen)  # the summary comes first
+        export = next(line for line in seen if line.lstrip().startswith("export "))
+        env = dict(pair.split("=", 1) for pair in export.split()[1:])
+        check = customer_sync("check", env=env)
+        assert check.code == 0, check
+        inspect = customer_sync("dlq", "inspect", "--limit", "1", env=env)
+        assert inspect.code == 0, inspect
+        assert "1 record(s) shown" in inspect.stdout
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    out = Outcome(process.returncode, "".join(seen) + stdout, stderr)
+    out.assert_no_traceback()
+    assert out.code == 130
+    consumed, *outcomes = numbers(stdout)
+    assert consumed == sum(outcomes) == 1000
