@@ -163,14 +163,15 @@ class GameballClient:
         """One harmless request (the status of a job that does not exist).
 
         Any answer but 401/403 means the keys were accepted. Transient
-        failures count as unknown and keep the previous verdict.
+        failures count as unknown: the previous verdict stands, and the return
+        value is ``True`` only if that verdict was an acceptance.
         """
         try:
             response = await self._send(
                 "status", "GET", JOB_PATH.format(job_id="credentials-check")
             )
         except TransientApiError:
-            return self._health.credentials_ok is not False
+            return self._health.credentials_ok is True
         ok = response.status_code not in (401, 403)
         self._health.credentials_ok = ok
         return ok

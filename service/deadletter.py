@@ -122,6 +122,16 @@ class DeadLetterWriter:
             self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
         return self._in_flight
 
+    def close(self, timeout: float) -> int:
+        """Flush, then destroy the producer now rather than whenever the GC gets to it.
+
+        Returns how many dead letters were still unacknowledged: their source
+        records stay unsettled, so the next owner re-reads and re-routes them.
+        """
+        remaining = self.flush(timeout)
+        self._producer = None  # the last reference: librdkafka closes its connections here
+        return remaining
+
     def _delivered(self, letter: DeadLetter, err: RdKafkaError | None, _msg: RdMessage) -> None:
         self._in_flight -= 1
         if err is not None:

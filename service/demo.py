@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import signal
 import threading
 import time
@@ -168,9 +167,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"API simulator {simulator.base_url} ({args.failure_rate:.1%} of records fail), "
                 f"{args.events:,} CDC events for {args.customers:,} customers → {SOURCE}"
             )
-            code = asyncio.run(_run(settings, args, console))
-            gc.collect()  # close the pipeline's clients before the broker goes away
-            return code
+            return asyncio.run(_run(settings, args, console))
     finally:
         broker.stop()
 

@@ -188,7 +188,7 @@ class Pipeline:
         for task in [*workers, *self._jobs]:
             task.cancel()
         await asyncio.gather(*workers, *self._jobs, return_exceptions=True)
-        self._dead_letters.flush(max(0.0, min(2.0, deadline - time.monotonic())))
+        unacknowledged = self._dead_letters.close(max(0.0, min(2.0, deadline - time.monotonic())))
         await self._commit()
         await asyncio.get_running_loop().run_in_executor(self._kafka_thread, self._consumer.close)
         self._kafka_thread.shutdown(wait=True)
@@ -198,6 +198,7 @@ class Pipeline:
             seconds=round(time.monotonic() - started, 3),
             abandoned_jobs=abandoned,
             unsubmitted=len(self._batcher),
+            dead_letters_unacknowledged=unacknowledged,
         )
 
     # ---------------------------------------------------------------- fetch

@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from service.api import GameballClient, RetryPolicy
+from service.broker import free_port
 from service.errors import BatchRejected, JobNotFound
 from service.health import Health
 from service.metrics import Metrics
@@ -120,5 +121,22 @@ async def test_errors_never_carry_the_secret(simulator: RunningSimulator) -> Non
             await client.status("missing")
         assert "s3cr3t-value" not in repr(caught.value)
         assert "s3cr3t-value" not in str(caught.value)
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
+    health = Health()
+    client = GameballClient(
+        f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        SecretStr("k"),
+        SecretStr("s"),
+        metrics=Metrics(),
+        health=health,
+        retry=FAST,
+    )
+    try:
+        assert await client.verify_credentials() is False
+        assert health.credentials_ok is None  # unknown, not rejected
     finally:
         await client.aclose()
