@@ -58,6 +58,10 @@ from tests.chaos.workload import API_REJECT, DELIVER, SKIP, ManifestProducer, pl
 from tests.integration.harness import ServiceProcess, committed, service_env
 
 OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
+GRACE_SECONDS = 45.0
+"""Like Kubernetes' terminationGracePeriodSeconds: SIGKILL when SIGTERM has not ended it."""
+LIVENESS_PERIOD, LIVENESS_FAILURES = 5.0, 3
+"""Like a liveness probe (periodSeconds 5, failureThreshold 3) on ``/healthz``."""
 
 
 def scrape(instance: ServiceProcess) -> dict[str, float] | None:
@@ -97,6 +101,9 @@ class Fleet:
     lives: list[Life] = field(default_factory=list)
     faults: list[float] = field(default_factory=list)
     current: dict[int, Life] = field(default_factory=dict)
+    unhealthy: Counter[int] = field(default_factory=Counter)
+    liveness_kills: list[tuple[int, float]] = field(default_factory=list)
+    last_probe: float = 0.0
 
     def start(self, slot: int) -> None:
         while len(self.processes) <= slot:
@@ -123,13 +130,42 @@ class Fleet:
         self.faults.append(time.time())
         process.signal(sig)
         try:
-            life.exit_code = process.wait(90)
+            life.exit_code = process.wait(GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             process.signal(signal.SIGKILL)
             life.exit_code = process.wait(10)
-            life.signal += " (hung: SIGKILL after 90 s)"
+            life.signal += f" (hung: SIGKILL after {GRACE_SECONDS:.0f} s)"
         life.ended = time.time()
         return life
+
+    def probe(self) -> None:
+        """What a kubelet does: restart an instance whose ``/healthz`` failed 3 times running."""
+        now = time.monotonic()
+        if now - self.last_probe < LIVENESS_PERIOD:
+            return
+        self.last_probe = now
+        for slot in self.running():
+            response = self.processes[slot].get("/healthz")
+            if response is not None and response.status_code == 200:
+                self.unhealthy[slot] = 0
+                continue
+            if time.time() - self.current[slot].started < 20:
+                continue  # still starting
+            self.unhealthy[slot] += 1
+            if self.unhealthy[slot] >= LIVENESS_FAILURES:
+                self.unhealthy[slot] = 0
+                self.liveness_kills.append((slot, time.time()))
+                print(f"  liveness: instance {slot} unhealthy, SIGKILL and restart", flush=True)
+                self.hit(slot, signal.SIGKILL)
+                self.faults.append(time.time())
+                self.start(slot)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, probing liveness meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            self.probe()
 
     def stop_all(self) -> None:
         for slot in self.running():
@@ -144,7 +180,12 @@ class Fleet:
 
 
 def wait_committed(
-    bootstrap: str, group: str, topic: str, manifest: list[dict[str, Any]], timeout: float
+    bootstrap: str,
+    group: str,
+    topic: str,
+    manifest: list[dict[str, Any]],
+    timeout: float,
+    fleet: Fleet | None = None,
 ) -> bool:
     ends: dict[int, int] = {}
     for m in manifest:
@@ -154,7 +195,10 @@ def wait_committed(
         offsets = committed(bootstrap, group, topic, max(ends) + 1)
         if all(offsets.get(p, -1) >= end for p, end in ends.items()):
             return True
-        time.sleep(1.0)
+        if fleet is not None:
+            fleet.sleep(1.0)
+        else:
+            time.sleep(1.0)
     return False
 
 
@@ -235,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 pause = rng.uniform(args.min_gap, args.max_gap)
                 if time.monotonic() + pause >= chaos_end:
                     break
-                time.sleep(pause)
+                fleet.sleep(pause)
                 slot = rng.choice(fleet.running() or [0])
                 sig = rng.choice((signal.SIGKILL, signal.SIGTERM))
                 down = rng.uniform(0.0, args.max_down)
@@ -246,29 +290,33 @@ def run(args: argparse.Namespace) -> int:
                     f"(exit {life.exit_code}), down {down:.1f}s",
                     flush=True,
                 )
-                time.sleep(down)
+                fleet.sleep(down)
                 fleet.faults.append(time.time())
                 fleet.start(slot)
-            thread.join()
+            while thread.is_alive():
+                fleet.sleep(1.0)
             producer.close()
             timings["chaos"] = time.monotonic() - started
             for slot in range(args.instances):
                 if slot not in fleet.running():
                     fleet.start(slot)
             manifest = read_manifest(manifest_path)
-            done = wait_committed(broker.bootstrap, group, topic, manifest, args.settle_timeout)
+            done = wait_committed(
+                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
+            )
             timings["settled"] = time.monotonic() - started
 
             # The quiet tail: no faults; the metric invariant must hold exactly.
-            time.sleep(3.0)  # let any last rebalance finish before the baseline
+            fleet.sleep(3.0)  # let any last rebalance finish before the baseline
             before = [scrape(p) for p in fleet.processes]
             tail_start = time.time()
             tail = ManifestProducer(broker.bootstrap, topic, manifest_path)
             tail.produce(events, rate=0)
             tail.close()
             manifest = read_manifest(manifest_path)
+            kills_before_tail = len(fleet.liveness_kills)
             tail_done = wait_committed(
-                broker.bootstrap, group, topic, manifest, args.settle_timeout
+                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
             )
             time.sleep(1.5)  # the counters of the last settlements are set before the commit
             after = [scrape(p) for p in fleet.processes]
@@ -287,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
             )
             timings["checked"] = time.monotonic() - started
             _judge_fleet(report, fleet, before, after, done and tail_done, kills)
+            if len(fleet.liveness_kills) != kills_before_tail:
+                report.must_be_zero("tail: liveness restarts (the exact check is void)", 1)
             report.numbers["producer errors"] = producer.errors + tail.errors
             report.numbers["simulator"] = _stats(simulator)
             report.numbers["timings (s)"] = {k: round(v, 1) for k, v in timings.items()}
@@ -327,13 +377,22 @@ def _judge_fleet(
 ) -> None:
     report.numbers["kills"] = dict(kills)
     report.numbers["process lives"] = len(fleet.lives)
+    report.must_be_zero(
+        "liveness restarts (instance froze: /healthz failed 3 times)",
+        len(fleet.liveness_kills),
+        fleet.liveness_kills,
+    )
     report.must_be_zero("group did not commit everything in time", int(not settled))
     bad_exits = [
         (life.slot, life.signal, life.exit_code)
         for life in fleet.lives
         if life.signal is not None and life.signal.startswith("SIGTERM") and life.exit_code != 0
     ]
-    report.must_be_zero("SIGTERM not ending in a clean exit within 90 s", len(bad_exits), bad_exits)
+    report.must_be_zero(
+        f"SIGTERM not ending in a clean exit within {GRACE_SECONDS:.0f} s",
+        len(bad_exits),
+        bad_exits,
+    )
     crashes = []
     for process in fleet.processes:
         for line in process.logs().splitlines():
