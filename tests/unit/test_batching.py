@@ -128,6 +128,7 @@ class BatcherModel(RuleBasedStateMachine):
         self.dropped: list[PendingRecord] = []
         self.delivered: list[PendingRecord] = []
         self.in_flight: list[list[PendingRecord]] = []
+        self.orphans: set[int] = set()  # ids of records in flight whose partition was revoked
         self.newest: dict[str, int] = {}  # customer -> offset of its newest added change
         self.taken: dict[str, int] = {}  # customer -> offset of its newest taken change
 
@@ -173,14 +174,23 @@ class BatcherModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def finish(self, data: st.DataObject) -> None:
-        """A job ends: some records delivered, the others given back for resubmission."""
+        """A job ends: some records delivered, the others given back for resubmission.
+
+        Like the pipeline, verdicts for records of a partition revoked meanwhile
+        are ignored (neither settled nor given back).
+        """
         if not self.in_flight:
             return
         index = data.draw(st.integers(0, len(self.in_flight) - 1), label="batch")
         records = self.in_flight.pop(index)
         back = data.draw(st.lists(st.sampled_from(records), unique=True), label="resubmit")
         for r in records:
-            if r in back:
+            if id(r) in self.orphans:
+                # The pipeline ignores verdicts for a partition it no longer owns:
+                # the next owner re-reads the record.
+                self.orphans.discard(id(r))
+                self.dropped.append(r)
+            elif r in back:
                 loser = self.batcher.give_back(r, self.now)
                 if loser is not None:
                     assert loser is r  # anything buffered for the customer is newer
@@ -195,6 +205,7 @@ class BatcherModel(RuleBasedStateMachine):
         dropped = self.batcher.drop_partitions({("t", partition)})
         assert all(r.partition == partition for r in dropped)
         self.dropped.extend(dropped)
+        self.orphans.update(id(r) for b in self.in_flight for r in b if r.partition == partition)
 
     def buffered(self) -> list[PendingRecord]:
         return [*self.batcher._ready.values(), *self.batcher._held.values()]
