@@ -105,6 +105,7 @@ def test_the_service_rides_out_a_broker_outage(
             time.sleep(0.5)
 
         restarted = EmbeddedBroker(port=own_broker.port).start()  # same address, empty memory
+        up_at = time.monotonic()
         restarted.create_topics(topics)
         # Fewer records than before: a service still counting offsets of the old log
         # would commit past the end of the new one.
@@ -112,6 +113,7 @@ def test_the_service_rides_out_a_broker_outage(
             restarted.bootstrap, topic, generate(90, 30, seed=6, prefix="b-"), partitions=3
         )
         wait_for(service.ready, 60, "ready again after the broker came back")
+        recovered = time.monotonic() - up_at
         latest = {e.customer_id: e.version for e in generate(90, 30, seed=6, prefix="b-")}
         state_ = simulator.state
 
@@ -140,7 +142,10 @@ def test_the_service_rides_out_a_broker_outage(
             )
         assert service.process is not None
         assert service.process.poll() is None
-        print(f"not ready {noticed:.1f}s after the broker stopped; outage {OUTAGE_SECONDS}s")
+        print(
+            f"outage {OUTAGE_SECONDS:.0f}s: not ready {noticed:.1f}s after the broker stopped, "
+            f"ready again {recovered:.1f}s after it came back"
+        )
     finally:
         service.stop()
         if restarted is not None:
