@@ -93,3 +93,16 @@ format: $(STAMP) ## rewrite files with ruff
 .PHONY: clean
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- reliability under faults (issue 6) -------------------------------------------------
+CHAOS_ARGS ?=
+SOAK_ARGS ?=
+
+.PHONY: chaos
+chaos: $(STAMP) ## 10 min: 2 instances killed at random under a faulty API, then an independent check; a 30 s broker outage
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+	CHAOS_OUTAGE_SECONDS=30 $(BIN)/pytest -p no:cacheprovider tests/integration/test_broker_outage.py
+
+.PHONY: soak
+soak: $(STAMP) ## 30 min at 300 events/s with the faulty API: RSS, fds and threads must stay flat
+	$(BIN)/python -m tests.chaos.soak $(SOAK_ARGS)

@@ -6,20 +6,29 @@ source offset move past it. A delivery that fails after librdkafka's own
 retries is produced again rather than given up: dropping it would lose the
 record, and duplicates in the dead-letter topic are the lesser harm.
 
+A record too large for the dead-letter topic (librdkafka's
+``message.max.bytes`` on the client, the topic's ``max.message.bytes`` on the
+broker) cannot be copied as is, and retrying would never succeed: it is
+dead-lettered *without its value*, with ``dlq.value.omitted`` giving the
+original size, so the partition moves on and the record can still be found
+at its source coordinates. Raise ``KAFKA_CLIENT_MESSAGE_MAX_BYTES`` (and the
+topic's limit) to keep such values.
+
 Delivery callbacks run inside :meth:`DeadLetterWriter.poll`, which the
 pipeline calls from its event loop, so they touch pipeline state on one thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka import Message as RdMessage
-from confluent_kafka import Producer
 
 from service.metrics import Metrics
 from service.records import DeadLetterReason
@@ -44,6 +53,17 @@ class DeadLetter:
     attempts: int = 0
     job_id: str | None = None
     generation: int = 0  # the partition assignment the record was consumed under
+    omitted_bytes: int | None = None  # the value was too large for the dead-letter topic
+
+    def without_value(self) -> DeadLetter:
+        size = len(self.value or b"")
+        return dataclasses.replace(
+            self,
+            value=None,
+            omitted_bytes=size,
+            error=f"{self.error} [value of {size} bytes omitted: larger than the "
+            "dead-letter topic accepts; read it at its source offset]",
+        )
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         headers: list[tuple[str, str | bytes | None]] = [
@@ -57,6 +77,8 @@ class DeadLetter:
         ]
         if self.job_id is not None:
             headers.append(("dlq.job.id", self.job_id.encode()))
+        if self.omitted_bytes is not None:
+            headers.append(("dlq.value.omitted", str(self.omitted_bytes).encode()))
         return headers
 
 
@@ -104,6 +126,11 @@ class DeadLetterWriter:
                 # by the broker's pace; the consumer is paused meanwhile by the
                 # pipeline's own backpressure.
                 producer.poll(0.1)
+            except KafkaException as exc:
+                if not _too_large(exc.args[0], letter):
+                    raise
+                self._omit_value(letter)
+                return
         self._in_flight += 1
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -134,6 +161,9 @@ class DeadLetterWriter:
 
     def _delivered(self, letter: DeadLetter, err: RdKafkaError | None, _msg: RdMessage) -> None:
         self._in_flight -= 1
+        if err is not None and _too_large(err, letter):
+            self._omit_value(letter)
+            return
         if err is not None:
             log.error(
                 "dead_letter_delivery_failed",
@@ -148,6 +178,17 @@ class DeadLetterWriter:
         self._metrics.dead_letter_by_reason[letter.reason].inc()
         self._on_written(letter)
 
+    def _omit_value(self, letter: DeadLetter) -> None:
+        log.error(
+            "dead_letter_value_too_large",
+            bytes=len(letter.value or b""),
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            hint="raise KAFKA_CLIENT_MESSAGE_MAX_BYTES and the topic's max.message.bytes",
+        )
+        self.send(letter.without_value())
+
     def _require(self) -> Producer:
         if self._producer is None:
             raise RuntimeError("DeadLetterWriter.start() was not called")
@@ -156,3 +197,11 @@ class DeadLetterWriter:
     @staticmethod
     def _on_error(error: RdKafkaError) -> None:
         log.warning("dead_letter_producer_error", error=error.str(), code=error.name())
+
+
+def _too_large(error: RdKafkaError, letter: DeadLetter) -> bool:
+    """Too large for the dead-letter topic, and there is still a value to leave out."""
+    return letter.value is not None and error.code() in (
+        RdKafkaError.MSG_SIZE_TOO_LARGE,
+        RdKafkaError.INVALID_RECORD,
+    )

@@ -36,6 +36,10 @@ class Message(Protocol):
 
 
 RebalanceCallback = Callable[[list[TP]], None]
+BrokerStateCallback = Callable[[bool], None]
+
+_BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
+BROKER_PROBE_TIMEOUT = 0.5
 
 
 class SourceConsumer:
@@ -47,12 +51,15 @@ class SourceConsumer:
         on_assign: RebalanceCallback,
         on_revoke: RebalanceCallback,
         on_lost: RebalanceCallback,
+        on_broker_state: BrokerStateCallback | None = None,
     ) -> None:
         self._config = config
         self._topics = list(topics)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
+        self._on_broker_state = on_broker_state
+        self.broker_ok = True
         self._consumer: Consumer | None = None
 
     @property
@@ -72,8 +79,30 @@ class SourceConsumer:
         )
 
     def consume(self, max_messages: int, timeout: float) -> Sequence[Message]:
-        """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread)."""
-        return self._client.consume(num_messages=max_messages, timeout=timeout)
+        """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread).
+
+        While the brokers are unreachable (see :meth:`_on_error`) each call also
+        asks for cluster metadata: with no traffic nothing else would tell us
+        they are back, and readiness would stay false for good.
+        """
+        messages = self._client.consume(num_messages=max_messages, timeout=timeout)
+        if messages:
+            self._set_broker_state(True)
+        elif not self.broker_ok:
+            try:
+                self._client.list_topics(timeout=BROKER_PROBE_TIMEOUT)
+            except KafkaException:
+                pass
+            else:
+                self._set_broker_state(True)
+        return messages
+
+    def _set_broker_state(self, ok: bool) -> None:
+        if ok != self.broker_ok:
+            self.broker_ok = ok
+            log.info("broker_reachable" if ok else "broker_unreachable")
+            if self._on_broker_state is not None:
+                self._on_broker_state(ok)
 
     def commit(self, offsets: dict[TP, int]) -> None:
         """Synchronous commit: returns once the group coordinator has acknowledged it."""
@@ -92,6 +121,7 @@ class SourceConsumer:
                 raise KafkaError(
                     f"commit of {result.topic}[{result.partition}] failed: {result.error}"
                 )
+        self._set_broker_state(True)
 
     def pause(self, partitions: Sequence[TP]) -> None:
         if partitions:
@@ -118,8 +148,9 @@ class SourceConsumer:
             self._consumer.close()
             self._consumer = None
 
-    @staticmethod
-    def _on_error(error: RdKafkaError) -> None:
+    def _on_error(self, error: RdKafkaError) -> None:
+        if error.code() in _BROKER_DOWN:
+            self._set_broker_state(False)
         if error.fatal():
             log.critical("kafka_fatal_error", error=error.str(), code=error.name())
         else:

@@ -101,8 +101,9 @@ class Pipeline:
             settings.consumer_config(),
             settings.kafka_source_topics,
             on_assign=lambda tps: self._from_kafka_thread(self._assigned, tps),
-            on_revoke=lambda tps: self._from_kafka_thread(self._revoked, tps),
+            on_revoke=self._revoke_on_kafka_thread,
             on_lost=lambda tps: self._from_kafka_thread(self._lost, tps),
+            on_broker_state=lambda ok: setattr(self.health, "broker_ok", ok),
         )
         self._dead_letters = DeadLetterWriter(
             settings.producer_config(),
@@ -493,8 +494,48 @@ class Pipeline:
         self.health.in_group = True
         log.info("partitions_assigned", partitions=_names(partitions), owned=len(self._assignment))
 
-    async def _revoked(self, partitions: list[TopicPartition]) -> None:
-        """Drop what was not submitted, wait briefly for jobs in flight, commit what is settled."""
+    def _revoke_on_kafka_thread(self, partitions: list[TopicPartition]) -> None:
+        """The revoke callback, on the Kafka thread: the loop prepares, this thread commits.
+
+        The commit is made here, on the thread serving the callback. A
+        synchronous commit made from any other thread does not complete while
+        the callback runs, and the callback would wait for it forever: the
+        chaos suite (issue 6) caught instances frozen that way, holding their
+        partitions, never finishing a SIGTERM. A periodic commit already in
+        flight elsewhere may land after this one with older watermarks of
+        these partitions: that can only re-deliver, never skip.
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            prepared = asyncio.run_coroutine_threadsafe(self._revoking(partitions), loop)
+            offsets, released, stopped = prepared.result()
+            acknowledged: dict[TopicPartition, int] = {}
+            if offsets:
+                try:
+                    self._consumer.commit(offsets)
+                    acknowledged = offsets
+                except KafkaError as exc:
+                    log.warning("commit_failed", error=str(exc), partitions=len(offsets))
+            finished = asyncio.run_coroutine_threadsafe(
+                self._revoked(partitions, acknowledged), loop
+            )
+            finished.result()
+            log.info(
+                "partitions_revoked",
+                partitions=_names(partitions),
+                released=released,
+                jobs_stopped=stopped,
+                committed=len(acknowledged),
+            )
+        except Exception:
+            log.exception("rebalance_handler_failed", handler="revoke")
+
+    async def _revoking(
+        self, partitions: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], int, int]:
+        """Drop what was not submitted, wait briefly for jobs, stop the rest; return watermarks."""
         revoked = set(partitions)
         released = self._batcher.drop_partitions(revoked)
         waiting = [task for task, parts in self._jobs.items() if parts & revoked]
@@ -505,14 +546,14 @@ class Pipeline:
         # A job still running would go on applying these customers while the next
         # owner resubmits them: stop it before the partitions change hands.
         stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
-        await self._commit(only=revoked)
-        self._forget(revoked)
-        log.info(
-            "partitions_revoked",
-            partitions=_names(partitions),
-            released=len(released),
-            jobs_stopped=stopped,
-        )
+        offsets = self._offsets.commit_candidates(revoked)
+        return offsets, len(released), stopped
+
+    async def _revoked(
+        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, int]
+    ) -> None:
+        self._offsets.committed(acknowledged)
+        self._forget(set(partitions))
 
     async def _lost(self, partitions: list[TopicPartition]) -> None:
         """Ownership is already gone: committing would fail, so only forget."""

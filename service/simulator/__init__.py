@@ -29,7 +29,9 @@ Decisions worth knowing:
   ends ``failed`` with every record in ``failed`` under ``message`` (the seeds
   use both ``message`` and ``error`` there), ``startedAt`` null and nothing
   applied. A stuck job (``stuck_job_rate``) finishes its first half and then
-  stays ``running`` until it is stopped.
+  stays ``running`` until it is stopped. A job chosen by
+  ``stopped_job_rate`` finishes its first half and then ends ``stopped`` by
+  itself (the API stopped it), so its second half must be resubmitted.
 * **Faults are drawn before anything else** (after the latency): one draw
   gives 429 below ``rate_limit_rate`` and 500/502/503 below
   ``rate_limit_rate + server_error_rate``. Half of the 5xx on a POST happen
@@ -41,8 +43,12 @@ Decisions worth knowing:
   and the document of a terminal job is serialised once and cached.
 
 Controls (no auth): ``GET /_sim/stats``; ``GET /_sim/applied?since=N[&limit=M]``
--> ``{"applied": [{"seq", "customerId", "customer", "jobId", "submittedAt"}, ...], "next": N'}``
-(``seq`` counts from 0, so ``since`` is an index); ``GET|POST /_sim/config``
+-> ``{"applied": [{"seq", "customerId", "customer", "jobId", "submittedAt", "at"},
+...], "next": N'}`` (``seq`` counts from 0, so ``since`` is an index;
+``submittedAt`` is the wall-clock time its job was submitted, ``at`` the time
+the record finished); ``GET /_sim/rejected?since=N[&limit=M]`` -> the same for
+every record the API reported failed (``customerId``, ``jobId``, ``error``:
+per-record failures and the records of failed jobs); ``GET|POST /_sim/config``
 (a JSON object of :class:`SimulatorConfig` fields, checked, 400 otherwise;
 a new ``seed`` re-seeds); ``POST /_sim/reset`` (jobs, log and counters go,
 the configuration stays and the seed restarts).
@@ -60,11 +66,18 @@ from service.simulator.runner import (
     config_from_args,
     serve,
 )
-from service.simulator.state import AppliedRecord, Job, SimulatorConfig, SimulatorState
+from service.simulator.state import (
+    AppliedRecord,
+    Job,
+    RejectedRecord,
+    SimulatorConfig,
+    SimulatorState,
+)
 
 __all__ = [
     "AppliedRecord",
     "Job",
+    "RejectedRecord",
     "RunningSimulator",
     "SimulatorConfig",
     "SimulatorState",

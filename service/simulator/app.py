@@ -153,14 +153,23 @@ class _Api:
         return json_response(self.state.stats())
 
     async def applied(self, request: Request) -> Response:
+        return self._log(request, "applied", self.state.applied_since)
+
+    async def rejected(self, request: Request) -> Response:
+        return self._log(request, "rejected", self.state.rejected_since)
+
+    @staticmethod
+    def _log(
+        request: Request, name: str, read: Callable[[int, int | None], list[dict[str, Any]]]
+    ) -> Response:
         try:
             since = int(request.query_params.get("since", "0"))
             limit_text = request.query_params.get("limit")
             limit = None if limit_text is None else int(limit_text)
         except ValueError:
             return _message(400, "since and limit must be integers")
-        entries = self.state.applied_since(max(0, since), limit)
-        return json_response({"applied": entries, "next": max(0, since) + len(entries)})
+        entries = read(max(0, since), limit)
+        return json_response({name: entries, "next": max(0, since) + len(entries)})
 
     async def config(self, request: Request) -> Response:
         if request.method == "POST":
@@ -210,6 +219,7 @@ def create_app(config: SimulatorConfig) -> Starlette:
     routes += [
         Route("/_sim/stats", api.stats, methods=["GET"]),
         Route("/_sim/applied", api.applied, methods=["GET"]),
+        Route("/_sim/rejected", api.rejected, methods=["GET"]),
         Route("/_sim/config", api.config, methods=["GET", "POST"]),
         Route("/_sim/reset", api.reset, methods=["POST"]),
     ]

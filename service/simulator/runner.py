@@ -205,6 +205,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of jobs that stop progressing halfway and stay 'running' until stopped (0)",
     )
     add(
+        "--stopped-job-rate",
+        type=float,
+        default=d.stopped_job_rate,
+        help="share of jobs the API stops by itself halfway, ending 'stopped' (0)",
+    )
+    add(
         "--rate-limit-rate",
         type=float,
         default=d.rate_limit_rate,
@@ -235,6 +241,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         "record_failure_rate": args.record_failure_rate,
         "job_failure_rate": args.job_failure_rate,
         "stuck_job_rate": args.stuck_job_rate,
+        "stopped_job_rate": args.stopped_job_rate,
         "rate_limit_rate": args.rate_limit_rate,
         "retry_after_seconds": args.retry_after,
         "server_error_rate": args.server_error_rate,

@@ -28,7 +28,7 @@ RECORD_FAILED = "Failed to create customer"
 QUEUED_FRACTION = 0.1
 """Share of a job's duration spent ``queued`` before its first record is processed."""
 
-_RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate")
+_RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
 _SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
 
 
@@ -43,6 +43,7 @@ class SimulatorConfig:
     record_failure_rate: float = 0.0
     job_failure_rate: float = 0.0
     stuck_job_rate: float = 0.0
+    stopped_job_rate: float = 0.0
     rate_limit_rate: float = 0.0
     retry_after_seconds: float = 0.2
     server_error_rate: float = 0.0
@@ -60,11 +61,25 @@ class SimulatorConfig:
 
 
 class AppliedRecord(NamedTuple):
-    """One customer the API stored, in the order it was stored (``seq`` from 0)."""
+    """One customer the API stored, in the order it was stored (``seq`` from 0).
+
+    ``at`` is the wall-clock time (``time.time()``) the clock says it finished,
+    so a checker can line the log up with what happened to the clients.
+    """
 
     customer_id: str
     customer: dict[str, Any]
     job_id: str
+    seq: int
+    at: float = 0.0
+
+
+class RejectedRecord(NamedTuple):
+    """One customer the API reported failed: a per-record failure or a failed job's record."""
+
+    customer_id: str
+    job_id: str
+    error: str
     seq: int
 
 
@@ -72,6 +87,7 @@ class Fate(enum.Enum):
     COMPLETE = "complete"
     FAIL = "fail"
     STUCK = "stuck"
+    STOPPED = "stopped"  # the API stops it by itself halfway (maintenance, a cancelled job)
 
 
 @dataclass(eq=False, slots=True)
@@ -112,11 +128,18 @@ class Job:
             )
         if self.fate is Fate.STUCK:
             return JobState.RUNNING, min(done, total // 2)
+        if self.fate is Fate.STOPPED:
+            if elapsed >= self.duration:
+                return JobState.STOPPED, total // 2
+            return JobState.RUNNING, min(done, total // 2)
         return (JobState.COMPLETED if done >= total else JobState.RUNNING), done
 
     def finish_time(self, index: int) -> float:
         queue = self.queue_seconds
         return self.created + queue + (self.duration - queue) * (index + 1) / len(self.customers)
+
+    def finish_wall(self, index: int) -> float:
+        return self.created_wall + (self.finish_time(index) - self.created)
 
 
 def _iso(timestamp: float) -> str:
@@ -143,6 +166,7 @@ class SimulatorState:
             self.jobs: dict[str, Job] = {}
             self.active: list[Job] = []  # not yet terminal, in creation order
             self.applied: list[AppliedRecord] = []
+            self.rejected: list[RejectedRecord] = []
             self.latest: dict[str, dict[str, Any]] = {}
             self.jobs_created = 0
             self.records_received = 0
@@ -196,6 +220,8 @@ class SimulatorState:
                 fate = Fate.FAIL
             elif draw(config.stuck_job_rate):
                 fate = Fate.STUCK
+            elif draw(config.stopped_job_rate):
+                fate = Fate.STOPPED
             else:
                 fate = Fate.COMPLETE
             self.jobs_created += 1
@@ -257,6 +283,11 @@ class SimulatorState:
                         for c in job.customers
                     ]
                     self.records_failed += len(job.customers)
+                    rejected = self.rejected
+                    for c in job.customers:
+                        rejected.append(
+                            RejectedRecord(c["customerId"], job.id, RECORD_FAILED, len(rejected))
+                        )
                 job.state = state
                 finished = finished or state.terminal
             if finished:
@@ -271,18 +302,26 @@ class SimulatorState:
             ids = [customer["customerId"] for customer in customers]
             job.successful.extend([{"customerId": i, "message": CREATED_MESSAGE} for i in ids])
             seqs = range(len(applied), len(applied) + len(ids))
-            applied.extend(map(AppliedRecord, ids, customers, itertools.repeat(job_id), seqs))
+            ats = map(job.finish_wall, range(start, stop))
+            applied.extend(map(AppliedRecord, ids, customers, itertools.repeat(job_id), seqs, ats))
             latest.update(zip(ids, customers, strict=True))
         else:
-            for customer, error in zip(customers, errors, strict=True):
+            for index, customer, error in zip(range(start, stop), customers, errors, strict=True):
                 customer_id = customer["customerId"]
                 if error is None:
                     job.successful.append({"customerId": customer_id, "message": CREATED_MESSAGE})
-                    applied.append(AppliedRecord(customer_id, customer, job_id, len(applied)))
+                    applied.append(
+                        AppliedRecord(
+                            customer_id, customer, job_id, len(applied), job.finish_wall(index)
+                        )
+                    )
                     latest[customer_id] = customer
                 else:
                     job.failed.append({"customerId": customer_id, "error": error})
                     self.records_failed += 1
+                    self.rejected.append(
+                        RejectedRecord(customer_id, job_id, error, len(self.rejected))
+                    )
         job.done = stop
 
     def stop(self, job: Job) -> None:
@@ -346,6 +385,16 @@ class SimulatorState:
                     # When the job carrying the record was submitted (epoch seconds):
                     # the benchmark's produce-to-submit latency needs it.
                     "submittedAt": jobs[e.job_id].created_wall,
+                    "at": e.at,
                 }
+                for e in entries
+            ]
+
+    def rejected_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            self.settle()
+            entries = self.rejected[since : None if limit is None else since + limit]
+            return [
+                {"seq": e.seq, "customerId": e.customer_id, "jobId": e.job_id, "error": e.error}
                 for e in entries
             ]

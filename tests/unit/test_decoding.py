@@ -190,3 +190,53 @@ def test_a_decoded_customer_holds_no_more_memory_than_its_bytes() -> None:
 def customer_payload(result: object) -> bytes:
     assert isinstance(result, Customer), result
     return result.payload
+
+
+def _assert_one_outcome(value: bytes | None) -> None:
+    """Every input ends as exactly one of the three, each well-formed."""
+    result = Decoder().decode(value)
+    if isinstance(result, Customer):
+        customer = orjson.loads(result.payload)
+        assert customer["customerId"] == result.customer_id
+        assert result.customer_id.strip()
+    elif isinstance(result, Reject):
+        assert result.reason in set(DeadLetterReason)
+        assert result.error
+    else:
+        assert isinstance(result, Skip)
+
+
+envelopes = st.fixed_dictionaries(
+    {"op": st.sampled_from(["c", "u", "r", "d", "t", "x", ""]) | json_values},
+    optional={
+        "after": st.dictionaries(field_names, json_values, max_size=6) | json_values,
+        "before": json_values,
+        "ts_ms": json_values,
+        "source": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=envelopes,
+    wrap=st.booleans(),
+    bom=st.booleans(),
+    cut=st.none() | st.integers(min_value=0, max_value=400),
+)
+def test_envelopes_wrapped_bom_prefixed_or_truncated_end_in_one_outcome(
+    event: dict[str, object], wrap: bool, bom: bool, cut: int | None
+) -> None:
+    document: object = {"schema": {"type": "struct"}, "payload": event} if wrap else event
+    value = orjson.dumps(document)
+    if bom:
+        value = b"\xef\xbb\xbf" + value
+    if cut is not None:
+        value = value[:cut]
+    _assert_one_outcome(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000) | st.text(max_size=300).map(str.encode))
+def test_arbitrary_bytes_and_text_end_in_one_well_formed_outcome(value: bytes) -> None:
+    _assert_one_outcome(value)

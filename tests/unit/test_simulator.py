@@ -342,6 +342,41 @@ def test_a_stuck_job_runs_until_stopped_and_keeps_what_it_finished(api: Api) -> 
     assert api.stats()["requests"]["stop"] == {"200": 2}
 
 
+def test_a_job_the_api_stops_by_itself_keeps_its_first_half(api: Api) -> None:
+    api.configure(stopped_job_rate=1.0, job_duration_seconds=0.1)
+    job_id = api.submit(customers(10))
+    status = wait_until(lambda: (s := api.status(job_id)).status.terminal and s)
+    assert status.status is JobState.STOPPED
+    assert status.response is not None
+    assert [r["customerId"] for r in status.response.successful] == [f"c{i}" for i in range(5)]
+    assert status.response.failed == []
+    assert [e["customerId"] for e in api.applied()] == [f"c{i}" for i in range(5)]
+    assert api.stats()["jobs"] == {"stopped": 1}
+
+
+def test_applied_and_rejected_logs_say_when_and_why(api: Api) -> None:
+    body = customers(3)
+    body[1]["email"] = "no-at-sign"
+    before = time.time()
+    job_id = api.submit(body)
+    api.status(job_id)
+    applied = api.applied()
+    assert [e["customerId"] for e in applied] == ["c0", "c2"]
+    assert all(before - 1 <= e["at"] <= time.time() + 1 for e in applied)
+    rejected = api.http.get("/_sim/rejected").json()
+    assert rejected == {
+        "rejected": [
+            {"seq": 0, "customerId": "c1", "jobId": job_id, "error": "Invalid email address"}
+        ],
+        "next": 1,
+    }
+    api.configure(job_failure_rate=1.0)
+    failed = api.submit(customers(2, "f"))
+    api.status(failed)
+    entries = api.http.get("/_sim/rejected", params={"since": 1}).json()["rejected"]
+    assert [(e["customerId"], e["jobId"]) for e in entries] == [("f0", failed), ("f1", failed)]
+
+
 def test_stopping_a_queued_job_matches_the_seed_and_applies_nothing(api: Api) -> None:
     api.configure(job_duration_seconds=30)
     job_id = api.submit(customers(3))
@@ -469,6 +504,7 @@ def test_cli_switches_map_onto_the_config() -> None:
             "--record-failure-rate=0.1",
             "--job-failure-rate=0.2",
             "--stuck-job-rate=0.05",
+            "--stopped-job-rate=0.06",
             "--rate-limit-rate=0.3",
             "--retry-after=1.5",
             "--server-error-rate=0.4",
@@ -483,6 +519,7 @@ def test_cli_switches_map_onto_the_config() -> None:
         record_failure_rate=0.1,
         job_failure_rate=0.2,
         stuck_job_rate=0.05,
+        stopped_job_rate=0.06,
         rate_limit_rate=0.3,
         retry_after_seconds=1.5,
         server_error_rate=0.4,

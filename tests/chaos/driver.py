@@ -1,0 +1,455 @@
+"""The chaos run: real broker, faulty API, two service processes killed at random, then a check.
+
+``python -m tests.chaos --seed N`` replays a run: every random choice (the
+events, the simulator's faults, the kill schedule) comes from one of the
+seeds printed at the start, all derived from ``--seed``. Only thread timing
+is not replayable (which records a SIGKILL catches in flight).
+
+Steps:
+
+1. start Tansu, create the source topic (``--partitions``) and the DLQ;
+2. start the simulator with every fault on (429 + ``Retry-After``, 5xx
+   before and after the job is created, slow, stuck, failed, API-stopped
+   jobs, per-record failures);
+3. start ``--instances`` ``customer-sync run`` processes in one group;
+4. produce ``--records`` planned events at a steady rate spread over the
+   first 90 % of ``--duration`` while, at random moments, one instance gets
+   SIGKILL or SIGTERM and is restarted after a random pause; its
+   ``/metrics`` are scraped just before each signal;
+5. wait until the group has committed everything, then run a quiet *tail*
+   (``--tail`` more events, no faults in the service's life) where the
+   metric invariant must hold exactly;
+6. stop the instances with SIGTERM and run the checker (``checker.py``).
+
+The metric invariant, honestly: ``consumed = succeeded + dead_lettered +
+skipped + coalesced`` holds per process only once it is quiet *and* it lost
+no partition meanwhile. A revocation drops buffered records (consumed, never
+settled: the next owner re-reads and counts them again), records settled
+after their partition was revoked are not counted by the old owner, a
+SIGKILL loses whatever the counters gained since the last scrape, and the
+whole counter set restarts with each process. So during the chaos the
+driver checks ``outcomes <= consumed`` for every process life (an outcome
+without a consumption would be double counting) and reports the gap; in the
+quiet tail it checks the exact equality of the increments summed over both
+processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.broker import EmbeddedBroker
+from service.simulator import RunningSimulator, SimulatorConfig
+from tests.chaos.checker import Report, check, read_log, read_topic
+from tests.chaos.workload import API_REJECT, DELIVER, SKIP, ManifestProducer, plan, read_manifest
+from tests.integration.harness import ServiceProcess, committed, service_env
+
+OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
+GRACE_SECONDS = 45.0
+"""Like Kubernetes' terminationGracePeriodSeconds: SIGKILL when SIGTERM has not ended it."""
+LIVENESS_PERIOD, LIVENESS_FAILURES = 5.0, 3
+"""Like a liveness probe (periodSeconds 5, failureThreshold 3) on ``/healthz``."""
+
+
+def scrape(instance: ServiceProcess) -> dict[str, float] | None:
+    """consumed and the four outcomes from one ``/metrics`` read (None if it did not answer)."""
+    response = instance.get("/metrics")
+    if response is None or response.status_code != 200:
+        return None
+    values: Counter[str] = Counter()
+    for line in response.text.splitlines():
+        if line.startswith("customer_sync_records_consumed_total"):
+            values["consumed"] += float(line.rpartition(" ")[2])
+        elif line.startswith("customer_sync_records_total{"):
+            for outcome in OUTCOMES:
+                if f'outcome="{outcome}"' in line:
+                    values[outcome] += float(line.rpartition(" ")[2])
+    return {k: values[k] for k in ("consumed", *OUTCOMES)}
+
+
+@dataclass
+class Life:
+    """One process of one instance slot, from start to signal."""
+
+    slot: int
+    started: float
+    signal: str | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    last: dict[str, float] | None = None
+
+
+@dataclass
+class Fleet:
+    env: dict[str, str]
+    workdir: Path
+    count: int
+    processes: list[ServiceProcess] = field(default_factory=list)
+    lives: list[Life] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)
+    current: dict[int, Life] = field(default_factory=dict)
+    unhealthy: Counter[int] = field(default_factory=Counter)
+    liveness_kills: list[tuple[int, float]] = field(default_factory=list)
+    last_probe: float = 0.0
+
+    def start(self, slot: int) -> None:
+        while len(self.processes) <= slot:
+            log = self.workdir / f"instance-{len(self.processes)}.log"
+            self.processes.append(ServiceProcess(self.env, log))
+        self.processes[slot].start()
+        life = Life(slot, time.time())
+        self.lives.append(life)
+        self.current[slot] = life
+
+    def start_all(self) -> None:
+        for slot in range(self.count):
+            self.start(slot)
+
+    def running(self) -> list[int]:
+        return [s for s, p in enumerate(self.processes) if p.process and p.process.poll() is None]
+
+    def hit(self, slot: int, sig: signal.Signals) -> Life:
+        """Scrape, then signal; waits for the process to end (SIGTERM drains first)."""
+        process = self.processes[slot]
+        life = self.current.pop(slot)
+        life.last = scrape(process)
+        life.signal = sig.name
+        self.faults.append(time.time())
+        process.signal(sig)
+        try:
+            life.exit_code = process.wait(GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.signal(signal.SIGKILL)
+            life.exit_code = process.wait(10)
+            life.signal += f" (hung: SIGKILL after {GRACE_SECONDS:.0f} s)"
+        life.ended = time.time()
+        return life
+
+    def probe(self) -> None:
+        """What a kubelet does: restart an instance whose ``/healthz`` failed 3 times running."""
+        now = time.monotonic()
+        if now - self.last_probe < LIVENESS_PERIOD:
+            return
+        self.last_probe = now
+        for slot in self.running():
+            response = self.processes[slot].get("/healthz")
+            if response is not None and response.status_code == 200:
+                self.unhealthy[slot] = 0
+                continue
+            if time.time() - self.current[slot].started < 20:
+                continue  # still starting
+            self.unhealthy[slot] += 1
+            if self.unhealthy[slot] >= LIVENESS_FAILURES:
+                self.unhealthy[slot] = 0
+                self.liveness_kills.append((slot, time.time()))
+                print(f"  liveness: instance {slot} unhealthy, SIGKILL and restart", flush=True)
+                self.hit(slot, signal.SIGKILL)
+                self.faults.append(time.time())
+                self.start(slot)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, probing liveness meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            self.probe()
+
+    def stop_all(self) -> None:
+        for slot in self.running():
+            self.hit(slot, signal.SIGTERM)
+
+    def kill_all(self) -> None:
+        """Last resort on the way out: nothing we started is left running."""
+        for process in self.processes:
+            if process.process and process.process.poll() is None:
+                process.process.kill()
+                process.process.wait()
+
+
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    manifest: list[dict[str, Any]],
+    timeout: float,
+    fleet: Fleet | None = None,
+) -> bool:
+    ends: dict[int, int] = {}
+    for m in manifest:
+        ends[m["p"]] = max(ends.get(m["p"], 0), m["o"] + 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        offsets = committed(bootstrap, group, topic, max(ends) + 1)
+        if all(offsets.get(p, -1) >= end for p, end in ends.items()):
+            return True
+        if fleet is not None:
+            fleet.sleep(1.0)
+        else:
+            time.sleep(1.0)
+    return False
+
+
+def chaos_simulator(seed: int) -> SimulatorConfig:
+    return SimulatorConfig(
+        seed=seed,
+        latency_seconds=0.005,
+        job_duration_seconds=1.5,
+        rate_limit_rate=0.03,
+        retry_after_seconds=0.5,
+        server_error_rate=0.03,
+        stuck_job_rate=0.02,
+        stopped_job_rate=0.03,
+        job_failure_rate=0.03,
+        record_failure_rate=0.002,
+    )
+
+
+def chaos_env(bootstrap: str, base_url: str, topic: str, group: str) -> dict[str, str]:
+    class _Broker:  # service_env wants something with .bootstrap
+        pass
+
+    broker: Any = _Broker()
+    broker.bootstrap = bootstrap
+    return service_env(
+        broker,
+        base_url,
+        topic,
+        group,
+        BATCH_MAX_RECORDS="250",
+        JOB_TIMEOUT_SECONDS="8",
+        MAX_SUBMIT_ATTEMPTS="5",
+        SHUTDOWN_TIMEOUT_SECONDS="15",
+        LOG_LEVEL="INFO",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    seeds = random.Random(master)
+    data_seed, sim_seed, chaos_seed = (seeds.randrange(2**31) for _ in range(3))
+    print(
+        f"chaos seeds: --seed {master} (events {data_seed}, simulator {sim_seed}, "
+        f"kills {chaos_seed})",
+        flush=True,
+    )
+    workdir = Path(args.workdir or f"/tmp/chaos-{master}")  # noqa: S108 - a report dir, not a secret
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest_path = workdir / "manifest.jsonl"
+    manifest_path.unlink(missing_ok=True)
+    rng = random.Random(chaos_seed)
+    topic, group = f"chaos-{master}", f"chaos-{master}-group"
+    dlq = f"{topic}.dlq"
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with EmbeddedBroker() as broker, RunningSimulator(chaos_simulator(sim_seed)) as simulator:
+        broker.create_topics({topic: args.partitions, dlq: 3})
+        env = chaos_env(broker.bootstrap, simulator.base_url, topic, group)
+        fleet = Fleet(env, workdir, args.instances)
+        try:
+            fleet.start_all()
+            events = plan(
+                args.records + args.tail,
+                args.customers,
+                seed=data_seed,
+                bad_fraction=args.bad_fraction,
+            )
+            chaos_events = (next(events) for _ in range(args.records))
+            producer = ManifestProducer(broker.bootstrap, topic, manifest_path)
+            rate = args.records / max(1.0, args.duration * 0.9)
+            thread = threading.Thread(
+                target=producer.produce, args=(chaos_events, rate), name="producer"
+            )
+            thread.start()
+            chaos_end = time.monotonic() + args.duration
+            kills: Counter[str] = Counter()
+            while True:
+                pause = rng.uniform(args.min_gap, args.max_gap)
+                if time.monotonic() + pause >= chaos_end:
+                    break
+                fleet.sleep(pause)
+                slot = rng.choice(fleet.running() or [0])
+                sig = rng.choice((signal.SIGKILL, signal.SIGTERM))
+                down = rng.uniform(0.0, args.max_down)
+                life = fleet.hit(slot, sig)
+                kills[sig.name] += 1
+                print(
+                    f"  t+{time.monotonic() - started:6.1f}s {sig.name:7} instance {slot} "
+                    f"(exit {life.exit_code}), down {down:.1f}s",
+                    flush=True,
+                )
+                fleet.sleep(down)
+                fleet.faults.append(time.time())
+                fleet.start(slot)
+            while thread.is_alive():
+                fleet.sleep(1.0)
+            producer.close()
+            timings["chaos"] = time.monotonic() - started
+            for slot in range(args.instances):
+                if slot not in fleet.running():
+                    fleet.start(slot)
+            manifest = read_manifest(manifest_path)
+            done = wait_committed(
+                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
+            )
+            timings["settled"] = time.monotonic() - started
+
+            # The quiet tail: no faults; the metric invariant must hold exactly.
+            fleet.sleep(3.0)  # let any last rebalance finish before the baseline
+            before = [scrape(p) for p in fleet.processes]
+            tail_start = time.time()
+            tail = ManifestProducer(broker.bootstrap, topic, manifest_path)
+            tail.produce(events, rate=0)
+            tail.close()
+            manifest = read_manifest(manifest_path)
+            kills_before_tail = len(fleet.liveness_kills)
+            tail_done = wait_committed(
+                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
+            )
+            time.sleep(1.5)  # the counters of the last settlements are set before the commit
+            after = [scrape(p) for p in fleet.processes]
+            timings["tail"] = time.monotonic() - started
+            fleet.stop_all()
+
+            bad = sum(1 for m in manifest if m["x"] not in (DELIVER, API_REJECT, SKIP))
+            report = check(
+                manifest,
+                read_log(simulator.base_url, "applied"),
+                read_log(simulator.base_url, "rejected"),
+                read_topic(broker.bootstrap, dlq, bad),
+                topic=topic,
+                faults=fleet.faults,
+                quiet_since=tail_start,
+            )
+            timings["checked"] = time.monotonic() - started
+            _judge_fleet(report, fleet, before, after, done and tail_done, kills)
+            if len(fleet.liveness_kills) != kills_before_tail:
+                report.must_be_zero("tail: liveness restarts (the exact check is void)", 1)
+            report.numbers["producer errors"] = producer.errors + tail.errors
+            report.numbers["simulator"] = _stats(simulator)
+            report.numbers["timings (s)"] = {k: round(v, 1) for k, v in timings.items()}
+            print(report.render(), flush=True)
+            print(
+                f"replay with: python -m tests.chaos --seed {master} --duration {args.duration} "
+                f"--records {args.records}",
+                flush=True,
+            )
+            (workdir / "report.json").write_bytes(
+                orjson.dumps(
+                    {"seed": master, "numbers": report.numbers, "failures": report.failures},
+                    option=orjson.OPT_INDENT_2,
+                    default=str,
+                )
+            )
+            return 1 if report.failures else 0
+        finally:
+            fleet.kill_all()
+
+
+def _stats(simulator: RunningSimulator) -> dict[str, Any]:
+    stats = simulator.state.stats()
+    return {
+        "jobs": stats["jobs"],
+        "requests": stats["requests"],
+        "records_applied": stats["records_applied"],
+    }
+
+
+def _judge_fleet(
+    report: Report,
+    fleet: Fleet,
+    before: list[dict[str, float] | None],
+    after: list[dict[str, float] | None],
+    settled: bool,
+    kills: Counter[str],
+) -> None:
+    report.numbers["kills"] = dict(kills)
+    report.numbers["process lives"] = len(fleet.lives)
+    report.must_be_zero(
+        "liveness restarts (instance froze: /healthz failed 3 times)",
+        len(fleet.liveness_kills),
+        fleet.liveness_kills,
+    )
+    report.must_be_zero("group did not commit everything in time", int(not settled))
+    bad_exits = [
+        (life.slot, life.signal, life.exit_code)
+        for life in fleet.lives
+        if life.signal is not None and life.signal.startswith("SIGTERM") and life.exit_code != 0
+    ]
+    report.must_be_zero(
+        f"SIGTERM not ending in a clean exit within {GRACE_SECONDS:.0f} s",
+        len(bad_exits),
+        bad_exits,
+    )
+    crashes = []
+    for process in fleet.processes:
+        for line in process.logs().splitlines():
+            if '"pipeline_task_failed"' in line or "Traceback" in line:
+                crashes.append(line[:300])
+    report.must_be_zero("crash lines in the service logs", len(crashes), crashes)
+
+    over, gap, unscraped = [], 0.0, 0
+    for life in fleet.lives:
+        if life.last is None:
+            unscraped += life.signal is not None
+            continue
+        outcomes = sum(life.last[o] for o in OUTCOMES)
+        if outcomes > life.last["consumed"]:
+            over.append((life.slot, life.last))
+        gap += life.last["consumed"] - outcomes
+    report.must_be_zero("process lives with outcomes > consumed", len(over), over)
+    report.numbers["consumed - outcomes at the last scrape, summed over lives"] = int(gap)
+    report.numbers["lives not scraped (metrics not up yet when hit)"] = unscraped
+    if any(s is None for s in before + after):
+        report.must_be_zero("tail: an instance did not answer /metrics", 1)
+        return
+    delta: Counter[str] = Counter()
+    for b, a in zip(before, after, strict=True):
+        assert a is not None
+        assert b is not None
+        for k, v in a.items():
+            delta[k] += v - b[k]
+    outcomes = sum(delta[o] for o in OUTCOMES)
+    report.numbers["tail: consumed"] = int(delta["consumed"])
+    report.numbers["tail: outcomes"] = {o: int(delta[o]) for o in OUTCOMES}
+    report.must_be_zero(
+        "tail: consumed - (succeeded + dead_lettered + skipped + coalesced)",
+        int(delta["consumed"] - outcomes),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    add = parser.add_argument
+    add("--seed", type=int, help="master seed (random when omitted; always printed)")
+    add("--duration", type=float, default=600.0, help="seconds of kills (600)")
+    add("--records", type=int, default=100_000, help="events produced during the chaos")
+    add("--tail", type=int, default=3_000, help="events produced in the quiet tail")
+    add("--customers", type=int, default=5_000)
+    add("--partitions", type=int, default=6)
+    add("--instances", type=int, default=2)
+    add("--bad-fraction", type=float, default=0.02)
+    add("--min-gap", type=float, default=4.0, help="seconds between kills, at least")
+    add("--max-gap", type=float, default=25.0, help="seconds between kills, at most")
+    add("--max-down", type=float, default=5.0, help="seconds an instance stays down, at most")
+    add("--settle-timeout", type=float, default=300.0)
+    add("--workdir", help="manifest, logs and report (default /tmp/chaos-SEED)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

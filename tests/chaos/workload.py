@@ -1,0 +1,179 @@
+"""What the chaos run produces, and the manifest the checker reads back.
+
+Every event has an expected outcome decided here, at generation time, from
+nothing but the bytes we chose to write: ``deliver`` (a good change),
+``api_reject`` (a good change the API will refuse: an email without "@"),
+``skip`` (tombstones, deletes) or the dead-letter reason SPEC §3 promises.
+The manifest is written from the producer's *delivery reports* (partition
+and offset as the broker acknowledged them), never from high watermarks,
+which Tansu gets wrong (TOOLS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from service.samples import BAD_EVENTS, change_event, customer_row
+
+DELIVER = "deliver"
+API_REJECT = "api_reject"
+SKIP = "skip"
+
+_SOURCE = {"connector": "postgresql", "db": "shop", "table": "customers"}
+
+# Every kind of input SPEC §3 names that is not a plain good change.
+BAD_KINDS: dict[str, tuple[bytes | None, str]] = {
+    **BAD_EVENTS,
+    "tombstone": (None, SKIP),
+    "delete": (
+        orjson.dumps({"before": {"customer_id": "x"}, "after": None, "op": "d", "ts_ms": 1}),
+        SKIP,
+    ),
+    "schema-wrapped delete": (
+        orjson.dumps(
+            {
+                "schema": {"type": "struct"},
+                "payload": {"before": {"customer_id": "x"}, "after": None, "op": "d"},
+            }
+        ),
+        SKIP,
+    ),
+    "schema-wrapped tombstone": (b'{"schema":{"type":"struct"},"payload":null}', SKIP),
+    "array": (b"[1,2,3]", "invalid_event"),
+    "update without after": (b'{"op":"u","before":null,"after":null}', "invalid_event"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    key: bytes | None
+    value: bytes | None
+    customer_id: str | None
+    version: int
+    expected: str
+
+
+def _rejected_change(customer_id: str, version: int, rng: random.Random) -> bytes:
+    row = customer_row(customer_id, version, rng)
+    row["email"] = f"{customer_id}.at.example.com"  # no "@": the API says "Invalid email address"
+    return orjson.dumps(
+        {"before": None, "after": row, "op": "u", "ts_ms": 1_700_000_000_000, "source": _SOURCE}
+    )
+
+
+def plan(
+    count: int,
+    customers: int,
+    *,
+    seed: int,
+    bad_fraction: float = 0.02,
+    api_reject_fraction: float = 0.005,
+    prefix: str = "c",
+) -> Iterator[Planned]:
+    """``count`` events; versions count up per customer over good and API-rejected changes."""
+    rng = random.Random(seed)
+    kinds = list(BAD_KINDS.values())
+    versions: dict[str, int] = {}
+    bad_seen = 0
+    for i in range(count):
+        roll = rng.random()
+        customer = f"{prefix}{rng.randrange(customers)}"
+        if roll < bad_fraction:
+            value, expected = kinds[bad_seen % len(kinds)]
+            bad_seen += 1
+            key = customer.encode() if expected == SKIP else f"bad-{i}".encode()
+            yield Planned(key, value, None, 0, expected)
+            continue
+        version = versions.get(customer, 0) + 1
+        versions[customer] = version
+        if roll < bad_fraction + api_reject_fraction:
+            value = _rejected_change(customer, version, rng)
+            yield Planned(customer.encode(), value, customer, version, API_REJECT)
+        else:
+            value = change_event(customer, version, rng)
+            yield Planned(customer.encode(), value, customer, version, DELIVER)
+
+
+def digest(value: bytes | None) -> str | None:
+    return None if value is None else hashlib.sha1(value, usedforsecurity=False).hexdigest()
+
+
+class ManifestProducer:
+    """Produces planned events at a steady rate; appends one manifest line per acknowledgement."""
+
+    def __init__(self, bootstrap: str, topic: str, manifest: Path) -> None:
+        self.topic = topic
+        self.manifest = manifest
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        )
+        self._file = manifest.open("ab")
+        self.acknowledged = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def _delivered(self, planned: Planned) -> Any:
+        def callback(err: Any, msg: Any) -> None:
+            if err is not None:
+                self.errors.append(str(err))
+                return
+            line = {
+                "p": msg.partition(),
+                "o": msg.offset(),
+                "k": planned.key.decode() if planned.key is not None else None,
+                "c": planned.customer_id,
+                "v": planned.version,
+                "x": planned.expected,
+                "h": digest(planned.value),
+                "t": time.time(),
+            }
+            with self._lock:
+                self._file.write(orjson.dumps(line) + b"\n")
+                self.acknowledged += 1
+
+        return callback
+
+    def produce(
+        self, events: Iterator[Planned], rate: float, stop: threading.Event | None = None
+    ) -> int:
+        """Produce at ``rate`` events/s (0 = as fast as possible); returns how many were sent."""
+        started = time.monotonic()
+        sent = 0
+        for planned in events:
+            if stop is not None and stop.is_set():
+                break
+            self._producer.produce(
+                self.topic,
+                key=planned.key,
+                value=planned.value,
+                on_delivery=self._delivered(planned),
+            )
+            sent += 1
+            self._producer.poll(0)
+            if rate > 0:
+                ahead = started + sent / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        return sent
+
+    def close(self, timeout: float = 60.0) -> None:
+        remaining = self._producer.flush(timeout)
+        self._file.flush()
+        self._file.close()
+        if remaining:
+            self.errors.append(f"{remaining} events not acknowledged")
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    with path.open("rb") as f:
+        return [orjson.loads(line) for line in f if line.strip()]
