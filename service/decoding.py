@@ -101,10 +101,21 @@ def _to_object(value: Any) -> dict[str, Any]:
     return value
 
 
+_EXACT_FLOAT_LIMIT = 2**53
+"""Past this a float no longer holds every integer: an id read as one would be another id."""
+
+
 def _to_id(value: Any) -> str:
     kind = type(value)
-    if kind is float and value.is_integer():
-        value, kind = int(value), int
+    if kind is float:
+        # orjson reads integers beyond 64 bits as floats: 123456789012345678901234567890
+        # would become customer 123456789012345677877719597056, somebody else.
+        if abs(value) >= _EXACT_FLOAT_LIMIT:
+            raise _Invalid(
+                f"the numeric id {value!r} is too large to be exact; send it as a string"
+            )
+        if value.is_integer():
+            value, kind = int(value), int
     if kind is str or kind is int or kind is float:
         text = str(value).strip()
         if text:
