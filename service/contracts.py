@@ -108,3 +108,9 @@ class DeadLetterHeaders(BaseModel):
         alias="dlq.job.id",
         description="the API job that reported the failure, when there was one",
     )
+    value_omitted: Digits | None = Field(
+        default=None,
+        alias="dlq.value.omitted",
+        description="set only when the value was too large for the dead-letter topic: its size "
+        "in bytes; the record then carries no value (read it at its source offset)",
+    )
