@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -30,6 +30,9 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _MS_PER_DAY = 86_400_000
 _US_PER_DAY = 86_400_000_000
 _ERROR_LIMIT = 1000
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,30 @@ class _Invalid(Exception):
     pass
 
 
+class _Memo(dict[K, V]):
+    """A bounded memo for normalisations whose inputs repeat (days, tag lists).
+
+    A source table has few distinct birth dates, join days and tag
+    combinations, so most lookups hit; when the memo fills up it simply starts
+    over, which bounds memory whatever the input. Values handed out are shared:
+    a customer is serialised once and never mutated, so sharing is safe.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def keep(self, key: K, value: V) -> V:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+_DAYS: _Memo[int, str] = _Memo(100_000)
+_TAGS: _Memo[str, list[str]] = _Memo(10_000)
+
+
 def _to_date(value: Any) -> str:
     """Epoch days (Debezium ``DATE``), epoch ms or µs (timestamps), or an ISO date string."""
     kind = type(value)
@@ -67,8 +94,11 @@ def _to_date(value: Any) -> str:
             days = number // _MS_PER_DAY  # epoch milliseconds
         else:
             days = number // _US_PER_DAY  # epoch microseconds (MicroTimestamp)
+        text = _DAYS.get(days)
+        if text is not None:
+            return text
         try:
-            return dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
+            return _DAYS.keep(days, dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat())
         except (ValueError, OverflowError):
             raise _Invalid(f"{value!r} is out of the range of dates") from None
     if kind is str:
@@ -83,8 +113,11 @@ def _to_date(value: Any) -> str:
 
 def _to_tags(value: Any) -> list[str]:
     if type(value) is str:
+        tags = _TAGS.get(value)
+        if tags is not None:
+            return tags
         if "[" not in value:
-            return [tag for tag in map(str.strip, value.split(",")) if tag]
+            return _TAGS.keep(value, [tag for tag in map(str.strip, value.split(",")) if tag])
         value = orjson.loads(value)
     if type(value) is list and all(
         type(t) is str or type(t) is int or type(t) is float for t in value
