@@ -4,12 +4,23 @@ Everything is registered on a registry of its own so several pipelines can
 live in one process (tests) without colliding. Label children that the hot
 path touches are resolved once here: the per-record path does an attribute
 load and an ``inc``, never a label lookup.
+
+The one per-record metric, ``end_to_end_latency_seconds``, is a
+:class:`BatchHistogram`: records settle a batch at a time, and
+``Histogram.observe`` takes a lock and walks the buckets for every value (5%
+of the service's time at full speed, profiled).
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import Histogram as _Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from service import __version__
 from service.batching import FlushReason
@@ -97,7 +108,7 @@ class Metrics:
         self.consumer_paused = Gauge(
             PREFIX + "consumer_paused", "1 while backpressure pauses the consumer", registry=r
         )
-        self.end_to_end_latency = Histogram(
+        self.end_to_end_latency = BatchHistogram(
             PREFIX + "end_to_end_latency_seconds",
             "From the record's Kafka timestamp to its settlement",
             buckets=_LATENCY_BUCKETS,
@@ -126,3 +137,44 @@ class Metrics:
             op: self.api_request_duration.labels(operation=op) for op in API_OPERATIONS
         }
         self.consumer_paused.set(0)
+
+
+class BatchHistogram(Collector):
+    """An unlabelled histogram observed many values at a time; exposed like any other.
+
+    Only the pipeline's event loop observes, and the metrics endpoint is
+    served on that same loop, so the counts need no lock.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = [*sorted(float(b) for b in buckets), math.inf]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count each value in the first bucket whose bound is at or above it (negatives as 0)."""
+        bounds, counts, total = self._bounds, self._counts, 0.0
+        for value in values:
+            if value < 0.0:
+                value = 0.0
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        self._sum += total
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[])
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, self._counts, strict=True):
+            cumulative += count
+            le = "+Inf" if math.isinf(bound) else repr(bound)  # as prometheus_client spells it
+            buckets.append((le, float(cumulative)))
+        family.add_metric([], buckets, self._sum)
+        yield family

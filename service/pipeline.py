@@ -292,9 +292,9 @@ class Pipeline:
         if skipped:
             wall = time.time()
             settle = self._offsets.settle
-            for tp, offset, timestamp_ms in skipped:
+            for tp, offset, _ in skipped:
                 settle(tp, offset)
-                self.metrics.end_to_end_latency.observe(max(0.0, wall - timestamp_ms / 1000))
+            self.metrics.end_to_end_latency.observe_many([wall - t / 1000 for _, _, t in skipped])
             self.metrics.skipped.inc(len(skipped))
         if coalesced:
             self._settle(coalesced, self.metrics.coalesced)
@@ -424,12 +424,13 @@ class Pipeline:
         wall = time.time()
         current = self._offsets.generation
         settle = self._offsets.settle
-        observe = self.metrics.end_to_end_latency.observe
         for r in records:
             tp = (r.topic, r.partition)
             if current(tp) == r.generation:
                 settle(tp, r.offset)
-            observe(max(0.0, wall - r.timestamp_ms / 1000))
+        self.metrics.end_to_end_latency.observe_many(
+            [wall - r.timestamp_ms / 1000 for r in records]
+        )
         outcome.inc(len(records))
 
     def _dead_lettered(self, letter: DeadLetter) -> None:
@@ -437,7 +438,7 @@ class Pipeline:
         if self._offsets.generation(tp) == letter.generation:
             self._offsets.settle(tp, letter.offset)
         self.metrics.dead_lettered.inc()
-        self.metrics.end_to_end_latency.observe(max(0.0, time.time() - letter.timestamp_ms / 1000))
+        self.metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)
 
     # --------------------------------------------------------------- commit
 
