@@ -43,7 +43,12 @@ _CONSUMER_DEFAULTS: dict[str, str | int | bool] = {
     "max.poll.interval.ms": 300000,
     "fetch.min.bytes": 1,
     "fetch.wait.max.ms": 100,
-    "queued.max.messages.kbytes": 16384,
+    # One fetch request is in flight per broker: a deeper local queue and bigger
+    # per-partition fetches keep the consumer fed between responses. Measured on
+    # the CPU-bound benchmark: 16 MB/1 MB gave ~39k records/s with the loop idle a
+    # third of the time, 32 MB/4 MB ~46-50k, for ~40 MB more peak RSS.
+    "queued.max.messages.kbytes": 32768,
+    "max.partition.fetch.bytes": 4194304,
     "fetch.max.bytes": 16777216,
 }
 
@@ -187,6 +192,7 @@ class Settings(BaseSettings):
             "fetch.min.bytes",
             "fetch.wait.max.ms",
             "queued.max.messages.kbytes",
+            "max.partition.fetch.bytes",
             "fetch.max.bytes",
             "group.instance.id",
             "heartbeat.interval.ms",
