@@ -36,7 +36,7 @@ unit: $(STAMP) ## unit tests only (no broker)
 
 .PHONY: test
 test: lint typecheck tools ## lint, typecheck, then every test (unit and integration against a real broker)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=10
 
 # --- deployment checkers (tests/deploy, tests/integration/test_observability.py) ---
 # Each is installed once and only when missing, so `make test` stays idempotent and offline after

@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 CONSUME_MAX = 2000
 CONSUME_TIMEOUT = 0.1
 COMMIT_INTERVAL = 1.0
+COMMIT_WHEN_DRAINED = True
 HOUSEKEEPING_INTERVAL = 0.02
 LAG_INTERVAL = 5.0
 CREDENTIALS_RECHECK = 15.0
@@ -373,8 +374,7 @@ class Pipeline:
         finally:
             self._batcher.release((r.customer_id for r in records), time.monotonic())
             self._jobs.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
-            if not self._jobs and not self._batcher:
-                self._drained.set()
+            self._note_if_drained()
             self._wake.set()
 
     # ---------------------------------------------------------- settlement
@@ -455,15 +455,41 @@ class Pipeline:
             self._drained.clear()
             await self._commit()
 
+    def _commit_assigned(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """On the Kafka thread: commit the offsets of partitions still assigned; return them.
+
+        A commit queued behind a ``consume`` that revoked partitions would
+        otherwise write their older watermarks over what the revoke callback
+        committed.
+        """
+        assigned = set(self._consumer.assignment())
+        owned = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        self._consumer.commit(owned)
+        return owned
+
+    def _note_if_drained(self) -> None:
+        if COMMIT_WHEN_DRAINED and not self._jobs and not self._batcher:
+            self._drained.set()
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit every watermark that moved; serialised so a commit never regresses another."""
+        """Commit every watermark that moved, on the Kafka thread.
+
+        Serialised by a lock so one commit never regresses another, and run on
+        the Kafka thread, between two ``consume`` calls, like every other
+        consumer call. A synchronous commit made from another thread cannot
+        complete while that thread serves a rebalance callback, and the revoke
+        callback commits too: the two waited for each other, and the instance
+        froze holding its partitions (the short chaos run caught it once
+        commits became frequent). On the Kafka thread, a commit simply waits
+        for the current ``consume`` to return.
+        """
         async with self._commit_lock:
             candidates = self._offsets.commit_candidates(only)
             if not candidates:
                 return
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self._consumer.commit, candidates
+                candidates = await asyncio.get_running_loop().run_in_executor(
+                    self._kafka_thread, self._commit_assigned, candidates
                 )
             except KafkaError as exc:
                 log.warning("commit_failed", error=str(exc), partitions=len(candidates))
@@ -502,9 +528,8 @@ class Pipeline:
         synchronous commit made from any other thread does not complete while
         the callback runs, and the callback would wait for it forever: the
         chaos suite (issue 6) caught instances frozen that way, holding their
-        partitions, never finishing a SIGTERM. A periodic commit already in
-        flight elsewhere may land after this one with older watermarks of
-        these partitions: that can only re-deliver, never skip.
+        partitions, never finishing a SIGTERM. Every other commit runs on this
+        thread too (see ``_commit``), so none is in flight meanwhile.
         """
         loop = self._loop
         if loop is None:

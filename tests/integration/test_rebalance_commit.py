@@ -9,9 +9,9 @@ callback is being served. A frozen member keeps heartbeating, so its
 partitions stay stuck and SIGTERM never finishes.
 
 To make the window certain rather than likely, instance A runs with the
-periodic commit effectively off (``COMMIT_INTERVAL`` patched to an hour), so
-at the rebalance every settled offset is still uncommitted and the revoke
-handler is what must commit it.
+periodic commit effectively off (``COMMIT_INTERVAL`` patched to an hour, and
+``COMMIT_WHEN_DRAINED`` off), so at the rebalance every settled offset is
+still uncommitted and the revoke handler is what must commit it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 
 NO_PERIODIC_COMMIT = (
     "import sys, service.pipeline as p; p.COMMIT_INTERVAL = 3600.0; "
+    "p.COMMIT_WHEN_DRAINED = False; "
     "from service.cli import main; sys.exit(main(['run']))"
 )
 
