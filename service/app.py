@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
 
 import structlog
 
@@ -17,6 +20,47 @@ from service.metrics import Metrics
 from service.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+"""Past ``SHUTDOWN_TIMEOUT_SECONDS`` plus this, a shutdown that has not finished exits hard."""
+
+
+class ShutdownWatchdog:
+    """Ends the process if a shutdown outlives its budget.
+
+    A member stuck inside librdkafka (a commit waiting on a rebalance, say)
+    keeps heartbeating and so keeps its partitions: nobody consumes them until
+    it is killed. Exiting lets the group move them on; everything not
+    committed is re-delivered (at least once), so nothing is lost. Kubernetes'
+    SIGKILL would come later (``terminationGracePeriodSeconds``) and say less.
+    It runs on its own thread because the event loop may be the thing stuck.
+    """
+
+    def __init__(self, health: Health, budget_seconds: float) -> None:
+        self._health = health
+        self._budget = budget_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finished(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        began: float | None = None
+        while not self._done.wait(0.5):
+            if began is None:
+                began = time.monotonic() if self._health.stopping else None
+            elif time.monotonic() - began > self._budget:
+                log.critical(
+                    "shutdown_overran",
+                    budget_seconds=self._budget,
+                    hint="exiting so the group can move the partitions on; "
+                    "uncommitted records are re-delivered",
+                )
+                os._exit(1)
 
 
 async def serve(settings: Settings) -> None:
@@ -39,9 +83,12 @@ async def serve(settings: Settings) -> None:
         api=settings.gameball_base_url,
         http_port=settings.http_port,
     )
+    watchdog = ShutdownWatchdog(health, settings.shutdown_timeout_seconds + SHUTDOWN_GRACE_SECONDS)
+    watchdog.start()
     try:
         await pipeline.run(stop)
     finally:
+        watchdog.finished()
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await http

@@ -158,7 +158,7 @@ class Pipeline:
             raise failure
 
     async def _shutdown(self, fetch: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
-        """Stop fetching, drain the buffer, wait for jobs, commit, flush dead letters, leave.
+        """Stop fetching, drain the buffer, wait for jobs, flush dead letters, commit and leave.
 
         Everything fits in ``SHUTDOWN_TIMEOUT_SECONDS`` (keep Kubernetes'
         ``terminationGracePeriodSeconds`` above it). What is not settled by
@@ -191,7 +191,9 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*workers, *self._jobs, return_exceptions=True)
         unacknowledged = self._dead_letters.close(max(0.0, min(2.0, deadline - time.monotonic())))
-        await self._commit()
+        # No commit of our own here: close() leaves the group through the revoke
+        # callback, which commits every settled watermark inside the callback,
+        # with librdkafka serving the rebalance.
         await asyncio.get_running_loop().run_in_executor(self._kafka_thread, self._consumer.close)
         self._kafka_thread.shutdown(wait=True)
         await self._client.aclose()

@@ -1,0 +1,48 @@
+"""The process owner: a shutdown that outlives its budget ends the process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+STUCK_SHUTDOWN = """
+import time
+from service.app import ShutdownWatchdog
+from service.health import Health
+from service.logs import configure_logging
+configure_logging()
+health = Health()
+ShutdownWatchdog(health, budget_seconds=0.3).start()
+health.stopping = True   # shutdown begins ...
+time.sleep(30)           # ... and never finishes
+"""
+
+CLEAN_SHUTDOWN = """
+import time
+from service.app import ShutdownWatchdog
+from service.health import Health
+health = Health()
+watchdog = ShutdownWatchdog(health, budget_seconds=0.3)
+watchdog.start()
+health.stopping = True
+watchdog.finished()      # shutdown finished in time
+time.sleep(1.5)
+"""
+
+
+def test_a_stuck_shutdown_exits_the_process_with_a_reason() -> None:
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", STUCK_SHUTDOWN], capture_output=True, text=True, timeout=20
+    )
+    assert run.returncode == 1
+    assert "shutdown_overran" in run.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_a_finished_shutdown_is_left_alone() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", CLEAN_SHUTDOWN], capture_output=True, text=True, timeout=20
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
