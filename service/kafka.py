@@ -4,8 +4,10 @@ The client is created lazily in :meth:`SourceConsumer.start`, never in a
 constructor. Every call that blocks on librdkafka (``consume``, ``close``)
 runs on one dedicated thread so the event loop keeps polling jobs; librdkafka
 invokes the rebalance callbacks on that thread, inside ``consume``, and the
-pipeline hands them to the loop (see ``pipeline.py``). ``commit``, ``pause``
-and ``resume`` are thread-safe in librdkafka and are called from the loop.
+pipeline hands them to the loop (see ``pipeline.py``). Every other consumer
+call (``commit``, ``pause``, ``resume``, watermarks) runs on that thread too,
+between two ``consume`` calls: made from another thread while a rebalance
+callback is being served, librdkafka holds them, and the threads deadlock.
 """
 
 from __future__ import annotations

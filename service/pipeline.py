@@ -16,7 +16,9 @@ Tasks on the loop:
   called) and resumes below half of it;
 * **dispatch** — takes batches when one is due and a job slot is free;
 * **one task per batch** — :meth:`JobTracker.deliver`, then settle;
-* **commit** — commits every partition's watermark each ``COMMIT_INTERVAL``;
+* **commit** — commits every partition's watermark each ``COMMIT_INTERVAL`` and
+  whenever the pipeline drains, on the Kafka thread (the revoke callback
+  commits the partitions it gives up, inside the callback);
 * **housekeeping** — serves dead-letter acknowledgements, liveness, lag.
 """
 
