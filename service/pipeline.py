@@ -475,7 +475,7 @@ class Pipeline:
         if COMMIT_WHEN_DRAINED and not self._jobs and not self._batcher:
             self._drained.set()
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+    async def _commit(self) -> None:
         """Commit every watermark that moved, on the Kafka thread.
 
         Serialised by a lock so one commit never regresses another, and run on
@@ -488,7 +488,7 @@ class Pipeline:
         for the current ``consume`` to return.
         """
         async with self._commit_lock:
-            candidates = self._offsets.commit_candidates(only)
+            candidates = self._offsets.commit_candidates()
             if not candidates:
                 return
             try:
