@@ -221,6 +221,54 @@ class Service:
         return int(line.split()[1]) / 1024
 
 
+def _ticks(stat: str) -> float:
+    """User + system seconds from a /proc/.../stat line."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Where the machine's CPU time went: the service's threads, the broker, the rest."""
+
+    at: float
+    service_main: float
+    service_other: float
+    broker: float
+    simulator: float  # this process: the simulator runs here, in a thread
+    machine_busy: float
+
+    @classmethod
+    def take(cls, service_pid: int, broker_pid: int) -> CpuSnapshot:
+        main, other = 0.0, 0.0
+        for task in Path(f"/proc/{service_pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                seconds = _ticks((task / "stat").read_text())
+                if task.name == str(service_pid):
+                    main = seconds
+                else:
+                    other += seconds
+        cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(v) for v in cpu]
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        return cls(
+            at=time.perf_counter(),
+            service_main=main,
+            service_other=other,
+            broker=_ticks(Path(f"/proc/{broker_pid}/stat").read_text()),
+            simulator=_ticks(Path("/proc/self/stat").read_text()),
+            machine_busy=busy / os.sysconf("SC_CLK_TCK"),
+        )
+
+    def cores_since(self, earlier: CpuSnapshot) -> dict[str, float]:
+        """Cores used on average between two snapshots, per consumer of CPU."""
+        wall = max(self.at - earlier.at, 1e-9)
+        return {
+            name: round((getattr(self, name) - getattr(earlier, name)) / wall, 2)
+            for name in ("service_main", "service_other", "broker", "simulator", "machine_busy")
+        }
+
+
 def quantile(samples: dict[str, float], metric: str, q: float) -> float | None:
     """``histogram_quantile`` over a scraped histogram (linear within the bucket)."""
     buckets = []
@@ -327,12 +375,14 @@ class Bench:
                 lambda: service.total("customer_sync_records_consumed_total") > 0, 60, "consume"
             )
             started, cpu_started = time.perf_counter(), service.cpu_seconds()
+            machine = CpuSnapshot.take(service.service_pid(), self.broker.pid)
             # Only the group's committed offsets are read until the end: scraping
             # /metrics here would cost the measured service CPU.
             while not done():
                 time.sleep(0.05)
             finished = time.perf_counter()
             cpu = service.cpu_seconds() - cpu_started
+            cores = CpuSnapshot.take(service.service_pid(), self.broker.pid).cores_since(machine)
             samples = service.samples()
             peak = service.peak_rss_mb()
             batches = service.total("customer_sync_batches_flushed_total", samples)
@@ -349,6 +399,7 @@ class Bench:
             "cpu_us_per_record": round(cpu / total * 1e6, 1),
             "batches": int(batches),
             "coalesced": int(samples.get('customer_sync_records_total{outcome="coalesced"}', 0)),
+            "cores_used": cores,
         }
         return result
 

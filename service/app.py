@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import os
 import signal
 import threading
@@ -36,9 +37,15 @@ class ShutdownWatchdog:
     It runs on its own thread because the event loop may be the thing stuck.
     """
 
-    def __init__(self, health: Health, budget_seconds: float) -> None:
+    def __init__(
+        self,
+        health: Health,
+        budget_seconds: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self._health = health
         self._budget = budget_seconds
+        self._loop = loop
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True)
 
@@ -57,10 +64,42 @@ class ShutdownWatchdog:
                 log.critical(
                     "shutdown_overran",
                     budget_seconds=self._budget,
+                    waiting_on=self._waiting_on(),
                     hint="exiting so the group can move the partitions on; "
                     "uncommitted records are re-delivered",
                 )
+                # Where every thread is (librdkafka's own are native and not shown):
+                # what a bug report about a stuck shutdown needs.
+                faulthandler.dump_traceback(all_threads=True)
                 os._exit(1)
+
+    def _waiting_on(self) -> list[str]:
+        """Each unfinished asyncio task and the line it is suspended at.
+
+        Read from this thread while the loop may be running: good enough for a
+        last word before exiting, and guarded so it can never stop the exit.
+        """
+        if self._loop is None:
+            return []
+        try:
+            return sorted(
+                f"{task.get_name()}: {_await_chain(task.get_coro())}"
+                for task in list(asyncio.all_tasks(self._loop))
+            )
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            return [f"unavailable: {exc!r}"]
+
+
+def _await_chain(coroutine: object) -> str:
+    """``pipeline.py:180 _shutdown > tasks.py:765 gather``: where a suspended task waits."""
+    steps = []
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
+        if frame is not None:
+            name = frame.f_code.co_filename.rsplit("/", 1)[-1]
+            steps.append(f"{name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
+    return " > ".join(steps) or "finished"
 
 
 async def serve(settings: Settings) -> None:
@@ -83,7 +122,9 @@ async def serve(settings: Settings) -> None:
         api=settings.gameball_base_url,
         http_port=settings.http_port,
     )
-    watchdog = ShutdownWatchdog(health, settings.shutdown_timeout_seconds + SHUTDOWN_GRACE_SECONDS)
+    watchdog = ShutdownWatchdog(
+        health, settings.shutdown_timeout_seconds + SHUTDOWN_GRACE_SECONDS, loop
+    )
     watchdog.start()
     try:
         await pipeline.run(stop)

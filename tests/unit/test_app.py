@@ -7,15 +7,22 @@ import sys
 import time
 
 STUCK_SHUTDOWN = """
-import time
+import asyncio
 from service.app import ShutdownWatchdog
 from service.health import Health
 from service.logs import configure_logging
-configure_logging()
-health = Health()
-ShutdownWatchdog(health, budget_seconds=0.3).start()
-health.stopping = True   # shutdown begins ...
-time.sleep(30)           # ... and never finishes
+
+async def never_finishing_commit():
+    await asyncio.Event().wait()
+
+async def main():
+    configure_logging()
+    health = Health()
+    ShutdownWatchdog(health, budget_seconds=0.3, loop=asyncio.get_running_loop()).start()
+    health.stopping = True   # shutdown begins ...
+    await asyncio.create_task(never_finishing_commit(), name="commit")  # ... and never finishes
+
+asyncio.run(main())
 """
 
 CLEAN_SHUTDOWN = """
@@ -39,6 +46,10 @@ def test_a_stuck_shutdown_exits_the_process_with_a_reason() -> None:
     assert run.returncode == 1
     assert "shutdown_overran" in run.stdout
     assert time.monotonic() - started < 10
+    # What a bug report needs: the task that never ended, where it waits ...
+    assert "commit: <string>:8 never_finishing_commit > locks.py" in run.stdout
+    # ... and every thread's stack.
+    assert "most recent call first" in run.stderr
 
 
 def test_a_finished_shutdown_is_left_alone() -> None:
