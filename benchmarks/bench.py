@@ -454,8 +454,10 @@ class Bench:
                 state.jobs_created,
                 time.perf_counter(),
             )
+            machine = CpuSnapshot.take(service.service_pid(), self.broker.pid)
             time.sleep(self.sizes.api_window)
             after, jobs_after, t1 = state.records_received, state.jobs_created, time.perf_counter()
+            cores = CpuSnapshot.take(service.service_pid(), self.broker.pid).cores_since(machine)
             api = _api_means(service.samples())
         if jobs_after == jobs_before:
             raise RuntimeError(f"no job was submitted in the window: the topic {topic} ran dry")
@@ -469,6 +471,7 @@ class Bench:
             "records_per_s": round(achieved),
             "limit_records_per_s": round(limit),
             "ratio_to_limit": round(achieved / limit, 3),
+            "cores_used": cores,
             "api": api,
         }
 

@@ -108,8 +108,7 @@ class JobProgress:
 
     def eta(self, now: float, status: JobStatus) -> float | None:
         """Seconds until the job should be done, or ``None`` when nothing can be said yet."""
-        results = status.response
-        done = len(results.successful) + len(results.failed) if results is not None else 0
+        done = status.reported
         if done >= self._total:
             return 0.0  # everything reported: the terminal status is due
         if done <= 0:
@@ -263,7 +262,8 @@ class JobTracker:
         log.warning("job_timed_out", timeout_seconds=self.job_timeout)
         await self._client.stop(job_id)
         try:
-            return await self._client.status(job_id)
+            # It may not have stopped yet: what it reports as done is still settled.
+            return await self._client.status(job_id, entries=True)
         except JobNotFound:
             return None
 

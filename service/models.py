@@ -12,7 +12,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+)
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 MAX_BATCH_RECORDS = 1000
@@ -117,10 +126,55 @@ class JobStatus(BaseModel):
     startedAt: str | None = None
     response: JobResults | None = None
 
+    # Entries a running document listed, when they were counted rather than read (see read()).
+    _counted: int | None = PrivateAttr(default=None)
+
     @field_validator("status", mode="before")
     @classmethod
     def _status_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def reported(self) -> int:
+        """How many records the document reports on (``successful`` + ``failed``)."""
+        if self._counted is not None:
+            return self._counted
+        results = self.response
+        return len(results.successful) + len(results.failed) if results is not None else 0
+
+    @classmethod
+    def read(cls, content: bytes, *, entries: bool = False) -> JobStatus:
+        """Parse a status document; read a running job's entries only when ``entries`` is set.
+
+        A running job is polled several times and only its progress is used
+        (:attr:`reported`): validating up to a thousand entries each time was
+        the service's largest single cost at 16 jobs in flight (13% of its
+        CPU). A terminal document is always read in full: it settles records.
+        Raises ``ValueError`` (``ValidationError``, ``JSONDecodeError``) when
+        the content is not a status document.
+        """
+        raw = orjson.loads(content)
+        if not entries and isinstance(raw, dict):
+            state = raw.get("status")
+            if isinstance(state, str) and state.lower() in _UNFINISHED:
+                counted = _count_entries(raw.get("response"))
+                status = cls.model_validate({**raw, "response": None})
+                status._counted = counted
+                return status
+        return cls.model_validate(raw)
+
+
+_UNFINISHED = frozenset({JobState.QUEUED.value, JobState.RUNNING.value})
+
+
+def _count_entries(response: object) -> int:
+    if not isinstance(response, dict):
+        return 0
+    return sum(
+        len(entries)
+        for entries in (response.get("successful"), response.get("failed"))
+        if isinstance(entries, list)
+    )
 
 
 def is_api_date(value: str) -> bool:

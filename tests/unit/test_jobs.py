@@ -13,7 +13,7 @@ from service.api import GameballClient, RetryPolicy
 from service.health import Health
 from service.jobs import JobProgress, JobTracker, PollSchedule
 from service.metrics import Metrics
-from service.models import JobStatus
+from service.models import JobState, JobStatus, result_customer
 from service.records import DeadLetterReason, PendingRecord
 from service.simulator import RunningSimulator, SimulatorConfig
 from tests.helpers import eventually
@@ -168,3 +168,42 @@ def test_a_job_is_polled_when_its_progress_says_it_will_be_done() -> None:
     assert schedule.next_delay(0.1, 10.0) == pytest.approx(0.15)
     assert progress.eta(0.3, running(1000)) == 0.0  # everything reported: poll soon
     assert schedule.next_delay(0.3, 0.0) == pytest.approx(0.05)
+
+
+RUNNING_DOC = {
+    "status": "Running",
+    "response": {
+        "successful": [{"customerId": "a", "message": "ok"}, {"customerId": 7}],
+        "failed": [{"customerId": "b", "error": "bad email"}],
+    },
+}
+
+
+def test_a_running_document_is_counted_not_read() -> None:
+    status = JobStatus.read(orjson.dumps(RUNNING_DOC))
+    assert status.status is JobState.RUNNING
+    assert status.reported == 3
+    assert status.response is None  # entries skipped: only progress is used while running
+
+
+def test_a_running_document_is_read_in_full_when_asked() -> None:
+    status = JobStatus.read(orjson.dumps(RUNNING_DOC), entries=True)
+    assert status.reported == 3
+    assert status.response is not None
+    assert [result_customer(e) for e in status.response.successful] == ["a", "7"]
+
+
+def test_a_terminal_document_is_always_read_in_full() -> None:
+    status = JobStatus.read(orjson.dumps({**RUNNING_DOC, "status": "completed"}))
+    assert status.response is not None
+    assert len(status.response.failed) == 1
+    assert status.reported == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not json", b"[]", b'{"status": "exploded"}', b'{"status": "completed", "response": 5}'],
+)
+def test_what_is_not_a_status_document_raises_value_error(content: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the API client maps any of them to a retry
+        JobStatus.read(content)
