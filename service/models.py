@@ -147,9 +147,10 @@ class JobStatus(BaseModel):
         """Parse a status document; read a running job's entries only when ``entries`` is set.
 
         A running job is polled several times and only its progress is used
-        (:attr:`reported`): validating up to a thousand entries each time was
-        the service's largest single cost at 16 jobs in flight (13% of its
-        CPU). A terminal document is always read in full: it settles records.
+        (:attr:`reported`): counting its entries instead of validating them
+        takes a 500-entry document from 0.30 to 0.10 ms (reading status
+        documents was 13% of the service's CPU at 16 jobs in flight). A
+        terminal document is always read in full: it settles records.
         Raises ``ValueError`` (``ValidationError``, ``JSONDecodeError``) when
         the content is not a status document.
         """

@@ -61,7 +61,7 @@ A fetch of ``CONSUME_MAX`` records decoded in one go held the loop for
 20-40 ms, and a job's HTTP exchange needs several loop turns (a 200 KB POST,
 a 64 KB status document): under a backlog, the benchmark saw status and
 submit requests take 150-220 ms for jobs the API finished at once. Slicing
-brought them to ~55 ms.
+brought them to 55-90 ms.
 """
 COMMIT_INTERVAL = 1.0
 COMMIT_WHEN_DRAINED = True
