@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chaos.checker import DeadLetterEntry, check
+from tests.chaos.driver import _pipeline_task
 from tests.chaos.workload import digest
 
 TOPIC = "src"
@@ -106,3 +107,20 @@ def test_a_regression_right_after_a_kill_is_a_replay_not_a_bug() -> None:
     assert report.failures == []
     assert report.numbers["ordering regressions (all, at-least-once replays included)"] == 1
     assert report.numbers["duplicate applications (same customer and version)"] == 1
+
+
+def test_a_watchdog_exit_with_pipeline_tasks_alive_is_ours_and_one_in_close_is_not() -> None:
+    # The shutdown hang of Python 3.11's wait_for, as the watchdog reported it:
+    ours = [
+        "Task-1: app.py:130 serve > pipeline.py:158 run > pipeline.py:194 _shutdown",
+        "Task-58: locks.py:213 wait",
+        "commit: pipeline.py:458 _commit_periodically > tasks.py:476 wait_for",
+        "http: server.py:90 serve > server.py:107 _serve > server.py:248 main_loop",
+    ]
+    # Only the shutdown itself left, waiting for consumer.close() on the Kafka thread:
+    librdkafkas = [
+        "Task-1: app.py:130 serve > pipeline.py:158 run > pipeline.py:214 _shutdown",
+        "http: server.py:90 serve > server.py:107 _serve > server.py:248 main_loop",
+    ]
+    assert [_pipeline_task(t) for t in ours] == [False, False, True, False]
+    assert not any(_pipeline_task(t) for t in librdkafkas)
