@@ -42,8 +42,16 @@ class Batch:
     reason: FlushReason
 
     def body(self) -> bytes:
-        """The request body, built once by joining the pre-serialised customers."""
-        return b'{"body":[' + b",".join(r.payload for r in self.records) + b"]}"
+        return request_body(self.records)
+
+
+def request_body(records: list[PendingRecord]) -> bytes:
+    """The batch request body, built once by joining the pre-serialised customers.
+
+    ``_BODY_OVERHEAD`` and the per-record ``+ 1`` (the comma) in :class:`Batcher`
+    count exactly these bytes, which is what keeps bodies under ``max_bytes``.
+    """
+    return b'{"body":[' + b",".join(r.payload for r in records) + b"]}"
 
 
 class Batcher:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.api import GameballClient
+from service.batching import request_body
 from service.errors import BatchRejected, JobNotFound
 from service.metrics import Metrics
 from service.models import JobState, JobStatus, result_customer, result_text
@@ -123,10 +124,6 @@ class JobProgress:
         return (self._total - done) / rate
 
 
-def _body(records: list[PendingRecord]) -> bytes:
-    return b'{"body":[' + b",".join(r.payload for r in records) + b"]}"
-
-
 class JobTracker:
     """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
 
@@ -190,7 +187,7 @@ class JobTracker:
             for record in records:
                 record.attempts += 1
             try:
-                job_id = await self._client.submit(_body(records))
+                job_id = await self._client.submit(request_body(records))
             except BatchRejected as exc:
                 rejected = exc
             else:
