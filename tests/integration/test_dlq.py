@@ -174,6 +174,10 @@ def test_time_filters_use_the_dead_letter_timestamp(broker: EmbeddedBroker, topi
     out = customer_sync("dlq", "replay", *window, env=env(broker, topic))
     assert out.code == 0, out
     assert "30 selected for replay" in out.stdout
+    # ... and --until before that selects none of them: the options reach the filter.
+    before = customer_sync("dlq", "replay", "--until", str(now - 600_000), env=env(broker, topic))
+    assert before.code == 0, before
+    assert "0 selected for replay" in before.stdout
 
 
 def test_dead_letter_headers_match_their_schema(broker: EmbeddedBroker, topic: str) -> None:

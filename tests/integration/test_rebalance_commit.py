@@ -26,14 +26,8 @@ import pytest
 from service.broker import EmbeddedBroker
 from service.samples import generate
 from service.simulator import RunningSimulator
-from tests.integration.harness import (
-    ServiceProcess,
-    committed,
-    produce,
-    service_env,
-    unique,
-    wait_for,
-)
+from tests.helpers import wait_for
+from tests.integration.harness import ServiceProcess, committed, produce, service_env, unique
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +71,17 @@ def test_a_member_joining_makes_the_other_commit_what_it_gives_up(
         assert committed(broker.bootstrap, group, topic, 4) == {}
         second.start()
         # A gives up two partitions and commits them on the way out of the callback.
-        wait_for(
-            lambda: len(committed(broker.bootstrap, group, topic, 4)) >= 2,
+        offsets = wait_for(
+            lambda: len(c := committed(broker.bootstrap, group, topic, 4)) >= 2 and c,
             15,
             "the revoked partitions' offsets committed by A",
             interval=0.5,
         )
+        # All of them, not some: A had settled everything it consumed.
+        assert all(offsets[p] == produced.per_partition[p] for p in offsets), offsets
+        # And by A: had B committed them itself, it would have re-read them first.
+        wait_for(second.ready, 15, "instance B ready")
+        assert second.metric("customer_sync_records_consumed_total") == 0
         first.signal(signal.SIGTERM)
         assert first.wait(20) == 0
     finally:

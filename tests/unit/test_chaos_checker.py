@@ -62,8 +62,11 @@ def test_a_clean_run_passes() -> None:
 
 
 def test_every_failure_is_seen() -> None:
+    changed = letter(0, 5, "invalid_event", "bad-5")
+    no_attempts = letter(0, 5, "invalid_event", "bad-5")
+    del no_attempts.headers["dlq.attempts"]
     report = check(
-        MANIFEST,
+        [*MANIFEST, produced(0, 5, None, 0, "invalid_event")],
         # b never applied (lost); a regresses 2 -> 1 with no fault near (ordering, stale)
         [applied("a", 2, 1.0, 0), applied("a", 1, 2.0, 1), applied("z", 9, 3.0, 2)],
         [],
@@ -71,6 +74,9 @@ def test_every_failure_is_seen() -> None:
             letter(0, 4, "invalid_event", "b"),  # a skip dead-lettered
             letter(0, 0, "record_rejected", "a", job="job-1"),  # no rejection on record
             letter(7, 7, "invalid_json", "x"),  # from nowhere
+            letter(0, 5, "invalid_json", "bad-5"),  # the wrong reason
+            DeadLetterEntry(changed.key, b"not the produced bytes", changed.headers),
+            no_attempts,
         ],
         topic=TOPIC,
         faults=[],
@@ -87,6 +93,9 @@ def test_every_failure_is_seen() -> None:
         "stale (last applied version is not the latest)",
         "ordering regressions not after a fault",
         "ordering regressions in the quiet tail",
+        "bad records with the wrong reason",
+        "dlq records whose key or value changed",
+        "dlq records without the required headers",
     }
 
 
