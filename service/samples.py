@@ -47,7 +47,7 @@ class Event:
     value: bytes | None
     customer_id: str | None
     version: int
-    expected: str  # "deliver", "skip", or a dead-letter reason
+    expected: str  # "deliver", "skip", "api_reject" (the chaos workload) or a dead-letter reason
 
 
 def customer_row(customer_id: str, version: int, rng: random.Random) -> dict[str, object]:

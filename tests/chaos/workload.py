@@ -16,14 +16,13 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Producer
 
-from service.samples import BAD_EVENTS, change_event, customer_row
+from service.samples import BAD_EVENTS, Event, change_event, customer_row
 
 DELIVER = "deliver"
 API_REJECT = "api_reject"
@@ -54,15 +53,6 @@ BAD_KINDS: dict[str, tuple[bytes | None, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    key: bytes | None
-    value: bytes | None
-    customer_id: str | None
-    version: int
-    expected: str
-
-
 def _rejected_change(customer_id: str, version: int, rng: random.Random) -> bytes:
     row = customer_row(customer_id, version, rng)
     row["email"] = f"{customer_id}.at.example.com"  # no "@": the API says "Invalid email address"
@@ -79,7 +69,7 @@ def plan(
     bad_fraction: float = 0.02,
     api_reject_fraction: float = 0.005,
     prefix: str = "c",
-) -> Iterator[Planned]:
+) -> Iterator[Event]:
     """``count`` events; versions count up per customer over good and API-rejected changes."""
     rng = random.Random(seed)
     kinds = list(BAD_KINDS.values())
@@ -92,16 +82,16 @@ def plan(
             value, expected = kinds[bad_seen % len(kinds)]
             bad_seen += 1
             key = customer.encode() if expected == SKIP else f"bad-{i}".encode()
-            yield Planned(key, value, None, 0, expected)
+            yield Event(key, value, None, 0, expected)
             continue
         version = versions.get(customer, 0) + 1
         versions[customer] = version
         if roll < bad_fraction + api_reject_fraction:
             value = _rejected_change(customer, version, rng)
-            yield Planned(customer.encode(), value, customer, version, API_REJECT)
+            yield Event(customer.encode(), value, customer, version, API_REJECT)
         else:
             value = change_event(customer, version, rng)
-            yield Planned(customer.encode(), value, customer, version, DELIVER)
+            yield Event(customer.encode(), value, customer, version, DELIVER)
 
 
 def digest(value: bytes | None) -> str | None:
@@ -122,7 +112,7 @@ class ManifestProducer:
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
-    def _delivered(self, planned: Planned) -> Any:
+    def _delivered(self, planned: Event) -> Any:
         def callback(err: Any, msg: Any) -> None:
             if err is not None:
                 self.errors.append(str(err))
@@ -144,7 +134,7 @@ class ManifestProducer:
         return callback
 
     def produce(
-        self, events: Iterator[Planned], rate: float, stop: threading.Event | None = None
+        self, events: Iterator[Event], rate: float, stop: threading.Event | None = None
     ) -> int:
         """Produce at ``rate`` events/s (0 = as fast as possible); returns how many were sent."""
         started = time.monotonic()

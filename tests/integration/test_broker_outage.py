@@ -29,13 +29,14 @@ import pytest
 from service.broker import EmbeddedBroker
 from service.samples import generate
 from service.simulator import RunningSimulator
+from tests.helpers import wait_for
 from tests.integration.harness import (
     ServiceProcess,
     committed,
+    fully_committed,
     produce,
     service_env,
     unique,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -78,10 +79,7 @@ def test_the_service_rides_out_a_broker_outage(
             own_broker.bootstrap, topic, generate(600, 100, seed=5, prefix="a-"), partitions=3
         )
         wait_for(
-            lambda: all(
-                committed(own_broker.bootstrap, group, topic, 3).get(p, -1) >= n
-                for p, n in before.per_partition.items()
-            ),
+            lambda: fully_committed(own_broker.bootstrap, group, topic, before),
             30,
             "everything before the outage committed",
             interval=0.5,
@@ -126,10 +124,7 @@ def test_the_service_rides_out_a_broker_outage(
 
         wait_for(delivered, 60, "the records produced after the outage delivered")
         wait_for(
-            lambda: all(
-                committed(restarted.bootstrap, group, topic, 3).get(p, -1) >= n
-                for p, n in after.per_partition.items()
-            ),
+            lambda: fully_committed(restarted.bootstrap, group, topic, after),
             30,
             "the new log committed",
             interval=0.5,

@@ -24,14 +24,8 @@ from service.broker import EmbeddedBroker
 from service.samples import generate
 from service.simulator import RunningSimulator
 from tests.corpus import load
-from tests.integration.harness import (
-    ServiceProcess,
-    committed,
-    read_all,
-    service_env,
-    unique,
-    wait_for,
-)
+from tests.helpers import wait_for
+from tests.integration.harness import ServiceProcess, committed, read_all, service_env, unique
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ import pytest
 from service.broker import EmbeddedBroker
 from service.samples import BAD_EVENTS, Event, generate
 from service.simulator import RunningSimulator, SimulatorConfig
+from tests.helpers import wait_for
 from tests.integration.harness import (
     Produced,
     ServiceProcess,
@@ -20,7 +21,6 @@ from tests.integration.harness import (
     read_all,
     service_env,
     unique,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration

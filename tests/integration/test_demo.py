@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.integration.commands import Outcome, clean_environ, customer_sync
-from tests.integration.harness import committed, wait_for
+from tests.integration.harness import committed
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from service.simulator import RunningSimulator, SimulatorConfig
 from tests.deploy.dashboard import queries
 from tests.deploy.rules import ALERTS, rule_groups
 from tests.deploy.tools import DEPLOY, tool
-from tests.integration.harness import ServiceProcess, service_env, unique, wait_for
+from tests.helpers import wait_for
+from tests.integration.harness import ServiceProcess, service_env, unique
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import dataclasses
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -29,6 +29,7 @@ from service.simulator import (
     config_from_args,
     serve,
 )
+from tests.helpers import wait_for
 
 KEYS = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
 CREATE = "/api/v4.0/integrations/batch/customers"
@@ -44,8 +45,6 @@ SEED_KEYS = {
 }
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
-T = TypeVar("T")
-
 
 def customers(count: int, prefix: str = "c") -> list[dict[str, Any]]:
     return [
@@ -58,17 +57,6 @@ def customers(count: int, prefix: str = "c") -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
-
-
-def wait_until(condition: Callable[[], T | None], within: float = 5.0) -> T:
-    """Poll until ``condition`` returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 class Api:
@@ -263,7 +251,7 @@ def test_job_goes_queued_running_completed_with_partial_results_in_body_order(
         status = api.status(job_id)
         return status if status.status is JobState.COMPLETED else None
 
-    running = wait_until(partial)
+    running = wait_for(partial, 5, "a running job with progress", interval=0.005)
     assert running.startedAt is not None
     assert running.response is not None
     done = running.finishedCount
@@ -273,7 +261,7 @@ def test_job_goes_queued_running_completed_with_partial_results_in_body_order(
     assert [r["customerId"] for r in running.response.successful] == ids[:done]
     assert len(api.applied()) >= done
 
-    final = wait_until(completed)
+    final = wait_for(completed, 5, "the job completed", interval=0.005)
     assert final.finishedCount == final.totalCount == len(body)
     assert [e["customerId"] for e in api.applied()] == ids
 
@@ -345,7 +333,12 @@ def test_a_stuck_job_runs_until_stopped_and_keeps_what_it_finished(api: Api) -> 
 def test_a_job_the_api_stops_by_itself_keeps_its_first_half(api: Api) -> None:
     api.configure(stopped_job_rate=1.0, job_duration_seconds=0.1)
     job_id = api.submit(customers(10))
-    status = wait_until(lambda: (s := api.status(job_id)).status.terminal and s)
+    status = wait_for(
+        lambda: (s := api.status(job_id)).status.terminal and s,
+        5,
+        "a terminal status",
+        interval=0.005,
+    )
     assert status.status is JobState.STOPPED
     assert status.response is not None
     assert [r["customerId"] for r in status.response.successful] == [f"c{i}" for i in range(5)]
@@ -407,7 +400,9 @@ def test_unknown_jobs_are_404(api: Api) -> None:
 def test_a_job_nobody_polls_still_runs(api: Api) -> None:
     api.configure(job_duration_seconds=0.1)
     job_id = api.submit(customers(3))
-    entries = wait_until(lambda: len(api.applied()) == 3 and api.applied())
+    entries = wait_for(
+        lambda: len(api.applied()) == 3 and api.applied(), 5, "three applied", interval=0.005
+    )
     assert {e["jobId"] for e in entries} == {job_id}
 
 
