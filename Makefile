@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
 .PHONY: install
@@ -48,7 +48,7 @@ CHECKOV_STAMP := $(TOOLS_VENV)/.installed
 CHECKOV_VERSION ?= 3.3.30
 
 $(DEPLOY_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,deploy]'
 	touch $(DEPLOY_STAMP)
 
 $(CHECKOV_STAMP):
@@ -75,11 +75,11 @@ bench: $(STAMP) ## measure throughput, API efficiency, memory and latency (a few
 
 .PHONY: schemas
 schemas: $(STAMP) ## regenerate schemas/ (JSON Schema 2020-12) from the code's pydantic models
-	$(BIN)/python -m service.schemas
+	$(BIN)/python -m service.contracts.schemas
 
 .PHONY: readme
 readme: $(STAMP) ## regenerate the README's configuration table from the Settings model
-	$(BIN)/python -m service.docgen
+	$(BIN)/python -m service.contracts.docgen
 
 .PHONY: check
 check: $(STAMP) ## preflight a configuration (env vars): brokers, topics, lag, API credentials

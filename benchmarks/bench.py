@@ -47,9 +47,9 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.broker import EmbeddedBroker, free_port
-from service.samples import change_event, generate
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker, free_port
+from service.tools.samples import change_event, generate
 from tests.helpers import wait_for
 
 PARTITIONS = 6

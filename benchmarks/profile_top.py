@@ -32,7 +32,7 @@ def summarise(path: Path, top: int = 20) -> str:
 
 
 def _short(frame: str) -> str:
-    """``consume (service/kafka.py)`` from py-spy's ``consume (service/kafka.py:82)``."""
+    """``consume (delivery/consumer.py)`` from py-spy's ``consume (/x/delivery/consumer.py:82)``."""
     name, _, where = frame.partition(" (")
     file = where.rstrip(")").rsplit(":", 1)[0]
     parts = file.split("/")

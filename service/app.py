@@ -14,11 +14,11 @@ import structlog
 
 from service import __version__
 from service.config import Settings
+from service.delivery.pipeline import Pipeline
 from service.health import Health
 from service.http import build_server
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 

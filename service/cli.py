@@ -17,9 +17,9 @@ from service.errors import ConfigError, CustomerSyncError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from service import check, demo, replay
-    from service.simulator import add_simulate_arguments
-    from service.simulator.runner import SIMULATE_DESCRIPTION, SIMULATE_EPILOG
+    from service.gameball.simulator import add_simulate_arguments
+    from service.gameball.simulator.runner import SIMULATE_DESCRIPTION, SIMULATE_EPILOG
+    from service.tools import check, demo, replay
 
     parser = argparse.ArgumentParser(
         prog="customer-sync",
@@ -61,19 +61,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         run(load_settings())
         return 0
     if args.command == "check":
-        from service.check import main as check_main
+        from service.tools.check import main as check_main
 
         return check_main(args)
     if args.command == "simulate":
-        from service.simulator.runner import main as simulate_main
+        from service.gameball.simulator.runner import main as simulate_main
 
         return simulate_main(args)
     if args.command == "demo":
-        from service.demo import run_demo
+        from service.tools.demo import run_demo
 
         return run_demo(args)
     if args.command == "dlq":
-        from service.replay import main as dlq_main
+        from service.tools.replay import main as dlq_main
 
         return dlq_main(args)
     raise AssertionError(f"unknown command {args.command}")  # argparse prevents it

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
-from service.models import MAX_BATCH_RECORDS
+from service.gameball.models import MAX_BATCH_RECORDS
 
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
 

@@ -23,14 +23,10 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service import __version__
-from service.batching import FlushReason
-from service.records import DeadLetterReason
+from service.labels import API_OPERATIONS, JOB_STATUSES, DeadLetterReason, FlushReason
 
 PREFIX = "customer_sync_"
 
-OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
-JOB_STATUSES = ("completed", "failed", "stopped", "timed_out")
-API_OPERATIONS = ("submit", "status", "stop")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 900)
 _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

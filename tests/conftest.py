@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.broker import EmbeddedBroker
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

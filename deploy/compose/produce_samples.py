@@ -1,4 +1,4 @@
-"""Produce realistic CDC events (``service.samples``) to a real broker, for the compose stack.
+"""Produce realistic CDC events (``service.tools.samples``) to a real broker, for the compose stack.
 
 Runs inside the customer-sync image (it has confluent-kafka and the service package):
 ``python produce_samples.py``. Settings come from the environment:
@@ -14,7 +14,7 @@ import sys
 
 from confluent_kafka import Producer
 
-from service.samples import generate
+from service.tools.samples import generate
 
 
 def main() -> int:

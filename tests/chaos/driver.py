@@ -52,8 +52,8 @@ from typing import Any
 
 import orjson
 
-from service.broker import EmbeddedBroker
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker
 from tests.chaos.checker import Report, check, read_log, read_topic
 from tests.chaos.workload import API_REJECT, DELIVER, SKIP, ManifestProducer, plan, read_manifest
 from tests.integration.harness import ServiceProcess, committed, service_env

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import orjson
 
-from service.broker import EmbeddedBroker
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker
 from tests.chaos.checker import check, read_log, read_topic
 from tests.chaos.driver import Fleet, chaos_env, scrape, wait_committed
 from tests.chaos.workload import API_REJECT, DELIVER, SKIP, ManifestProducer, plan, read_manifest

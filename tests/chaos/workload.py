@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from service.samples import BAD_EVENTS, Event, change_event, customer_row
+from service.tools.samples import BAD_EVENTS, Event, change_event, customer_row
 
 DELIVER = "deliver"
 API_REJECT = "api_reject"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from service.broker import EmbeddedBroker
+from service.tools.embedded_broker import EmbeddedBroker
 
 _OWN_VARIABLES = ("KAFKA_", "GAMEBALL_", "BATCH_", "MAX_", "JOB_", "FIELD_", "HTTP_", "LOG_")
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.broker import EmbeddedBroker, free_port
-from service.samples import Event
+from service.tools.embedded_broker import EmbeddedBroker, free_port
+from service.tools.samples import Event
 
 
 def unique(name: str) -> str:

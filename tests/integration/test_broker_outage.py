@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from service.broker import EmbeddedBroker
-from service.samples import generate
-from service.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator
+from service.tools.embedded_broker import EmbeddedBroker
+from service.tools.samples import generate
 from tests.helpers import wait_for
 from tests.integration.harness import (
     ServiceProcess,

@@ -7,8 +7,8 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.broker import EmbeddedBroker, free_port
-from service.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator
+from service.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.commands import customer_sync, tool_env
 from tests.integration.harness import unique
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from service.broker import EmbeddedBroker
-from service.samples import generate
-from service.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator
+from service.tools.embedded_broker import EmbeddedBroker
+from service.tools.samples import generate
 from tests.corpus import load
 from tests.helpers import wait_for
 from tests.integration.harness import ServiceProcess, committed, read_all, service_env, unique

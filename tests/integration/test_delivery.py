@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.broker import EmbeddedBroker
-from service.samples import BAD_EVENTS, Event, generate
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker
+from service.tools.samples import BAD_EVENTS, Event, generate
 from tests.helpers import wait_for
 from tests.integration.harness import (
     Produced,

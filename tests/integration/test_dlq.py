@@ -16,11 +16,11 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from jsonschema import Draft202012Validator
 
-from service.broker import EmbeddedBroker, free_port
 from service.config import load_settings
-from service.deadletter import DeadLetter, DeadLetterWriter
+from service.delivery.deadletter import DeadLetter, DeadLetterWriter
+from service.labels import DeadLetterReason
 from service.metrics import Metrics
-from service.records import DeadLetterReason
+from service.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.commands import customer_sync, tool_env
 from tests.integration.harness import unique
 
@@ -233,7 +233,7 @@ def test_an_unreachable_broker_is_one_sentence() -> None:
 
 
 def test_tansu_under_reports_the_end_of_this_topic(broker: EmbeddedBroker, topic: str) -> None:
-    """Why the reader does not stop at the high watermark (see service/dlq.py)."""
+    """Why the reader does not stop at the high watermark (see service/tools/dlq.py)."""
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("wm")})
     try:
         _low, high = consumer.get_watermark_offsets(TopicPartition(f"{topic}.dlq", 0), timeout=10)

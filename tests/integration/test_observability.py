@@ -26,8 +26,8 @@ import httpx
 import pytest
 import yaml
 
-from service.broker import EmbeddedBroker, free_port
-from service.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.embedded_broker import EmbeddedBroker, free_port
 from tests.deploy.dashboard import queries
 from tests.deploy.rules import ALERTS, rule_groups
 from tests.deploy.tools import DEPLOY, tool

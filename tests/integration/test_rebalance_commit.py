@@ -1,6 +1,6 @@
 """A member joining makes the other revoke partitions; the revoking member must commit them.
 
-Found by the chaos run (issue 6; fixed in ``Pipeline._revoke_on_kafka_thread``):
+Found by the chaos run (issue 6; fixed in ``Rebalancer.on_revoke``):
 an instance revoking partitions with settled, uncommitted offsets froze for
 good. Its Kafka thread sat in the revoke callback waiting for the loop, and
 the loop's commit (a synchronous ``Consumer.commit`` on another thread)
@@ -23,17 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from service.broker import EmbeddedBroker
-from service.samples import generate
-from service.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator
+from service.tools.embedded_broker import EmbeddedBroker
+from service.tools.samples import generate
 from tests.helpers import wait_for
 from tests.integration.harness import ServiceProcess, committed, produce, service_env, unique
 
 pytestmark = pytest.mark.integration
 
 NO_PERIODIC_COMMIT = (
-    "import sys, service.pipeline as p; p.COMMIT_INTERVAL = 3600.0; "
-    "p.COMMIT_WHEN_DRAINED = False; "
+    "import sys, service.delivery.commits as c; c.COMMIT_INTERVAL = 3600.0; "
+    "c.COMMIT_WHEN_DRAINED = False; "
     "from service.cli import main; sys.exit(main(['run']))"
 )
 

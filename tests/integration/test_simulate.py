@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from service.broker import free_port
+from service.tools.embedded_broker import free_port
 from tests.integration.commands import Outcome, clean_environ, customer_sync
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,185 @@
+"""The Kafka edge: a thin typed adapter over confluent-kafka's consumer.
+
+The client is created lazily in :meth:`SourceConsumer.start`, never in a
+constructor. Every call that blocks on librdkafka (``consume``, ``close``)
+runs on one dedicated thread so the event loop keeps polling jobs; librdkafka
+invokes the rebalance callbacks on that thread, inside ``consume``, and the
+rebalance handler hands them to the loop (see ``rebalance.py``). Every other
+consumer call (``commit``, ``pause``, ``resume``, watermarks) runs on that
+thread too, between two ``consume`` calls: made from another thread while a
+rebalance callback is being served, librdkafka holds them, and the threads
+deadlock. :class:`KafkaThread` is that thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+
+from service.delivery.offsets import TopicPartition as TP
+from service.errors import KafkaError
+
+log = structlog.get_logger(__name__)
+
+
+class Message(Protocol):
+    """The part of ``confluent_kafka.Message`` the pipeline uses (stubbable in unit tests)."""
+
+    def error(self) -> Any: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class KafkaThread:
+    """The one thread every consumer call runs on, awaited from the event loop."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
+
+    async def call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+RebalanceCallback = Callable[[list[TP]], None]
+BrokerStateCallback = Callable[[bool], None]
+
+_BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
+BROKER_PROBE_TIMEOUT = 0.5
+
+
+class SourceConsumer:
+    def __init__(
+        self,
+        config: dict[str, str | int | bool],
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+        on_broker_state: BrokerStateCallback | None = None,
+    ) -> None:
+        self._config = config
+        self._topics = list(topics)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+        self._on_broker_state = on_broker_state
+        self.broker_ok = True
+        self._consumer: Consumer | None = None
+
+    @property
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            raise KafkaError("the consumer is not started")
+        return self._consumer
+
+    def start(self) -> None:
+        config = {**self._config, "error_cb": self._on_error}
+        self._consumer = Consumer(config)
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=lambda _c, parts: self._on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
+        )
+
+    def consume(self, max_messages: int, timeout: float) -> Sequence[Message]:
+        """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread).
+
+        While the brokers are unreachable (see :meth:`_on_error`) each call also
+        asks for cluster metadata: with no traffic nothing else would tell us
+        they are back, and readiness would stay false for good.
+        """
+        messages = self._client.consume(num_messages=max_messages, timeout=timeout)
+        if messages:
+            self._set_broker_state(True)
+        elif not self.broker_ok:
+            try:
+                self._client.list_topics(timeout=BROKER_PROBE_TIMEOUT)
+            except KafkaException:
+                pass
+            else:
+                self._set_broker_state(True)
+        return messages
+
+    def _set_broker_state(self, ok: bool) -> None:
+        if ok != self.broker_ok:
+            self.broker_ok = ok
+            log.info("broker_reachable" if ok else "broker_unreachable")
+            if self._on_broker_state is not None:
+                self._on_broker_state(ok)
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        """Synchronous commit: returns once the group coordinator has acknowledged it."""
+        if not offsets:
+            return
+        parts = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in offsets.items()
+        ]
+        try:
+            results = self._client.commit(offsets=parts, asynchronous=False)
+        except KafkaException as exc:
+            raise KafkaError(f"commit failed: {exc.args[0]}") from exc
+        for result in results or []:
+            if result.error:
+                raise KafkaError(
+                    f"commit of {result.topic}[{result.partition}] failed: {result.error}"
+                )
+        self._set_broker_state(True)
+
+    def pause(self, partitions: Sequence[TP]) -> None:
+        if partitions:
+            self._client.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Sequence[TP]) -> None:
+        if partitions:
+            self._client.resume([TopicPartition(t, p) for t, p in partitions])
+
+    def assignment(self) -> list[TP]:
+        return _tps(self._client.assignment())
+
+    def high_watermark(self, tp: TP) -> int | None:
+        """The cached high watermark from the last fetch response; no network round trip."""
+        try:
+            _low, high = self._client.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        except KafkaException:
+            return None
+        return int(high) if high >= 0 else None
+
+    def close(self) -> None:
+        """Leave the group (runs the revoke callback first). Runs on the Kafka thread."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _on_error(self, error: RdKafkaError) -> None:
+        if error.code() in _BROKER_DOWN:
+            self._set_broker_state(False)
+        if error.fatal():
+            log.critical("kafka_fatal_error", error=error.str(), code=error.name())
+        else:
+            # librdkafka recovers from these by itself (broker down, retries).
+            log.warning("kafka_error", error=error.str(), code=error.name())
+
+
+def _tps(parts: Sequence[TopicPartition]) -> list[TP]:
+    return [(p.topic, p.partition) for p in parts]

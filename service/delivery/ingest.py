@@ -1,0 +1,123 @@
+"""Ingest: a fetched slice of records → tracked, decoded, and routed.
+
+Every record is *tracked* the moment it is consumed, before anything else can
+happen to it (``offsets.py``), then decoded, then routed:
+
+* a customer goes into the buffer (``batching.py``), where it may supersede
+  an earlier change of the same customer (settled as ``coalesced``);
+* a tombstone or a skipped delete is settled at once (``skipped``);
+* a record that cannot become a customer goes to the dead-letter topic, and
+  settles on the broker's acknowledgement.
+
+This is the hot path: no logging per record, no label lookups, counters
+updated once per slice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+import structlog
+
+from service.delivery.batching import Batcher
+from service.delivery.consumer import Message
+from service.delivery.deadletter import DeadLetter, DeadLetterWriter
+from service.delivery.decoding import Customer, Decoder, Reject, Skip
+from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.records import PendingRecord
+from service.delivery.settlement import Settlement
+from service.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+CONSUMER_ERROR_LOG_EVERY = 30.0
+"""Seconds between two log lines of the same consumer error (they can come per fetch)."""
+
+
+class Ingestor:
+    def __init__(
+        self,
+        offsets: OffsetTracker,
+        decoder: Decoder,
+        batcher: Batcher,
+        dead_letters: DeadLetterWriter,
+        settlement: Settlement,
+        metrics: Metrics,
+    ) -> None:
+        self._offsets = offsets
+        self._decoder = decoder
+        self._batcher = batcher
+        self._dead_letters = dead_letters
+        self._settlement = settlement
+        self._metrics = metrics
+        self._error_logged: dict[str, float] = {}
+
+    def ingest(self, messages: Iterable[Message]) -> None:
+        """Track, decode and route one slice of a fetch."""
+        now = time.monotonic()
+        track = self._offsets.track
+        decode = self._decoder.decode
+        add = self._batcher.add
+        consumed: Tally[str] = Tally()
+        skipped: list[tuple[TopicPartition, int, int]] = []
+        coalesced: list[PendingRecord] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._log_consumer_error(error)
+                continue
+            topic = message.topic() or ""
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            tp = (topic, partition)
+            generation = track(tp, offset)
+            if not generation:
+                continue
+            consumed[topic] += 1
+            value = message.value()
+            result = decode(value)
+            timestamp_ms = message.timestamp()[1]
+            if type(result) is Customer:
+                record = PendingRecord(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp_ms,
+                    message.key(),
+                    value,
+                    result.customer_id,
+                    result.payload,
+                    generation=generation,
+                )
+                superseded = add(record, now)
+                if superseded is not None:
+                    coalesced.append(superseded)
+            elif type(result) is Skip:
+                skipped.append((tp, offset, timestamp_ms))
+            elif isinstance(result, Reject):
+                self._dead_letters.send(
+                    DeadLetter(
+                        topic,
+                        partition,
+                        offset,
+                        timestamp_ms,
+                        message.key(),
+                        value,
+                        result.reason,
+                        result.error,
+                        generation=generation,
+                    )
+                )
+        for topic, count in consumed.items():
+            self._metrics.records_consumed.labels(topic=topic).inc(count)
+        self._settlement.skipped(skipped)
+        self._settlement.settle(coalesced, self._metrics.coalesced)
+
+    def _log_consumer_error(self, error: object) -> None:
+        text = str(error)
+        now = time.monotonic()
+        if now - self._error_logged.get(text, -1e9) > CONSUMER_ERROR_LOG_EVERY:
+            self._error_logged[text] = now
+            log.error("consumer_error", error=text)

@@ -1,0 +1,323 @@
+"""Job tracking: one batch from submission to a verdict for every record in it.
+
+A batch is submitted as one job, the job is polled (with backoff) until it is
+terminal or :attr:`JobTracker.job_timeout` passes, and every record leaves
+with exactly one verdict:
+
+* ``succeeded`` — listed in ``response.successful`` of a terminal job;
+* ``dead letter`` — listed in ``response.failed`` of a job that *completed*
+  (``record_rejected``: the API looked at it and said no), or isolated by
+  bisection after a 400/422 on the batch (``record_rejected``), or out of
+  attempts (``job_failed`` / ``retries_exhausted``);
+* ``resubmit`` — anything a job did not settle: the job ended ``failed`` or
+  ``stopped``, timed out (it is stopped with ``DELETE`` first), vanished
+  (404), or simply did not mention the record. These are job-level failures:
+  they say nothing about the record itself, so they are retried up to
+  ``max_submit_attempts`` jobs per record before the record is dead-lettered.
+
+Why a ``failed`` job's ``failed`` entries are retried rather than dead-lettered
+at once: a job that failed as a whole is evidence about the job, not about
+each record; a record that fails in every one of ``max_submit_attempts`` jobs
+goes to the dead-letter topic as ``job_failed`` with the API's last words.
+
+Bisection: a 400/422 on submission means "something in this batch is
+unacceptable" without saying what. Halving the batch until single records
+are rejected isolates them in O(k·log n) requests for k bad records, and the
+good ones go through in the halves that are accepted.
+
+Abandoning a job: when this instance gives records up (their partitions are
+revoked, or shutdown runs out of time), a job still running at the API would
+go on applying them while the next owner re-reads and resubmits the same
+customers, possibly with newer changes: the old job could then apply an older
+version after a newer one. :meth:`JobTracker.stop_jobs` stops such jobs with
+``DELETE`` first, so the only job that can still touch those customers is the
+next owner's. What a stopped job finished stays applied; it is at most the
+version the next owner resubmits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.delivery.batching import request_body
+from service.delivery.offsets import TopicPartition
+from service.delivery.records import PendingRecord
+from service.errors import BatchRejected, JobNotFound
+from service.gameball.client import GameballClient
+from service.gameball.models import JobState, JobStatus, result_customer, result_text
+from service.labels import DeadLetterReason
+from service.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+STOP_JOBS_WAIT = 3.0
+"""How long a revocation or a shutdown waits for the API to confirm the jobs it stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    record: PendingRecord
+    reason: DeadLetterReason
+    error: str
+    job_id: str | None
+
+
+@dataclass(slots=True)
+class Verdicts:
+    succeeded: list[PendingRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    resubmit: list[PendingRecord] = field(default_factory=list)
+
+    def merge(self, other: Verdicts) -> None:
+        self.succeeded.extend(other.succeeded)
+        self.rejected.extend(other.rejected)
+        self.resubmit.extend(other.resubmit)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """When to ask for a job's status next.
+
+    Geometric backoff (quick for fast jobs, patient for slow ones) is the upper
+    bound. A status document also says how far the job got (the entries in
+    ``response``), so once two polls have seen progress the job's finish can be
+    predicted and polled for directly: with backoff alone a job is noticed up
+    to ``factor - 1`` of its duration late (a 0.5 s job at 0.66 s), and every
+    slot sits idle for that long.
+    """
+
+    initial_seconds: float = 0.05
+    factor: float = 1.5
+    max_seconds: float = 2.0
+    margin_seconds: float = 0.01
+
+    def next_delay(self, previous: float, eta: float | None) -> float:
+        backoff = min(previous * self.factor, self.max_seconds)
+        if eta is None:
+            return backoff
+        return min(backoff, max(self.initial_seconds, eta + self.margin_seconds))
+
+
+class JobProgress:
+    """Predicts a running job's finish from the records it reported, poll after poll."""
+
+    __slots__ = ("_first", "_total")
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._first: tuple[float, int] | None = None
+
+    def eta(self, now: float, status: JobStatus) -> float | None:
+        """Seconds until the job should be done, or ``None`` when nothing can be said yet."""
+        done = status.reported
+        if done >= self._total:
+            return 0.0  # everything reported: the terminal status is due
+        if done <= 0:
+            return None
+        if self._first is None:
+            self._first = (now, done)
+            return None
+        since, done_then = self._first
+        if done <= done_then or now <= since:
+            return None
+        rate = (done - done_then) / (now - since)
+        return (self._total - done) / rate
+
+
+class JobTracker:
+    """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
+
+    def __init__(
+        self,
+        client: GameballClient,
+        metrics: Metrics,
+        *,
+        max_jobs_in_flight: int,
+        job_timeout: float,
+        max_submit_attempts: int,
+        poll: PollSchedule | None = None,
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(max_jobs_in_flight)
+        self.job_timeout = job_timeout
+        self._max_attempts = max_submit_attempts
+        self._poll = poll or PollSchedule()
+        # Jobs submitted and not yet terminal, with the partitions their records come from.
+        self._open: dict[str, frozenset[TopicPartition]] = {}
+        # Jobs this instance stopped because it gave their partitions up: their
+        # records are resubmitted without losing an attempt (see stop_jobs).
+        self._abandoned: set[str] = set()
+
+    def open_jobs(self, partitions: set[TopicPartition] | None = None) -> list[str]:
+        """Ids of jobs still running, all or only those carrying records of ``partitions``."""
+        return [
+            job_id
+            for job_id, touched in self._open.items()
+            if partitions is None or not touched.isdisjoint(partitions)
+        ]
+
+    async def stop_jobs(
+        self,
+        partitions: set[TopicPartition] | None,
+        timeout: float,  # noqa: ASYNC109 - best effort: a late stop is logged, never raised
+    ) -> int:
+        """Stop (``DELETE``) the open jobs touching ``partitions``, waiting at most ``timeout``.
+
+        Their trackers see ``stopped`` at the next poll and judge the records as
+        usual. Best effort: a job the API cannot be told about in time is
+        logged, and its records are re-read by their next owner all the same.
+        Returns how many jobs were asked to stop.
+        """
+        job_ids = self.open_jobs(partitions)
+        if not job_ids:
+            return 0
+        self._abandoned.update(job_ids)
+        stops = [asyncio.ensure_future(self._client.stop(job_id)) for job_id in job_ids]
+        done, pending = await asyncio.wait(stops, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        failed = len(pending) + sum(1 for task in done if task.exception() is not None)
+        log.warning("jobs_stopped", jobs=len(job_ids), not_confirmed=failed)
+        return len(job_ids)
+
+    async def deliver(self, records: list[PendingRecord]) -> Verdicts:
+        """Deliver a batch; bisect it when the API rejects it as a whole."""
+        async with self._slots:
+            for record in records:
+                record.attempts += 1
+            try:
+                job_id = await self._client.submit(request_body(records))
+            except BatchRejected as exc:
+                rejected = exc
+            else:
+                return await self._track(job_id, records)
+        # Outside the slot: the halves need slots of their own.
+        if len(records) == 1:
+            verdicts = Verdicts()
+            verdicts.rejected.append(
+                Rejection(records[0], DeadLetterReason.RECORD_REJECTED, rejected.body, None)
+            )
+            return verdicts
+        middle = len(records) // 2
+        log.info("batch_bisected", records=len(records), status=rejected.status)
+        left, right = await asyncio.gather(
+            self.deliver(records[:middle]), self.deliver(records[middle:])
+        )
+        left.merge(right)
+        return left
+
+    async def _track(self, job_id: str, records: list[PendingRecord]) -> Verdicts:
+        metrics = self._metrics
+        metrics.jobs_submitted.inc()
+        metrics.jobs_in_flight.inc()
+        started = time.monotonic()
+        deadline = started + self.job_timeout
+        delay = self._poll.initial_seconds
+        progress = JobProgress(len(records))
+        bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
+        self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
+        try:
+            with bound:
+                status: JobStatus | None = None
+                try:
+                    while True:
+                        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                        status = await self._client.status(job_id)
+                        if status.status.terminal:
+                            label = status.status.value
+                            break
+                        if time.monotonic() >= deadline:
+                            status = await self._stop(job_id)
+                            label = "timed_out"
+                            break
+                        eta = progress.eta(time.monotonic(), status)
+                        delay = self._poll.next_delay(delay, eta)
+                except JobNotFound:
+                    log.warning("job_vanished")
+                    status, label = None, "failed"
+                duration = time.monotonic() - started
+                metrics.finished[label].inc()
+                metrics.job_duration.observe(duration)
+                verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
+                log.info(
+                    "job_finished",
+                    status=label,
+                    duration_seconds=round(duration, 3),
+                    succeeded=len(verdicts.succeeded),
+                    rejected=len(verdicts.rejected),
+                    resubmit=len(verdicts.resubmit),
+                )
+                return verdicts
+        finally:
+            del self._open[job_id]
+            self._abandoned.discard(job_id)
+            metrics.jobs_in_flight.dec()
+
+    async def _stop(self, job_id: str) -> JobStatus | None:
+        """Stop a job that outlived its timeout and read what it finished before stopping."""
+        log.warning("job_timed_out", timeout_seconds=self.job_timeout)
+        await self._client.stop(job_id)
+        try:
+            # It may not have stopped yet: what it reports as done is still settled.
+            return await self._client.status(job_id, entries=True)
+        except JobNotFound:
+            return None
+
+    def _judge(
+        self,
+        job_id: str,
+        records: list[PendingRecord],
+        status: JobStatus | None,
+        *,
+        timed_out: bool,
+    ) -> Verdicts:
+        verdicts = Verdicts()
+        by_customer = {record.customer_id: record for record in records}
+        state = status.status if status is not None else None
+        results = status.response if status is not None else None
+        api_error: dict[str, str] = {}
+        if results is not None:
+            for entry in results.successful:
+                record = by_customer.pop(result_customer(entry), None)
+                if record is not None:
+                    verdicts.succeeded.append(record)
+            for entry in results.failed:
+                customer = result_customer(entry)
+                record = by_customer.get(customer)
+                if record is None:
+                    continue
+                if state is JobState.COMPLETED:
+                    del by_customer[customer]
+                    verdicts.rejected.append(
+                        Rejection(
+                            record, DeadLetterReason.RECORD_REJECTED, result_text(entry), job_id
+                        )
+                    )
+                else:
+                    api_error[customer] = result_text(entry)
+        # Everything left was not settled by this job: a job-level failure for it.
+        if state is JobState.FAILED:
+            reason = DeadLetterReason.JOB_FAILED
+        else:
+            reason = DeadLetterReason.RETRIES_EXHAUSTED
+        why = "timed out" if timed_out else f"ended {state.value if state else 'lost'}"
+        if job_id in self._abandoned:
+            # We stopped it on purpose: that says nothing about the records.
+            verdicts.resubmit.extend(by_customer.values())
+            return verdicts
+        for customer, record in by_customer.items():
+            record.failed_jobs += 1
+            if record.failed_jobs >= self._max_attempts:
+                error = api_error.get(
+                    customer,
+                    f"job {why} without settling the record, {record.failed_jobs} times",
+                )
+                verdicts.rejected.append(Rejection(record, reason, error, job_id))
+            else:
+                verdicts.resubmit.append(record)
+        return verdicts

@@ -1,0 +1,376 @@
+"""The pipeline: Kafka → decode → batch → submit → track → settle → commit.
+
+This module is the orchestration, read top to bottom in that order; each step
+is a module of its own:
+
+=============  ==================================================================
+consume        ``consumer.py`` — the confluent-kafka adapter and its one thread
+decode, route  ``ingest.py`` (``decoding.py``, ``mapping.py``) — track, decode, buffer
+batch          ``batching.py`` — coalescing, flush rules, customers checked out
+submit, track  ``jobs.py`` — one batch as a job, polled to a verdict per record
+settle         ``settlement.py``, ``deadletter.py`` — verdicts become settled offsets
+commit         ``offsets.py``, ``commits.py`` — watermarks, committed on the Kafka thread
+rebalance      ``rebalance.py`` — partitions arriving and leaving
+=============  ==================================================================
+
+One asyncio loop owns all pipeline state (buffer, offsets, jobs); nothing
+else mutates it, so there are no locks around it. The only other thread is
+the Kafka thread, which blocks in ``consume``/``close`` and on which
+librdkafka runs the rebalance callbacks (handed to the loop, see
+``rebalance.py``).
+
+Tasks on the loop:
+
+* **fetch** — consumes up to ``CONSUME_MAX`` records and ingests them in
+  slices; pauses all partitions when the buffer reaches
+  ``MAX_BUFFERED_RECORDS`` (membership is kept: ``consume`` keeps being
+  called) and resumes below half of it;
+* **dispatch** — takes batches when one is due and a job slot is free;
+* **one task per batch** — :meth:`JobTracker.deliver`, then settle;
+* **commit** — :class:`~service.delivery.commits.Committer`;
+* **housekeeping** — serves dead-letter acknowledgements, liveness, lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import cast
+
+import structlog
+
+from service.config import Settings
+from service.delivery.batching import Batch, Batcher
+from service.delivery.commits import Committer
+from service.delivery.consumer import KafkaThread, SourceConsumer
+from service.delivery.deadletter import DeadLetterWriter
+from service.delivery.decoding import Decoder
+from service.delivery.ingest import Ingestor
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, PollSchedule, Verdicts
+from service.delivery.mapping import load_field_mapping
+from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
+from service.delivery.settlement import Settlement
+from service.gameball.client import GameballClient, RetryPolicy
+from service.health import Health
+from service.labels import FlushReason
+from service.metrics import Metrics
+from service.waiting import wait_event
+
+log = structlog.get_logger(__name__)
+
+CONSUME_MAX = 2000
+CONSUME_TIMEOUT = 0.1
+INGEST_SLICE = 250
+"""Records ingested between two yields to the loop (~2-3 ms of CPU).
+
+A fetch of ``CONSUME_MAX`` records decoded in one go held the loop for
+20-40 ms, and a job's HTTP exchange needs several loop turns (a 200 KB POST,
+a 64 KB status document): under a backlog, the benchmark saw status and
+submit requests take 150-220 ms for jobs the API finished at once. Slicing
+brought them to 55-90 ms.
+"""
+HOUSEKEEPING_INTERVAL = 0.02
+LAG_INTERVAL = 5.0
+CREDENTIALS_RECHECK = 15.0
+TASKS_EXIT_WAIT = 2.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollSchedule | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics = metrics or Metrics()
+        self.health = health = health or Health()
+        mapping = (
+            load_field_mapping(settings.field_mapping_file) if settings.field_mapping_file else None
+        )
+        self._offsets = OffsetTracker()
+        self._batcher = Batcher(
+            settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
+        )
+        self._client = GameballClient(
+            settings.gameball_base_url,
+            settings.gameball_api_key,
+            settings.gameball_secret_key,
+            metrics=metrics,
+            health=health,
+            retry=retry,
+            max_connections=max(8, settings.max_jobs_in_flight * 2),
+        )
+        self._tracker = JobTracker(
+            self._client,
+            metrics,
+            max_jobs_in_flight=settings.max_jobs_in_flight,
+            job_timeout=settings.job_timeout_seconds,
+            max_submit_attempts=settings.max_submit_attempts,
+            poll=poll,
+        )
+        self._dead_letters = DeadLetterWriter(
+            settings.producer_config(),
+            settings.kafka_dlq_topic,
+            metrics=metrics,
+            on_written=lambda letter: self._settlement.dead_lettered(letter),
+        )
+        self._settlement = Settlement(self._offsets, self._batcher, self._dead_letters, metrics)
+        self._ingestor = Ingestor(
+            self._offsets,
+            Decoder(mapping, delete_policy=settings.delete_policy),
+            self._batcher,
+            self._dead_letters,
+            self._settlement,
+            metrics,
+        )
+        self._kafka_thread = KafkaThread()
+        self._consumer = SourceConsumer(
+            settings.consumer_config(),
+            settings.kafka_source_topics,
+            on_assign=lambda tps: self._rebalancer.on_assign(tps),
+            on_revoke=lambda tps: self._rebalancer.on_revoke(tps),
+            on_lost=lambda tps: self._rebalancer.on_lost(tps),
+            on_broker_state=lambda ok: setattr(health, "broker_ok", ok),
+        )
+        self._committer = Committer(self._offsets, self._consumer, self._kafka_thread)
+        self._rebalancer = Rebalancer(
+            offsets=self._offsets,
+            batcher=self._batcher,
+            tracker=self._tracker,
+            committer=self._committer,
+            health=health,
+            metrics=metrics,
+            batches_touching=self._batches_touching,
+            on_assigned=self._repause_if_paused,
+            revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
+        )
+        # Batches in flight (one task each) and the partitions their records come from.
+        self._jobs: dict[asyncio.Task[None], set[TopicPartition]] = {}
+        self._wake = asyncio.Event()
+        self._flush_now: FlushReason | None = None
+        self._fetching = True
+        self._paused = False
+        self._repause = False
+        self._last_lag = 0.0
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down gracefully (SPEC §2)."""
+        self._rebalancer.bind(asyncio.get_running_loop())
+        self._dead_letters.start()
+        await self._kafka_thread.call(self._consumer.start)
+        log.info(
+            "pipeline_started",
+            topics=list(self.settings.kafka_source_topics),
+            group=self.settings.kafka_group_id,
+        )
+        fetch = asyncio.create_task(self._fetch(), name="fetch")
+        workers = [
+            asyncio.create_task(self._dispatch(), name="dispatch"),
+            asyncio.create_task(self._committer.run(), name="commit"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._watch_credentials(), name="credentials"),
+        ]
+        stopped = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait(
+            [stopped, fetch, *workers], return_when=asyncio.FIRST_COMPLETED
+        )
+        failure = next((t.exception() for t in done if t is not stopped and t.exception()), None)
+        if failure is not None:
+            log.critical("pipeline_task_failed", error=repr(failure))
+        stopped.cancel()
+        await self._shutdown(fetch, workers)
+        if failure is not None:
+            raise failure
+
+    async def _shutdown(self, fetch: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
+        """Stop fetching, drain the buffer, wait for jobs, flush dead letters, commit and leave.
+
+        Everything fits in ``SHUTDOWN_TIMEOUT_SECONDS`` (keep Kubernetes'
+        ``terminationGracePeriodSeconds`` above it). What is not settled by
+        then is simply not committed: the next owner re-delivers it.
+        """
+        started = time.monotonic()
+        deadline = started + self.settings.shutdown_timeout_seconds
+        self.health.stopping = True
+        self._fetching = False
+        with contextlib.suppress(Exception):
+            await fetch
+        log.info("shutdown_draining", buffered=len(self._batcher), jobs=len(self._jobs))
+        self._flush_now = FlushReason.SHUTDOWN
+        self._wake.set()
+        # Leave a little of the budget for the final commit and leaving the group.
+        drain_until = deadline - min(5.0, self.settings.shutdown_timeout_seconds / 4)
+        # Several tasks change these; a short poll is simpler than an event per source.
+        while (self._batcher or self._jobs or self._dead_letters.in_flight) and (  # noqa: ASYNC110
+            time.monotonic() < drain_until
+        ):
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        abandoned = len(self._jobs)
+        if abandoned:
+            # Out of time: stop what is still running so it cannot apply these
+            # customers after the next owner has resubmitted newer changes.
+            await self._tracker.stop_jobs(
+                None, timeout=max(0.5, min(STOP_JOBS_WAIT, deadline - time.monotonic() - 1.0))
+            )
+        tasks = [*workers, *self._jobs]
+        for task in tasks:
+            task.cancel()
+        # Bounded: a task that survived its cancel must not keep close() from running.
+        _, survivors = await asyncio.wait(tasks, timeout=TASKS_EXIT_WAIT)
+        if survivors:
+            log.error("tasks_ignored_cancel", tasks=sorted(t.get_name() for t in survivors))
+        unacknowledged = self._dead_letters.close(max(0.0, min(2.0, deadline - time.monotonic())))
+        # No commit of our own here: close() leaves the group through the revoke
+        # callback, which commits every settled watermark inside the callback,
+        # with librdkafka serving the rebalance.
+        await self._kafka_thread.call(self._consumer.close)
+        self._kafka_thread.shutdown()
+        await self._client.aclose()
+        log.info(
+            "shutdown_complete",
+            seconds=round(time.monotonic() - started, 3),
+            abandoned_jobs=abandoned,
+            unsubmitted=len(self._batcher),
+            dead_letters_unacknowledged=unacknowledged,
+        )
+
+    # ------------------------------------------------------- consume, decode
+
+    async def _fetch(self) -> None:
+        """Consume, ingest, and do every other consumer call on the Kafka thread.
+
+        ``pause``, ``resume`` and the watermark lookups go through the Kafka
+        thread too, between two ``consume`` calls: made from the loop while that
+        thread sits in a rebalance callback (waiting for the loop), librdkafka
+        blocks them, and the two threads would wait for each other forever.
+        """
+        kafka = self._kafka_thread
+        while self._fetching:
+            messages = await kafka.call(self._consumer.consume, CONSUME_MAX, CONSUME_TIMEOUT)
+            self.health.last_poll = time.monotonic()
+            for start in range(0, len(messages), INGEST_SLICE):
+                self._ingestor.ingest(messages[start : start + INGEST_SLICE])
+                self._wake.set()
+                await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
+            change = self._backpressure_change()
+            if change is not None:
+                await kafka.call(change)
+            now = time.monotonic()
+            if now - self._last_lag >= LAG_INTERVAL:
+                self._last_lag = now
+                owned = sorted(self._rebalancer.assignment)
+                highs = await kafka.call(self._high_watermarks, owned)
+                self._update_lag(dict(zip(owned, highs, strict=True)))
+
+    def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
+        return [self._consumer.high_watermark(tp) for tp in partitions]
+
+    def _backpressure_change(self) -> Callable[[], None] | None:
+        """Decide whether to pause or resume; return the consumer call to make, if any."""
+        buffered = len(self._batcher)
+        self.metrics.buffered_records.set(buffered)
+        load = buffered + self._dead_letters.in_flight
+        limit = self.settings.max_buffered_records
+        owned = sorted(self._rebalancer.assignment)
+        repause, self._repause = self._repause, False
+        if not self._paused and load >= limit:
+            self._paused = True
+            self.metrics.consumer_paused.set(1)
+            log.info("consumer_paused", buffered=buffered, jobs=len(self._jobs))
+            return lambda: self._consumer.pause(owned)
+        if self._paused and load <= limit // 2:
+            self._paused = False
+            self.metrics.consumer_paused.set(0)
+            log.info("consumer_resumed", buffered=buffered)
+            return lambda: self._consumer.resume(owned)
+        if self._paused and repause:
+            return lambda: self._consumer.pause(owned)
+        return None
+
+    def _repause_if_paused(self) -> None:
+        """Partitions assigned while paused arrive unpaused: pause them at the next turn."""
+        self._repause = self._paused
+
+    # ---------------------------------------------------- batch, submit, track
+
+    async def _dispatch(self) -> None:
+        batcher = self._batcher
+        limit = self.settings.max_jobs_in_flight
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            while len(self._jobs) < limit:
+                reason = batcher.due(now)
+                if reason is None and self._flush_now is not None and batcher.ready_count:
+                    reason = self._flush_now
+                if reason is None:
+                    break
+                self._start_batch(batcher.take(reason))
+            deadline = batcher.next_deadline()
+            timeout = None
+            if deadline is not None and len(self._jobs) < limit:
+                timeout = max(0.0, deadline - time.monotonic())
+            await wait_event(self._wake, timeout)
+
+    def _start_batch(self, batch: Batch) -> None:
+        self.metrics.flushed[batch.reason].inc()
+        self.metrics.batch_records.observe(len(batch.records))
+        task = asyncio.create_task(self._run_batch(batch))
+        self._jobs[task] = {(r.topic, r.partition) for r in batch.records}
+
+    def _batches_touching(self, partitions: set[TopicPartition]) -> list[asyncio.Task[None]]:
+        return [task for task, touched in self._jobs.items() if touched & partitions]
+
+    async def _run_batch(self, batch: Batch) -> None:
+        """Deliver one batch, then settle: the step from a batch to settled offsets."""
+        records = batch.records
+        try:
+            verdicts = await self._tracker.deliver(records)
+        except Exception:
+            # A bug, not an API answer (those are handled inside). Keep the data:
+            # resubmit everything, count no attempt against the records.
+            log.exception("batch_crashed", records=len(records))
+            verdicts = Verdicts(resubmit=list(records))
+        try:
+            self._settlement.apply(verdicts)
+        finally:
+            self._batcher.release((r.customer_id for r in records), time.monotonic())
+            self._jobs.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
+            if not self._jobs and not self._batcher:
+                self._committer.drained()
+            self._wake.set()
+
+    # --------------------------------------------------------- housekeeping
+
+    async def _housekeeping(self) -> None:
+        while True:
+            self._dead_letters.poll(0)
+            self.health.last_loop = time.monotonic()
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    def _update_lag(self, highs: dict[TopicPartition, int | None]) -> None:
+        for tp, high in highs.items():
+            if tp not in self._rebalancer.assignment:
+                continue
+            committed = self._offsets.committed_offset(tp)
+            if high is None or committed is None:
+                continue
+            self.metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
+                max(0, high - committed)
+            )
+
+    async def _watch_credentials(self) -> None:
+        """Readiness needs the API's word on the credentials, even with no traffic."""
+        while True:
+            if self.health.credentials_ok is not True:
+                await self._client.verify_credentials()
+            await asyncio.sleep(CREDENTIALS_RECHECK if self.health.credentials_ok else 2.0)

@@ -1,0 +1,174 @@
+"""Partitions arriving and leaving: the rebalance protocol, from librdkafka's thread to the loop.
+
+librdkafka calls the rebalance callbacks on the Kafka thread, inside
+``consume``. Each callback hands its work to the event loop (which owns all
+pipeline state) with ``run_coroutine_threadsafe`` and *waits* for it: the
+consumer stays inside the rebalance, still owning the partitions, until the
+loop has done what must happen before they change hands.
+
+* **assigned** — a fresh generation per partition (``offsets.py``), so
+  nothing of an earlier assignment of the same partition can settle the new
+  copies of its records.
+* **revoked** — drop what was not submitted, wait briefly (``REVOKE_WAIT``)
+  for the jobs carrying those partitions' records, stop (``DELETE``) the ones
+  still running, then commit what is settled, here on the Kafka thread while
+  the callback is served (a commit from any other thread would not complete
+  until the callback returns, and the callback would wait for it forever).
+* **lost** — ownership is already gone (session timeout, fenced): committing
+  would fail, so only forget.
+
+A job still running when its partitions go would go on applying those
+customers while the next owner resubmits them, possibly with newer changes:
+stopping it first means the only job that can still touch them is the next
+owner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
+
+import structlog
+
+from service.delivery.batching import Batcher
+from service.delivery.commits import Committer
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
+from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.health import Health
+from service.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+REVOKE_WAIT = 10.0
+
+BatchesTouching = Callable[[set[TopicPartition]], list[asyncio.Task[None]]]
+
+
+class Rebalancer:
+    """The consumer's rebalance callbacks, and the assignment they maintain."""
+
+    def __init__(
+        self,
+        *,
+        offsets: OffsetTracker,
+        batcher: Batcher,
+        tracker: JobTracker,
+        committer: Committer,
+        health: Health,
+        metrics: Metrics,
+        batches_touching: BatchesTouching,
+        on_assigned: Callable[[], None],
+        revoke_wait: float = REVOKE_WAIT,
+    ) -> None:
+        self._offsets = offsets
+        self._batcher = batcher
+        self._tracker = tracker
+        self._committer = committer
+        self._health = health
+        self._metrics = metrics
+        self._batches_touching = batches_touching
+        self._on_assigned = on_assigned
+        self._revoke_wait = revoke_wait
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.assignment: set[TopicPartition] = set()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the handlers run on; callbacks before this (none are expected) are ignored."""
+        self._loop = loop
+
+    # ------------------------------------------------- on the Kafka thread
+
+    def on_assign(self, partitions: list[TopicPartition]) -> None:
+        self._on_loop(self.assigned, partitions)
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        self._on_loop(self.lost, partitions)
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """The revoke callback: the loop prepares, this thread commits (see the module docstring).
+
+        Every other commit runs on this thread too (``commits.py``), so none
+        is in flight meanwhile.
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            prepared = asyncio.run_coroutine_threadsafe(self._revoking(partitions), loop)
+            offsets, released, stopped = prepared.result()
+            acknowledged = self._committer.commit_revoked(offsets)
+            finished = asyncio.run_coroutine_threadsafe(
+                self._revoked(partitions, acknowledged), loop
+            )
+            finished.result()
+            log.info(
+                "partitions_revoked",
+                partitions=names(partitions),
+                released=released,
+                jobs_stopped=stopped,
+                committed=len(acknowledged),
+            )
+        except Exception:
+            log.exception("rebalance_handler_failed", handler="revoke")
+
+    def _on_loop(
+        self,
+        handler: Callable[[list[TopicPartition]], Coroutine[None, None, None]],
+        partitions: list[TopicPartition],
+    ) -> None:
+        """Run a handler on the loop and block the Kafka thread until it is done."""
+        if self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(handler(partitions), self._loop)
+        try:
+            future.result()
+        except Exception:
+            log.exception("rebalance_handler_failed", handler=handler.__name__)
+
+    # ------------------------------------------------------- on the loop
+
+    async def assigned(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._offsets.assign(tp)
+        self.assignment.update(partitions)
+        self._on_assigned()
+        self._health.in_group = True
+        log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
+
+    async def lost(self, partitions: list[TopicPartition]) -> None:
+        """Ownership is already gone: committing would fail, so only forget."""
+        lost = set(partitions)
+        self._batcher.drop_partitions(lost)
+        self._forget(lost)
+        log.warning("partitions_lost", partitions=names(partitions))
+
+    async def _revoking(
+        self, partitions: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], int, int]:
+        """Drop what was not submitted, wait briefly for jobs, stop the rest; return watermarks."""
+        revoked = set(partitions)
+        released = self._batcher.drop_partitions(revoked)
+        waiting = self._batches_touching(revoked)
+        if waiting and not self._health.stopping:
+            await asyncio.wait(waiting, timeout=self._revoke_wait)
+        stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
+        offsets = self._offsets.commit_candidates(revoked)
+        return offsets, len(released), stopped
+
+    async def _revoked(
+        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, int]
+    ) -> None:
+        self._offsets.committed(acknowledged)
+        self._forget(set(partitions))
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._offsets.revoke(tp)
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(tp[0], str(tp[1]))
+        self.assignment -= partitions
+
+
+def names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return [f"{topic}[{partition}]" for topic, partition in sorted(partitions)]

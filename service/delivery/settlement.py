@@ -1,0 +1,115 @@
+"""Settlement: how a record's fate becomes an offset that may be committed.
+
+A record is settled when its fate is final (SPEC §2): a terminal job reported
+it successful, the broker acknowledged its dead-letter copy, or a policy
+skipped it (tombstone, delete, superseded by a later change of the same
+customer). This module turns a batch's verdicts into exactly those
+settlements, sends the rejected records to the dead-letter topic (they settle
+on its acknowledgement), and gives the records a job left unsettled back to
+the buffer.
+
+Only records of the partition's current assignment act (see the generations
+in ``offsets.py``): a record whose partition was revoked, or revoked and
+assigned back, has a newer copy that is the one to deliver, dead-letter or
+settle. A record delivered by a job is counted as succeeded either way: it
+was.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter
+
+from service.delivery.batching import Batcher
+from service.delivery.deadletter import DeadLetter, DeadLetterWriter
+from service.delivery.jobs import Verdicts
+from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.records import PendingRecord
+from service.metrics import Metrics
+
+
+class Settlement:
+    """Settles records against the offset tracker and counts each under its outcome."""
+
+    def __init__(
+        self,
+        offsets: OffsetTracker,
+        batcher: Batcher,
+        dead_letters: DeadLetterWriter,
+        metrics: Metrics,
+    ) -> None:
+        self._offsets = offsets
+        self._batcher = batcher
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+
+    def apply(self, verdicts: Verdicts) -> None:
+        """A batch's verdicts: settle the delivered, dead-letter the rejected, requeue the rest."""
+        current = self._offsets.generation
+        self.settle(verdicts.succeeded, self._metrics.succeeded)
+        for rejection in verdicts.rejected:
+            r = rejection.record
+            if current((r.topic, r.partition)) == r.generation:
+                self._dead_letters.send(
+                    DeadLetter(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.timestamp_ms,
+                        r.key,
+                        r.value,
+                        rejection.reason,
+                        rejection.error,
+                        attempts=r.attempts,
+                        job_id=rejection.job_id,
+                        generation=r.generation,
+                    )
+                )
+        now = time.monotonic()
+        losers = []
+        for r in verdicts.resubmit:
+            if current((r.topic, r.partition)) == r.generation:
+                loser = self._batcher.give_back(r, now)
+                if loser is not None:
+                    losers.append(loser)
+        self.settle(losers, self._metrics.coalesced)
+
+    def settle(self, records: list[PendingRecord], outcome: Counter) -> None:
+        """Settle records (of their current generation only) and count them under ``outcome``."""
+        if not records:
+            return
+        wall = time.time()
+        current = self._offsets.generation
+        settle = self._offsets.settle
+        for r in records:
+            tp = (r.topic, r.partition)
+            if current(tp) == r.generation:
+                settle(tp, r.offset)
+        self._metrics.end_to_end_latency.observe_many(
+            [wall - r.timestamp_ms / 1000 for r in records]
+        )
+        outcome.inc(len(records))
+
+    def skipped(self, records: list[tuple[TopicPartition, int, int]]) -> None:
+        """Settle records a policy skipped: ``(partition, offset, timestamp_ms)`` each.
+
+        They are settled at once, in the fetch that consumed them, so their
+        generation is the current one by construction.
+        """
+        if not records:
+            return
+        wall = time.time()
+        settle = self._offsets.settle
+        for tp, offset, _ in records:
+            settle(tp, offset)
+        self._metrics.end_to_end_latency.observe_many([wall - t / 1000 for _, _, t in records])
+        self._metrics.skipped.inc(len(records))
+
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        """The broker acknowledged a dead letter: its source record is settled."""
+        tp = (letter.topic, letter.partition)
+        if self._offsets.generation(tp) == letter.generation:
+            self._offsets.settle(tp, letter.offset)
+        self._metrics.dead_lettered.inc()
+        self._metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)

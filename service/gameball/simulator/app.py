@@ -1,0 +1,228 @@
+"""The simulator's HTTP surface: the three batch endpoints and the ``/_sim`` controls.
+
+Plain Starlette endpoints (no middleware: ``BaseHTTPMiddleware`` costs more
+than a whole batch validation), every body serialised with orjson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.gameball.models import BatchRequest
+from service.gameball.simulator.state import SimulatorConfig, SimulatorState
+
+MAX_REPORTED_ERRORS = 10
+"""Validation errors spelled out in a 400's ``message`` (up to 100 more go to ``errors``)."""
+SERVER_ERRORS = (500, 502, 503)
+API_PREFIXES = ("/api/v4.0", "/api/v4")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _message(status: int, text: str) -> Response:
+    return json_response({"message": text}, status)
+
+
+def _matches(given: str | None, expected: str) -> bool:
+    """Constant-time, on bytes: ``compare_digest`` refuses non-ASCII text."""
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _seconds_header(seconds: float) -> str:
+    return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
+
+
+def describe_validation(exc: ValidationError, raw: Any) -> list[str]:
+    """One line per error, naming the customer by index and ``customerId`` when known."""
+    items = raw.get("body") if isinstance(raw, dict) else None
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = error["loc"]
+        if len(loc) >= 2 and loc[0] == "body" and isinstance(loc[1], int):
+            index = loc[1]
+            where = f"body[{index}]"
+            if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+                customer_id = items[index].get("customerId")
+                if customer_id is not None:
+                    where += f" (customerId={customer_id})"
+            rest = ".".join(str(part) for part in loc[2:])
+            lines.append(f"{where}: {rest}: {error['msg']}" if rest else f"{where}: {error['msg']}")
+        else:
+            where = ".".join(str(part) for part in loc) or "request"
+            lines.append(f"{where}: {error['msg']}")
+    return lines
+
+
+class _Api:
+    """The endpoints, sharing one :class:`SimulatorState`."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+
+    async def _front(self, request: Request, kind: str) -> tuple[Response | None, int | None]:
+        """Latency, then one fault draw, then credentials.
+
+        Returns a response to send instead of handling the request, or the
+        5xx to send after handling it (POST only: the job gets created).
+        """
+        state, config = self.state, self.state.config
+        if config.latency_seconds > 0:
+            await asyncio.sleep(config.latency_seconds)
+        faults = config.rate_limit_rate + config.server_error_rate
+        if faults > 0:
+            draw = state.rng.random()
+            if draw < config.rate_limit_rate:
+                headers = {"Retry-After": _seconds_header(config.retry_after_seconds)}
+                return json_response({"message": "Too many requests"}, 429, headers), None
+            if draw < faults:
+                status = state.rng.choice(SERVER_ERRORS)
+                if kind == "create" and state.rng.random() < 0.5:
+                    return None, status
+                return _server_error(status), None
+        if not _matches(request.headers.get("apikey"), config.api_key):
+            return _message(401, "Unauthorized: invalid or missing APIKey"), None
+        if not _matches(request.headers.get("secretkey"), config.secret_key):
+            return _message(403, "Forbidden: invalid or missing SecretKey"), None
+        return None, None
+
+    def counted(
+        self, kind: str, handler: Callable[[Request, int | None], Awaitable[Response]]
+    ) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            response, late_fault = await self._front(request, kind)
+            if response is None:
+                response = await handler(request, late_fault)
+            self.state.count(kind, response.status_code)
+            return response
+
+        return endpoint
+
+    async def create(self, request: Request, late_fault: int | None) -> Response:
+        body = await request.body()
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _message(400, f"Invalid JSON: {exc}")
+        try:
+            BatchRequest.model_validate(raw)
+        except ValidationError as exc:
+            lines = describe_validation(exc, raw)
+            text = "; ".join(lines[:MAX_REPORTED_ERRORS])
+            if len(lines) > MAX_REPORTED_ERRORS:
+                text += f"; and {len(lines) - MAX_REPORTED_ERRORS} more"
+            return json_response({"message": text, "errors": lines[:100]}, 400)
+        job = self.state.create_job(raw["body"])
+        if late_fault is not None:
+            return _server_error(late_fault)
+        return json_response({"jobId": job.id})
+
+    async def status(self, request: Request, late_fault: int | None) -> Response:
+        state = self.state
+        state.settle()
+        job = state.jobs.get(request.path_params["job_id"])
+        if job is None:
+            return _message(404, "Job not found")
+        return Response(state.document(job), media_type="application/json")
+
+    async def stop(self, request: Request, late_fault: int | None) -> Response:
+        """Idempotent: stopping a terminal job answers 200 and changes nothing."""
+        job = self.state.jobs.get(request.path_params["job_id"])
+        if job is None:
+            return _message(404, "Job not found")
+        self.state.stop(job)
+        return _message(200, "Job stopped successfully")
+
+    async def stats(self, request: Request) -> Response:
+        return json_response(self.state.stats())
+
+    async def applied(self, request: Request) -> Response:
+        return self._log(request, "applied", self.state.applied_since)
+
+    async def rejected(self, request: Request) -> Response:
+        return self._log(request, "rejected", self.state.rejected_since)
+
+    @staticmethod
+    def _log(
+        request: Request, name: str, read: Callable[[int, int | None], list[dict[str, Any]]]
+    ) -> Response:
+        try:
+            since = int(request.query_params.get("since", "0"))
+            limit_text = request.query_params.get("limit")
+            limit = None if limit_text is None else int(limit_text)
+        except ValueError:
+            return _message(400, "since and limit must be integers")
+        entries = read(max(0, since), limit)
+        return json_response({name: entries, "next": max(0, since) + len(entries)})
+
+    async def config(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                changes = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:
+                return _message(400, f"Invalid JSON: {exc}")
+            if not isinstance(changes, dict):
+                return _message(400, "expected a JSON object of settings")
+            try:
+                self.state.update_config(changes)
+            except (TypeError, ValueError) as exc:
+                return _message(400, str(exc))
+        return json_response({"config": dataclasses.asdict(self.state.config)})
+
+    async def reset(self, request: Request) -> Response:
+        self.state.reset()
+        return _message(200, "reset")
+
+
+def _server_error(status: int) -> Response:
+    """5xx as the wild has them: a gateway's 502 is HTML, the others JSON."""
+    if status == 502:
+        return Response(
+            "<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html"
+        )
+    if status == 503:
+        return _message(503, "Service temporarily unavailable")
+    return _message(status, "Internal server error")
+
+
+def create_app(config: SimulatorConfig) -> Starlette:
+    """The simulator as an ASGI app; its state is ``app.state.simulator``."""
+    state = SimulatorState(config)
+    api = _Api(state)
+    routes = []
+    create = api.counted("create", api.create)
+    status = api.counted("status", api.status)
+    stop = api.counted("stop", api.stop)
+    for prefix in API_PREFIXES:
+        batch = f"{prefix}/integrations/batch"
+        routes += [
+            Route(f"{batch}/customers", create, methods=["POST"]),
+            Route(f"{batch}/{{job_id}}", status, methods=["GET"]),
+            Route(f"{batch}/{{job_id}}", stop, methods=["DELETE"]),
+        ]
+    routes += [
+        Route("/_sim/stats", api.stats, methods=["GET"]),
+        Route("/_sim/applied", api.applied, methods=["GET"]),
+        Route("/_sim/rejected", api.rejected, methods=["GET"]),
+        Route("/_sim/config", api.config, methods=["GET", "POST"]),
+        Route("/_sim/reset", api.reset, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.simulator = state
+    return app

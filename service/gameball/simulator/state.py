@@ -1,0 +1,400 @@
+"""The simulated API's memory: configuration, jobs on a clock, the applied log, counters.
+
+See the package docstring for the lifecycle and the reasons behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import heapq
+import itertools
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from service.gameball.models import JobState
+
+OPERATION = "Customer Creation Batch Job"
+CREATED_MESSAGE = "Customer created successfully"
+INVALID_EMAIL = "Invalid email address"
+RECORD_FAILED = "Failed to create customer"
+QUEUED_FRACTION = 0.1
+"""Share of a job's duration spent ``queued`` before its first record is processed."""
+
+_RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
+_SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
+
+
+@dataclass
+class SimulatorConfig:
+    """What the simulator does; every field can be changed at runtime via ``POST /_sim/config``."""
+
+    api_key: str = "demo-api-key"
+    secret_key: str = "demo-secret-key"  # noqa: S105 - the demo's published fake
+    latency_seconds: float = 0.0
+    job_duration_seconds: float = 0.0
+    record_failure_rate: float = 0.0
+    job_failure_rate: float = 0.0
+    stuck_job_rate: float = 0.0
+    stopped_job_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_seconds: float = 0.2
+    server_error_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in (*_RATES, "rate_limit_rate", "server_error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.rate_limit_rate + self.server_error_rate > 1.0:
+            raise ValueError("rate_limit_rate + server_error_rate must not exceed 1")
+        for name in _SECONDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+class AppliedRecord(NamedTuple):
+    """One customer the API stored, in the order it was stored (``seq`` from 0).
+
+    ``at`` is the wall-clock time (``time.time()``) the clock says it finished,
+    so a checker can line the log up with what happened to the clients.
+    """
+
+    customer_id: str
+    customer: dict[str, Any]
+    job_id: str
+    seq: int
+    at: float = 0.0
+
+
+class RejectedRecord(NamedTuple):
+    """One customer the API reported failed: a per-record failure or a failed job's record."""
+
+    customer_id: str
+    job_id: str
+    error: str
+    seq: int
+
+
+class Fate(enum.Enum):
+    COMPLETE = "complete"
+    FAIL = "fail"
+    STUCK = "stuck"
+    STOPPED = "stopped"  # the API stops it by itself halfway (maintenance, a cancelled job)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """A submitted batch; ``done`` records (a prefix of the body) are processed."""
+
+    id: str
+    order: int
+    customers: list[dict[str, Any]]
+    errors: list[str | None]  # per record: None = will succeed
+    created: float  # time.monotonic()
+    created_wall: float  # time.time(), for createdAt/startedAt
+    duration: float
+    fate: Fate
+    state: JobState = JobState.QUEUED
+    started: bool = False
+    done: int = 0
+    successful: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    document: bytes | None = None  # cached once terminal
+
+    @property
+    def queue_seconds(self) -> float:
+        return self.duration * QUEUED_FRACTION
+
+    def target(self, now: float) -> tuple[JobState, int]:
+        """The state and number of processed records the clock says the job has at ``now``."""
+        elapsed, total = now - self.created, len(self.customers)
+        if self.fate is Fate.FAIL:
+            return (JobState.FAILED, 0) if elapsed >= self.duration else (JobState.QUEUED, 0)
+        if elapsed < self.queue_seconds:
+            return JobState.QUEUED, 0
+        if elapsed >= self.duration:
+            done = total
+        else:
+            done = int(
+                total * (elapsed - self.queue_seconds) / (self.duration - self.queue_seconds)
+            )
+        if self.fate is Fate.STUCK:
+            return JobState.RUNNING, min(done, total // 2)
+        if self.fate is Fate.STOPPED:
+            if elapsed >= self.duration:
+                return JobState.STOPPED, total // 2
+            return JobState.RUNNING, min(done, total // 2)
+        return (JobState.COMPLETED if done >= total else JobState.RUNNING), done
+
+    def finish_time(self, index: int) -> float:
+        queue = self.queue_seconds
+        return self.created + queue + (self.duration - queue) * (index + 1) / len(self.customers)
+
+    def finish_wall(self, index: int) -> float:
+        return self.created_wall + (self.finish_time(index) - self.created)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+class SimulatorState:
+    """The in-memory API: jobs, the applied log and counters.
+
+    Held by the app as ``app.state.simulator``. Mutations take a lock because
+    :class:`RunningSimulator` users read it from another thread; call
+    :meth:`settle` before reading ``applied``/``latest`` directly.
+    """
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget jobs, the applied log and the counters; the config stays, the seed restarts."""
+        with self._lock:
+            self.rng = random.Random(self.config.seed)
+            self.jobs: dict[str, Job] = {}
+            self.active: list[Job] = []  # not yet terminal, in creation order
+            self.applied: list[AppliedRecord] = []
+            self.rejected: list[RejectedRecord] = []
+            self.latest: dict[str, dict[str, Any]] = {}
+            self.jobs_created = 0
+            self.records_received = 0
+            self.records_failed = 0
+            self.requests: dict[str, Counter[str]] = {}
+
+    def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
+        """Apply ``changes`` (field -> value); ``ValueError`` names what is wrong.
+
+        Jobs keep the duration and fate they were created with; faults,
+        latency and credentials apply from the next request on.
+        """
+        names = {f.name for f in dataclasses.fields(SimulatorConfig)}
+        for name, value in changes.items():
+            if name not in names:
+                raise ValueError(f"unknown setting {name!r}")
+            if name in ("api_key", "secret_key"):
+                ok = isinstance(value, str)
+            elif name == "seed":
+                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok:
+                raise ValueError(f"{name}: wrong type {type(value).__name__}")
+        with self._lock:
+            self.config = dataclasses.replace(self.config, **changes)
+            if "seed" in changes:
+                self.rng = random.Random(self.config.seed)
+        return self.config
+
+    def count(self, kind: str, status: int) -> None:
+        self.requests.setdefault(kind, Counter())[str(status)] += 1
+
+    def draw(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+    def create_job(self, customers: list[dict[str, Any]]) -> Job:
+        """Register a validated batch; every random outcome is drawn here, in body order."""
+        config, draw = self.config, self.draw
+        with self._lock:
+            errors: list[str | None] = []
+            for customer in customers:
+                email = customer.get("email")
+                if email is not None and "@" not in email:
+                    errors.append(INVALID_EMAIL)
+                elif draw(config.record_failure_rate):
+                    errors.append(RECORD_FAILED)
+                else:
+                    errors.append(None)
+            if draw(config.job_failure_rate):
+                fate = Fate.FAIL
+            elif draw(config.stuck_job_rate):
+                fate = Fate.STUCK
+            elif draw(config.stopped_job_rate):
+                fate = Fate.STOPPED
+            else:
+                fate = Fate.COMPLETE
+            self.jobs_created += 1
+            self.records_received += len(customers)
+            job = Job(
+                id=f"job-{self.jobs_created:06d}-{uuid.uuid4().hex[:12]}",
+                order=self.jobs_created,
+                customers=customers,
+                errors=errors,
+                created=time.monotonic(),
+                created_wall=time.time(),
+                duration=config.job_duration_seconds,
+                fate=fate,
+            )
+            self.jobs[job.id] = job
+            self.active.append(job)
+            return job
+
+    def settle(self, now: float | None = None) -> None:
+        """Bring every unfinished job to what the clock says, applying records in finish order."""
+        with self._lock:
+            if not self.active:
+                return
+            now = time.monotonic() if now is None else now
+            moves = [(job, *job.target(now)) for job in self.active]
+            moves = [m for m in moves if m[1] is not m[0].state or m[2] != m[0].done]
+            if not moves:
+                return
+            progress = [(job, done) for job, _, done in moves if done > job.done]
+            if len(progress) == 1:
+                job, done = progress[0]
+                self._process(job, job.done, done)
+            elif progress:
+                # Several jobs moved: interleave their records by finish time (ties: older job).
+                spans = sorted(progress, key=lambda p: (p[0].finish_time(p[0].done), p[0].order))
+                overlap = any(
+                    a.finish_time(a_done - 1) > b.finish_time(b.done)
+                    for (a, a_done), (b, _) in itertools.pairwise(spans)
+                )
+                if not overlap:
+                    for job, done in spans:
+                        self._process(job, job.done, done)
+                else:
+                    events = heapq.merge(
+                        *[
+                            [(job.finish_time(i), job.order, i, job) for i in range(job.done, done)]
+                            for job, done in progress
+                        ]
+                    )
+                    for _, _, index, job in events:
+                        self._process(job, index, index + 1)
+            finished = False
+            for job, state, _ in moves:
+                if state in (JobState.RUNNING, JobState.COMPLETED):
+                    job.started = True
+                if state is JobState.FAILED:
+                    job.failed = [
+                        {"customerId": c["customerId"], "message": RECORD_FAILED}
+                        for c in job.customers
+                    ]
+                    self.records_failed += len(job.customers)
+                    rejected = self.rejected
+                    for c in job.customers:
+                        rejected.append(
+                            RejectedRecord(c["customerId"], job.id, RECORD_FAILED, len(rejected))
+                        )
+                job.state = state
+                finished = finished or state.terminal
+            if finished:
+                self.active = [job for job in self.active if not job.state.terminal]
+
+    def _process(self, job: Job, start: int, stop: int) -> None:
+        """Records ``start:stop`` of ``job`` finish: log the successful ones, report the rest."""
+        applied, latest, job_id = self.applied, self.latest, job.id
+        customers = job.customers[start:stop]
+        errors = job.errors[start:stop]
+        if not any(errors):  # the common case, done in bulk
+            ids = [customer["customerId"] for customer in customers]
+            job.successful.extend([{"customerId": i, "message": CREATED_MESSAGE} for i in ids])
+            seqs = range(len(applied), len(applied) + len(ids))
+            ats = map(job.finish_wall, range(start, stop))
+            applied.extend(map(AppliedRecord, ids, customers, itertools.repeat(job_id), seqs, ats))
+            latest.update(zip(ids, customers, strict=True))
+        else:
+            for index, customer, error in zip(range(start, stop), customers, errors, strict=True):
+                customer_id = customer["customerId"]
+                if error is None:
+                    job.successful.append({"customerId": customer_id, "message": CREATED_MESSAGE})
+                    applied.append(
+                        AppliedRecord(
+                            customer_id, customer, job_id, len(applied), job.finish_wall(index)
+                        )
+                    )
+                    latest[customer_id] = customer
+                else:
+                    job.failed.append({"customerId": customer_id, "error": error})
+                    self.records_failed += 1
+                    self.rejected.append(
+                        RejectedRecord(customer_id, job_id, error, len(self.rejected))
+                    )
+        job.done = stop
+
+    def stop(self, job: Job) -> None:
+        """``DELETE``: a queued or running job stops; what it finished stays applied."""
+        with self._lock:
+            self.settle()
+            if not job.state.terminal:
+                job.state = JobState.STOPPED
+                self.active.remove(job)
+
+    def document(self, job: Job) -> bytes:
+        """The seeds' status document for ``job`` as it stands (call :meth:`settle` first)."""
+        if job.document is not None:
+            return job.document
+        with self._lock:
+            results = None
+            if job.state is not JobState.QUEUED and (job.started or job.state is JobState.FAILED):
+                results = {"successful": job.successful, "failed": job.failed}
+            body = orjson.dumps(
+                {
+                    "operation": OPERATION,
+                    "errorCount": len(job.failed),
+                    "totalCount": len(job.successful) + len(job.failed),
+                    "finishedCount": len(job.successful),
+                    "startedAt": _iso(job.created_wall + job.queue_seconds)
+                    if job.started
+                    else None,
+                    "createdAt": _iso(job.created_wall),
+                    "status": job.state.value,
+                    "response": results,
+                }
+            )
+            if job.state.terminal:
+                job.document = body
+            return body
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self.settle()
+            return {
+                "jobs_created": self.jobs_created,
+                "jobs_active": len(self.active),
+                "jobs": dict(Counter(job.state.value for job in self.jobs.values())),
+                "records_received": self.records_received,
+                "records_applied": len(self.applied),
+                "records_failed": self.records_failed,
+                "requests": {kind: dict(codes) for kind, codes in self.requests.items()},
+            }
+
+    def applied_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            self.settle()
+            entries = self.applied[since : None if limit is None else since + limit]
+            jobs = self.jobs
+            return [
+                {
+                    "seq": e.seq,
+                    "customerId": e.customer_id,
+                    "customer": e.customer,
+                    "jobId": e.job_id,
+                    # When the job carrying the record was submitted (epoch seconds):
+                    # the benchmark's produce-to-submit latency needs it.
+                    "submittedAt": jobs[e.job_id].created_wall,
+                    "at": e.at,
+                }
+                for e in entries
+            ]
+
+    def rejected_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            self.settle()
+            entries = self.rejected[since : None if limit is None else since + limit]
+            return [
+                {"seq": e.seq, "customerId": e.customer_id, "jobId": e.job_id, "error": e.error}
+                for e in entries
+            ]

@@ -1,0 +1,43 @@
+"""The service's vocabularies: values that name outcomes in headers, metrics and logs.
+
+They live here, below everything else, because both ends speak them: the
+delivery path decides a flush or a dead letter, and :mod:`service.metrics`
+labels its series with the same words. Keeping them out of the modules that
+act on them is what lets the Gameball client (which records metrics) import
+nothing from the delivery path.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeadLetterReason(StrEnum):
+    """Values of the ``dlq.reason`` header (SPEC §5)."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    UNSUPPORTED_OPERATION = "unsupported_operation"
+    RECORD_REJECTED = "record_rejected"
+    JOB_FAILED = "job_failed"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+class FlushReason(StrEnum):
+    """Why a batch left the buffer (the ``reason`` label of ``batches_flushed_total``)."""
+
+    SIZE = "size"
+    BYTES = "bytes"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+    REBALANCE = "rebalance"
+
+
+OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
+"""How a consumed record ends (``records_total{outcome}``): every record ends in exactly one."""
+
+JOB_STATUSES = ("completed", "failed", "stopped", "timed_out")
+"""How a job ends (``jobs_finished_total{status}``)."""
+
+API_OPERATIONS = ("submit", "status", "stop")
+"""The API calls the service makes (``api_requests_total{operation}``)."""

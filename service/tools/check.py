@@ -1,0 +1,258 @@
+"""``customer-sync check``: can this configuration work, here and now? One line per check.
+
+Meant as the Kubernetes init container (same image, same environment as the
+service): it fails the pod early, with a sentence an operator can act on,
+instead of letting ``run`` start and retry forever. librdkafka retries an
+unreachable broker forever by design, which is right for the service and
+wrong for a preflight, so every network call here has a short deadline and
+is made exactly once.
+
+What fails the check (exit 1): the configuration, the field-mapping file, no
+broker answering, a source or dead-letter topic missing, the API rejecting
+the credentials or not answering. What does not: consumer-group lag. It is
+reported for information only, because lag is normal after a deploy and
+because some brokers report wrong high watermarks (Tansu, when a producer
+batch held several messages), so a number computed from them must not gate
+a rollout. An unusable configuration exits 2, like ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not re-exported
+
+from service.config import Settings, load_settings
+from service.delivery.mapping import load_field_mapping
+from service.errors import ConfigError
+from service.gameball.client import JOB_PATH
+
+OK, FAIL, INFO = "✓", "✗", "·"
+
+# Properties that only make sense for the service's own producer or consumer;
+# the short-lived admin and lag clients here take everything else (security,
+# SASL, TLS) from the same settings.
+_NOT_FOR_ADMIN = frozenset({"linger.ms", "enable.idempotence", "acks"})
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    mark: str
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.mark} {self.name}: {self.detail}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the brokers and for the API, each (10)",
+    )
+
+
+def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
+    """The settings' client properties for a short-lived admin client, librdkafka logs muted.
+
+    librdkafka logs every failed connection attempt to stderr; a preflight
+    reports the outcome itself, in one line, so the log is silenced (level 0).
+    """
+    config: dict[str, str | int | float | bool] = {
+        k: v for k, v in settings.producer_config().items() if k not in _NOT_FOR_ADMIN
+    }
+    config["log_level"] = 0
+    return config
+
+
+def create_topic_hint(settings: Settings, topic: str) -> str:
+    return (
+        f"kafka-topics.sh --bootstrap-server {settings.kafka_bootstrap_servers} "
+        f"--create --topic {topic} --partitions {1 if topic == settings.kafka_dlq_topic else 6} "
+        "--replication-factor 3"
+    )
+
+
+def check_broker(settings: Settings, timeout: float) -> tuple[Result, ClusterMetadata | None]:
+    admin = AdminClient(admin_config(settings))
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0]
+        reason = error.str() if hasattr(error, "str") else str(error)
+        return (
+            Result(
+                FAIL,
+                "brokers",
+                f"no answer from {settings.kafka_bootstrap_servers} within {timeout:g} s "
+                f"({reason}); check KAFKA_BOOTSTRAP_SERVERS, the network path and the "
+                "KAFKA_CLIENT_SECURITY_* / SASL settings",
+            ),
+            None,
+        )
+    return (
+        Result(
+            OK,
+            "brokers",
+            f"{settings.kafka_bootstrap_servers} answered ({len(metadata.brokers)} broker(s))",
+        ),
+        metadata,
+    )
+
+
+def check_topics(settings: Settings, metadata: ClusterMetadata) -> list[Result]:
+    results = []
+    wanted = [(t, "source topic") for t in settings.kafka_source_topics]
+    wanted.append((settings.kafka_dlq_topic, "dead-letter topic"))
+    for topic, role in wanted:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            results.append(
+                Result(
+                    FAIL,
+                    f"{role} {topic}",
+                    f"does not exist; create it: {create_topic_hint(settings, topic)}",
+                )
+            )
+        else:
+            results.append(Result(OK, f"{role} {topic}", f"{len(found.partitions)} partition(s)"))
+    return results
+
+
+def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> Result:
+    """Committed offsets of the group against the high watermarks; informational only."""
+    parts = [
+        TopicPartition(topic, p)
+        for topic in settings.kafka_source_topics
+        if topic in metadata.topics and metadata.topics[topic].error is None
+        for p in metadata.topics[topic].partitions
+    ]
+    name = f"group {settings.kafka_group_id}"
+    if not parts:
+        return Result(INFO, name, "no source partitions to measure")
+    config = {
+        **admin_config(settings),
+        "group.id": settings.kafka_group_id,
+        "enable.auto.commit": False,
+    }
+    consumer = Consumer(config)  # never subscribes: it does not join the group
+    try:
+        committed = consumer.committed(parts, timeout=timeout)
+        lag, unstarted = 0, 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=timeout
+            )
+            if tp.offset < 0:
+                unstarted += 1
+                lag += max(0, high - low)
+            else:
+                lag += max(0, high - tp.offset)
+    except KafkaException as exc:
+        return Result(INFO, name, f"lag unknown ({exc.args[0]}); not a failure")
+    finally:
+        consumer.close()
+    note = (
+        f"; {unstarted} partition(s) without a committed offset start at the earliest record"
+        if unstarted
+        else ""
+    )
+    return Result(
+        OK,
+        name,
+        f"lag {lag:,} record(s) over {len(parts)} partition(s){note} "
+        "(informational, from the brokers' high watermarks)",
+    )
+
+
+def check_credentials(settings: Settings, timeout: float) -> Result:
+    """One harmless request: the status of a job that cannot exist.
+
+    404 means the keys were accepted (the API looked for the job); 401/403
+    means they were not. A single attempt with a short timeout: the service
+    itself retries forever, the preflight must answer.
+    """
+    url = settings.gameball_base_url + JOB_PATH.format(job_id=f"customer-sync-check-{uuid.uuid4()}")
+    headers = {
+        "APIKey": settings.gameball_api_key.get_secret_value(),
+        "SecretKey": settings.gameball_secret_key.get_secret_value(),
+        "Accept": "application/json",
+    }
+    name = "API credentials"
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Result(
+            FAIL,
+            name,
+            f"{settings.gameball_base_url} did not answer within {timeout:g} s "
+            f"({type(exc).__name__}); check GAMEBALL_BASE_URL and the network path",
+        )
+    code = response.status_code
+    if code in (401, 403):
+        return Result(
+            FAIL,
+            name,
+            f"rejected by {settings.gameball_base_url} (HTTP {code}); "
+            "check GAMEBALL_API_KEY and GAMEBALL_SECRET_KEY",
+        )
+    if code == 404 or 200 <= code < 300:
+        return Result(OK, name, f"accepted by {settings.gameball_base_url}")
+    return Result(
+        FAIL,
+        name,
+        f"{settings.gameball_base_url} answered HTTP {code}; is GAMEBALL_BASE_URL the API root?",
+    )
+
+
+def run_checks(
+    args: argparse.Namespace, emit: Callable[[Result], None], environ: dict[str, str] | None = None
+) -> int:
+    try:
+        settings = load_settings(environ)
+        if settings.field_mapping_file is not None:
+            load_field_mapping(settings.field_mapping_file)
+    except ConfigError as exc:
+        emit(Result(FAIL, "configuration", f"{exc}"))
+        return 2
+    emit(
+        Result(
+            OK,
+            "configuration",
+            f"group {settings.kafka_group_id}, topics {', '.join(settings.kafka_source_topics)} "
+            f"→ dead letters {settings.kafka_dlq_topic}"
+            + (f", mapping {settings.field_mapping_file}" if settings.field_mapping_file else ""),
+        )
+    )
+    results: list[Result] = []
+    broker, metadata = check_broker(settings, args.timeout)
+    results.append(broker)
+    emit(broker)
+    if metadata is not None:
+        for result in check_topics(settings, metadata):
+            results.append(result)
+            emit(result)
+        lag = check_lag(settings, metadata, args.timeout)
+        results.append(lag)
+        emit(lag)
+    credentials = check_credentials(settings, args.timeout)
+    results.append(credentials)
+    emit(credentials)
+    return 1 if any(r.mark == FAIL for r in results) else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    def emit(result: Result) -> None:
+        print(result.line(), flush=True)
+
+    code = run_checks(args, emit)
+    print("all checks passed" if code == 0 else "some checks failed", flush=True)
+    return code

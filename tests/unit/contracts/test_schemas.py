@@ -1,0 +1,171 @@
+"""``schemas/`` against the code: no drift, the seeds' examples, the simulator's real answers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from service.contracts import schemas
+from service.contracts.events import DeadLetterHeaders, InputEvent
+from service.delivery.deadletter import DeadLetter
+from service.delivery.decoding import Customer, Decoder
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.labels import DeadLetterReason
+from service.tools.samples import BAD_EVENTS, generate
+
+SEEDS = Path(__file__).resolve().parents[2] / "fixtures" / "seeds"
+JOBS = "/api/v4.0/integrations/batch"
+AUTH = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((schemas.DIRECTORY / name).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def errors(name: str, document: Any) -> list[str]:
+    return [e.message for e in validator(name).iter_errors(document)]
+
+
+def seed(name: str) -> Any:
+    return json.loads((SEEDS / name).read_text(encoding="utf-8"))
+
+
+def test_the_committed_schemas_are_what_the_code_generates() -> None:
+    assert schemas.drift() == [], "schemas/ is stale: run `make schemas`"
+
+
+def test_drift_is_detected(tmp_path: Path) -> None:
+    assert schemas.main(["--directory", str(tmp_path)]) == 0
+    assert schemas.drift(tmp_path) == []
+    (tmp_path / "api-job-status.schema.json").write_text("{}\n")
+    assert schemas.drift(tmp_path) == ["api-job-status.schema.json"]
+    assert schemas.main(["--check", "--directory", str(tmp_path)]) == 1
+
+
+def test_the_seeds_batch_request_is_valid_and_its_limits_hold() -> None:
+    request = seed("batch-request.json")
+    assert errors("api-batch-request.schema.json", request) == []
+    too_many = {"body": [{"customerId": str(i)} for i in range(1001)]}
+    assert errors("api-batch-request.schema.json", too_many)
+    assert errors("api-batch-request.schema.json", {"body": [{"email": "no-id@example.com"}]})
+    assert errors(
+        "api-batch-request.schema.json", {"body": [{"customerId": "1", "dateOfBirth": "1/2/90"}]}
+    )
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "completed", "failed", "stopped"])
+def test_the_seeds_job_statuses_are_valid(state: str) -> None:
+    assert errors("api-job-status.schema.json", seed(f"job-status-{state}.json")) == []
+
+
+def test_status_is_accepted_in_any_case_and_nothing_else() -> None:
+    document = seed("job-status-completed.json")
+    assert errors("api-job-status.schema.json", {**document, "status": "Completed"}) == []
+    assert errors("api-job-status.schema.json", {**document, "status": "done"})
+
+
+def test_a_job_id_under_any_accepted_key() -> None:
+    for body in ({"jobId": "a"}, {"JobId": "a"}, {"id": 7}):
+        assert errors("api-job-created.schema.json", body) == []
+    assert errors("api-job-created.schema.json", {"job": "a"})
+
+
+def test_sample_cdc_events_and_plain_customers_are_valid_input_events() -> None:
+    for event in generate(300, 50, tombstone_fraction=0.0):
+        assert event.value is not None
+        assert errors("input-event.schema.json", orjson.loads(event.value)) == []
+        InputEvent.model_validate_json(event.value)
+    for customer in seed("batch-request.json")["body"]:
+        assert errors("input-event.schema.json", customer) == []
+        # ...and the decoder agrees: the plain form in the API's shape is delivered as is.
+        decoded = Decoder(None, delete_policy="skip").decode(orjson.dumps(customer))
+        assert isinstance(decoded, Customer)
+        assert orjson.loads(decoded.payload) == customer
+
+
+def test_the_input_schema_rejects_what_the_service_dead_letters() -> None:
+    truncate, _reason = BAD_EVENTS["truncate op"]
+    assert errors("input-event.schema.json", orjson.loads(truncate))
+    assert errors("input-event.schema.json", {"op": "u", "before": {}, "after": None})
+    assert errors("input-event.schema.json", {"customerId": ""})
+
+
+def test_the_dead_letter_writer_headers_match_the_contract() -> None:
+    letter = DeadLetter(
+        topic="customers",
+        partition=3,
+        offset=42,
+        timestamp_ms=1_700_000_000_000,
+        key=b"c1",
+        value=b"{}",
+        reason=DeadLetterReason.RECORD_REJECTED,
+        error="Invalid email address",
+        attempts=2,
+        job_id="job-1",
+    )
+    headers = {k: v.decode() for k, v in letter.headers() if isinstance(v, bytes)}
+    assert errors("dead-letter-headers.schema.json", headers) == []
+    parsed = DeadLetterHeaders.model_validate(headers)
+    assert (parsed.reason, parsed.source_offset, parsed.job_id) == (
+        "record_rejected",
+        "42",
+        "job-1",
+    )
+
+
+def _status(client: httpx.Client, job: str) -> dict[str, Any]:
+    response = client.get(f"{JOBS}/{job}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert errors("api-job-status.schema.json", body) == [], body
+    return body
+
+
+def _wait(client: httpx.Client, job: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while (body := _status(client, job))["status"] != status:
+        assert time.monotonic() < deadline, body
+        time.sleep(0.02)
+    return body
+
+
+def _submit(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post(f"{JOBS}/customers", json=body)
+    assert response.status_code == 200, response.text
+    created = response.json()
+    assert errors("api-job-created.schema.json", created) == [], created
+    job: str = created.get("jobId") or created.get("JobId") or created["id"]
+    return job
+
+
+def test_the_simulator_answers_match_the_schemas_in_every_state() -> None:
+    request = seed("batch-request.json")
+    request["body"][1]["email"] = "no-at-sign"  # the simulator rejects it: a `failed` entry
+    with (
+        RunningSimulator(
+            SimulatorConfig(seed=3, job_failure_rate=1.0, job_duration_seconds=1.0)
+        ) as sim,
+        httpx.Client(base_url=sim.base_url, headers=AUTH, timeout=5) as client,
+    ):
+        failing = _submit(client, request)
+        assert _status(client, failing)["status"] in ("queued", "failed")
+        assert _wait(client, failing, "failed")["response"]["failed"]
+        client.post("/_sim/config", json={"job_failure_rate": 0.0, "job_duration_seconds": 0.0})
+        completed = _wait(client, _submit(client, request), "completed")
+        assert completed["errorCount"] == 1
+        client.post("/_sim/config", json={"stuck_job_rate": 1.0, "job_duration_seconds": 0.2})
+        stuck = _submit(client, request)
+        _wait(client, stuck, "running")
+        assert client.delete(f"{JOBS}/{stuck}").status_code == 200
+        _wait(client, stuck, "stopped")

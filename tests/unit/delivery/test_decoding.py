@@ -1,0 +1,261 @@
+"""Decoding (SPEC §3): every input ends as a customer, a skip, or a dead-letter reason."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.delivery.decoding import _DAYS, Customer, Decoder, Reject, Skip, _to_date
+from service.delivery.mapping import load_field_mapping
+from service.errors import ConfigError
+from service.gameball.models import ApiCustomer
+from service.labels import DeadLetterReason
+from service.tools.samples import change_event
+
+
+def customer(result: object) -> dict[str, object]:
+    assert isinstance(result, Customer), result
+    decoded: dict[str, object] = orjson.loads(result.payload)
+    return decoded
+
+
+def test_debezium_row_is_normalised_like_cdc_delivers_it() -> None:
+    row = {
+        "customer_id": 42,
+        "email": "a@example.com",
+        "date_of_birth": 19000,  # epoch days
+        "join_date": 1_700_000_000_000,  # epoch ms
+        "tags": "vip, newsletter,",
+        "custom": '{"points": 5}',
+        "internal_column": "dropped",
+    }
+    event = orjson.dumps({"before": None, "after": row, "op": "u", "ts_ms": 1})
+    assert customer(Decoder().decode(event)) == {
+        "customerId": "42",
+        "email": "a@example.com",
+        "dateOfBirth": "2022-01-08",
+        "joinDate": "2023-11-14",
+        "tags": ["vip", "newsletter"],
+        "custom": {"points": 5},
+    }
+
+
+def test_schema_wrapped_envelopes_and_plain_objects_are_accepted() -> None:
+    wrapped = {"schema": {}, "payload": {"op": "r", "after": {"customerId": "a"}}}
+    assert customer(Decoder().decode(orjson.dumps(wrapped))) == {"customerId": "a"}
+    plain = {"customerId": "b", "dateOfBirth": "1990-01-01", "mobile": "+201"}
+    assert customer(Decoder().decode(orjson.dumps(plain))) == plain
+    assert customer(Decoder().decode(b"\xef\xbb\xbf" + orjson.dumps(plain))) == plain
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{nope", DeadLetterReason.INVALID_JSON),
+        (b"\xff\xfe", DeadLetterReason.INVALID_JSON),
+        (b"[1, 2]", DeadLetterReason.INVALID_EVENT),
+        (b'{"email": "a@example.com"}', DeadLetterReason.INVALID_EVENT),
+        (b'{"customerId": "  "}', DeadLetterReason.INVALID_EVENT),
+        (b'{"customerId": "a", "dateOfBirth": "2024-02-30"}', DeadLetterReason.INVALID_EVENT),
+        (b'{"customerId": "a", "tags": {"x": 1}}', DeadLetterReason.INVALID_EVENT),
+        (b'{"op": "c", "after": null}', DeadLetterReason.INVALID_EVENT),
+        (b'{"op": "t", "after": null}', DeadLetterReason.UNSUPPORTED_OPERATION),
+        (b"[" * 10_000 + b"]" * 10_000, DeadLetterReason.INVALID_JSON),
+    ],
+)
+def test_undeliverable_values_get_a_reason(value: bytes, reason: DeadLetterReason) -> None:
+    result = Decoder().decode(value)
+    assert isinstance(result, Reject)
+    assert result.reason is reason
+    assert result.error
+
+
+def test_tombstones_and_deletes_follow_the_policy() -> None:
+    delete = b'{"op": "d", "before": {"customer_id": "a"}, "after": null}'
+    assert Decoder().decode(None) == Skip("tombstone")
+    assert Decoder().decode(b'{"schema": {}, "payload": null}') == Skip("tombstone")
+    assert Decoder().decode(delete) == Skip("delete")
+    result = Decoder(delete_policy="dead-letter").decode(delete)
+    assert isinstance(result, Reject)
+    assert result.reason is DeadLetterReason.UNSUPPORTED_OPERATION
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_a_mapping_file_maps_any_schema(tmp_path: Path, suffix: str) -> None:
+    mapping = {"customerId": "account.id", "email": "contact.mail", "custom": "extra"}
+    path = tmp_path / f"mapping{suffix}"
+    path.write_text(
+        orjson.dumps(mapping).decode()
+        if suffix == ".json"
+        else "\n".join(f"{k}: {v}" for k, v in mapping.items())
+    )
+    decoder = Decoder(load_field_mapping(path))
+    row = {"account": {"id": 7}, "contact": '{"mail": "m@example.com"}', "extra": {"a": 1}}
+    assert customer(decoder.decode(orjson.dumps({"op": "c", "after": row}))) == {
+        "customerId": "7",
+        "email": "m@example.com",
+        "custom": {"a": 1},
+    }
+
+
+def test_a_bad_mapping_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FIELD_MAPPING_FILE"):
+        load_field_mapping(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="FIELD_MAPPING_FILE"):
+        load_field_mapping(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decode_never_raises_on_arbitrary_bytes(value: bytes) -> None:
+    assert isinstance(Decoder().decode(value), Customer | Skip | Reject)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+field_names = st.sampled_from(
+    [
+        "customerId",
+        "customer_id",
+        "email",
+        "tags",
+        "custom",
+        "date_of_birth",
+        "joinDate",
+        "op",
+        "after",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(field_names, json_values, max_size=6))
+def test_decode_never_raises_on_arbitrary_rows(row: dict[str, object]) -> None:
+    assert isinstance(Decoder().decode(orjson.dumps(row)), Customer | Skip | Reject)
+
+
+row_values = st.one_of(
+    json_values,
+    st.integers(-(10**17), 10**17),  # epoch days, ms and µs, and beyond
+    st.sampled_from(["2024-02-29", "0000-00-00", "1990-01-01T10:00:00Z", "a,b,,c", '["x", 1]']),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(field_names, row_values, max_size=7))
+def test_every_customer_the_decoder_emits_is_valid_for_the_api(row: dict[str, object]) -> None:
+    """The decoder skips the pydantic pass for speed: its normalisers must be as strict."""
+    result = Decoder().decode(orjson.dumps(row))
+    if isinstance(result, Customer):
+        model = ApiCustomer.model_validate_json(result.payload)
+        assert model.customerId == result.customer_id
+        assert model.model_dump(mode="json", exclude_none=True) == orjson.loads(result.payload)
+
+
+def test_a_decoded_customer_holds_no_more_memory_than_its_bytes() -> None:
+    """The buffer's footprint is records x payload: a payload must not pin a bigger allocation."""
+    rng = random.Random(3)
+    values = [change_event(f"c{i}", 1, rng) for i in range(2000)]
+    decoder = Decoder()
+    for value in values:  # warm the bounded date and tag memos: they are not per record
+        decoder.decode(value)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        payloads = [customer_payload(decoder.decode(value)) for value in values]
+        retained = (tracemalloc.get_traced_memory()[0] - before) / len(payloads)
+    finally:
+        tracemalloc.stop()
+    average = sum(len(p) for p in payloads) / len(payloads)
+    assert retained < average + 200, (
+        f"{retained:.0f} bytes retained for {average:.0f}-byte payloads"
+    )
+
+
+def customer_payload(result: object) -> bytes:
+    assert isinstance(result, Customer), result
+    return result.payload
+
+
+def _assert_one_outcome(value: bytes | None) -> None:
+    """Every input ends as exactly one of the three, each well-formed."""
+    result = Decoder().decode(value)
+    if isinstance(result, Customer):
+        customer = orjson.loads(result.payload)
+        assert customer["customerId"] == result.customer_id
+        assert result.customer_id.strip()
+    elif isinstance(result, Reject):
+        assert result.reason in set(DeadLetterReason)
+        assert result.error
+    else:
+        assert isinstance(result, Skip)
+
+
+envelopes = st.fixed_dictionaries(
+    {"op": st.sampled_from(["c", "u", "r", "d", "t", "x", ""]) | json_values},
+    optional={
+        "after": st.dictionaries(field_names, json_values, max_size=6) | json_values,
+        "before": json_values,
+        "ts_ms": json_values,
+        "source": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=envelopes,
+    wrap=st.booleans(),
+    bom=st.booleans(),
+    cut=st.none() | st.integers(min_value=0, max_value=400),
+)
+def test_envelopes_wrapped_bom_prefixed_or_truncated_end_in_one_outcome(
+    event: dict[str, object], wrap: bool, bom: bool, cut: int | None
+) -> None:
+    document: object = {"schema": {"type": "struct"}, "payload": event} if wrap else event
+    value = orjson.dumps(document)
+    if bom:
+        value = b"\xef\xbb\xbf" + value
+    if cut is not None:
+        value = value[:cut]
+    _assert_one_outcome(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000) | st.text(max_size=300).map(str.encode))
+def test_arbitrary_bytes_and_text_end_in_one_well_formed_outcome(value: bytes) -> None:
+    _assert_one_outcome(value)
+
+
+def test_memoised_normalisations_give_the_same_answers_and_stay_bounded() -> None:
+    row = {
+        "customer_id": "a",
+        "date_of_birth": 19000,
+        "join_date": 1_700_000_000_000,
+        "tags": "x, y",
+    }
+    first = customer(Decoder().decode(orjson.dumps(row)))
+    again = customer(Decoder().decode(orjson.dumps(row)))  # served from the memos
+    assert first == again
+    assert first["dateOfBirth"] == "2022-01-08"
+    assert first["tags"] == ["x", "y"]
+    for day in range(_DAYS.limit + 10):
+        _to_date(day)
+    assert len(_DAYS) <= _DAYS.limit

@@ -1,0 +1,210 @@
+"""Job tracking against the simulator: every record leaves a job with exactly one verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from service.delivery.jobs import JobProgress, JobTracker, PollSchedule
+from service.delivery.records import PendingRecord
+from service.gameball.client import GameballClient, RetryPolicy
+from service.gameball.models import JobState, JobStatus, result_customer
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.health import Health
+from service.labels import DeadLetterReason
+from service.metrics import Metrics
+from tests.helpers import eventually
+
+FAST_POLL = PollSchedule(initial_seconds=0.01, factor=1.5, max_seconds=0.05)
+_clients: list[GameballClient] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _clients:
+        await _clients.pop().aclose()
+
+
+def record(customer: str, offset: int, **fields: object) -> PendingRecord:
+    payload = orjson.dumps({"customerId": customer, **fields})
+    return PendingRecord("t", 0, offset, 0, customer.encode(), payload, customer, payload)
+
+
+def tracker_for(
+    simulator: RunningSimulator, metrics: Metrics, *, attempts: int = 5, timeout: float = 30
+) -> JobTracker:
+    client = GameballClient(
+        simulator.base_url,
+        SecretStr("demo-api-key"),
+        SecretStr("demo-secret-key"),
+        metrics=metrics,
+        health=Health(),
+        retry=RetryPolicy(base_seconds=0.01, max_seconds=0.05),
+    )
+    _clients.append(client)
+    return JobTracker(
+        client,
+        metrics,
+        max_jobs_in_flight=4,
+        job_timeout=timeout,
+        max_submit_attempts=attempts,
+        poll=FAST_POLL,
+    )
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_successes_and_per_record_failures_are_told_apart(
+    simulator: RunningSimulator,
+) -> None:
+    metrics = Metrics()
+    good = [record(f"c{i}", i, email=f"c{i}@example.com") for i in range(10)]
+    bad = record("bad", 10, email="no-at-sign")
+    verdicts = await tracker_for(simulator, metrics).deliver([*good, bad])
+    assert sorted(r.customer_id for r in verdicts.succeeded) == sorted(r.customer_id for r in good)
+    assert len(verdicts.rejected) == 1
+    rejection = verdicts.rejected[0]
+    assert rejection.record is bad
+    assert rejection.reason is DeadLetterReason.RECORD_REJECTED
+    assert rejection.error == "Invalid email address"
+    assert rejection.job_id
+    assert verdicts.resubmit == []
+    assert count(metrics, "customer_sync_jobs_finished_total", status="completed") == 1
+    assert count(metrics, "customer_sync_jobs_in_flight") == 0
+
+
+async def test_a_rejected_batch_is_bisected_down_to_the_bad_records(
+    simulator: RunningSimulator,
+) -> None:
+    metrics = Metrics()
+    records = [record(f"c{i}", i) for i in range(16)]
+    records[5] = record("c5", 5, tags="not-a-list")
+    records[12] = record("c12", 12, dateOfBirth="yesterday")
+    verdicts = await tracker_for(simulator, metrics).deliver(records)
+    assert sorted(r.record.customer_id for r in verdicts.rejected) == ["c12", "c5"]
+    assert all(r.reason is DeadLetterReason.RECORD_REJECTED for r in verdicts.rejected)
+    assert any("tags" in r.error for r in verdicts.rejected)
+    assert len(verdicts.succeeded) == 14
+    # log2(16) levels at most for each bad record
+    assert records[5].attempts <= 5
+
+
+async def test_a_failed_job_is_retried_then_dead_lettered_as_job_failed() -> None:
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(job_failure_rate=1.0, seed=2)) as simulator:
+        tracker = tracker_for(simulator, metrics, attempts=2)
+        batch = [record("a", 0), record("b", 1)]
+        first = await tracker.deliver(batch)
+        assert sorted(r.customer_id for r in first.resubmit) == ["a", "b"]
+        second = await tracker.deliver(first.resubmit)
+        assert second.resubmit == []
+        assert {r.reason for r in second.rejected} == {DeadLetterReason.JOB_FAILED}
+        assert all(r.record.attempts == 2 for r in second.rejected)
+        assert count(metrics, "customer_sync_jobs_finished_total", status="failed") == 2
+
+
+async def test_a_stuck_job_is_stopped_after_the_timeout_and_resubmitted() -> None:
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(stuck_job_rate=1.0, seed=3)) as simulator:
+        tracker = tracker_for(simulator, metrics, timeout=0.3)
+        verdicts = await tracker.deliver([record("a", 0)])
+        assert [r.customer_id for r in verdicts.resubmit] == ["a"]
+        assert count(metrics, "customer_sync_jobs_finished_total", status="timed_out") == 1
+        assert count(metrics, "customer_sync_api_requests_total", operation="stop", code="200") == 1
+
+
+async def test_stopping_the_jobs_of_given_up_partitions_costs_their_records_no_attempt() -> None:
+    metrics = Metrics()
+    config = SimulatorConfig(job_duration_seconds=30, seed=4)
+    with RunningSimulator(config) as simulator:
+        tracker = tracker_for(simulator, metrics, attempts=1)
+        mine = [record("a", 0), record("b", 1)]
+        theirs = [PendingRecord("t", 1, 0, 0, b"z", b"{}", "z", b'{"customerId":"z"}')]
+        kept = asyncio.create_task(tracker.deliver(mine))
+        given_up = asyncio.create_task(tracker.deliver(theirs))
+        await eventually(lambda: len(tracker.open_jobs()) == 2)
+        [job_of_partition_1] = tracker.open_jobs({("t", 1)})
+
+        assert await tracker.stop_jobs({("t", 1)}, timeout=5) == 1
+
+        verdicts = await asyncio.wait_for(given_up, 10)
+        # With one attempt allowed, a counted failure would have dead-lettered it.
+        assert [r.customer_id for r in verdicts.resubmit] == ["z"]
+        assert verdicts.rejected == []
+        assert simulator.state.jobs[job_of_partition_1].state.value == "stopped"
+        assert tracker.open_jobs() != [], "only partition 1's job stops"
+        assert not kept.done()
+        await tracker.stop_jobs(None, timeout=5)
+        await asyncio.wait_for(kept, 10)
+        assert tracker.open_jobs() == []
+
+
+def running(done: int, failed: int = 0) -> JobStatus:
+    entries = [{"customerId": f"c{i}", "message": "ok"} for i in range(done)]
+    errors = [{"customerId": f"f{i}", "error": "no"} for i in range(failed)]
+    return JobStatus.model_validate(
+        {"status": "running", "response": {"successful": entries, "failed": errors}}
+    )
+
+
+def test_a_job_is_polled_when_its_progress_says_it_will_be_done() -> None:
+    schedule = PollSchedule(initial_seconds=0.05, factor=1.5, max_seconds=2.0, margin_seconds=0.01)
+    progress = JobProgress(total=1000)
+    queued = JobStatus.model_validate({"status": "queued", "response": None})
+    assert progress.eta(0.05, queued) is None
+    assert schedule.next_delay(0.05, None) == pytest.approx(0.075)  # plain backoff
+    assert progress.eta(0.125, running(150, failed=16)) is None  # one point gives no rate
+    # 250 more records in 0.1 s: 2,500/s, so the last 584 need 0.2336 s.
+    eta = progress.eta(0.225, running(400, failed=16))
+    assert eta == pytest.approx(584 / 2500)
+    assert schedule.next_delay(0.5, eta) == pytest.approx(584 / 2500 + 0.01)
+    # A prediction never makes polling slower than the backoff would be.
+    assert schedule.next_delay(0.1, 10.0) == pytest.approx(0.15)
+    assert progress.eta(0.3, running(1000)) == 0.0  # everything reported: poll soon
+    assert schedule.next_delay(0.3, 0.0) == pytest.approx(0.05)
+
+
+RUNNING_DOC = {
+    "status": "Running",
+    "response": {
+        "successful": [{"customerId": "a", "message": "ok"}, {"customerId": 7}],
+        "failed": [{"customerId": "b", "error": "bad email"}],
+    },
+}
+
+
+def test_a_running_document_is_counted_not_read() -> None:
+    status = JobStatus.read(orjson.dumps(RUNNING_DOC))
+    assert status.status is JobState.RUNNING
+    assert status.reported == 3
+    assert status.response is None  # entries skipped: only progress is used while running
+
+
+def test_a_running_document_is_read_in_full_when_asked() -> None:
+    status = JobStatus.read(orjson.dumps(RUNNING_DOC), entries=True)
+    assert status.reported == 3
+    assert status.response is not None
+    assert [result_customer(e) for e in status.response.successful] == ["a", "7"]
+
+
+def test_a_terminal_document_is_always_read_in_full() -> None:
+    status = JobStatus.read(orjson.dumps({**RUNNING_DOC, "status": "completed"}))
+    assert status.response is not None
+    assert len(status.response.failed) == 1
+    assert status.reported == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not json", b"[]", b'{"status": "exploded"}', b'{"status": "completed", "response": 5}'],
+)
+def test_what_is_not_a_status_document_raises_value_error(content: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the API client maps any of them to a retry
+        JobStatus.read(content)

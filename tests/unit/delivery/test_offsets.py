@@ -1,0 +1,211 @@
+"""The commit watermark never passes an unsettled record."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from service.delivery.offsets import OffsetTracker
+
+TP = ("t", 0)
+
+
+def test_watermark_waits_for_the_lowest_unsettled_offset() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    for offset in (10, 11, 12):
+        tracker.track(TP, offset)
+    tracker.settle(TP, 12)
+    tracker.settle(TP, 11)
+    assert tracker.commit_candidates() == {TP: 10}
+    tracker.settle(TP, 10)
+    assert tracker.commit_candidates() == {TP: 13}
+
+
+def test_gaps_in_offsets_commit_one_past_the_last_record() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 5)
+    tracker.track(TP, 9)  # compaction or transaction markers in between
+    tracker.settle(TP, 5)
+    tracker.settle(TP, 9)
+    assert tracker.commit_candidates() == {TP: 10}
+
+
+def test_acknowledged_commits_are_not_offered_again() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0)
+    tracker.settle(TP, 0)
+    tracker.committed(tracker.commit_candidates())
+    assert tracker.commit_candidates() == {}
+    assert tracker.committed_offset(TP) == 1
+
+
+def test_revoked_partitions_ignore_late_settlements() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0)
+    tracker.revoke(TP)
+    tracker.settle(TP, 0)
+    tracker.track(TP, 1)
+    assert tracker.commit_candidates() == {}
+    assert not tracker.owns(TP)
+
+
+def test_refetched_offsets_are_tracked_once() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0)
+    tracker.track(TP, 1)
+    tracker.track(TP, 0)
+    tracker.settle(TP, 0)
+    assert tracker.commit_candidates() == {TP: 1}
+    assert tracker.pending_count(TP) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=60),
+    seed=st.integers(min_value=0, max_value=2**32),
+    gap=st.integers(min_value=1, max_value=3),
+)
+def test_watermark_matches_a_simple_model_under_any_settle_order(
+    count: int, seed: int, gap: int
+) -> None:
+    rng = random.Random(seed)
+    offsets = [100 + i * gap for i in range(count)]
+    order = offsets[:]
+    rng.shuffle(order)
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    for offset in offsets:
+        tracker.track(TP, offset)
+    settled: set[int] = set()
+    for offset in order:
+        tracker.settle(TP, offset)
+        settled.add(offset)
+        unsettled = [o for o in offsets if o not in settled]
+        expected = unsettled[0] if unsettled else offsets[-1] + 1
+        assert tracker.commit_candidates() == {TP: expected}
+
+
+def test_each_assignment_of_a_partition_has_its_own_generation() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    first = tracker.track(TP, 0)
+    assert first == tracker.generation(TP) != 0
+    assert tracker.track(TP, 0) == 0  # already tracked: not ours to process again
+    tracker.revoke(TP)
+    assert tracker.generation(TP) == 0
+    assert tracker.track(TP, 1) == 0  # fetched after the revocation
+    tracker.assign(TP)  # back again: the same offsets are a new copy
+    second = tracker.track(TP, 0)
+    assert second == tracker.generation(TP) not in (0, first)
+
+
+class TrackerModel(RuleBasedStateMachine):
+    """Any interleaving of track / settle / commit / revoke / assign against a plain model.
+
+    The model is the definition: for an owned partition the watermark is the
+    lowest tracked-and-unsettled offset, else one past the highest tracked
+    offset; a revoked partition offers nothing and forgets everything; a
+    commit is offered only when the watermark moved past the last
+    acknowledged one. Offsets are fetched in increasing order with gaps
+    (compaction, transaction markers), and re-fetches of old offsets happen.
+    """
+
+    partitions = st.sampled_from([("t", 0), ("t", 1), ("u", 0)])
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracker = OffsetTracker()
+        self.owned: set[tuple[str, int]] = set()
+        self.tracked: dict[tuple[str, int], list[int]] = {}
+        self.settled: dict[tuple[str, int], set[int]] = {}
+        self.acked: dict[tuple[str, int], int] = {}
+        self.next: dict[tuple[str, int], int] = {}
+
+    @rule(tp=partitions, back=st.integers(min_value=0, max_value=8))
+    def assign(self, tp: tuple[str, int], back: int) -> None:
+        """(Re-)assigned: fetching restarts at the committed offset, usually below the last one."""
+        self.next[tp] = max(0, self.next.get(tp, 0) - back)
+        self.tracker.assign(tp)
+        self.owned.add(tp)
+        self.tracked[tp], self.settled[tp] = [], set()
+        self.acked.pop(tp, None)
+
+    @rule(tp=partitions)
+    def revoke(self, tp: tuple[str, int]) -> None:
+        self.tracker.revoke(tp)
+        self.owned.discard(tp)
+        self.tracked.pop(tp, None)
+        self.settled.pop(tp, None)
+        self.acked.pop(tp, None)
+
+    @rule(tp=partitions, gap=st.integers(min_value=1, max_value=3))
+    def track(self, tp: tuple[str, int], gap: int) -> None:
+        offset = self.next.get(tp, 0)
+        self.next[tp] = offset + gap
+        self.tracker.track(tp, offset)
+        if tp in self.owned:
+            self.tracked[tp].append(offset)
+
+    @rule(tp=partitions, back=st.integers(min_value=1, max_value=5))
+    def refetch(self, tp: tuple[str, int], back: int) -> None:
+        """An offset below the highest tracked one comes again (a seek): nothing changes."""
+        if self.tracked.get(tp):
+            self.tracker.track(tp, max(0, self.tracked[tp][-1] - back))
+
+    @rule(tp=partitions, pick=st.integers(min_value=0))
+    def settle(self, tp: tuple[str, int], pick: int) -> None:
+        """Settle a tracked record (possibly again); after a revoke it is ignored."""
+        offsets = self.tracked.get(tp)
+        if offsets:
+            offset = offsets[pick % len(offsets)]
+            self.tracker.settle(tp, offset)
+            self.settled[tp].add(offset)
+        elif self.next.get(tp):
+            self.tracker.settle(tp, pick % self.next[tp])  # a late settlement: no effect
+
+    @rule(data=st.data())
+    def commit(self, data: st.DataObject) -> None:
+        offered = self.tracker.commit_candidates()
+        acked = data.draw(st.sampled_from([offered, {}]), label="broker acknowledged")
+        self.tracker.committed(acked)
+        for tp, offset in acked.items():
+            self.acked[tp] = offset
+
+    def expected_watermark(self, tp: tuple[str, int]) -> int | None:
+        offsets = self.tracked[tp]
+        unsettled = [o for o in offsets if o not in self.settled[tp]]
+        if unsettled:
+            return unsettled[0]
+        return offsets[-1] + 1 if offsets else None
+
+    @invariant()
+    def offers_exactly_the_model_watermarks(self) -> None:
+        expected = {}
+        for tp in self.owned:
+            mark = self.expected_watermark(tp)
+            if mark is not None and (tp not in self.acked or mark > self.acked[tp]):
+                expected[tp] = mark
+        assert self.tracker.commit_candidates() == expected
+
+    @invariant()
+    def never_offers_past_an_unsettled_record(self) -> None:
+        for tp, mark in self.tracker.commit_candidates().items():
+            assert all(o in self.settled[tp] for o in self.tracked[tp] if o < mark)
+
+    @invariant()
+    def pending_counts_match(self) -> None:
+        for tp in self.owned:
+            unsettled = [o for o in self.tracked[tp] if o not in self.settled[tp]]
+            assert self.tracker.pending_count(tp) == len(unsettled)
+
+
+TrackerModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+test_tracker_matches_the_model_under_any_interleaving = TrackerModel.TestCase

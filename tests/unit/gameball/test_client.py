@@ -1,0 +1,142 @@
+"""The API client against the simulator over real HTTP: verdicts, retries, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from service.errors import BatchRejected, JobNotFound
+from service.gameball.client import GameballClient, RetryPolicy
+from service.gameball.models import JobState
+from service.gameball.simulator import RunningSimulator
+from service.health import Health
+from service.metrics import Metrics
+from service.tools.embedded_broker import free_port
+from tests.helpers import eventually
+
+FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, auth_min_seconds=0.05, auth_max_seconds=0.1)
+BODY = b'{"body":[{"customerId":"a","email":"a@example.com"},{"customerId":"b"}]}'
+
+
+def client_for(
+    simulator: RunningSimulator,
+    health: Health | None = None,
+    metrics: Metrics | None = None,
+    key: str = "demo-api-key",
+    secret: str = "demo-secret-key",
+) -> GameballClient:
+    return GameballClient(
+        simulator.base_url,
+        SecretStr(key),
+        SecretStr(secret),
+        metrics=metrics or Metrics(),
+        health=health or Health(),
+        retry=FAST,
+    )
+
+
+def set_config(simulator: RunningSimulator, **changes: object) -> None:
+    httpx.post(f"{simulator.base_url}/_sim/config", json=changes, timeout=5).raise_for_status()
+
+
+async def test_submit_poll_and_stop(simulator: RunningSimulator) -> None:
+    client = client_for(simulator)
+    try:
+        job_id = await client.submit(BODY)
+        status = await client.status(job_id)
+        assert status.status is JobState.COMPLETED
+        assert status.response is not None
+        assert {r["customerId"] for r in status.response.successful} == {"a", "b"}
+        await client.stop(job_id)  # idempotent on a finished job
+        with pytest.raises(JobNotFound):
+            await client.status("no-such-job")
+    finally:
+        await client.aclose()
+
+
+async def test_a_malformed_batch_is_rejected_with_the_api_text(simulator: RunningSimulator) -> None:
+    client = client_for(simulator)
+    try:
+        with pytest.raises(BatchRejected) as caught:
+            await client.submit(b'{"body":[{"customerId":"x","tags":"not-a-list"}]}')
+        assert caught.value.status == 400
+        assert "tags" in caught.value.body
+    finally:
+        await client.aclose()
+
+
+async def test_rate_limits_and_server_errors_are_retried_until_they_pass(
+    simulator: RunningSimulator,
+) -> None:
+    set_config(simulator, rate_limit_rate=1.0, retry_after_seconds=0.01)
+    metrics = Metrics()
+    client = client_for(simulator, metrics=metrics)
+    try:
+        submit = asyncio.create_task(client.submit(BODY))
+        await eventually(
+            lambda: (
+                (
+                    metrics.registry.get_sample_value(
+                        "customer_sync_api_requests_total", {"operation": "submit", "code": "429"}
+                    )
+                    or 0
+                )
+                >= 3
+            )
+        )
+        assert not submit.done()
+        set_config(simulator, rate_limit_rate=0.0, server_error_rate=0.0)
+        job_id = await asyncio.wait_for(submit, 10)
+        assert (await client.status(job_id)).status is JobState.COMPLETED
+    finally:
+        await client.aclose()
+
+
+async def test_rejected_credentials_mark_unready_and_wait_for_a_fix(
+    simulator: RunningSimulator,
+) -> None:
+    health = Health()
+    client = client_for(simulator, health=health, secret="wrong-secret")
+    try:
+        assert await client.verify_credentials() is False
+        assert health.credentials_ok is False
+        submit = asyncio.create_task(client.submit(BODY))
+        await asyncio.sleep(0.3)  # several slow retries happen meanwhile
+        assert not submit.done()
+        set_config(simulator, secret_key="wrong-secret")
+        await asyncio.wait_for(submit, 10)
+        assert health.credentials_ok is True
+    finally:
+        await client.aclose()
+
+
+async def test_errors_never_carry_the_secret(simulator: RunningSimulator) -> None:
+    client = client_for(simulator, secret="s3cr3t-value")
+    try:
+        set_config(simulator, secret_key="s3cr3t-value")
+        with pytest.raises(JobNotFound) as caught:
+            await client.status("missing")
+        assert "s3cr3t-value" not in repr(caught.value)
+        assert "s3cr3t-value" not in str(caught.value)
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
+    health = Health()
+    client = GameballClient(
+        f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        SecretStr("k"),
+        SecretStr("s"),
+        metrics=Metrics(),
+        health=health,
+        retry=FAST,
+    )
+    try:
+        assert await client.verify_credentials() is False
+        assert health.credentials_ok is None  # unknown, not rejected
+    finally:
+        await client.aclose()
