@@ -34,6 +34,17 @@ _RESERVED_CLIENT_PROPERTIES = frozenset(
     }
 )
 
+# Under KIP-848 (``group.protocol=consumer``) the broker runs the group: librdkafka
+# refuses these properties and names the broker setting that replaced each.
+_CLASSIC_PROTOCOL_ONLY = {
+    "session.timeout.ms": "the broker's group.consumer.session.timeout.ms sets it",
+    "heartbeat.interval.ms": "the broker's group.consumer.heartbeat.interval.ms sets it",
+    "partition.assignment.strategy": "the broker assigns partitions "
+    "(choose its assignor with KAFKA_CLIENT_GROUP_REMOTE_ASSIGNOR)",
+    "group.protocol.type": "it only applies to the classic protocol",
+}
+GROUP_PROTOCOLS = ("classic", "consumer")
+
 # Consumer defaults sized for throughput with a bounded prefetch; each can be
 # overridden through KAFKA_CLIENT_<PROPERTY>.
 _CONSUMER_DEFAULTS: dict[str, str | int | bool] = {
@@ -156,6 +167,28 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @property
+    def group_protocol(self) -> str:
+        """``classic`` (the default; cooperative-sticky) or ``consumer`` (KIP-848)."""
+        return self.kafka_client.get("group.protocol", "classic").strip().lower()
+
+    @model_validator(mode="after")
+    def _client_fits_the_group_protocol(self) -> Settings:
+        protocol = self.group_protocol
+        if protocol not in GROUP_PROTOCOLS:
+            raise ValueError(
+                f"KAFKA_CLIENT_GROUP_PROTOCOL is invalid {protocol!r}: "
+                "use classic or consumer (KIP-848)"
+            )
+        if protocol == "consumer":
+            for prop, why in _CLASSIC_PROTOCOL_ONLY.items():
+                if prop in self.kafka_client:
+                    raise ValueError(
+                        f"{_variable(prop)} is not allowed with "
+                        f"KAFKA_CLIENT_GROUP_PROTOCOL=consumer (KIP-848): {why}"
+                    )
+        return self
+
     @model_validator(mode="after")
     def _buffer_holds_a_batch(self) -> Settings:
         if self.max_buffered_records < self.batch_max_records:
@@ -170,8 +203,12 @@ class Settings(BaseSettings):
 
         Offsets are stored and committed only by the service, after settlement,
         so auto-commit and auto-store are forced off whatever the environment says.
+        Under KIP-848 the defaults the broker now owns are left out.
         """
-        config: dict[str, str | int | bool] = {**_CONSUMER_DEFAULTS, **self.kafka_client}
+        defaults = _CONSUMER_DEFAULTS
+        if self.group_protocol == "consumer":
+            defaults = {k: v for k, v in defaults.items() if k not in _CLASSIC_PROTOCOL_ONLY}
+        config: dict[str, str | int | bool] = {**defaults, **self.kafka_client}
         config.update(
             {
                 "bootstrap.servers": self.kafka_bootstrap_servers,
@@ -186,6 +223,9 @@ class Settings(BaseSettings):
         """The dead-letter producer: idempotent, acks=all, so an acknowledged write is durable."""
         consumer_only = {
             "auto.offset.reset",
+            "group.protocol",
+            "group.remote.assignor",
+            "group.protocol.type",
             "partition.assignment.strategy",
             "session.timeout.ms",
             "max.poll.interval.ms",
@@ -206,6 +246,11 @@ class Settings(BaseSettings):
             "enable.idempotence": True,
             "acks": "all",
         }
+
+
+def _variable(prop: str) -> str:
+    """``session.timeout.ms`` → ``KAFKA_CLIENT_SESSION_TIMEOUT_MS``."""
+    return KAFKA_CLIENT_PREFIX + prop.upper().replace(".", "_")
 
 
 def _client_properties(environ: Mapping[str, str]) -> dict[str, str]:

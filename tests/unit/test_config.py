@@ -85,3 +85,46 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**BASE, "GAMEBALL_API_KEY": "   "})
     assert "GAMEBALL_API_KEY" in str(caught.value)
+
+
+def test_kip_848_leaves_the_group_settings_to_the_broker() -> None:
+    s = load_settings({**BASE, "KAFKA_CLIENT_GROUP_PROTOCOL": "consumer"})
+    config = s.consumer_config()
+    assert config["group.protocol"] == "consumer"
+    for refused in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+        assert refused not in config
+    assert "group.protocol" not in s.producer_config()
+    classic = load_settings(BASE).consumer_config()
+    assert classic["partition.assignment.strategy"] == "cooperative-sticky"
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "KAFKA_CLIENT_SESSION_TIMEOUT_MS",
+        "KAFKA_CLIENT_HEARTBEAT_INTERVAL_MS",
+        "KAFKA_CLIENT_PARTITION_ASSIGNMENT_STRATEGY",
+        "KAFKA_CLIENT_GROUP_PROTOCOL_TYPE",
+    ],
+)
+def test_a_property_kip_848_refuses_is_named_at_start(variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, "KAFKA_CLIENT_GROUP_PROTOCOL": "consumer", variable: "6000"})
+    message = str(caught.value)
+    assert message.startswith(f"{variable} is not allowed with KAFKA_CLIENT_GROUP_PROTOCOL=")
+    assert "\n" not in message
+
+
+def test_the_consumer_accepts_what_the_settings_accept() -> None:
+    """librdkafka itself agrees: the rendered dicts create clients (no broker needed)."""
+    from confluent_kafka import Consumer, Producer
+
+    for protocol in ("classic", "consumer"):
+        s = load_settings({**BASE, "KAFKA_CLIENT_GROUP_PROTOCOL": protocol})
+        Consumer(s.consumer_config()).close()
+        Producer(s.producer_config()).flush(0)
+
+
+def test_an_unknown_group_protocol_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match=r"^KAFKA_CLIENT_GROUP_PROTOCOL is invalid 'cosumer'"):
+        load_settings({**BASE, "KAFKA_CLIENT_GROUP_PROTOCOL": "cosumer"})
