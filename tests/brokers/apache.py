@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,6 +68,9 @@ TEST_SETTINGS: dict[str, str] = {
     "group.consumer.heartbeat.interval.ms": "1000",
     "group.consumer.min.heartbeat.interval.ms": "500",
     # A killed node is fenced, and its partitions get new leaders, after this (default 9 s).
+    # It also bounds restart after SIGKILL: the controller refuses the new process's
+    # registration (DuplicateBrokerRegistrationException) until the old session has expired,
+    # so kill + restart takes ~2 s of start-up plus this; a clean restart does not wait.
     "broker.session.timeout.ms": "4000",
     "broker.heartbeat.interval.ms": "1000",
     # 50 partitions by default: creating them is most of the first group join on a cold node.
@@ -225,8 +229,13 @@ def create_topics(
     *,
     replication_factor: int = 1,
     config: Mapping[str, str] | None = None,
+    served_by: Sequence[str] | None = None,
 ) -> None:
-    """Create topics ({name: partitions}; existing ones are left alone) and wait for leaders."""
+    """Create topics ({name: partitions}; existing ones are left alone) and wait for leaders.
+
+    ``served_by``: the addresses of every node that must know the topics before this returns
+    (default: ``bootstrap``), so that a client of any of them finds them at once.
+    """
     admin = admin_client(bootstrap)
     futures = admin.create_topics(
         [
@@ -250,24 +259,82 @@ def create_topics(
                 isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
             ):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
-    # Created means committed by the controller; wait until the brokers serve every partition.
+    # Created means committed by the controller; each broker learns it a little later, on its
+    # own: wait until every node in ``served_by`` serves every partition with a leader.
     deadline = time.monotonic() + timeout
-    pending = dict(names)
-    while pending:
-        metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic()))
-        for name, partitions in list(pending.items()):
-            topic = metadata.topics.get(name)
-            if (
-                topic is not None
-                and topic.error is None
-                and len(topic.partitions) >= partitions
-                and all(p.leader >= 0 for p in topic.partitions.values())
-            ):
-                del pending[name]
-        if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"topics {sorted(pending)} have no leaders after {timeout}s")
-        if pending:
+    for address in served_by or [bootstrap]:
+        while not _serves(address, names, deadline):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{address} does not serve {sorted(names)} with leaders after {timeout}s"
+                )
             time.sleep(0.05)
+
+
+def _serves(address: str, names: Mapping[str, int], deadline: float) -> bool:
+    """Whether the node at ``address`` has every partition with a leader in its metadata.
+
+    A fresh client asks the one broker it was given; a longer-lived one may ask any broker.
+    """
+    try:
+        metadata = admin_client(address).list_topics(
+            timeout=max(0.1, min(2.0, deadline - time.monotonic()))
+        )
+    except KafkaException:
+        return False
+    for name, partitions in names.items():
+        topic = metadata.topics.get(name)
+        if (
+            topic is None
+            or topic.error is not None
+            or len(topic.partitions) < partitions
+            or any(p.leader < 0 for p in topic.partitions.values())
+        ):
+            return False
+    return True
+
+
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def group_coordinator(bootstrap: str, group: str, timeout: float = 30.0) -> int:
+    """The node id coordinating a consumer group, once it answers (an unknown group: DEAD).
+
+    Retries while the coordinator moves or loads: the first lookup on a fresh node creates
+    ``__consumer_offsets``, and a restarted node answers metadata before its coordinators have
+    loaded (both answer NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+    """
+    admin = admin_client(bootstrap)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(1.0, deadline - time.monotonic())
+        # One request for all the time left, never short ones: librdkafka 2.x can abort the
+        # whole process when a DescribeConsumerGroups request times out with its
+        # FindCoordinator still in flight (confluentinc/librdkafka#4605).
+        future = admin.describe_consumer_groups([group], request_timeout=remaining)[group]
+        try:
+            return int(future.result(timeout=remaining + 5).coordinator.id)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def _die_with_this_process() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when it can work: the JVM dies if the tests' process does.
+
+    Context managers and ``atexit`` stop nodes on any ordinary exit; this covers the others
+    (an abort in a native library, SIGKILL, pytest-timeout's os._exit). The kernel sends the
+    signal when the launching *thread* ends, so only launches from the main thread get it.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "KILL"]
 
 
 # --- one node ---------------------------------------------------------------------------------
@@ -303,9 +370,9 @@ class KafkaNode:
 
     def __init__(
         self,
+        port: int | None = None,
         *,
         node_id: int = 1,
-        port: int | None = None,
         controller_port: int | None = None,
         heap_mb: int = 512,
         overrides: Mapping[str, str] | None = None,
@@ -426,6 +493,7 @@ class KafkaNode:
         runtime = kafka_runtime()
         directory = self._dir()
         command = [
+            *_die_with_this_process(),
             runtime.java,
             f"-Xms{min(256, self.heap_mb)}m",
             f"-Xmx{self.heap_mb}m",
@@ -544,6 +612,10 @@ class KafkaNode:
             replication_factor=replication_factor,
             config=config,
         )
+
+    def coordinator(self, group: str, timeout: float = 30.0) -> int:
+        """This node's id once it coordinates ``group`` (see ``group_coordinator``)."""
+        return group_coordinator(self.bootstrap, group, timeout)
 
     def __enter__(self) -> Self:
         try:
@@ -706,6 +778,7 @@ class KafkaCluster:
             timeout,
             replication_factor=replication_factor or min(3, len(self.nodes)),
             config=config,
+            served_by=[node.bootstrap for node in self.nodes if node.running],
         )
 
     def metadata(self, topic: str | None = None, timeout: float = 10.0) -> ClusterMetadata:
@@ -713,11 +786,19 @@ class KafkaCluster:
         return admin_client(self.live_bootstrap).list_topics(topic, timeout=timeout)
 
     def partition(self, topic: str, partition: int = 0, timeout: float = 10.0) -> PartitionMetadata:
-        """Leader, replicas and in-sync replicas of one partition."""
-        found = self.metadata(topic, timeout).topics.get(topic)
-        if found is None or found.error is not None:
-            raise KeyError(f"topic {topic}: {found.error if found else 'unknown'}")
-        return found.partitions[partition]
+        """Leader, replicas and in-sync replicas of one partition, as a live node sees it.
+
+        Asked again within ``timeout`` while that node does not know the topic yet.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.1, deadline - time.monotonic())
+            found = self.metadata(topic, remaining).topics.get(topic)
+            if found is not None and found.error is None and partition in found.partitions:
+                return found.partitions[partition]
+            if time.monotonic() > deadline:
+                raise KeyError(f"{topic}[{partition}]: {found.error if found else 'unknown'}")
+            time.sleep(0.1)
 
     def leader(self, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
         """The node id leading the partition now (-1 while it has none)."""
@@ -751,24 +832,8 @@ class KafkaCluster:
         )
 
     def coordinator(self, group: str, timeout: float = 30.0) -> int:
-        """The node id coordinating a consumer group (an unknown group has one too, as DEAD).
-
-        Retries while the coordinator moves or loads: the first lookup on a fresh cluster
-        creates ``__consumer_offsets`` and answers NOT_COORDINATOR until it is loaded.
-        """
-        admin = admin_client(self.live_bootstrap)
-        deadline = time.monotonic() + timeout
-        while True:
-            attempt = max(0.5, min(5.0, deadline - time.monotonic()))
-            future = admin.describe_consumer_groups([group], request_timeout=attempt)[group]
-            try:
-                return int(future.result(timeout=attempt + 1).coordinator.id)
-            except (KafkaException, TimeoutError) as exc:
-                if time.monotonic() + 0.2 > deadline:
-                    raise TimeoutError(
-                        f"no coordinator for group {group} after {timeout}s (last: {exc!r})"
-                    ) from exc
-            time.sleep(0.2)
+        """The node id coordinating a consumer group: see ``group_coordinator``."""
+        return group_coordinator(self.live_bootstrap, group, timeout)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -6,6 +6,8 @@ Select with ``-m integration`` or by path: ``pytest tests/brokers``.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import stat
 import time
@@ -19,6 +21,7 @@ from confluent_kafka import (
     Consumer,
     ConsumerGroupType,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -89,6 +92,31 @@ def consume(consumer: Consumer, count: int, timeout: float = 30.0) -> list[int]:
     return values
 
 
+RETRIABLE = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float = 30.0
+) -> list[TopicPartition]:
+    """``committed()``, retried as a client must while the group coordinator (re)loads.
+
+    A restarted node answers metadata before it has loaded ``__consumer_offsets``: until then
+    ``committed()`` fails at once with NOT_COORDINATOR (librdkafka does not retry it).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            if exc.args[0].code() not in RETRIABLE or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def wait_for_assignment(consumer: Consumer, partitions: int, timeout: float) -> float:
     """Poll until the consumer owns ``partitions`` partitions; return how long that took."""
     began = time.monotonic()
@@ -97,6 +125,31 @@ def wait_for_assignment(consumer: Consumer, partitions: int, timeout: float) -> 
         msg = consumer.poll(0.1)
         assert msg is None or msg.error() is None, msg.error() if msg else None
     return time.monotonic() - began
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The "ip:port" of every TCP socket the process listens on (from /proc, IPv4 and IPv6)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                address, port = local.split(":")
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word in host (little-endian) order.
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+                ip = ipaddress.ip_address(b"".join(words))
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +188,10 @@ def test_node_serves_metadata_on_loopback_and_round_trips(node: KafkaNode) -> No
     with logs_on_failure(node):
         assert os.path.exists(f"/proc/{node.pid}")
         assert "Kafka Server started" in node.log_path.read_text()
+        assert listening_addresses(node.pid) == {
+            node.bootstrap,
+            f"127.0.0.1:{node.controller_port}",
+        }
         metadata = admin_client(node.bootstrap).list_topics(timeout=10)
         brokers = {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()}
         assert brokers == {1: node.bootstrap}  # advertised, and bound, on loopback only
@@ -238,7 +295,7 @@ def test_records_and_commits_survive_sigkill_and_restart() -> None:
 
         reader = Consumer(config)
         try:
-            committed = reader.committed([TopicPartition(topic, p) for p in range(2)], timeout=20)
+            committed = committed_offsets(reader, [TopicPartition(topic, p) for p in range(2)])
             assert sum(tp.offset for tp in committed) == 50
             # The records are all still there, and the group resumes after its commits.
             everything = Consumer({**config, "group.id": unique("replay")})
@@ -262,7 +319,6 @@ def test_cluster_elects_a_new_leader_and_acks_all_goes_on() -> None:
         topic = unique("replicated")
         cluster.create_topics({topic: 3}, config={"min.insync.replicas": "2"})
         assert sorted(cluster.partition(topic, 0).replicas) == [1, 2, 3]
-        assert cluster.coordinator(unique("group")) in {1, 2, 3}
 
         producer_bootstrap = cluster.bootstrap
         assert produce(producer_bootstrap, topic, 30, idempotent=True) == 30
@@ -275,18 +331,21 @@ def test_cluster_elects_a_new_leader_and_acks_all_goes_on() -> None:
         assert new_leader != leader
         assert leader not in cluster.partition(topic, 0).isrs
 
+        group = unique("reader")
         reader = Consumer(
             {
                 "bootstrap.servers": cluster.live_bootstrap,
-                "group.id": unique("reader"),
+                "group.id": group,
                 "enable.auto.commit": False,
             }
         )
         try:
             reader.assign([TopicPartition(topic, p, 0) for p in range(3)])
             assert sorted(consume(reader, 60)) == list(range(60))  # idempotent: no duplicates
+            reader.commit(asynchronous=False)
         finally:
             reader.close()
+        assert cluster.coordinator(group) in {n.node_id for n in cluster.nodes if n.running}
 
         cluster.restart_node(leader)
         deadline = time.monotonic() + 30
