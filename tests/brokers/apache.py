@@ -480,6 +480,9 @@ class KafkaNode:
             check=False,
         )
         if formatted.returncode != 0:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+            _LIVE.discard(self)
             raise RuntimeError(
                 f"formatting Kafka node {self.node_id} failed ({formatted.returncode}):\n"
                 f"{formatted.stdout}{formatted.stderr}"
