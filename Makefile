@@ -106,3 +106,27 @@ chaos: $(STAMP) ## 10 min: 2 instances killed at random under a faulty API, then
 .PHONY: soak
 soak: $(STAMP) ## 30 min at 300 events/s with the faulty API: RSS, fds and threads must stay flat
 	$(BIN)/python -m tests.chaos.soak $(SOAK_ARGS)
+
+# --- Apache Kafka for tests/brokers (a real KRaft broker from Maven Central's jars) ----------
+# The broker's runtime classpath is copied once into .cache/ (git ignores it), with Maven's
+# local repository there too: after the first run the stamp keeps this offline. The version is
+# the one tests/brokers/pom.xml names, so the folder, the jars and tests/brokers/apache.py agree.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/brokers/pom.xml)
+KAFKA_HOME := .cache/kafka-$(KAFKA_VERSION)
+KAFKA_STAMP := $(KAFKA_HOME)/.installed
+
+$(KAFKA_STAMP): tests/brokers/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null \
+		&& [ "$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)" -ge 17 ] 2>/dev/null \
+		|| { echo "Apache Kafka for the integration tests needs Java 17+ and Maven: apt-get install openjdk-17-jdk-headless maven"; exit 1; }
+	rm -rf $(KAFKA_HOME)
+	mvn -B -q -f tests/brokers/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/m2 \
+		org.apache.maven.plugins:maven-dependency-plugin:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_HOME)/libs
+	touch $(KAFKA_STAMP)
+
+.PHONY: kafka-jars
+kafka-jars: $(KAFKA_STAMP) ## fetch Apache Kafka's jars once into .cache/ (needs Java 17+ and Maven)
+
+# tests/brokers starts real Apache Kafka nodes from those jars.
+test: kafka-jars

@@ -1,0 +1,1 @@
+"""Real Apache Kafka brokers for tests (``apache``): see tests/brokers/apache.py."""
