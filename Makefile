@@ -35,7 +35,7 @@ unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: lint typecheck tools ## lint, typecheck, then every test (unit and integration against a real broker)
+test: lint typecheck tools kafka-jars ## lint, typecheck, then every test (unit, and integration against Apache Kafka)
 	$(BIN)/pytest --durations=10
 
 # --- deployment checkers (tests/deploy, tests/integration/test_observability.py) ---
@@ -128,5 +128,3 @@ $(KAFKA_STAMP): tests/brokers/pom.xml
 .PHONY: kafka-jars
 kafka-jars: $(KAFKA_STAMP) ## fetch Apache Kafka's jars once into .cache/ (needs Java 17+ and Maven)
 
-# tests/brokers starts real Apache Kafka nodes from those jars.
-test: kafka-jars

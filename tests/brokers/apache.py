@@ -6,7 +6,7 @@ Each node is broker and controller in one process, formatted with ``kafka.tools.
 in a fresh temporary directory that also holds its configuration and its log (``log_path``),
 and started with a small heap. Readiness means "answers a metadata request", never a log line.
 
-``KafkaNode`` is a drop-in for ``service.broker.EmbeddedBroker`` in fixtures (``start``,
+``KafkaNode`` is a drop-in for ``service.tools.embedded_broker.EmbeddedBroker`` in fixtures (``start``,
 ``stop``, ``bootstrap``, ``pid``, ``create_topics``, context manager) and adds what the memory
 broker cannot do: ``kill`` (SIGKILL) and ``restart`` on the same log directory and ports.
 ``KafkaCluster`` runs N such nodes as one quorum, with helpers to find a partition's leader and
@@ -18,40 +18,23 @@ The settings favour fast tests over production defaults: see ``TEST_SETTINGS``.
 from __future__ import annotations
 
 import atexit
-import base64
-import functools
-import logging
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import KafkaException
 
-if TYPE_CHECKING:  # confluent_kafka.admin re-exports them without naming them in __all__
-    from confluent_kafka.admin._metadata import ClusterMetadata, PartitionMetadata
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POM = Path(__file__).with_name("pom.xml")
-MIN_JAVA = 17
-
-# librdkafka's own log lines (connection refused while a node starts, ...) go to Python logging,
-# where pytest keeps them with the test, instead of to the terminal.
-_client_log = logging.getLogger(f"{__name__}.librdkafka")
+from tests.brokers.admin import admin_client, create_topics, group_coordinator
+from tests.brokers.runtime import free_ports, kafka_runtime, kafka_uuid
 
 # Broker settings for fast, strict tests; every node gets them (``overrides`` win).
 TEST_SETTINGS: dict[str, str] = {
@@ -93,124 +76,6 @@ logger.request.level = WARN
 """
 
 
-class KafkaUnavailable(RuntimeError):
-    """Apache Kafka cannot run here: the jars or a Java 17+ runtime are missing."""
-
-
-# --- locating Java and the jars ---------------------------------------------------------------
-
-
-def kafka_version() -> str:
-    """The Kafka version ``tests/brokers/pom.xml`` pins (and ``make kafka-jars`` fetches)."""
-    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", POM.read_text())
-    if match is None:
-        raise KafkaUnavailable(f"{POM} does not name a <kafka.version>.")
-    return match.group(1)
-
-
-def kafka_libs() -> Path:
-    """The folder of the broker's jars, complete (the Makefile's stamp is there) or an error."""
-    home = REPO_ROOT / ".cache" / f"kafka-{kafka_version()}"
-    libs = home / "libs"
-    if not (home / ".installed").is_file() or not any(libs.glob("kafka_2.13-*.jar")):
-        raise KafkaUnavailable(
-            f"Apache Kafka's jars are not in {libs}: run `make kafka-jars` "
-            "(it needs Java 17+ and Maven)."
-        )
-    return libs
-
-
-@functools.cache
-def java_binary() -> str:
-    """``$JAVA_HOME/bin/java`` or ``java`` on PATH, checked to be Java 17 or newer."""
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home, "bin", "java")) if java_home else shutil.which("java")
-    if java is None or not Path(java).is_file():
-        raise KafkaUnavailable(
-            "Apache Kafka for the integration tests needs Java 17+ and there is no `java`: "
-            "apt-get install openjdk-17-jdk-headless."
-        )
-    shown = subprocess.run(
-        [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', shown.stderr + shown.stdout)
-    major = 0
-    if match is not None:  # "1.8.0_412" is Java 8, "17.0.15" is Java 17
-        major = int(match[2] or 0) if match[1] == "1" else int(match[1])
-    if major < MIN_JAVA:
-        found = f"Java {major}" if major else "a Java of unknown version"
-        raise KafkaUnavailable(
-            f"Apache Kafka for the integration tests needs Java {MIN_JAVA}+ but {java} is "
-            f"{found}: apt-get install openjdk-17-jdk-headless."
-        )
-    return java
-
-
-@dataclass(frozen=True)
-class KafkaRuntime:
-    """What a node runs: a Java 17+ binary and the broker's jars."""
-
-    java: str
-    libs: Path
-    version: str
-
-    @property
-    def classpath(self) -> str:
-        return f"{self.libs}/*"
-
-
-def kafka_runtime() -> KafkaRuntime:
-    """Java and the jars, or ``KafkaUnavailable`` saying in one sentence what to do."""
-    libs = kafka_libs()
-    return KafkaRuntime(java=java_binary(), libs=libs, version=kafka_version())
-
-
-# --- small helpers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free loopback port (as ``service.broker.free_port``)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports: all are held open together while chosen."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def kafka_uuid() -> str:
-    """A random Kafka Uuid (cluster or directory id): URL-safe base64 of 16 bytes, no padding."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not text.startswith("-"):  # a leading dash would read as a command-line option
-            return text
-
-
-def admin_client(bootstrap: str) -> AdminClient:
-    """An AdminClient that retries a node that is not up yet every ≤ 0.5 s (not 10 s).
-
-    Keep a reference while waiting on its futures: a client that is garbage-collected first
-    never completes them (``admin_client(b).describe_consumer_groups(...)`` hangs).
-    """
-    return AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-        },
-        logger=_client_log,
-    )
-
-
 def _tail(path: Path, lines: int) -> str:
     try:
         with path.open("rb") as file:
@@ -220,108 +85,6 @@ def _tail(path: Path, lines: int) -> str:
     except FileNotFoundError:
         return f"({path.name} does not exist)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def create_topics(
-    bootstrap: str,
-    names: Mapping[str, int],
-    timeout: float = 30.0,
-    *,
-    replication_factor: int = 1,
-    config: Mapping[str, str] | None = None,
-    served_by: Sequence[str] | None = None,
-) -> None:
-    """Create topics ({name: partitions}; existing ones are left alone) and wait for leaders.
-
-    ``served_by``: the addresses of every node that must know the topics before this returns
-    (default: ``bootstrap``), so that a client of any of them finds them at once.
-    """
-    admin = admin_client(bootstrap)
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=replication_factor,
-                config=dict(config or {}),
-            )
-            for name, partitions in names.items()
-        ],
-        operation_timeout=timeout,
-        request_timeout=timeout,
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if not (
-                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-            ):
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
-    # Created means committed by the controller; each broker learns it a little later, on its
-    # own: wait until every node in ``served_by`` serves every partition with a leader.
-    deadline = time.monotonic() + timeout
-    for address in served_by or [bootstrap]:
-        while not _serves(address, names, deadline):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{address} does not serve {sorted(names)} with leaders after {timeout}s"
-                )
-            time.sleep(0.05)
-
-
-def _serves(address: str, names: Mapping[str, int], deadline: float) -> bool:
-    """Whether the node at ``address`` has every partition with a leader in its metadata.
-
-    A fresh client asks the one broker it was given; a longer-lived one may ask any broker.
-    """
-    try:
-        metadata = admin_client(address).list_topics(
-            timeout=max(0.1, min(2.0, deadline - time.monotonic()))
-        )
-    except KafkaException:
-        return False
-    for name, partitions in names.items():
-        topic = metadata.topics.get(name)
-        if (
-            topic is None
-            or topic.error is not None
-            or len(topic.partitions) < partitions
-            or any(p.leader < 0 for p in topic.partitions.values())
-        ):
-            return False
-    return True
-
-
-_COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
-
-
-def group_coordinator(bootstrap: str, group: str, timeout: float = 30.0) -> int:
-    """The node id coordinating a consumer group, once it answers (an unknown group: DEAD).
-
-    Retries while the coordinator moves or loads: the first lookup on a fresh node creates
-    ``__consumer_offsets``, and a restarted node answers metadata before its coordinators have
-    loaded (both answer NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS meanwhile).
-    """
-    admin = admin_client(bootstrap)
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = max(1.0, deadline - time.monotonic())
-        # One request for all the time left, never short ones: librdkafka 2.x can abort the
-        # whole process when a DescribeConsumerGroups request times out with its
-        # FindCoordinator still in flight (confluentinc/librdkafka#4605).
-        future = admin.describe_consumer_groups([group], request_timeout=remaining)[group]
-        try:
-            return int(future.result(timeout=remaining + 5).coordinator.id)
-        except KafkaException as exc:
-            if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
 
 
 def _die_with_this_process() -> list[str]:
@@ -676,175 +439,3 @@ class KafkaNode:
             **TEST_SETTINGS,
             **self.overrides,
         }
-
-
-# --- a cluster --------------------------------------------------------------------------------
-
-
-class KafkaCluster:
-    """``size`` KRaft nodes (each broker and controller) forming one quorum on loopback ports.
-
-    Node ids are 1..size. ``bootstrap`` names every node; the helpers find a partition's leader
-    and a group's coordinator so that a test can kill exactly that node.
-    """
-
-    def __init__(
-        self,
-        size: int = 3,
-        *,
-        heap_mb: int = 256,
-        overrides: Mapping[str, str] | None = None,
-        jvm_options: Sequence[str] = (),
-    ) -> None:
-        if size < 1:
-            raise ValueError("a cluster needs at least one node")
-        ports = free_ports(2 * size)
-        cluster_id = kafka_uuid()
-        voters = [Voter(i + 1, ports[2 * i + 1], kafka_uuid()) for i in range(size)]
-        self.nodes = [
-            KafkaNode(
-                node_id=voter.node_id,
-                port=ports[2 * i],
-                controller_port=voter.port,
-                heap_mb=heap_mb,
-                overrides=overrides,
-                cluster_id=cluster_id,
-                voters=voters,
-                jvm_options=jvm_options,
-            )
-            for i, voter in enumerate(voters)
-        ]
-        self.cluster_id = cluster_id
-        self.bootstrap = ",".join(node.bootstrap for node in self.nodes)
-        self.ready_after: float | None = None  # seconds from launching to all nodes answering
-
-    def node(self, node_id: int) -> KafkaNode:
-        for node in self.nodes:
-            if node.node_id == node_id:
-                return node
-        raise KeyError(f"no node {node_id} in this cluster (ids 1..{len(self.nodes)})")
-
-    @property
-    def live_bootstrap(self) -> str:
-        """The bootstrap of the nodes whose process runs (clients then skip the dead ones)."""
-        return ",".join(node.bootstrap for node in self.nodes if node.running)
-
-    def start(self, timeout: float = 120.0) -> Self:
-        """Format every node (in parallel), launch them all, wait until each sees all brokers."""
-        began = time.monotonic()
-        try:
-            with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-                list(pool.map(lambda node: node.prepare(), self.nodes))
-            for node in self.nodes:
-                node.launch()
-            deadline = began + timeout
-            for node in self.nodes:
-                node.wait_ready(max(1.0, deadline - time.monotonic()), brokers=len(self.nodes))
-        except BaseException:
-            self.stop()
-            raise
-        self.ready_after = time.monotonic() - began
-        return self
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM every node at once, SIGKILL what is left after ``timeout``, remove the dirs."""
-        for node in self.nodes:
-            node.send_signal(signal.SIGTERM)  # all at once: one by one, the last lose the quorum
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            node.stop(max(0.1, deadline - time.monotonic()))
-
-    def kill(self, node_id: int) -> None:
-        """SIGKILL one node (its directory stays for ``restart_node``)."""
-        self.node(node_id).kill()
-
-    def stop_node(self, node_id: int, timeout: float = 20.0) -> None:
-        """Shut one node down cleanly (SIGTERM); its directory stays for ``restart_node``."""
-        self.node(node_id).terminate(timeout)
-
-    def restart_node(self, node_id: int, timeout: float = 60.0) -> KafkaNode:
-        """Start a stopped or killed node again (or restart a running one) on its directory."""
-        return self.node(node_id).restart(timeout)
-
-    def create_topics(
-        self,
-        names: Mapping[str, int],
-        timeout: float = 30.0,
-        *,
-        replication_factor: int | None = None,
-        config: Mapping[str, str] | None = None,
-    ) -> None:
-        """Create topics, replicated on min(3, size) nodes unless ``replication_factor`` says."""
-        create_topics(
-            self.live_bootstrap,
-            names,
-            timeout,
-            replication_factor=replication_factor or min(3, len(self.nodes)),
-            config=config,
-            served_by=[node.bootstrap for node in self.nodes if node.running],
-        )
-
-    def metadata(self, topic: str | None = None, timeout: float = 10.0) -> ClusterMetadata:
-        """Cluster metadata as a live node sees it (may lag the controller briefly)."""
-        return admin_client(self.live_bootstrap).list_topics(topic, timeout=timeout)
-
-    def partition(self, topic: str, partition: int = 0, timeout: float = 10.0) -> PartitionMetadata:
-        """Leader, replicas and in-sync replicas of one partition, as a live node sees it.
-
-        Asked again within ``timeout`` while that node does not know the topic yet.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.1, deadline - time.monotonic())
-            found = self.metadata(topic, remaining).topics.get(topic)
-            if found is not None and found.error is None and partition in found.partitions:
-                return found.partitions[partition]
-            if time.monotonic() > deadline:
-                raise KeyError(f"{topic}[{partition}]: {found.error if found else 'unknown'}")
-            time.sleep(0.1)
-
-    def leader(self, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
-        """The node id leading the partition now (-1 while it has none)."""
-        return int(self.partition(topic, partition, timeout).leader)
-
-    def wait_for_leader(
-        self,
-        topic: str,
-        partition: int = 0,
-        *,
-        excluding: Iterable[int] = (),
-        timeout: float = 60.0,
-    ) -> int:
-        """Wait until the partition has a leader not in ``excluding`` (e.g. the killed one)."""
-        excluded = set(excluding)
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            try:
-                leader = self.leader(topic, partition, timeout=2.0)
-            except (KafkaException, KeyError) as exc:
-                last = exc
-            else:
-                if leader >= 0 and leader not in excluded:
-                    return leader
-                last = f"leader {leader}"
-            time.sleep(0.1)
-        raise TimeoutError(
-            f"{topic}[{partition}] has no leader outside {sorted(excluded)} after {timeout}s "
-            f"(last: {last})"
-        )
-
-    def coordinator(self, group: str, timeout: float = 30.0) -> int:
-        """The node id coordinating a consumer group: see ``group_coordinator``."""
-        return group_coordinator(self.live_bootstrap, group, timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

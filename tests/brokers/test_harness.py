@@ -27,8 +27,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from tests.brokers import apache
-from tests.brokers.apache import KafkaCluster, KafkaNode, KafkaUnavailable, admin_client
+from tests.brokers import runtime
+from tests.brokers.admin import admin_client
+from tests.brokers.apache import KafkaNode
+from tests.brokers.cluster import KafkaCluster
+from tests.brokers.runtime import KafkaUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -162,9 +165,9 @@ def node() -> Iterator[KafkaNode]:
 
 
 def test_missing_jars_say_to_run_make(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(apache, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(runtime, "REPO_ROOT", tmp_path)
     with pytest.raises(KafkaUnavailable, match=r"run `make kafka-jars`"):
-        apache.kafka_libs()
+        runtime.kafka_libs()
 
 
 def test_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -173,12 +176,12 @@ def test_old_java_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
     java.chmod(java.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
-    apache.java_binary.cache_clear()
+    runtime.java_binary.cache_clear()
     try:
         with pytest.raises(KafkaUnavailable, match=r"needs Java 17\+ but .* is Java 11"):
-            apache.java_binary()
+            runtime.java_binary()
     finally:
-        apache.java_binary.cache_clear()
+        runtime.java_binary.cache_clear()
 
 
 # --- one node -----------------------------------------------------------------------------------
