@@ -1,4 +1,9 @@
-"""Shared fixtures: one real broker per test session, a simulator per test."""
+"""Shared fixtures: one Apache Kafka broker per test session, a simulator per test.
+
+Integration tests run on Apache Kafka 4 (``tests/brokers``: a KRaft node from the jars
+``make kafka-jars`` caches). Tansu, the demo's embedded broker, has a smoke tier of its own
+(``tansu``). ``group_protocol`` runs a test under both rebalance protocols.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,28 @@ import pytest
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.tools.embedded_broker import EmbeddedBroker
+from tests.brokers.apache import KafkaNode
+from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
+def broker() -> Iterator[KafkaNode]:
+    with KafkaNode() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[EmbeddedBroker]:
+    """The demo's embedded broker (memory only, wrong high watermarks): for its smoke tier."""
     with EmbeddedBroker() as running:
         yield running
+
+
+@pytest.fixture(params=GROUP_PROTOCOLS)
+def group_protocol(request: pytest.FixtureRequest) -> GroupProtocol:
+    """Classic (cooperative-sticky) and KIP-848 (``group.protocol=consumer``)."""
+    protocol: GroupProtocol = request.param
+    return protocol
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ deadlock. :class:`KafkaThread` is that thread.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -62,6 +63,14 @@ RebalanceCallback = Callable[[list[TP]], None]
 BrokerStateCallback = Callable[[bool], None]
 
 _BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
+_COORDINATOR_MOVING = frozenset(
+    {
+        RdKafkaError.NOT_COORDINATOR,
+        RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        RdKafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+COORDINATOR_RETRY_SECONDS = 0.1
 BROKER_PROBE_TIMEOUT = 0.5
 
 
@@ -179,6 +188,34 @@ class SourceConsumer:
         else:
             # librdkafka recovers from these by itself (broker down, retries).
             log.warning("kafka_error", error=error.str(), code=error.name())
+
+
+def committed_offsets(
+    consumer: Consumer,
+    partitions: list[TopicPartition],
+    timeout: float,
+) -> list[TopicPartition]:
+    """``Consumer.committed``, asked again while the group's coordinator moves or loads.
+
+    librdkafka gives up at once when the coordinator answers NOT_COORDINATOR or
+    COORDINATOR_LOAD_IN_PROGRESS, which a healthy Apache Kafka does for a while after
+    it starts (``__consumer_offsets`` is created on the first lookup), after it
+    restarts, and whenever the group's coordinator moves to another broker. Raises
+    ``KafkaException`` for anything else, or when ``timeout`` is spent.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found: list[TopicPartition] = consumer.committed(
+                partitions, timeout=max(0.1, deadline - time.monotonic())
+            )
+        except KafkaException as exc:
+            code = exc.args[0].code() if isinstance(exc.args[0], RdKafkaError) else None
+            if code not in _COORDINATOR_MOVING or time.monotonic() >= deadline:
+                raise
+            time.sleep(COORDINATOR_RETRY_SECONDS)
+        else:
+            return found
 
 
 def _tps(parts: Sequence[TopicPartition]) -> list[TP]:

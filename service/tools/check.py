@@ -10,10 +10,8 @@ is made exactly once.
 What fails the check (exit 1): the configuration, the field-mapping file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
 the credentials or not answering. What does not: consumer-group lag. It is
-reported for information only, because lag is normal after a deploy and
-because some brokers report wrong high watermarks (Tansu, when a producer
-batch held several messages), so a number computed from them must not gate
-a rollout. An unusable configuration exits 2, like ``run``.
+reported for information only: lag is normal after a deploy and must not
+gate a rollout. An unusable configuration exits 2, like ``run``.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not re-exported
 
 from service.config import Settings, load_settings
+from service.delivery.consumer import committed_offsets
 from service.delivery.mapping import load_field_mapping
 from service.errors import ConfigError
 from service.gameball.client import JOB_PATH
@@ -145,7 +144,7 @@ def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> 
     }
     consumer = Consumer(config)  # never subscribes: it does not join the group
     try:
-        committed = consumer.committed(parts, timeout=timeout)
+        committed = committed_offsets(consumer, parts, timeout)
         lag, unstarted = 0, 0
         for tp in committed:
             low, high = consumer.get_watermark_offsets(

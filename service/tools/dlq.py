@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from service.config import Settings
+from service.delivery.consumer import committed_offsets
 from service.errors import KafkaError
 from service.labels import DeadLetterReason
 from service.tools.check import admin_config
@@ -224,7 +225,7 @@ class Reader:
         parts = [TopicPartition(topic, p) for p in sorted(found.partitions)]
         starts = {p.partition: OFFSET_BEGINNING for p in parts}
         if self.group is not None:
-            for tp in consumer.committed(parts, timeout=self.timeout):
+            for tp in committed_offsets(consumer, parts, self.timeout):
                 if tp.offset >= 0:
                     starts[tp.partition] = tp.offset
         assign = []

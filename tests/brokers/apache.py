@@ -6,9 +6,9 @@ Each node is broker and controller in one process, formatted with ``kafka.tools.
 in a fresh temporary directory that also holds its configuration and its log (``log_path``),
 and started with a small heap. Readiness means "answers a metadata request", never a log line.
 
-``KafkaNode`` is a drop-in for ``service.tools.embedded_broker.EmbeddedBroker`` in fixtures (``start``,
-``stop``, ``bootstrap``, ``pid``, ``create_topics``, context manager) and adds what the memory
-broker cannot do: ``kill`` (SIGKILL) and ``restart`` on the same log directory and ports.
+``KafkaNode`` is a drop-in for the demo's ``EmbeddedBroker`` in fixtures (``start``, ``stop``,
+``bootstrap``, ``pid``, ``create_topics``, context manager) and adds what the memory broker
+cannot do: ``kill`` (SIGKILL) and ``restart`` on the same log directory and ports.
 ``KafkaCluster`` runs N such nodes as one quorum, with helpers to find a partition's leader and
 a group's coordinator so that tests can kill exactly those.
 

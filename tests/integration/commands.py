@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from service.tools.embedded_broker import EmbeddedBroker
+from tests.integration.harness import Broker
 
 _OWN_VARIABLES = ("KAFKA_", "GAMEBALL_", "BATCH_", "MAX_", "JOB_", "FIELD_", "HTTP_", "LOG_")
 
@@ -43,7 +43,7 @@ def customer_sync(*args: str, env: dict[str, str], timeout: float = 60) -> Outco
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
-def tool_env(broker: EmbeddedBroker, base_url: str, topic: str, **extra: str) -> dict[str, str]:
+def tool_env(broker: Broker, base_url: str, topic: str, **extra: str) -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KAFKA_SOURCE_TOPICS": topic,

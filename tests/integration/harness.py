@@ -1,4 +1,8 @@
-"""Test harness: produce, read back, inspect the group, and run the service as a real process."""
+"""Test harness: produce, read back, inspect the group, and run the service as a real process.
+
+The broker is Apache Kafka (``tests/brokers``): what a test needs to know about the log it
+asks the broker (end offsets, committed offsets), never counts it on the side.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,25 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.tools.embedded_broker import EmbeddedBroker, free_port
+from service.tools.embedded_broker import free_port
 from service.tools.samples import Event
+
+GroupProtocol = Literal["classic", "consumer"]
+GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
+
+
+class Broker(Protocol):
+    """What tests use of a broker: Apache Kafka (``KafkaNode``) or Tansu (``EmbeddedBroker``)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def create_topics(self, names: dict[str, int]) -> None: ...
 
 
 def unique(name: str) -> str:
@@ -27,7 +43,7 @@ def unique(name: str) -> str:
 
 @dataclass
 class Produced:
-    """What the broker acknowledged, so tests never ask for (wrong) high watermarks."""
+    """What the broker acknowledged: each event with the partition and offset it got."""
 
     per_partition: Counter[int] = field(default_factory=Counter)
     events: list[tuple[Event, int, int]] = field(default_factory=list)  # event, partition, offset
@@ -79,9 +95,27 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
     return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
 
 
-def fully_committed(bootstrap: str, group: str, topic: str, produced: Produced) -> bool:
-    offsets = committed(bootstrap, group, topic, max(produced.per_partition) + 1)
-    return all(offsets.get(p, -1) >= n for p, n in produced.per_partition.items())
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's high watermark, from the broker (one past its last record)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("ends")})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for partition in metadata.partitions:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
+            ends[partition] = int(high)
+    finally:
+        consumer.close()
+    return ends
+
+
+def fully_committed(bootstrap: str, group: str, topic: str) -> bool:
+    """The group committed every partition of ``topic`` up to its end."""
+    ends = end_offsets(bootstrap, topic)
+    offsets = committed(bootstrap, group, topic, len(ends))
+    return all(offsets.get(p, 0 if end == 0 else -1) >= end for p, end in ends.items())
 
 
 @dataclass(frozen=True)
@@ -186,16 +220,32 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def protocol_env(protocol: GroupProtocol) -> dict[str, str]:
+    """The consumer settings of a rebalance protocol, timed for tests.
+
+    Classic: a 6 s session (the broker's default floor) with 1 s heartbeats. KIP-848: the
+    broker owns session and heartbeat (``tests/brokers`` sets them to 6 s and 1 s).
+    """
+    if protocol == "consumer":
+        return {"KAFKA_CLIENT_GROUP_PROTOCOL": "consumer"}
+    return {"KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000", "KAFKA_CLIENT_HEARTBEAT_INTERVAL_MS": "1000"}
+
+
 def service_env(
-    broker: EmbeddedBroker, base_url: str, topic: str, group: str, **extra: str
+    broker: Broker,
+    base_url: str,
+    topic: str,
+    group: str,
+    *,
+    protocol: GroupProtocol = "classic",
+    **extra: str,
 ) -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KAFKA_SOURCE_TOPICS": topic,
         "KAFKA_GROUP_ID": group,
         "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-        "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
-        "KAFKA_CLIENT_HEARTBEAT_INTERVAL_MS": "1000",
+        **protocol_env(protocol),
         "GAMEBALL_BASE_URL": base_url,
         "GAMEBALL_API_KEY": "demo-api-key",
         "GAMEBALL_SECRET_KEY": "demo-secret-key",

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.tools.embedded_broker import EmbeddedBroker
 from service.tools.samples import BAD_EVENTS, Event, generate
+from tests.brokers.apache import KafkaNode
 from tests.helpers import wait_for
 from tests.integration.harness import (
+    GroupProtocol,
     Produced,
     ServiceProcess,
     fully_committed,
@@ -59,25 +60,26 @@ def everything_applied(simulator: RunningSimulator, expected: dict[str, int]) ->
 
 
 def start_service(
-    broker: EmbeddedBroker,
+    broker: KafkaNode,
     simulator: RunningSimulator,
     topic: str,
     group: str,
     tmp_path: Path,
+    protocol: GroupProtocol = "classic",
     **extra: str,
 ) -> ServiceProcess:
-    env = service_env(broker, simulator.base_url, topic, group, **extra)
+    env = service_env(broker, simulator.base_url, topic, group, protocol=protocol, **extra)
     return ServiceProcess(env, tmp_path / f"service-{unique('log')}.jsonl").start()
 
 
-def setup_topic(broker: EmbeddedBroker) -> tuple[str, str]:
+def setup_topic(broker: KafkaNode) -> tuple[str, str]:
     topic, group = unique("customers"), unique("group")
     broker.create_topics({topic: PARTITIONS, f"{topic}.dlq": 1})
     return topic, group
 
 
 def test_5000_events_over_6_partitions_are_delivered_and_committed(
-    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     produced = produce(
@@ -90,7 +92,7 @@ def test_5000_events_over_6_partitions_are_delivered_and_committed(
         wait_for(
             lambda: everything_applied(simulator, expected), 90, "every customer's latest change"
         )
-        wait_for(lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets")
+        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
         wait_for(lambda: service.ready(), 10, "readiness")
         consumed = service.metric("customer_sync_records_consumed_total")
         outcomes = service.metric("customer_sync_records_total")
@@ -101,7 +103,7 @@ def test_5000_events_over_6_partitions_are_delivered_and_committed(
 
 
 def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
-    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     good = list(generate(300, 100, seed=3))
@@ -142,7 +144,7 @@ def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
         assert api_letter.headers["dlq.attempts"] == "1"
         expected = latest_versions(produced)
         wait_for(lambda: everything_applied(simulator, expected), 60, "good events delivered")
-        wait_for(lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets")
+        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
         assert service.metric("customer_sync_records_total", outcome="skipped") == 2
         assert (
             service.metric("customer_sync_records_total", outcome="dead_lettered")
@@ -152,31 +154,35 @@ def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
         assert service.stop() == 0, service.logs()[-3000:]
 
 
-def test_sigkill_mid_stream_loses_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_nothing(
+    broker: KafkaNode, group_protocol: GroupProtocol, tmp_path: Path
+) -> None:
     topic, group = setup_topic(broker)
     config = SimulatorConfig(job_duration_seconds=0.2, seed=5)
     with RunningSimulator(config) as simulator:
         produced = produce(
             broker.bootstrap, topic, generate(4000, 2000, seed=21), partitions=PARTITIONS
         )
-        first = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="200")
+        first = start_service(
+            broker, simulator, topic, group, tmp_path, group_protocol, BATCH_MAX_RECORDS="200"
+        )
         wait_for(lambda: len(applied(simulator)) >= 500, 60, "some deliveries before the kill")
         first.signal(signal.SIGKILL)
         first.wait(10)
         assert len(applied(simulator)) < 4000, "the kill came too late to prove anything"
-        second = start_service(broker, simulator, topic, group, tmp_path, BATCH_MAX_RECORDS="200")
+        second = start_service(
+            broker, simulator, topic, group, tmp_path, group_protocol, BATCH_MAX_RECORDS="200"
+        )
         try:
             expected = latest_versions(produced)
             wait_for(lambda: everything_applied(simulator, expected), 90, "delivery after restart")
-            wait_for(
-                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
-            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
         finally:
             assert second.stop() == 0, second.logs()[-3000:]
 
 
 def test_two_instances_share_partitions_across_a_rebalance(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: KafkaNode, group_protocol: GroupProtocol, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     config = SimulatorConfig(job_duration_seconds=0.5, seed=9)
@@ -186,9 +192,9 @@ def test_two_instances_share_partitions_across_a_rebalance(
         produced = produce(
             broker.bootstrap, topic, generate(6000, 5000, seed=31), partitions=PARTITIONS
         )
-        one = start_service(broker, simulator, topic, group, tmp_path, **slow)
+        one = start_service(broker, simulator, topic, group, tmp_path, group_protocol, **slow)
         wait_for(lambda: len(applied(simulator)) >= 100, 60, "first instance delivering")
-        two = start_service(broker, simulator, topic, group, tmp_path, **slow)
+        two = start_service(broker, simulator, topic, group, tmp_path, group_protocol, **slow)
         try:
             wait_for(
                 lambda: two.metric("customer_sync_records_consumed_total") > 0,
@@ -197,9 +203,7 @@ def test_two_instances_share_partitions_across_a_rebalance(
             )
             expected = latest_versions(produced)
             wait_for(lambda: everything_applied(simulator, expected), 120, "delivery by both")
-            wait_for(
-                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
-            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
             assert one.metric("customer_sync_records_total", outcome="dead_lettered") == 0
             assert two.metric("customer_sync_records_total", outcome="dead_lettered") == 0
         finally:
@@ -208,7 +212,7 @@ def test_two_instances_share_partitions_across_a_rebalance(
 
 
 def test_429_and_5xx_bursts_delay_but_lose_and_dead_letter_nothing(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: KafkaNode, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     config = SimulatorConfig(
@@ -224,9 +228,7 @@ def test_429_and_5xx_bursts_delay_but_lose_and_dead_letter_nothing(
             wait_for(
                 lambda: everything_applied(simulator, expected), 120, "delivery through faults"
             )
-            wait_for(
-                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
-            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
             assert service.metric("customer_sync_api_requests_total", code="429") > 0
             assert service.metric("customer_sync_records_total", outcome="dead_lettered") == 0
             assert service.metric("customer_sync_dead_letter_records_total") == 0
@@ -235,7 +237,7 @@ def test_429_and_5xx_bursts_delay_but_lose_and_dead_letter_nothing(
 
 
 def test_wrong_credentials_make_the_service_unready_and_keep_the_data(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: KafkaNode, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     config = SimulatorConfig(api_key="the-real-key", secret_key="the-real-secret", seed=17)
@@ -265,9 +267,7 @@ def test_wrong_credentials_make_the_service_unready_and_keep_the_data(
             ).raise_for_status()
             expected = latest_versions(produced)
             wait_for(lambda: everything_applied(simulator, expected), 90, "delivery after the fix")
-            wait_for(
-                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
-            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
             wait_for(service.ready, 30, "readiness after the fix")
             assert service.metric("customer_sync_dead_letter_records_total") == 0
         finally:
@@ -275,7 +275,7 @@ def test_wrong_credentials_make_the_service_unready_and_keep_the_data(
 
 
 def test_a_customer_changed_many_times_never_goes_back_in_time(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: KafkaNode, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     config = SimulatorConfig(job_duration_seconds=0.05, seed=23)
@@ -315,15 +315,13 @@ def test_a_customer_changed_many_times_never_goes_back_in_time(
                 assert versions == sorted(versions), f"{customer} went back in time: {versions}"
                 assert versions[-1] == expected[customer]
             assert all(len(v) >= 5 for v in history.values()), "customers did not cross batches"
-            wait_for(
-                lambda: fully_committed(broker.bootstrap, group, topic, produced), 30, "offsets"
-            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
         finally:
             assert service.stop() == 0, service.logs()[-3000:]
 
 
 def test_sigterm_flushes_the_buffer_waits_for_jobs_and_commits(
-    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
 ) -> None:
     topic, group = setup_topic(broker)
     produced = produce(broker.bootstrap, topic, generate(600, 250, seed=71), partitions=PARTITIONS)
@@ -339,5 +337,5 @@ def test_sigterm_flushes_the_buffer_waits_for_jobs_and_commits(
     service.signal(signal.SIGTERM)
     assert service.wait(30) == 0, service.logs()[-3000:]
     assert everything_applied(simulator, latest_versions(produced))
-    assert fully_committed(broker.bootstrap, group, topic, produced)
+    assert fully_committed(broker.bootstrap, group, topic)
     assert '"event": "shutdown_complete"' in service.logs()

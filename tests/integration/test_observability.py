@@ -2,15 +2,14 @@
 
 Prometheus (Debian package) runs on loopback with a temporary configuration
 that scrapes ``customer-sync run`` every second and loads the alert rules.
-The service consumes sample CDC events from the embedded broker (produced by
+The service consumes sample CDC events from Apache Kafka (produced by
 the compose stack's own ``produce_samples.py``) and delivers them to the
 simulator, with a few bad events and API record failures so that dead-letter
 series exist. Then every dashboard query and every alert expression goes
 through Prometheus's HTTP API: each must parse, each dashboard query must
 return data, and in this healthy run every alert must stay silent.
 
-Lag values are not asserted: the embedded broker's high watermarks are wrong
-for multi-message batches (see TOOLS.md); only the series must exist.
+Lag values are asserted exactly in ``test_lag.py``; here only the series must exist.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ import pytest
 import yaml
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.tools.embedded_broker import EmbeddedBroker, free_port
+from service.tools.embedded_broker import free_port
+from tests.brokers.apache import KafkaNode
 from tests.deploy.dashboard import queries
 from tests.deploy.rules import ALERTS, rule_groups
 from tests.deploy.tools import DEPLOY, tool
@@ -104,7 +104,7 @@ class Prometheus:
 class Observed:
     """The service, the Prometheus scraping it, and a way to feed the service's topic."""
 
-    def __init__(self, broker: EmbeddedBroker, topic: str, service: ServiceProcess) -> None:
+    def __init__(self, broker: KafkaNode, topic: str, service: ServiceProcess) -> None:
         self.broker, self.topic, self.service = broker, topic, service
         self.produced = 0
 
@@ -133,7 +133,7 @@ class Observed:
 
 @pytest.fixture
 def observed(
-    broker: EmbeddedBroker, simulator: RunningSimulator, tmp_path: Path
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
 ) -> Iterator[tuple[Observed, Prometheus]]:
     topic, group = unique("observed"), unique("group")
     broker.create_topics({topic: 3, f"{topic}.dlq": 1})
