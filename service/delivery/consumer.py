@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from service.delivery.offsets import TopicPartition as TP
 from service.errors import KafkaError
+from service.logs import FoldedLog, LibrdkafkaLog
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,7 @@ class SourceConsumer:
         self._on_broker_state = on_broker_state
         self.broker_ok = True
         self._consumer: Consumer | None = None
+        self._folded = FoldedLog(log)
 
     @property
     def _client(self) -> Consumer:
@@ -101,7 +103,7 @@ class SourceConsumer:
         return self._consumer
 
     def start(self) -> None:
-        config = {**self._config, "error_cb": self._on_error}
+        config = {**self._config, "error_cb": self._on_error, "logger": LibrdkafkaLog(self._folded)}
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
@@ -186,8 +188,9 @@ class SourceConsumer:
         if error.fatal():
             log.critical("kafka_fatal_error", error=error.str(), code=error.name())
         else:
-            # librdkafka recovers from these by itself (broker down, retries).
-            log.warning("kafka_error", error=error.str(), code=error.name())
+            # librdkafka recovers from these by itself (broker down, retries): folded,
+            # since a broker that is down is reported per connection attempt.
+            self._folded("warning", "kafka_error", error.str(), code=error.name())
 
 
 def committed_offsets(

@@ -31,6 +31,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka import Message as RdMessage
 
 from service.labels import DeadLetterReason
+from service.logs import FoldedLog, LibrdkafkaLog
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -100,6 +101,7 @@ class DeadLetterWriter:
         self._on_written = on_written
         self._producer: Producer | None = None
         self._in_flight = 0
+        self._folded = FoldedLog(log)
 
     @property
     def in_flight(self) -> int:
@@ -107,7 +109,9 @@ class DeadLetterWriter:
         return self._in_flight
 
     def start(self) -> None:
-        self._producer = Producer({**self._config, "error_cb": self._on_error})
+        self._producer = Producer(
+            {**self._config, "error_cb": self._on_error, "logger": LibrdkafkaLog(self._folded)}
+        )
 
     def send(self, letter: DeadLetter) -> None:
         producer = self._require()
@@ -194,9 +198,8 @@ class DeadLetterWriter:
             raise RuntimeError("DeadLetterWriter.start() was not called")
         return self._producer
 
-    @staticmethod
-    def _on_error(error: RdKafkaError) -> None:
-        log.warning("dead_letter_producer_error", error=error.str(), code=error.name())
+    def _on_error(self, error: RdKafkaError) -> None:
+        self._folded("warning", "dead_letter_producer_error", error.str(), code=error.name())
 
 
 def _too_large(error: RdKafkaError, letter: DeadLetter) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from service.delivery.consumer import committed_offsets
 from service.tools.embedded_broker import free_port
 from service.tools.samples import Event
 
@@ -85,10 +86,11 @@ def produce(bootstrap: str, topic: str, events: Iterable[Event], *, partitions: 
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets (asked again while its coordinator loads or moves)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        offsets = committed_offsets(
+            consumer, [TopicPartition(topic, p) for p in range(partitions)], timeout=20
         )
     finally:
         consumer.close()
