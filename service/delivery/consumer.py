@@ -95,6 +95,7 @@ class SourceConsumer:
         self.broker_ok = True
         self._consumer: Consumer | None = None
         self._folded = FoldedLog(log)
+        self._fatal: RdKafkaError | None = None
 
     @property
     def _client(self) -> Consumer:
@@ -118,7 +119,12 @@ class SourceConsumer:
         While the brokers are unreachable (see :meth:`_on_error`) each call also
         asks for cluster metadata: with no traffic nothing else would tell us
         they are back, and readiness would stay false for good.
+
+        Raises :class:`~service.errors.KafkaError` once librdkafka reports a fatal
+        error (see :func:`raise_if_fatal`).
         """
+        if self._fatal is not None:
+            raise_if_fatal(self._fatal)
         messages = self._client.consume(num_messages=max_messages, timeout=timeout)
         if messages:
             self._set_broker_state(True)
@@ -185,12 +191,34 @@ class SourceConsumer:
     def _on_error(self, error: RdKafkaError) -> None:
         if error.code() in _BROKER_DOWN:
             self._set_broker_state(False)
-        if error.fatal():
+        if error.fatal() or error.code() == RdKafkaError._FATAL:
             log.critical("kafka_fatal_error", error=error.str(), code=error.name())
+            self._fatal = error
         else:
             # librdkafka recovers from these by itself (broker down, retries): folded,
             # since a broker that is down is reported per connection attempt.
             self._folded("warning", "kafka_error", error.str(), code=error.name())
+
+
+def raise_if_fatal(error: RdKafkaError) -> None:
+    """A fatal librdkafka error ends the service: the consumer will never consume again.
+
+    Carrying on would leave a process that is alive, holds nothing and consumes
+    nothing. Exiting lets Kubernetes restart it, and a new consumer starts clean.
+    The usual cause under KIP-848 is a static member restarted before the broker
+    let its previous incarnation go (``UNRELEASED_INSTANCE_ID``).
+    """
+    # A message (or consume) error announcing it carries code _FATAL without being fatal()
+    # itself; the error callback's error is fatal() with the broker's own code.
+    if not error.fatal() and error.code() != RdKafkaError._FATAL:
+        return
+    hint = ""
+    if "instance ID is still used" in error.str():
+        hint = (
+            " (KAFKA_CLIENT_GROUP_INSTANCE_ID: the broker keeps a crashed member's instance id"
+            " until its session times out; a restart after that joins again)"
+        )
+    raise KafkaError(f"the Kafka consumer failed for good: {error.str()}{hint}")
 
 
 def committed_offsets(

@@ -18,11 +18,13 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
+from confluent_kafka import KafkaError as RdKafkaError
 
 from service.delivery.batching import Batcher
-from service.delivery.consumer import Message
+from service.delivery.consumer import Message, raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
 from service.delivery.offsets import OffsetTracker, TopicPartition
@@ -115,7 +117,9 @@ class Ingestor:
         self._settlement.skipped(skipped)
         self._settlement.settle(coalesced, self._metrics.coalesced)
 
-    def _log_consumer_error(self, error: object) -> None:
+    def _log_consumer_error(self, error: Any) -> None:
+        if isinstance(error, RdKafkaError):
+            raise_if_fatal(error)
         text = str(error)
         now = time.monotonic()
         if now - self._error_logged.get(text, -1e9) > CONSUMER_ERROR_LOG_EVERY:
