@@ -99,12 +99,14 @@ CHAOS_ARGS ?=
 SOAK_ARGS ?=
 
 .PHONY: chaos
-chaos: $(STAMP) ## 10 min: 2 instances killed at random under a faulty API, then an independent check; a 30 s broker outage
-	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+chaos: $(STAMP) kafka-jars ## ~30 min on Apache Kafka: 10 min of kills per rebalance protocol, a 3-node failover run, a 30 s outage
+	$(BIN)/python -m tests.chaos --protocol classic $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos --protocol consumer $(CHAOS_ARGS)
+	$(BIN)/python -m tests.chaos --broker cluster --duration 180 --records 30000 --max-down 8 $(CHAOS_ARGS)
 	CHAOS_OUTAGE_SECONDS=30 $(BIN)/pytest -p no:cacheprovider tests/integration/test_broker_outage.py
 
 .PHONY: soak
-soak: $(STAMP) ## 30 min at 300 events/s with the faulty API: RSS, fds and threads must stay flat
+soak: $(STAMP) kafka-jars ## 30 min at 300 events/s with the faulty API: RSS, fds and threads must stay flat
 	$(BIN)/python -m tests.chaos.soak $(SOAK_ARGS)
 
 # --- Apache Kafka for tests/brokers (a real KRaft broker from Maven Central's jars) ----------

@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from tests.chaos.workload import API_REJECT, DELIVER, SKIP, digest, read_manifest
 
@@ -103,35 +103,38 @@ def read_log(base_url: str, name: str, page: int = 20_000) -> list[dict[str, Any
                 return entries
 
 
-def read_topic(
-    bootstrap: str, topic: str, at_least: int, quiet: float = 5.0, timeout: float = 120.0
-) -> list[DeadLetterEntry]:
-    """All of ``topic``: at least ``at_least`` records, then none for ``quiet`` seconds."""
+def read_topic(bootstrap: str, topic: str, timeout: float = 120.0) -> list[DeadLetterEntry]:
+    """All of ``topic``, up to the end offsets the broker reports when the read begins."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"chaos-checker-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
+            "enable.partition.eof": True,
         }
     )
-    consumer.subscribe([topic])
     records: list[DeadLetterEntry] = []
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
     try:
-        while time.monotonic() < deadline:
-            messages = consumer.consume(num_messages=1000, timeout=0.5)
-            for msg in messages:
-                if msg.error():
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to {ends}")
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                error = msg.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     continue
-                headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
-                records.append(DeadLetterEntry(msg.key(), msg.value(), headers))
-            if messages:
-                last = time.monotonic()
-            elif len(records) >= at_least and time.monotonic() - last > quiet:
-                break
+                if error is None:
+                    headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
+                    records.append(DeadLetterEntry(msg.key(), msg.value(), headers))
+                if msg.offset() + (error is None) >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
     finally:
         consumer.close()
     return records
@@ -292,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = read_manifest(args.manifest)
     faults = orjson.loads(args.timeline.read_bytes()) if args.timeline else []
-    bad = sum(1 for m in manifest if m["x"] not in (DELIVER, API_REJECT, SKIP))
     report = check(
         manifest,
         read_log(args.simulator, "applied"),
         read_log(args.simulator, "rejected"),
-        read_topic(args.bootstrap, args.dlq, bad),
+        read_topic(args.bootstrap, args.dlq),
         topic=args.topic,
         faults=faults,
     )

@@ -1,4 +1,4 @@
-"""The chaos run: real broker, faulty API, two service processes killed at random, then a check.
+"""The chaos run: Apache Kafka, a faulty API, service processes killed at random, then a check.
 
 ``python -m tests.chaos --seed N`` replays a run: every random choice (the
 events, the simulator's faults, the kill schedule) comes from one of the
@@ -7,7 +7,8 @@ is not replayable (which records a SIGKILL catches in flight).
 
 Steps:
 
-1. start Tansu, create the source topic (``--partitions``) and the DLQ;
+1. start Apache Kafka (one KRaft node; ``--broker cluster``: three, see
+   below), create the source topic (``--partitions``) and the DLQ;
 2. start the simulator with every fault on (429 + ``Retry-After``, 5xx
    before and after the job is created, slow, stuck, failed, API-stopped
    jobs, per-record failures);
@@ -32,6 +33,15 @@ driver checks ``outcomes <= consumed`` for every process life (an outcome
 without a consumption would be double counting) and reports the gap; in the
 quiet tail it checks the exact equality of the increments summed over both
 processes.
+
+``--broker cluster`` is the failover run: three KRaft nodes, every topic with
+replication factor 3 and ``min.insync.replicas=2``, and instead of the service
+the *brokers* fail: the leader of a source partition, then the leader of a
+dead-letter partition, then the group's coordinator are killed (SIGKILL)
+mid-run and restarted. The service instances are never touched, and must
+never stop or need a restart: nothing lost, every dead letter present.
+
+``--protocol consumer`` runs the instances under KIP-848.
 """
 
 from __future__ import annotations
@@ -53,10 +63,17 @@ from typing import Any
 import orjson
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.tools.embedded_broker import EmbeddedBroker
+from tests.brokers.apache import KafkaNode
+from tests.brokers.cluster import KafkaCluster
 from tests.chaos.checker import Report, check, read_log, read_topic
-from tests.chaos.workload import API_REJECT, DELIVER, SKIP, ManifestProducer, plan, read_manifest
-from tests.integration.harness import ServiceProcess, committed, service_env
+from tests.chaos.workload import ManifestProducer, plan, read_manifest
+from tests.integration.harness import (
+    GROUP_PROTOCOLS,
+    GroupProtocol,
+    ServiceProcess,
+    fully_committed,
+    service_env,
+)
 
 OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
 GRACE_SECONDS = 45.0
@@ -181,20 +198,12 @@ class Fleet:
 
 
 def wait_committed(
-    bootstrap: str,
-    group: str,
-    topic: str,
-    manifest: list[dict[str, Any]],
-    timeout: float,
-    fleet: Fleet | None = None,
+    bootstrap: str, group: str, topic: str, timeout: float, fleet: Fleet | None = None
 ) -> bool:
-    ends: dict[int, int] = {}
-    for m in manifest:
-        ends[m["p"]] = max(ends.get(m["p"], 0), m["o"] + 1)
+    """Wait until the group has committed every partition of ``topic`` to its end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        offsets = committed(bootstrap, group, topic, max(ends) + 1)
-        if all(offsets.get(p, -1) >= end for p, end in ends.items()):
+        if fully_committed(bootstrap, group, topic):
             return True
         if fleet is not None:
             fleet.sleep(1.0)
@@ -218,17 +227,15 @@ def chaos_simulator(seed: int) -> SimulatorConfig:
     )
 
 
-def chaos_env(bootstrap: str, base_url: str, topic: str, group: str) -> dict[str, str]:
-    class _Broker:  # service_env wants something with .bootstrap
-        pass
-
-    broker: Any = _Broker()
-    broker.bootstrap = bootstrap
+def chaos_env(
+    broker: KafkaNode | KafkaCluster, base_url: str, topic: str, group: str, protocol: GroupProtocol
+) -> dict[str, str]:
     return service_env(
         broker,
         base_url,
         topic,
         group,
+        protocol=protocol,
         BATCH_MAX_RECORDS="250",
         JOB_TIMEOUT_SECONDS="8",
         MAX_SUBMIT_ATTEMPTS="5",
@@ -237,13 +244,77 @@ def chaos_env(bootstrap: str, base_url: str, topic: str, group: str) -> dict[str
     )
 
 
+def start_broker(kind: str) -> KafkaNode | KafkaCluster:
+    return KafkaCluster(3).start() if kind == "cluster" else KafkaNode().start()
+
+
+def kill_services(
+    fleet: Fleet, rng: random.Random, args: argparse.Namespace, until: float, started: float
+) -> Counter[str]:
+    """Kill (SIGKILL or SIGTERM) one instance at random moments and restart it after a pause."""
+    kills: Counter[str] = Counter()
+    while True:
+        pause = rng.uniform(args.min_gap, args.max_gap)
+        if time.monotonic() + pause >= until:
+            return kills
+        fleet.sleep(pause)
+        slot = rng.choice(fleet.running() or [0])
+        sig = rng.choice((signal.SIGKILL, signal.SIGTERM))
+        down = rng.uniform(0.0, args.max_down)
+        life = fleet.hit(slot, sig)
+        kills[sig.name] += 1
+        print(
+            f"  t+{time.monotonic() - started:6.1f}s {sig.name:7} instance {slot} "
+            f"(exit {life.exit_code}), down {down:.1f}s",
+            flush=True,
+        )
+        fleet.sleep(down)
+        fleet.faults.append(time.time())
+        fleet.start(slot)
+
+
+def kill_brokers(
+    cluster: KafkaCluster,
+    fleet: Fleet,
+    targets: list[tuple[str, Any]],
+    args: argparse.Namespace,
+    until: float,
+    started: float,
+) -> dict[str, Any]:
+    """SIGKILL the node leading each target, one after the other, and restart it.
+
+    ``targets``: (what, how to find its node now). The kills are spread over the
+    run; each node stays down ``--max-down`` seconds (at least long enough for the
+    controller to fence it and elect new leaders).
+    """
+    done: dict[str, Any] = {}
+    gap = (until - time.monotonic()) / (len(targets) + 1)
+    for what, find in targets:
+        fleet.sleep(gap * 0.6)
+        node = find()
+        fleet.faults.append(time.time())
+        cluster.kill(node)
+        killed_at = time.monotonic()
+        print(f"  t+{killed_at - started:6.1f}s SIGKILL broker {node} ({what})", flush=True)
+        fleet.sleep(max(args.max_down, 6.0))
+        cluster.restart_node(node)
+        fleet.faults.append(time.time())
+        back = time.monotonic() - killed_at
+        print(
+            f"  t+{time.monotonic() - started:6.1f}s broker {node} back ({back:.1f}s)", flush=True
+        )
+        done[what] = {"node": node, "down_seconds": round(back, 1)}
+        fleet.sleep(gap * 0.4)
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     seeds = random.Random(master)
     data_seed, sim_seed, chaos_seed = (seeds.randrange(2**31) for _ in range(3))
     print(
         f"chaos seeds: --seed {master} (events {data_seed}, simulator {sim_seed}, "
-        f"kills {chaos_seed})",
+        f"kills {chaos_seed}); broker {args.broker}, protocol {args.protocol}",
         flush=True,
     )
     workdir = Path(args.workdir or f"/tmp/chaos-{master}")  # noqa: S108 - a report dir, not a secret
@@ -255,108 +326,127 @@ def run(args: argparse.Namespace) -> int:
     dlq = f"{topic}.dlq"
     timings: dict[str, float] = {}
     started = time.monotonic()
-    with EmbeddedBroker() as broker, RunningSimulator(chaos_simulator(sim_seed)) as simulator:
-        broker.create_topics({topic: args.partitions, dlq: 3})
-        env = chaos_env(broker.bootstrap, simulator.base_url, topic, group)
-        fleet = Fleet(env, workdir, args.instances)
-        try:
-            fleet.start_all()
-            events = plan(
-                args.records + args.tail,
-                args.customers,
-                seed=data_seed,
-                bad_fraction=args.bad_fraction,
-            )
-            chaos_events = (next(events) for _ in range(args.records))
-            producer = ManifestProducer(broker.bootstrap, topic, manifest_path)
-            rate = args.records / max(1.0, args.duration * 0.9)
-            thread = threading.Thread(
-                target=producer.produce, args=(chaos_events, rate), name="producer"
-            )
-            thread.start()
-            chaos_end = time.monotonic() + args.duration
-            kills: Counter[str] = Counter()
-            while True:
-                pause = rng.uniform(args.min_gap, args.max_gap)
-                if time.monotonic() + pause >= chaos_end:
-                    break
-                fleet.sleep(pause)
-                slot = rng.choice(fleet.running() or [0])
-                sig = rng.choice((signal.SIGKILL, signal.SIGTERM))
-                down = rng.uniform(0.0, args.max_down)
-                life = fleet.hit(slot, sig)
-                kills[sig.name] += 1
-                print(
-                    f"  t+{time.monotonic() - started:6.1f}s {sig.name:7} instance {slot} "
-                    f"(exit {life.exit_code}), down {down:.1f}s",
-                    flush=True,
+    broker = start_broker(args.broker)
+    try:
+        with RunningSimulator(chaos_simulator(sim_seed)) as simulator:
+            if isinstance(broker, KafkaCluster):
+                broker.create_topics(
+                    {topic: args.partitions, dlq: 3}, config={"min.insync.replicas": "2"}
                 )
-                fleet.sleep(down)
-                fleet.faults.append(time.time())
-                fleet.start(slot)
-            while thread.is_alive():
-                fleet.sleep(1.0)
-            producer.close()
-            timings["chaos"] = time.monotonic() - started
-            for slot in range(args.instances):
-                if slot not in fleet.running():
-                    fleet.start(slot)
-            manifest = read_manifest(manifest_path)
-            done = wait_committed(
-                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
-            )
-            timings["settled"] = time.monotonic() - started
-
-            # The quiet tail: no faults; the metric invariant must hold exactly.
-            fleet.sleep(3.0)  # let any last rebalance finish before the baseline
-            before = [scrape(p) for p in fleet.processes]
-            tail_start = time.time()
-            tail = ManifestProducer(broker.bootstrap, topic, manifest_path)
-            tail.produce(events, rate=0)
-            tail.close()
-            manifest = read_manifest(manifest_path)
-            kills_before_tail = len(fleet.liveness_kills)
-            tail_done = wait_committed(
-                broker.bootstrap, group, topic, manifest, args.settle_timeout, fleet
-            )
-            time.sleep(1.5)  # the counters of the last settlements are set before the commit
-            after = [scrape(p) for p in fleet.processes]
-            timings["tail"] = time.monotonic() - started
-            fleet.stop_all()
-
-            bad = sum(1 for m in manifest if m["x"] not in (DELIVER, API_REJECT, SKIP))
-            report = check(
-                manifest,
-                read_log(simulator.base_url, "applied"),
-                read_log(simulator.base_url, "rejected"),
-                read_topic(broker.bootstrap, dlq, bad),
-                topic=topic,
-                faults=fleet.faults,
-                quiet_since=tail_start,
-            )
-            timings["checked"] = time.monotonic() - started
-            _judge_fleet(report, fleet, before, after, done and tail_done, kills)
-            if len(fleet.liveness_kills) != kills_before_tail:
-                report.must_be_zero("tail: liveness restarts (the exact check is void)", 1)
-            report.numbers["producer errors"] = producer.errors + tail.errors
-            report.numbers["simulator"] = _stats(simulator)
-            report.numbers["timings (s)"] = {k: round(v, 1) for k, v in timings.items()}
-            print(report.render(), flush=True)
-            print(
-                f"replay with: python -m tests.chaos --seed {master} --duration {args.duration} "
-                f"--records {args.records}",
-                flush=True,
-            )
-            (workdir / "report.json").write_bytes(
-                orjson.dumps(
-                    {"seed": master, "numbers": report.numbers, "failures": report.failures},
-                    option=orjson.OPT_INDENT_2,
-                    default=str,
+            else:
+                broker.create_topics({topic: args.partitions, dlq: 3})
+            env = chaos_env(broker, simulator.base_url, topic, group, args.protocol)
+            fleet = Fleet(env, workdir, args.instances)
+            try:
+                return _run(
+                    args, broker, simulator, fleet, rng, data_seed, master, timings, started
                 )
-            )
-            return 1 if report.failures else 0
-        finally:
-            fleet.kill_all()
+            finally:
+                fleet.kill_all()
+    finally:
+        broker.stop()
+
+
+def _run(
+    args: argparse.Namespace,
+    broker: KafkaNode | KafkaCluster,
+    simulator: RunningSimulator,
+    fleet: Fleet,
+    rng: random.Random,
+    data_seed: int,
+    master: int,
+    timings: dict[str, float],
+    started: float,
+) -> int:
+    topic, group = f"chaos-{master}", f"chaos-{master}-group"
+    dlq = f"{topic}.dlq"
+    manifest_path = fleet.workdir / "manifest.jsonl"
+    fleet.start_all()
+    events = plan(
+        args.records + args.tail, args.customers, seed=data_seed, bad_fraction=args.bad_fraction
+    )
+    chaos_events = (next(events) for _ in range(args.records))
+    producer = ManifestProducer(broker.bootstrap, topic, manifest_path)
+    rate = args.records / max(1.0, args.duration * 0.9)
+    thread = threading.Thread(target=producer.produce, args=(chaos_events, rate), name="producer")
+    thread.start()
+    chaos_end = time.monotonic() + args.duration
+    kills: Counter[str] = Counter()
+    broker_faults: dict[str, Any] = {}
+    if isinstance(broker, KafkaCluster):
+        cluster = broker
+        targets: list[tuple[str, Any]] = [
+            ("leader of source partition 0", lambda: cluster.leader(topic, 0)),
+            ("leader of dead-letter partition 0", lambda: cluster.leader(dlq, 0)),
+            ("group coordinator", lambda: cluster.coordinator(group)),
+        ]
+        broker_faults = kill_brokers(cluster, fleet, targets, args, chaos_end, started)
+    else:
+        kills = kill_services(fleet, rng, args, chaos_end, started)
+    while thread.is_alive():
+        fleet.sleep(1.0)
+    producer.close()
+    timings["chaos"] = time.monotonic() - started
+    for slot in range(args.instances):
+        if slot not in fleet.running():
+            fleet.start(slot)
+    done = wait_committed(broker.bootstrap, group, topic, args.settle_timeout, fleet)
+    timings["settled"] = time.monotonic() - started
+
+    # The quiet tail: no faults; the metric invariant must hold exactly.
+    fleet.sleep(3.0)  # let any last rebalance finish before the baseline
+    before = [scrape(p) for p in fleet.processes]
+    tail_start = time.time()
+    tail = ManifestProducer(broker.bootstrap, topic, manifest_path)
+    tail.produce(events, rate=0)
+    tail.close()
+    manifest = read_manifest(manifest_path)
+    kills_before_tail = len(fleet.liveness_kills)
+    tail_done = wait_committed(broker.bootstrap, group, topic, args.settle_timeout, fleet)
+    time.sleep(1.5)  # the counters of the last settlements are set before the commit
+    after = [scrape(p) for p in fleet.processes]
+    timings["tail"] = time.monotonic() - started
+    lives_before_stop = len(fleet.lives)
+    fleet.stop_all()
+
+    report = check(
+        manifest,
+        read_log(simulator.base_url, "applied"),
+        read_log(simulator.base_url, "rejected"),
+        read_topic(broker.bootstrap, dlq),
+        topic=topic,
+        faults=fleet.faults,
+        quiet_since=tail_start,
+    )
+    timings["checked"] = time.monotonic() - started
+    _judge_fleet(report, fleet, before, after, done and tail_done, kills)
+    if len(fleet.liveness_kills) != kills_before_tail:
+        report.must_be_zero("tail: liveness restarts (the exact check is void)", 1)
+    if broker_faults:
+        report.numbers["broker faults"] = broker_faults
+        report.must_be_zero(
+            "service processes that stopped or were restarted during broker faults",
+            lives_before_stop - args.instances,
+        )
+    report.numbers["broker"] = f"{args.broker} ({len(getattr(broker, 'nodes', [broker]))} node)"
+    report.numbers["protocol"] = args.protocol
+    report.numbers["producer errors"] = producer.errors + tail.errors
+    report.numbers["simulator"] = _stats(simulator)
+    report.numbers["timings (s)"] = {k: round(v, 1) for k, v in timings.items()}
+    print(report.render(), flush=True)
+    print(
+        f"replay with: python -m tests.chaos --seed {master} --duration {args.duration} "
+        f"--records {args.records} --broker {args.broker} --protocol {args.protocol}",
+        flush=True,
+    )
+    (fleet.workdir / "report.json").write_bytes(
+        orjson.dumps(
+            {"seed": master, "numbers": report.numbers, "failures": report.failures},
+            option=orjson.OPT_INDENT_2,
+            default=str,
+        )
+    )
+    return 1 if report.failures else 0
 
 
 def _stats(simulator: RunningSimulator) -> dict[str, Any]:
@@ -371,7 +461,17 @@ def _stats(simulator: RunningSimulator) -> dict[str, Any]:
 def _pipeline_task(where: str) -> bool:
     """A task of the watchdog's list running pipeline code, other than the shutdown itself."""
     return "_shutdown" not in where and any(
-        f"{module}.py:" in where for module in ("pipeline", "jobs", "api", "deadletter")
+        f"{module}.py:" in where
+        for module in (
+            "pipeline",
+            "ingest",
+            "jobs",
+            "settlement",
+            "commits",
+            "rebalance",
+            "client",
+            "deadletter",
+        )
     )
 
 
@@ -480,6 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     add("--max-down", type=float, default=5.0, help="seconds an instance stays down, at most")
     add("--settle-timeout", type=float, default=300.0)
     add("--workdir", help="manifest, logs and report (default /tmp/chaos-SEED)")
+    add(
+        "--broker",
+        choices=("kafka", "cluster"),
+        default="kafka",
+        help="one Apache Kafka node (instances are killed), or three whose leaders and "
+        "coordinator are killed instead (kafka)",
+    )
+    add("--protocol", choices=GROUP_PROTOCOLS, default="classic", help="rebalance protocol")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(args)

@@ -5,8 +5,8 @@ nothing but the bytes we chose to write: ``deliver`` (a good change),
 ``api_reject`` (a good change the API will refuse: an email without "@"),
 ``skip`` (tombstones, deletes) or the dead-letter reason SPEC §3 promises.
 The manifest is written from the producer's *delivery reports* (partition
-and offset as the broker acknowledged them), never from high watermarks,
-which Tansu gets wrong (TOOLS.md).
+and offset as the broker acknowledged them): what the checker expects of each
+offset is known from the moment it was written.
 """
 
 from __future__ import annotations

@@ -7,14 +7,18 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.driver import main
+from tests.integration.harness import GroupProtocol
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(240)
-def test_a_short_chaos_run_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
+def test_a_short_chaos_run_loses_nothing_and_keeps_order(
+    group_protocol: GroupProtocol, tmp_path: Path
+) -> None:
     code = main(
         [
+            f"--protocol={group_protocol}",
             "--seed=6",
             "--duration=30",
             "--records=2500",
