@@ -47,13 +47,19 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchmarks import rebalance
+from service.delivery.consumer import committed_offsets
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.tools.embedded_broker import EmbeddedBroker, free_port
 from service.tools.samples import change_event, generate
+from tests.brokers.apache import KafkaNode
 from tests.helpers import wait_for
+from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol, protocol_env
 
 PARTITIONS = 6
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "rebalance")
+BROKERS = {"kafka": "Apache Kafka 4.1 (one KRaft node)", "tansu": "Tansu (the demo's broker)"}
 API_KEY, SECRET_KEY = "bench-api-key", "bench-secret-key"  # the simulator's, not real ones
 
 
@@ -68,6 +74,7 @@ class Sizes:
     api_window: float = 10.0  # ~70 jobs at 4 in flight: one job more or less is 1.4 %
     trickle_rate: int = 200
     trickle_seconds: float = 20.0
+    rebalance_window: float = 12.0  # seconds watched after a member joins, and after it leaves
 
 
 SMOKE = Sizes(
@@ -80,6 +87,7 @@ SMOKE = Sizes(
     api_window=1.0,
     trickle_rate=200,
     trickle_seconds=3.0,
+    rebalance_window=3.0,
 )
 
 
@@ -302,7 +310,7 @@ def committed_all(
     parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
     def check() -> bool:
-        offsets = {tp.partition: tp.offset for tp in reader.committed(parts, timeout=10)}
+        offsets = {tp.partition: tp.offset for tp in committed_offsets(reader, parts, 10)}
         return all(offsets.get(p, -1) >= n for p, n in produced.items())
 
     return check
@@ -310,7 +318,7 @@ def committed_all(
 
 @dataclass
 class Bench:
-    broker: EmbeddedBroker
+    broker: KafkaNode | EmbeddedBroker
     simulator: RunningSimulator
     sizes: Sizes
     logs: Path
@@ -318,13 +326,15 @@ class Bench:
     log_level: str = "WARNING"
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def env(self, topic: str, group: str, **extra: str) -> dict[str, str]:
+    def env(
+        self, topic: str, group: str, protocol: GroupProtocol = "classic", **extra: str
+    ) -> dict[str, str]:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "KAFKA_SOURCE_TOPICS": topic,
             "KAFKA_GROUP_ID": group,
             "KAFKA_DLQ_TOPIC": "bench.dlq",
-            "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
+            **protocol_env(protocol),
             "GAMEBALL_BASE_URL": self.simulator.base_url,
             "GAMEBALL_API_KEY": API_KEY,
             "GAMEBALL_SECRET_KEY": SECRET_KEY,
@@ -336,9 +346,17 @@ class Bench:
         self.simulator.state.update_config(changes)
         self.simulator.state.reset()
 
-    def service(self, topic: str, group: str, **extra: str) -> Service:
+    def service(
+        self,
+        topic: str,
+        group: str,
+        protocol: GroupProtocol = "classic",
+        name: str = "",
+        **extra: str,
+    ) -> Service:
         profile = self.logs / f"{group.split('-')[0]}.profile.txt" if self.profile else None
-        return Service(self.env(topic, group, **extra), self.logs / f"{group}.log", profile)
+        log = self.logs / f"{group}{'-' + name if name else ''}.log"
+        return Service(self.env(topic, group, protocol, **extra), log, profile)
 
     # -------------------------------------------------------------- regimes
 
@@ -537,7 +555,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="customer-sync benchmark", show_lines=False)
+    broker = results.get("meta", {}).get("broker", "")
+    table = Table(title=f"customer-sync benchmark on {broker}", show_lines=False)
     for column in ("regime", "records/s", "vs limit", "latency", "peak RSS"):
         table.add_column(column)
     c = results.get("ceiling", {})
@@ -580,6 +599,16 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"submit p50 {r['produce_to_submit_p50_s']} s, p99 {r['produce_to_submit_p99_s']} s",
             "",
         )
+    for protocol in GROUP_PROTOCOLS:
+        r = results.get(f"rebalance_{protocol}")
+        if r is not None:
+            table.add_row(
+                f"rebalance pause, {protocol} protocol",
+                "",
+                f"baseline {r['baseline_pause_s']} s",
+                f"a member joins: {r['join_pause_s']} s, leaves: {r['leave_pause_s']} s",
+                "",
+            )
     Console().print(table)
 
 
@@ -590,8 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("ceiling", "cpu", "api", "backlog", "light"),
+        choices=REGIMES,
         help="run only these regimes (repeatable; cpu implies ceiling)",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("kafka", "tansu", "both"),
+        default="kafka",
+        help="Apache Kafka (a KRaft node from make kafka-jars), the demo's Tansu, or both",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every event count (1.0)")
     parser.add_argument(
@@ -612,12 +647,40 @@ def main(argv: list[str] | None = None) -> int:
             cpu_events=int(sizes.cpu_events * args.scale),
             backlog_events=int(sizes.backlog_events * args.scale),
         )
-    only = set(args.only or ("ceiling", "cpu", "api", "backlog", "light"))
+    only = set(args.only or REGIMES)
     logs = args.output.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    brokers = ("kafka", "tansu") if args.broker == "both" else (args.broker,)
+    results: dict[str, Any] = {}
+    for name in brokers:
+        started = time.perf_counter()
+        broker: KafkaNode | EmbeddedBroker = KafkaNode() if name == "kafka" else EmbeddedBroker()
+        runs = run_regimes(broker, sizes, only, logs, args)
+        runs["meta"] = {
+            "broker": BROKERS[name],
+            "smoke": args.smoke,
+            "seconds": round(time.perf_counter() - started, 1),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        }
+        results[name] = runs
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    for runs in results.values():
+        print_table(runs)
+    print(f"results: {args.output}")
+    return 0
+
+
+def run_regimes(
+    broker: KafkaNode | EmbeddedBroker,
+    sizes: Sizes,
+    only: set[str],
+    logs: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     config = SimulatorConfig(api_key=API_KEY, secret_key=SECRET_KEY, seed=1)
-    with EmbeddedBroker() as broker, RunningSimulator(config) as simulator:
+    with broker, RunningSimulator(config) as simulator:
         bench = Bench(
             broker, simulator, sizes, logs, profile=args.profile, log_level=args.log_level
         )
@@ -644,20 +707,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench.api_bound("bench-backlog", in_flight)
         if "light" in only:
             bench.light_load()
-    results = {
-        **bench.results,
-        "meta": {
-            "smoke": args.smoke,
-            "seconds": round(time.perf_counter() - started, 1),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"results: {args.output}")
-    return 0
+        if "rebalance" in only and isinstance(broker, KafkaNode):
+            for protocol in GROUP_PROTOCOLS:
+                bench.results[f"rebalance_{protocol}"] = rebalance.measure(bench, protocol)
+    return bench.results
 
 
 if __name__ == "__main__":

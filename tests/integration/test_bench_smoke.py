@@ -23,8 +23,8 @@ def test_every_regime_of_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "customer-sync benchmark" in run.stdout
-    results = json.loads(output.read_text())
+    assert "customer-sync benchmark on Apache Kafka" in run.stdout
+    results = json.loads(output.read_text())["kafka"]
 
     assert results["ceiling"]["records_per_s"] > 0
     cpu = results["cpu_bound"]
@@ -43,3 +43,7 @@ def test_every_regime_of_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert light["records"] > 0
     # Nothing waits in the buffer much longer than BATCH_MAX_WAIT_SECONDS.
     assert light["produce_to_submit_p99_s"] < light["batch_max_wait_s"] + 1.0
+    for protocol in ("classic", "consumer"):
+        pauses = results[f"rebalance_{protocol}"]
+        assert pauses["join_pause_s"] > 0
+        assert pauses["leave_pause_s"] > 0
