@@ -39,5 +39,8 @@ OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
 JOB_STATUSES = ("completed", "failed", "stopped", "timed_out")
 """How a job ends (``jobs_finished_total{status}``)."""
 
+JOB_RESOLUTIONS = ("completed", "failed", "stopped", "not_found", "unresolved")
+"""How an inherited job (a previous owner's) was resolved (``jobs_inherited_total{resolution}``)."""
+
 API_OPERATIONS = ("submit", "status", "stop")
 """The API calls the service makes (``api_requests_total{operation}``)."""

@@ -63,7 +63,7 @@ class FoldedLog:
         self._clock = clock
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def __call__(self, level: str, event: str, text: str, **fields: object) -> None:
+    def __call__(self, severity: str, event: str, text: str, **fields: object) -> None:
         key = f"{event}\0{_DIGITS.sub('#', text)}"
         now = self._clock()
         last, folded = self._seen.get(key, (None, 0))
@@ -75,7 +75,7 @@ class FoldedLog:
         self._seen[key] = (now, 0)
         if folded:
             fields["repeats_folded"] = folded
-        getattr(self._logger, level)(event, error=text, **fields)
+        getattr(self._logger, severity)(event, error=text, **fields)
 
 
 class LibrdkafkaLog:

@@ -23,7 +23,14 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service import __version__
-from service.labels import API_OPERATIONS, JOB_STATUSES, DeadLetterReason, FlushReason
+from service.labels import (
+    API_OPERATIONS,
+    JOB_RESOLUTIONS,
+    JOB_STATUSES,
+    OUTCOMES,
+    DeadLetterReason,
+    FlushReason,
+)
 
 PREFIX = "customer_sync_"
 
@@ -31,6 +38,7 @@ PREFIX = "customer_sync_"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 900)
 _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 1000)
+_METADATA_BUCKETS = (64, 128, 256, 512, 1024, 2048, 3072, 4096, 8192, 16384)
 
 
 class Metrics:
@@ -110,6 +118,33 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.records_inherited = Counter(
+            PREFIX + "records_inherited_total",
+            "Records re-read after a change of owner that the previous owner's commit showed "
+            "settled: counted under their outcome (also in records_total), not redone",
+            ["outcome"],
+            registry=r,
+        )
+        self.jobs_inherited = Counter(
+            PREFIX + "jobs_inherited_total",
+            "Jobs of a previous owner resolved before their partitions' records were redone, "
+            "by how they ended (unresolved: not terminal in time)",
+            ["resolution"],
+            registry=r,
+        )
+        self.commit_metadata_bytes = Histogram(
+            PREFIX + "commit_metadata_bytes",
+            "Size of each partition's commit metadata (the ledger of its window)",
+            buckets=_METADATA_BUCKETS,
+            registry=r,
+        )
+        self.commit_metadata_degraded = Counter(
+            PREFIX + "commit_metadata_degraded_total",
+            "Partition commits whose ledger did not fit COMMIT_METADATA_MAX_BYTES: "
+            "jobs (marks left out) or none (nothing carried)",
+            ["level"],
+            registry=r,
+        )
         self.build_info = Gauge(
             PREFIX + "build_info", "Always 1; the version is the label", ["version"], registry=r
         )
@@ -133,6 +168,14 @@ class Metrics:
             op: self.api_request_duration.labels(operation=op) for op in API_OPERATIONS
         }
         self.consumer_paused.set(0)
+        self.inherited = {
+            outcome: self.records_inherited.labels(outcome=outcome) for outcome in OUTCOMES
+        }
+        self.outcome = {outcome: self.records.labels(outcome=outcome) for outcome in OUTCOMES}
+        for resolution in JOB_RESOLUTIONS:
+            self.jobs_inherited.labels(resolution=resolution)
+        for level in ("jobs", "none"):
+            self.commit_metadata_degraded.labels(level=level)
 
 
 class BatchHistogram(Collector):

@@ -1,12 +1,16 @@
-"""Committing settled watermarks: the last step of a record's path.
+"""Committing settled watermarks, with their ledgers: the last step of a record's path.
 
 What may be committed is decided by :class:`~service.delivery.offsets.OffsetTracker`
-(every record below a watermark is settled); this module decides *when* and
-*on which thread*:
+(every record below a watermark is settled) and what rides along by
+``ledger.py`` (what is settled above it, and which jobs are in flight); this
+module decides *when* and *on which thread*:
 
-* every ``COMMIT_INTERVAL`` and at once when the pipeline drains (nothing
-  buffered, no job running), so the lag of a caught-up consumer reads zero
-  when it is zero, not up to a second later;
+* soon after work settles or a job is created (:meth:`Committer.soon`), at
+  most every ``COMMIT_MIN_GAP`` seconds: the ledger is worth most when it is
+  fresh, since a crash costs whatever happened since the last commit. Traffic
+  stays sane: one request per gap at most, and none when nothing changed;
+* every ``COMMIT_INTERVAL`` whatever happens, and at once when the pipeline
+  drains, so the lag of a caught-up consumer reads zero when it is zero;
 * inside the revoke callback, for the partitions given up (see
   ``rebalance.py``), with librdkafka serving the rebalance;
 * always on the Kafka thread, between two ``consume`` calls. A synchronous
@@ -22,83 +26,126 @@ Commits are serialised by a lock so one never regresses another.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
 from service.delivery.consumer import KafkaThread, SourceConsumer
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.ledger import encode
+from service.delivery.offsets import OffsetTracker, TopicPartition, Window
 from service.errors import KafkaError
+from service.logs import FoldedLog
+from service.metrics import Metrics
 from service.waiting import wait_event
 
 log = structlog.get_logger(__name__)
 
 COMMIT_INTERVAL = 1.0
+COMMIT_MIN_GAP = 0.2
 COMMIT_WHEN_DRAINED = True
 
 
 class Committer:
-    """Commits every watermark that moved, on a cadence and whenever the pipeline drains."""
+    """Commits every window that changed: soon after changes, on a cadence, when drained."""
 
     def __init__(
         self,
         offsets: OffsetTracker,
         consumer: SourceConsumer,
         kafka_thread: KafkaThread,
+        metrics: Metrics,
+        *,
+        metadata_limit: int,
     ) -> None:
         self._offsets = offsets
         self._consumer = consumer
         self._kafka_thread = kafka_thread
+        self._metrics = metrics
+        self._limit = metadata_limit
         self._lock = asyncio.Lock()
-        self._drained = asyncio.Event()
+        self._due = asyncio.Event()
+        self._now = False
+        self._last = 0.0
+        self._degraded = FoldedLog(log, every=60.0)
 
     def drained(self) -> None:
         """Nothing is buffered and no job runs: everything consumed is settled, commit now."""
         if COMMIT_WHEN_DRAINED:
-            self._drained.set()
+            self._now = True
+            self._due.set()
+
+    def soon(self) -> None:
+        """Something settled, or a job was created: commit within ``COMMIT_MIN_GAP``."""
+        self._due.set()
 
     async def run(self) -> None:
         while True:
-            await wait_event(self._drained, COMMIT_INTERVAL)
-            self._drained.clear()
+            await wait_event(self._due, COMMIT_INTERVAL)
+            self._due.clear()
+            if not self._now:
+                gap = self._last + COMMIT_MIN_GAP - time.monotonic()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+            self._now = False
             await self.commit()
 
     async def commit(self) -> None:
-        """Commit every watermark that moved past the last acknowledged one."""
+        """Commit every window that changed since the last acknowledged commit."""
         async with self._lock:
-            candidates = self._offsets.commit_candidates()
-            if not candidates:
+            self._last = time.monotonic()
+            windows = self._offsets.commit_candidates()
+            if not windows:
                 return
+            payload = {tp: self._payload(tp, window) for tp, window in windows.items()}
             try:
-                candidates = await self._kafka_thread.call(self._commit_assigned, candidates)
+                done = await self._kafka_thread.call(self._commit_assigned, payload)
             except KafkaError as exc:
-                log.warning("commit_failed", error=str(exc), partitions=len(candidates))
+                log.warning("commit_failed", error=str(exc), partitions=len(payload))
                 return
-            self._offsets.committed(candidates)
-            log.debug("committed", offsets={f"{t}[{p}]": o for (t, p), o in candidates.items()})
+            self._offsets.committed({tp: windows[tp] for tp in done})
 
-    def commit_revoked(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    def commit_revoked(self, windows: dict[TopicPartition, Window]) -> dict[TopicPartition, Window]:
         """On the Kafka thread, inside the revoke callback: commit; return what was acknowledged.
 
         Failure is logged, not raised: the partitions go anyway, and the next
-        owner re-reads from the last watermark that did make it.
+        owner re-reads from the last window that did make it.
         """
-        if not offsets:
+        if not windows:
             return {}
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit({tp: self._payload(tp, w) for tp, w in windows.items()})
         except KafkaError as exc:
-            log.warning("commit_failed", error=str(exc), partitions=len(offsets))
+            log.warning("commit_failed", error=str(exc), partitions=len(windows))
             return {}
-        return offsets
+        return windows
 
-    def _commit_assigned(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """On the Kafka thread: commit the offsets of partitions still assigned; return them.
+    def _payload(self, tp: TopicPartition, window: Window) -> tuple[int, str]:
+        """The offset and the metadata (the ledger, degraded if it must be) to commit."""
+        text, level = encode(len(window.marks), window.jobs, window.marks, self._limit)
+        self._metrics.commit_metadata_bytes.observe(len(text))
+        if level != "full" and self._limit > 0:
+            self._metrics.commit_metadata_degraded.labels(level=level).inc()
+            self._degraded(
+                "warning",
+                "commit_metadata_degraded",
+                f"{tp[0]}[{tp[1]}]: the ledger of {len(window.marks)} offsets and "
+                f"{len(window.jobs)} jobs does not fit {self._limit} bytes; committed with "
+                f"{'its jobs only' if level == 'jobs' else 'no ledger'} (raise the broker's "
+                "offset.metadata.max.bytes and COMMIT_METADATA_MAX_BYTES)",
+                level=level,
+            )
+        return window.offset, text
+
+    def _commit_assigned(
+        self, payload: dict[TopicPartition, tuple[int, str]]
+    ) -> list[TopicPartition]:
+        """On the Kafka thread: commit the partitions still assigned; return them.
 
         A commit queued behind a ``consume`` that revoked partitions would
         otherwise write their older watermarks over what the revoke callback
         committed.
         """
         assigned = set(self._consumer.assignment())
-        owned = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        owned = {tp: entry for tp, entry in payload.items() if tp in assigned}
         self._consumer.commit(owned)
-        return owned
+        return list(owned)

@@ -144,13 +144,13 @@ class SourceConsumer:
             if self._on_broker_state is not None:
                 self._on_broker_state(ok)
 
-    def commit(self, offsets: dict[TP, int]) -> None:
-        """Synchronous commit: returns once the group coordinator has acknowledged it."""
+    def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
+        """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged."""
         if not offsets:
             return
         parts = [
-            TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in offsets.items()
+            TopicPartition(topic, partition, offset, metadata=metadata)
+            for (topic, partition), (offset, metadata) in offsets.items()
         ]
         try:
             results = self._client.commit(offsets=parts, asynchronous=False)
@@ -162,6 +162,26 @@ class SourceConsumer:
                     f"commit of {result.topic}[{result.partition}] failed: {result.error}"
                 )
         self._set_broker_state(True)
+
+    def committed(self, partitions: Sequence[TP], timeout: float) -> dict[TP, tuple[int, str]]:
+        """The group's committed offset and metadata of each partition that has one.
+
+        Called from the assign callback (on the Kafka thread), where a new owner
+        learns what the previous one left (``takeover.py``). On failure, what
+        is known is nothing: the partition starts plainly from its committed
+        offset, as librdkafka would have anyway.
+        """
+        parts = [TopicPartition(topic, partition) for topic, partition in partitions]
+        try:
+            found = committed_offsets(self._client, parts, timeout)
+        except KafkaException as exc:
+            log.warning("committed_offsets_unavailable", error=str(exc.args[0]))
+            return {}
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+            for tp in found
+            if tp.offset >= 0 and tp.error is None
+        }
 
     def pause(self, partitions: Sequence[TP]) -> None:
         if partitions:

@@ -9,6 +9,10 @@ happen to it (``offsets.py``), then decoded, then routed:
 * a record that cannot become a customer goes to the dead-letter topic, and
   settles on the broker's acknowledgement.
 
+A partition being taken over from a previous owner (``takeover.py``) routes
+differently: a record its ledger shows settled is counted and skipped without
+being decoded, and a change is held by the takeover instead of buffered.
+
 This is the hot path: no logging per record, no label lookups, counters
 updated once per slice.
 """
@@ -27,9 +31,10 @@ from service.delivery.batching import Batcher
 from service.delivery.consumer import Message, raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
+from service.delivery.takeover import Takeovers
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -47,7 +52,9 @@ class Ingestor:
         dead_letters: DeadLetterWriter,
         settlement: Settlement,
         metrics: Metrics,
+        takeovers: Takeovers,
     ) -> None:
+        self._takeovers = takeovers
         self._offsets = offsets
         self._decoder = decoder
         self._batcher = batcher
@@ -65,6 +72,8 @@ class Ingestor:
         consumed: Tally[str] = Tally()
         skipped: list[tuple[TopicPartition, int, int]] = []
         coalesced: list[PendingRecord] = []
+        inherited: list[tuple[TopicPartition, int, int]] = []
+        takeovers = self._takeovers
         for message in messages:
             error = message.error()
             if error is not None:
@@ -78,6 +87,13 @@ class Ingestor:
             if not generation:
                 continue
             consumed[topic] += 1
+            slot = -1
+            if takeovers and tp in takeovers:
+                mark = takeovers[tp].mark(offset)
+                if Mark.SUCCEEDED <= mark <= Mark.COALESCED:
+                    inherited.append((tp, offset, mark))
+                    continue
+                slot = mark - Mark.JOB  # carried by an inherited job (negative: none)
             value = message.value()
             result = decode(value)
             timestamp_ms = message.timestamp()[1]
@@ -93,6 +109,9 @@ class Ingestor:
                     result.payload,
                     generation=generation,
                 )
+                if takeovers and tp in takeovers:
+                    takeovers[tp].held.append((record, slot))
+                    continue
                 superseded = add(record, now)
                 if superseded is not None:
                     coalesced.append(superseded)
@@ -115,7 +134,9 @@ class Ingestor:
         for topic, count in consumed.items():
             self._metrics.records_consumed.labels(topic=topic).inc(count)
         self._settlement.skipped(skipped)
-        self._settlement.settle(coalesced, self._metrics.coalesced)
+        self._settlement.settle(coalesced, "coalesced")
+        if inherited:
+            self._settlement.inherited(inherited)
 
     def _log_consumer_error(self, error: Any) -> None:
         if isinstance(error, RdKafkaError):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -56,6 +57,13 @@ log = structlog.get_logger(__name__)
 
 STOP_JOBS_WAIT = 3.0
 """How long a revocation or a shutdown waits for the API to confirm the jobs it stops."""
+
+
+JobHook = Callable[[str, list[PendingRecord]], None]
+
+
+def _ignore(_job_id: str, _records: list[PendingRecord]) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +148,14 @@ class JobTracker:
         job_timeout: float,
         max_submit_attempts: int,
         poll: PollSchedule | None = None,
+        on_created: JobHook | None = None,
+        on_ended: JobHook | None = None,
     ) -> None:
         self._client = client
+        # Told when a job exists and when it is over, with the records it carries: the
+        # offsets' ledger says which in-flight job carries which record (see offsets.py).
+        self._on_created = on_created or _ignore
+        self._on_ended = on_ended or _ignore
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_jobs_in_flight)
         self.job_timeout = job_timeout
@@ -195,6 +209,7 @@ class JobTracker:
             except BatchRejected as exc:
                 rejected = exc
             else:
+                self._on_created(job_id, records)
                 return await self._track(job_id, records)
         # Outside the slot: the halves need slots of their own.
         if len(records) == 1:
@@ -220,6 +235,7 @@ class JobTracker:
         delay = self._poll.initial_seconds
         progress = JobProgress(len(records))
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
+        cancelled = False
         self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
         try:
             with bound:
@@ -253,10 +269,18 @@ class JobTracker:
                     resubmit=len(verdicts.resubmit),
                 )
                 return verdicts
+        except asyncio.CancelledError:
+            # Abandoned (shutdown out of time): the job exists at the API and may
+            # still apply what it carries. The ledger keeps naming it, so the
+            # next owner resolves it before redoing any of its records.
+            cancelled = True
+            raise
         finally:
             del self._open[job_id]
             self._abandoned.discard(job_id)
             metrics.jobs_in_flight.dec()
+            if not cancelled:
+                self._on_ended(job_id, records)
 
     async def _stop(self, job_id: str) -> JobStatus | None:
         """Stop a job that outlived its timeout and read what it finished before stopping."""

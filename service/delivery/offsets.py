@@ -1,4 +1,4 @@
-"""Offset bookkeeping: which offset of each partition is safe to commit.
+"""Offset bookkeeping: what is settled, what may be committed, and what the commit carries.
 
 The order of at-least-once, said out loud:
 
@@ -10,11 +10,20 @@ The order of at-least-once, said out loud:
 3. a partition's *watermark* is the lowest offset still unsettled (or one past
    the last tracked offset when nothing is pending): every record below it is
    settled, so committing it can never skip an undelivered record;
-4. the pipeline commits watermarks synchronously, at a steady cadence and on
-   revocation and shutdown.
+4. the pipeline commits watermarks at a steady cadence, soon after work
+   settles, and on revocation and shutdown (``commits.py``).
 
 A crash anywhere loses only unsettled work, which the next owner re-reads
 from the committed watermark: re-delivery, never loss.
+
+What a commit carries: the watermark is one number, and one slow job holds
+it back for every record after it. So each partition also keeps a *mark* per
+offset from the watermark up: pending, settled with its outcome, a gap (an
+offset never consumed: compaction, transaction markers), or carried by an
+in-flight job (one of the partition's job slots). :meth:`OffsetTracker.ledger`
+hands that window and the slots' job ids to ``ledger.py``, which packs them
+into the offset commit's metadata, so the next owner can skip what was
+settled and resolve the jobs still running (``recovery.py``).
 
 Generations: every assignment of a partition gets a new generation number,
 and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
@@ -24,19 +33,49 @@ for a while two live copies of one offset exist. Only the copy of the current
 generation may settle it; settling by the other would move the watermark past
 a record nothing has delivered yet.
 
-Cost: one deque append per tracked record and amortised O(1) per settle,
-because records arrive in offset order per partition and the watermark only
-moves forward.
+Cost: a mark is one byte of a ``bytearray``; tracking appends a byte,
+settling writes one, and the watermark advances with a compiled regular
+expression over the settled marks, in C.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 TopicPartition = tuple[str, int]
 
+
+class Mark:
+    """What one offset above the watermark is: one byte of a partition's window."""
+
+    PENDING = 0  # consumed, not settled, in no job (buffered, being judged, or awaiting a DLQ ack)
+    SUCCEEDED = 1
+    DEAD_LETTERED = 2
+    SKIPPED = 3
+    COALESCED = 4
+    GAP = 5  # never consumed: no record at this offset
+    JOB = 6  # JOB + slot: carried by an in-flight job
+    SLOTS = 256 - JOB
+
+
+OUTCOME_MARKS: Mapping[str, int] = MappingProxyType(
+    {
+        "succeeded": Mark.SUCCEEDED,
+        "dead_lettered": Mark.DEAD_LETTERED,
+        "skipped": Mark.SKIPPED,
+        "coalesced": Mark.COALESCED,
+    }
+)
+"""The ``records_total`` outcome each settled mark stands for, and back (``MARK_OUTCOMES``)."""
+MARK_OUTCOMES: Mapping[int, str] = MappingProxyType({m: o for o, m in OUTCOME_MARKS.items()})
+
+
+_SETTLED_RUN = re.compile(rb"[\x01-\x05]*")
+_TRIM_AT = 1 << 14  # settled marks kept before the window is cut back to the watermark
 
 _generations = itertools.count(1)
 
@@ -44,28 +83,62 @@ _generations = itertools.count(1)
 @dataclass(slots=True)
 class _PartitionOffsets:
     generation: int = field(default_factory=lambda: next(_generations))
-    pending: deque[int] = field(default_factory=deque)
-    settled: set[int] = field(default_factory=set)
-    next_offset: int | None = None  # one past the highest tracked offset
+    base: int | None = None  # the offset of marks[0]
+    marks: bytearray = field(default_factory=bytearray)
+    done: int = 0  # marks[:done] are all settled: base + done is the watermark
     committed: int | None = None  # the last watermark the broker acknowledged
+    committed_ledger: bytes | None = None  # the window that commit carried
+    slots: dict[str, int] = field(default_factory=dict)  # job id -> slot
+    holding: bool = False  # inherited work unresolved: commit nothing (see recovery.py)
 
     def watermark(self) -> int | None:
-        while self.pending and self.pending[0] in self.settled:
-            self.settled.discard(self.pending.popleft())
-        if self.pending:
-            return self.pending[0]
-        return self.next_offset
+        if self.base is None:
+            return None
+        marks = self.marks
+        end = _SETTLED_RUN.match(marks, self.done)
+        self.done = end.end() if end is not None else self.done
+        if self.done >= _TRIM_AT:
+            del marks[: self.done]
+            self.base += self.done
+            self.done = 0
+        return self.base + self.done
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A partition's state above its watermark, as a commit carries it."""
+
+    offset: int  # the watermark: what the commit commits
+    marks: bytes  # one Mark per offset from ``offset`` up to one past the last tracked
+    jobs: dict[int, str]  # slot -> job id of the in-flight jobs the marks refer to
 
 
 class OffsetTracker:
-    """Tracks consumed records per partition and derives the commit watermark."""
+    """Tracks consumed records per partition and derives the commit watermark and window."""
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionOffsets] = {}
 
-    def assign(self, tp: TopicPartition) -> None:
-        """Start afresh for a partition this consumer now owns."""
-        self._partitions[tp] = _PartitionOffsets()
+    def assign(
+        self, tp: TopicPartition, committed: int | None = None, *, holding: bool = False
+    ) -> None:
+        """Start afresh for a partition this consumer now owns (from ``committed``, if known).
+
+        ``holding``: the previous owner left work this instance has not resolved
+        yet (its commit metadata): nothing is committed for the partition until
+        :meth:`release`, so that metadata stays in place should this instance
+        die first.
+        """
+        state = _PartitionOffsets(holding=holding)
+        if committed is not None and committed >= 0:
+            state.base = state.committed = committed
+        self._partitions[tp] = state
+
+    def release(self, tp: TopicPartition) -> None:
+        """The inherited work is resolved: the partition's commits may carry our window."""
+        state = self._partitions.get(tp)
+        if state is not None:
+            state.holding = False
 
     def revoke(self, tp: TopicPartition) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""
@@ -83,50 +156,120 @@ class OffsetTracker:
         state = self._partitions.get(tp)
         if state is None:
             return 0
-        if state.next_offset is not None and offset < state.next_offset:
+        if state.base is None:
+            state.base = offset
+        index = offset - state.base
+        marks = state.marks
+        length = len(marks)
+        if index < length:
             return 0
-        state.pending.append(offset)
-        state.next_offset = offset + 1
+        if index > length:
+            marks.extend(b"\x05" * (index - length))  # Mark.GAP
+        marks.append(Mark.PENDING)
         return state.generation
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """One past the highest offset tracked (``None`` before the first, or when not owned)."""
+        state = self._partitions.get(tp)
+        if state is None or state.base is None:
+            return None
+        return state.base + len(state.marks)
 
     def generation(self, tp: TopicPartition) -> int:
         """The current assignment's generation of ``tp``; 0 when it is not owned."""
         state = self._partitions.get(tp)
         return 0 if state is None else state.generation
 
-    def settle(self, tp: TopicPartition, offset: int) -> None:
+    def settle(self, tp: TopicPartition, offset: int, outcome: int) -> None:
+        """Record a settled record's outcome (a :class:`Mark` from SUCCEEDED to COALESCED)."""
         state = self._partitions.get(tp)
-        if state is None:
+        if state is None or state.base is None:
             return  # settled after revocation: the new owner will redo it
-        if state.pending and offset >= state.pending[0]:
-            state.settled.add(offset)
+        index = offset - state.base
+        if state.done <= index < len(state.marks):
+            state.marks[index] = outcome
+
+    def carried(self, job_id: str, records: Iterable[tuple[TopicPartition, int, int]]) -> None:
+        """A job was created for these ``(partition, offset, generation)`` records."""
+        for tp, offset, generation in records:
+            state = self._partitions.get(tp)
+            if state is None or state.base is None or state.generation != generation:
+                continue
+            slot = state.slots.get(job_id)
+            if slot is None:
+                used = set(state.slots.values())
+                slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
+                if slot is None:
+                    continue  # no slot left: the record simply stays pending
+                state.slots[job_id] = slot
+            index = offset - state.base
+            if state.done <= index < len(state.marks) and state.marks[index] == Mark.PENDING:
+                state.marks[index] = Mark.JOB + slot
+
+    def ended(self, job_id: str, records: Iterable[tuple[TopicPartition, int]]) -> None:
+        """A job ended: what it did not settle is pending again, and its slot is free."""
+        for tp, offset in records:
+            state = self._partitions.get(tp)
+            if state is None or state.base is None:
+                continue
+            slot = state.slots.get(job_id)
+            index = offset - state.base
+            if (
+                slot is not None
+                and state.done <= index < len(state.marks)
+                and state.marks[index] == Mark.JOB + slot
+            ):
+                state.marks[index] = Mark.PENDING
+        for state in self._partitions.values():
+            state.slots.pop(job_id, None)
 
     def pending_count(self, tp: TopicPartition) -> int:
         state = self._partitions.get(tp)
-        if state is None:
+        if state is None or state.watermark() is None:
             return 0
-        state.watermark()
-        return len(state.pending) - len(state.settled)
+        marks, done = state.marks, state.done
+        settled = sum(marks.count(mark, done) for mark in range(Mark.SUCCEEDED, Mark.JOB))
+        return len(marks) - done - settled
+
+    def window(self, tp: TopicPartition) -> Window | None:
+        """The partition's watermark and everything a commit should say above it."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return None
+        mark = state.watermark()
+        if mark is None:
+            return None
+        marks = bytes(state.marks[state.done :])
+        jobs = {slot: job for job, slot in state.slots.items() if Mark.JOB + slot in marks}
+        return Window(mark, marks, jobs)
 
     def commit_candidates(
         self, only: set[TopicPartition] | None = None
-    ) -> dict[TopicPartition, int]:
-        """Watermarks that moved past the last acknowledged commit."""
-        candidates: dict[TopicPartition, int] = {}
+    ) -> dict[TopicPartition, Window]:
+        """Windows that changed since the last acknowledged commit (offset or marks)."""
+        candidates: dict[TopicPartition, Window] = {}
         for tp, state in self._partitions.items():
-            if only is not None and tp not in only:
+            if (only is not None and tp not in only) or state.holding:
                 continue
-            mark = state.watermark()
-            if mark is not None and (state.committed is None or mark > state.committed):
-                candidates[tp] = mark
+            window = self.window(tp)
+            if window is None:
+                continue
+            if state.committed is not None and window.offset < state.committed:
+                continue
+            if window.offset == state.committed and window.marks == state.committed_ledger:
+                continue
+            candidates[tp] = window
         return candidates
 
-    def committed(self, offsets: dict[TopicPartition, int]) -> None:
-        """Record what the broker acknowledged, so the same watermark is not sent twice."""
-        for tp, offset in offsets.items():
+    def committed(self, windows: dict[TopicPartition, Window]) -> None:
+        """Record what the broker acknowledged, so the same window is not sent twice."""
+        for tp, window in windows.items():
             state = self._partitions.get(tp)
-            if state is not None and (state.committed is None or offset > state.committed):
-                state.committed = offset
+            if state is None:
+                continue
+            if state.committed is None or window.offset >= state.committed:
+                state.committed = window.offset
+                state.committed_ledger = window.marks
 
     def committed_offset(self, tp: TopicPartition) -> int | None:
         state = self._partitions.get(tp)

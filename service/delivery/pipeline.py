@@ -9,8 +9,8 @@ decode, route  ``ingest.py`` (``decoding.py``, ``mapping.py``) — track, decode
 batch          ``batching.py`` — coalescing, flush rules, customers checked out
 submit, track  ``jobs.py`` — one batch as a job, polled to a verdict per record
 settle         ``settlement.py``, ``deadletter.py`` — verdicts become settled offsets
-commit         ``offsets.py``, ``commits.py`` — watermarks, committed on the Kafka thread
-rebalance      ``rebalance.py`` — partitions arriving and leaving
+commit         ``offsets.py``, ``ledger.py``, ``commits.py`` — watermarks and their ledgers
+rebalance      ``rebalance.py``, ``takeover.py`` — partitions arriving, leaving, taken over
 =============  ==================================================================
 
 One asyncio loop owns all pipeline state (buffer, offsets, jobs); nothing
@@ -36,12 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import cast
 
 import structlog
 
 from service.config import Settings
+from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batch, Batcher
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread, SourceConsumer
@@ -52,7 +52,9 @@ from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, PollSchedule, Verd
 from service.delivery.mapping import load_field_mapping
 from service.delivery.offsets import OffsetTracker, TopicPartition
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
+from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
+from service.delivery.takeover import Takeovers
 from service.gameball.client import GameballClient, RetryPolicy
 from service.health import Health
 from service.labels import FlushReason
@@ -114,6 +116,8 @@ class Pipeline:
             job_timeout=settings.job_timeout_seconds,
             max_submit_attempts=settings.max_submit_attempts,
             poll=poll,
+            on_created=self._job_created,
+            on_ended=self._job_ended,
         )
         self._dead_letters = DeadLetterWriter(
             settings.producer_config(),
@@ -122,6 +126,14 @@ class Pipeline:
             on_written=lambda letter: self._settlement.dead_lettered(letter),
         )
         self._settlement = Settlement(self._offsets, self._batcher, self._dead_letters, metrics)
+        self._takeovers = Takeovers(
+            self._client,
+            metrics,
+            self._offsets,
+            self._batcher,
+            self._settlement,
+            on_release=self._on_takeover_release,
+        )
         self._ingestor = Ingestor(
             self._offsets,
             Decoder(mapping, delete_policy=settings.delete_policy),
@@ -129,6 +141,7 @@ class Pipeline:
             self._dead_letters,
             self._settlement,
             metrics,
+            self._takeovers,
         )
         self._kafka_thread = KafkaThread()
         self._consumer = SourceConsumer(
@@ -139,16 +152,25 @@ class Pipeline:
             on_lost=lambda tps: self._rebalancer.on_lost(tps),
             on_broker_state=lambda ok: setattr(health, "broker_ok", ok),
         )
-        self._committer = Committer(self._offsets, self._consumer, self._kafka_thread)
+        self._backpressure = Backpressure(self._consumer, metrics, settings.max_buffered_records)
+        self._committer = Committer(
+            self._offsets,
+            self._consumer,
+            self._kafka_thread,
+            metrics,
+            metadata_limit=settings.commit_metadata_max_bytes,
+        )
         self._rebalancer = Rebalancer(
             offsets=self._offsets,
             batcher=self._batcher,
             tracker=self._tracker,
             committer=self._committer,
+            takeovers=self._takeovers,
+            read_committed=self._consumer.committed,
             health=health,
             metrics=metrics,
             batches_touching=self._batches_touching,
-            on_assigned=self._repause_if_paused,
+            on_assigned=lambda: self._backpressure.assigned(),
             revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
         )
         # Batches in flight (one task each) and the partitions their records come from.
@@ -156,8 +178,6 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._flush_now: FlushReason | None = None
         self._fetching = True
-        self._paused = False
-        self._repause = False
         self._last_lag = 0.0
 
     # ------------------------------------------------------------------ run
@@ -221,6 +241,7 @@ class Pipeline:
             await self._tracker.stop_jobs(
                 None, timeout=max(0.5, min(STOP_JOBS_WAIT, deadline - time.monotonic() - 1.0))
             )
+        self._takeovers.cancel()
         tasks = [*workers, *self._jobs]
         for task in tasks:
             task.cancel()
@@ -259,9 +280,16 @@ class Pipeline:
             self.health.last_poll = time.monotonic()
             for start in range(0, len(messages), INGEST_SLICE):
                 self._ingestor.ingest(messages[start : start + INGEST_SLICE])
+                if self._takeovers:
+                    self._takeovers.advance_all(self.settings.max_buffered_records // 2)
                 self._wake.set()
+                self._committer.soon()
                 await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
-            change = self._backpressure_change()
+            change = self._backpressure.decide(
+                len(self._batcher) + self._takeovers.held,
+                self._dead_letters.in_flight,
+                sorted(self._rebalancer.assignment),
+            )
             if change is not None:
                 await kafka.call(change)
             now = time.monotonic()
@@ -274,31 +302,20 @@ class Pipeline:
     def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
         return [self._consumer.high_watermark(tp) for tp in partitions]
 
-    def _backpressure_change(self) -> Callable[[], None] | None:
-        """Decide whether to pause or resume; return the consumer call to make, if any."""
-        buffered = len(self._batcher)
-        self.metrics.buffered_records.set(buffered)
-        load = buffered + self._dead_letters.in_flight
-        limit = self.settings.max_buffered_records
-        owned = sorted(self._rebalancer.assignment)
-        repause, self._repause = self._repause, False
-        if not self._paused and load >= limit:
-            self._paused = True
-            self.metrics.consumer_paused.set(1)
-            log.info("consumer_paused", buffered=buffered, jobs=len(self._jobs))
-            return lambda: self._consumer.pause(owned)
-        if self._paused and load <= limit // 2:
-            self._paused = False
-            self.metrics.consumer_paused.set(0)
-            log.info("consumer_resumed", buffered=buffered)
-            return lambda: self._consumer.resume(owned)
-        if self._paused and repause:
-            return lambda: self._consumer.pause(owned)
-        return None
+    # ------------------------------------------------- job ledger, takeovers
 
-    def _repause_if_paused(self) -> None:
-        """Partitions assigned while paused arrive unpaused: pause them at the next turn."""
-        self._repause = self._paused
+    def _on_takeover_release(self) -> None:
+        self._wake.set()
+        self._committer.soon()
+
+    def _job_created(self, job_id: str, records: list[PendingRecord]) -> None:
+        self._offsets.carried(
+            job_id, (((r.topic, r.partition), r.offset, r.generation) for r in records)
+        )
+        self._committer.soon()
+
+    def _job_ended(self, job_id: str, records: list[PendingRecord]) -> None:
+        self._offsets.ended(job_id, (((r.topic, r.partition), r.offset) for r in records))
 
     # ---------------------------------------------------- batch, submit, track
 
@@ -347,6 +364,8 @@ class Pipeline:
             self._jobs.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
             if not self._jobs and not self._batcher:
                 self._committer.drained()
+            else:
+                self._committer.soon()
             self._wake.set()
 
     # --------------------------------------------------------- housekeeping
@@ -361,6 +380,8 @@ class Pipeline:
         for tp, high in highs.items():
             if tp not in self._rebalancer.assignment:
                 continue
+            if high is not None and tp in self._takeovers:
+                self._takeovers.caught_up(tp, high)
             committed = self._offsets.committed_offset(tp)
             if high is None or committed is None:
                 continue

@@ -6,9 +6,12 @@ pipeline state) with ``run_coroutine_threadsafe`` and *waits* for it: the
 consumer stays inside the rebalance, still owning the partitions, until the
 loop has done what must happen before they change hands.
 
-* **assigned** — a fresh generation per partition (``offsets.py``), so
-  nothing of an earlier assignment of the same partition can settle the new
-  copies of its records.
+* **assigned** — the committed offset and its ledger are read here, on the
+  Kafka thread, inside the callback; then a fresh generation per partition
+  (``offsets.py``), so nothing of an earlier assignment of the same
+  partition can settle the new copies of its records, and a takeover
+  (``takeover.py``) for each partition whose previous owner left work
+  unresolved.
 * **revoked** — drop what was not submitted, wait briefly (``REVOKE_WAIT``)
   for the jobs carrying those partitions' records, stop (``DELETE``) the ones
   still running, then commit what is settled, here on the Kafka thread while
@@ -16,6 +19,10 @@ loop has done what must happen before they change hands.
   until the callback returns, and the callback would wait for it forever).
 * **lost** — ownership is already gone (session timeout, fenced): committing
   would fail, so only forget.
+
+The revoke commit carries each partition's ledger like any other commit
+(``commits.py``): the jobs it just stopped are in it, and the next owner
+resolves them before it redoes anything.
 
 A job still running when its partitions go would go on applying those
 customers while the next owner resubmits them, possibly with newer changes:
@@ -34,15 +41,20 @@ import structlog
 from service.delivery.batching import Batcher
 from service.delivery.commits import Committer
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.ledger import decode
+from service.delivery.offsets import OffsetTracker, TopicPartition, Window
+from service.delivery.takeover import Takeovers
 from service.health import Health
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 REVOKE_WAIT = 10.0
+COMMITTED_TIMEOUT = 10.0
 
 BatchesTouching = Callable[[set[TopicPartition]], list[asyncio.Task[None]]]
+ReadCommitted = Callable[[list[TopicPartition], float], dict[TopicPartition, tuple[int, str]]]
+"""The group's committed ``(offset, metadata)`` per partition (on the Kafka thread)."""
 
 
 class Rebalancer:
@@ -55,6 +67,10 @@ class Rebalancer:
         batcher: Batcher,
         tracker: JobTracker,
         committer: Committer,
+        takeovers: Takeovers,
+        read_committed: Callable[
+            [list[TopicPartition], float], dict[TopicPartition, tuple[int, str]]
+        ],
         health: Health,
         metrics: Metrics,
         batches_touching: BatchesTouching,
@@ -65,6 +81,8 @@ class Rebalancer:
         self._batcher = batcher
         self._tracker = tracker
         self._committer = committer
+        self._takeovers = takeovers
+        self._read_committed = read_committed
         self._health = health
         self._metrics = metrics
         self._batches_touching = batches_touching
@@ -80,7 +98,16 @@ class Rebalancer:
     # ------------------------------------------------- on the Kafka thread
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
-        self._on_loop(self.assigned, partitions)
+        """Read what the previous owners committed, then hand the partitions to the loop."""
+        if self._loop is None or not partitions:
+            self._on_loop(self.assigned, partitions)
+            return
+        committed = self._read_committed(partitions, COMMITTED_TIMEOUT)
+        future = asyncio.run_coroutine_threadsafe(self.assigned(partitions, committed), self._loop)
+        try:
+            future.result()
+        except Exception:
+            log.exception("rebalance_handler_failed", handler="assigned")
 
     def on_lost(self, partitions: list[TopicPartition]) -> None:
         self._on_loop(self.lost, partitions)
@@ -128,9 +155,19 @@ class Rebalancer:
 
     # ------------------------------------------------------- on the loop
 
-    async def assigned(self, partitions: list[TopicPartition]) -> None:
+    async def assigned(
+        self,
+        partitions: list[TopicPartition],
+        committed: dict[TopicPartition, tuple[int, str]] | None = None,
+    ) -> None:
         for tp in partitions:
-            self._offsets.assign(tp)
+            offset, metadata = (committed or {}).get(tp, (None, ""))
+            ledger = decode(metadata)
+            inherited = offset is not None and ledger is not None
+            inherited = inherited and bool(ledger and (ledger.length or ledger.jobs))
+            self._offsets.assign(tp, offset, holding=inherited)
+            if inherited and offset is not None and ledger is not None:
+                self._takeovers.begin(tp, offset, ledger, self._offsets.generation(tp))
         self.assignment.update(partitions)
         self._on_assigned()
         self._health.in_group = True
@@ -140,15 +177,17 @@ class Rebalancer:
         """Ownership is already gone: committing would fail, so only forget."""
         lost = set(partitions)
         self._batcher.drop_partitions(lost)
+        self._takeovers.drop(lost)
         self._forget(lost)
         log.warning("partitions_lost", partitions=names(partitions))
 
     async def _revoking(
         self, partitions: list[TopicPartition]
-    ) -> tuple[dict[TopicPartition, int], int, int]:
-        """Drop what was not submitted, wait briefly for jobs, stop the rest; return watermarks."""
+    ) -> tuple[dict[TopicPartition, Window], int, int]:
+        """Drop what was not submitted, wait briefly for jobs, stop the rest; return windows."""
         revoked = set(partitions)
         released = self._batcher.drop_partitions(revoked)
+        self._takeovers.drop(revoked)
         waiting = self._batches_touching(revoked)
         if waiting and not self._health.stopping:
             await asyncio.wait(waiting, timeout=self._revoke_wait)
@@ -157,7 +196,7 @@ class Rebalancer:
         return offsets, len(released), stopped
 
     async def _revoked(
-        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, int]
+        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, Window]
     ) -> None:
         self._offsets.committed(acknowledged)
         self._forget(set(partitions))

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter
-
 from service.delivery.batching import Batcher
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.jobs import Verdicts
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.offsets import (
+    MARK_OUTCOMES,
+    OUTCOME_MARKS,
+    Mark,
+    OffsetTracker,
+    TopicPartition,
+)
 from service.delivery.records import PendingRecord
 from service.metrics import Metrics
 
@@ -47,7 +51,7 @@ class Settlement:
     def apply(self, verdicts: Verdicts) -> None:
         """A batch's verdicts: settle the delivered, dead-letter the rejected, requeue the rest."""
         current = self._offsets.generation
-        self.settle(verdicts.succeeded, self._metrics.succeeded)
+        self.settle(verdicts.succeeded, "succeeded")
         for rejection in verdicts.rejected:
             r = rejection.record
             if current((r.topic, r.partition)) == r.generation:
@@ -73,23 +77,24 @@ class Settlement:
                 loser = self._batcher.give_back(r, now)
                 if loser is not None:
                     losers.append(loser)
-        self.settle(losers, self._metrics.coalesced)
+        self.settle(losers, "coalesced")
 
-    def settle(self, records: list[PendingRecord], outcome: Counter) -> None:
+    def settle(self, records: list[PendingRecord], outcome: str) -> None:
         """Settle records (of their current generation only) and count them under ``outcome``."""
         if not records:
             return
         wall = time.time()
         current = self._offsets.generation
         settle = self._offsets.settle
+        mark = OUTCOME_MARKS[outcome]
         for r in records:
             tp = (r.topic, r.partition)
             if current(tp) == r.generation:
-                settle(tp, r.offset)
+                settle(tp, r.offset, mark)
         self._metrics.end_to_end_latency.observe_many(
             [wall - r.timestamp_ms / 1000 for r in records]
         )
-        outcome.inc(len(records))
+        self._metrics.outcome[outcome].inc(len(records))
 
     def skipped(self, records: list[tuple[TopicPartition, int, int]]) -> None:
         """Settle records a policy skipped: ``(partition, offset, timestamp_ms)`` each.
@@ -102,7 +107,7 @@ class Settlement:
         wall = time.time()
         settle = self._offsets.settle
         for tp, offset, _ in records:
-            settle(tp, offset)
+            settle(tp, offset, Mark.SKIPPED)
         self._metrics.end_to_end_latency.observe_many([wall - t / 1000 for _, _, t in records])
         self._metrics.skipped.inc(len(records))
 
@@ -110,6 +115,20 @@ class Settlement:
         """The broker acknowledged a dead letter: its source record is settled."""
         tp = (letter.topic, letter.partition)
         if self._offsets.generation(tp) == letter.generation:
-            self._offsets.settle(tp, letter.offset)
+            self._offsets.settle(tp, letter.offset, Mark.DEAD_LETTERED)
         self._metrics.dead_lettered.inc()
         self._metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)
+
+    def inherited(self, records: list[tuple[TopicPartition, int, int]]) -> None:
+        """Records the previous owner had settled: ``(partition, offset, mark)`` each.
+
+        Counted under their outcome, so every consumed record still ends in
+        one, and in ``records_inherited_total``; their end-to-end latency was
+        observed when they were first settled.
+        """
+        settle = self._offsets.settle
+        for tp, offset, mark in records:
+            settle(tp, offset, mark)
+            outcome = MARK_OUTCOMES[mark]
+            self._metrics.outcome[outcome].inc()
+            self._metrics.inherited[outcome].inc()

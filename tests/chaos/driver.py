@@ -420,6 +420,9 @@ def _run(
     )
     timings["checked"] = time.monotonic() - started
     _judge_fleet(report, fleet, before, after, done and tail_done, kills)
+    faults = sum(kills.values()) + len(fleet.liveness_kills) + len(broker_faults)
+    if faults:
+        report.numbers["duplicate applications per fault"] = round(report.duplicates / faults, 1)
     if len(fleet.liveness_kills) != kills_before_tail:
         report.must_be_zero("tail: liveness restarts (the exact check is void)", 1)
     if broker_faults:

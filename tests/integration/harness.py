@@ -97,6 +97,20 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
     return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
 
 
+def committed_metadata(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, tuple[int, str]]:
+    """The group's committed offset and metadata (the service's ledger) per partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = committed_offsets(
+            consumer, [TopicPartition(topic, p) for p in range(partitions)], timeout=20
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: (tp.offset, tp.metadata or "") for tp in offsets if tp.offset >= 0}
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Each partition's high watermark, from the broker (one past its last record)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("ends")})

@@ -10,7 +10,7 @@ partitions stay stuck and SIGTERM never finishes.
 
 To make the window certain rather than likely, instance A runs with the
 periodic commit effectively off (``COMMIT_INTERVAL`` patched to an hour, and
-``COMMIT_WHEN_DRAINED`` off), so at the rebalance every settled offset is
+the commits soon after settlements and on draining off), so at the rebalance every settled offset is
 still uncommitted and the revoke handler is what must commit it.
 """
 
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 
 NO_PERIODIC_COMMIT = (
     "import sys, service.delivery.commits as c; c.COMMIT_INTERVAL = 3600.0; "
-    "c.COMMIT_WHEN_DRAINED = False; "
+    "c.COMMIT_WHEN_DRAINED = False; c.Committer.soon = lambda self: None; "
     "from service.cli import main; sys.exit(main(['run']))"
 )
 

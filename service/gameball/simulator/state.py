@@ -1,7 +1,4 @@
-"""The simulated API's memory: configuration, jobs on a clock, the applied log, counters.
-
-See the package docstring for the lifecycle and the reasons behind it.
-"""
+"""The simulated API's memory: configuration, jobs on a clock, the applied log, counters."""
 
 from __future__ import annotations
 
@@ -108,6 +105,7 @@ class Job:
     successful: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     document: bytes | None = None  # cached once terminal
+    stopped_at: float | None = None  # time.time() of the DELETE that stopped it
 
     @property
     def queue_seconds(self) -> float:
@@ -330,6 +328,7 @@ class SimulatorState:
             self.settle()
             if not job.state.terminal:
                 job.state = JobState.STOPPED
+                job.stopped_at = time.time()
                 self.active.remove(job)
 
     def document(self, job: Job) -> bytes:

@@ -1,4 +1,4 @@
-"""The commit watermark never passes an unsettled record."""
+"""The commit watermark never passes an unsettled record, and its window says what is above it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from service.delivery.offsets import OffsetTracker
+from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
 
 TP = ("t", 0)
+
+
+def marks(tracker: OffsetTracker) -> dict[TopicPartition, int]:
+    """The offsets a commit would commit now."""
+    return {tp: window.offset for tp, window in tracker.commit_candidates().items()}
 
 
 def test_watermark_waits_for_the_lowest_unsettled_offset() -> None:
@@ -18,11 +23,11 @@ def test_watermark_waits_for_the_lowest_unsettled_offset() -> None:
     tracker.assign(TP)
     for offset in (10, 11, 12):
         tracker.track(TP, offset)
-    tracker.settle(TP, 12)
-    tracker.settle(TP, 11)
-    assert tracker.commit_candidates() == {TP: 10}
-    tracker.settle(TP, 10)
-    assert tracker.commit_candidates() == {TP: 13}
+    tracker.settle(TP, 12, Mark.SUCCEEDED)
+    tracker.settle(TP, 11, Mark.SUCCEEDED)
+    assert marks(tracker) == {TP: 10}
+    tracker.settle(TP, 10, Mark.SUCCEEDED)
+    assert marks(tracker) == {TP: 13}
 
 
 def test_gaps_in_offsets_commit_one_past_the_last_record() -> None:
@@ -30,16 +35,16 @@ def test_gaps_in_offsets_commit_one_past_the_last_record() -> None:
     tracker.assign(TP)
     tracker.track(TP, 5)
     tracker.track(TP, 9)  # compaction or transaction markers in between
-    tracker.settle(TP, 5)
-    tracker.settle(TP, 9)
-    assert tracker.commit_candidates() == {TP: 10}
+    tracker.settle(TP, 5, Mark.SUCCEEDED)
+    tracker.settle(TP, 9, Mark.SUCCEEDED)
+    assert marks(tracker) == {TP: 10}
 
 
 def test_acknowledged_commits_are_not_offered_again() -> None:
     tracker = OffsetTracker()
     tracker.assign(TP)
     tracker.track(TP, 0)
-    tracker.settle(TP, 0)
+    tracker.settle(TP, 0, Mark.SUCCEEDED)
     tracker.committed(tracker.commit_candidates())
     assert tracker.commit_candidates() == {}
     assert tracker.committed_offset(TP) == 1
@@ -50,7 +55,7 @@ def test_revoked_partitions_ignore_late_settlements() -> None:
     tracker.assign(TP)
     tracker.track(TP, 0)
     tracker.revoke(TP)
-    tracker.settle(TP, 0)
+    tracker.settle(TP, 0, Mark.SUCCEEDED)
     tracker.track(TP, 1)
     assert tracker.commit_candidates() == {}
     assert not tracker.owns(TP)
@@ -62,8 +67,8 @@ def test_refetched_offsets_are_tracked_once() -> None:
     tracker.track(TP, 0)
     tracker.track(TP, 1)
     tracker.track(TP, 0)
-    tracker.settle(TP, 0)
-    assert tracker.commit_candidates() == {TP: 1}
+    tracker.settle(TP, 0, Mark.SUCCEEDED)
+    assert marks(tracker) == {TP: 1}
     assert tracker.pending_count(TP) == 1
 
 
@@ -86,11 +91,11 @@ def test_watermark_matches_a_simple_model_under_any_settle_order(
         tracker.track(TP, offset)
     settled: set[int] = set()
     for offset in order:
-        tracker.settle(TP, offset)
+        tracker.settle(TP, offset, Mark.SUCCEEDED)
         settled.add(offset)
         unsettled = [o for o in offsets if o not in settled]
         expected = unsettled[0] if unsettled else offsets[-1] + 1
-        assert tracker.commit_candidates() == {TP: expected}
+        assert marks(tracker) == {TP: expected}
 
 
 def test_each_assignment_of_a_partition_has_its_own_generation() -> None:
@@ -112,21 +117,24 @@ class TrackerModel(RuleBasedStateMachine):
 
     The model is the definition: for an owned partition the watermark is the
     lowest tracked-and-unsettled offset, else one past the highest tracked
-    offset; a revoked partition offers nothing and forgets everything; a
-    commit is offered only when the watermark moved past the last
-    acknowledged one. Offsets are fetched in increasing order with gaps
-    (compaction, transaction markers), and re-fetches of old offsets happen.
+    offset; above it, each offset's mark says settled (with its outcome),
+    pending, or a gap (never tracked); a revoked partition offers nothing and
+    forgets everything; a commit is offered when the window (watermark or
+    marks) differs from the last acknowledged one. Offsets are fetched in
+    increasing order with gaps (compaction, transaction markers), and
+    re-fetches of old offsets happen.
     """
 
     partitions = st.sampled_from([("t", 0), ("t", 1), ("u", 0)])
+    outcomes = st.sampled_from([Mark.SUCCEEDED, Mark.DEAD_LETTERED, Mark.SKIPPED, Mark.COALESCED])
 
     def __init__(self) -> None:
         super().__init__()
         self.tracker = OffsetTracker()
         self.owned: set[tuple[str, int]] = set()
         self.tracked: dict[tuple[str, int], list[int]] = {}
-        self.settled: dict[tuple[str, int], set[int]] = {}
-        self.acked: dict[tuple[str, int], int] = {}
+        self.settled: dict[tuple[str, int], dict[int, int]] = {}
+        self.acked: dict[tuple[str, int], tuple[int, bytes]] = {}
         self.next: dict[tuple[str, int], int] = {}
 
     @rule(tp=partitions, back=st.integers(min_value=0, max_value=8))
@@ -135,7 +143,7 @@ class TrackerModel(RuleBasedStateMachine):
         self.next[tp] = max(0, self.next.get(tp, 0) - back)
         self.tracker.assign(tp)
         self.owned.add(tp)
-        self.tracked[tp], self.settled[tp] = [], set()
+        self.tracked[tp], self.settled[tp] = [], {}
         self.acked.pop(tp, None)
 
     @rule(tp=partitions)
@@ -160,45 +168,59 @@ class TrackerModel(RuleBasedStateMachine):
         if self.tracked.get(tp):
             self.tracker.track(tp, max(0, self.tracked[tp][-1] - back))
 
-    @rule(tp=partitions, pick=st.integers(min_value=0))
-    def settle(self, tp: tuple[str, int], pick: int) -> None:
+    @rule(tp=partitions, pick=st.integers(min_value=0), outcome=outcomes)
+    def settle(self, tp: tuple[str, int], pick: int, outcome: int) -> None:
         """Settle a tracked record (possibly again); after a revoke it is ignored."""
         offsets = self.tracked.get(tp)
         if offsets:
             offset = offsets[pick % len(offsets)]
-            self.tracker.settle(tp, offset)
-            self.settled[tp].add(offset)
+            self.tracker.settle(tp, offset, outcome)
+            if offset >= self.watermark(tp):  # below it the window is gone: nothing changes
+                self.settled[tp][offset] = outcome
         elif self.next.get(tp):
-            self.tracker.settle(tp, pick % self.next[tp])  # a late settlement: no effect
+            self.tracker.settle(tp, pick % self.next[tp], outcome)  # a late one: no effect
 
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
         offered = self.tracker.commit_candidates()
         acked = data.draw(st.sampled_from([offered, {}]), label="broker acknowledged")
         self.tracker.committed(acked)
-        for tp, offset in acked.items():
-            self.acked[tp] = offset
+        for tp, window in acked.items():
+            self.acked[tp] = (window.offset, window.marks)
 
-    def expected_watermark(self, tp: tuple[str, int]) -> int | None:
+    def watermark(self, tp: tuple[str, int]) -> int:
         offsets = self.tracked[tp]
         unsettled = [o for o in offsets if o not in self.settled[tp]]
         if unsettled:
             return unsettled[0]
-        return offsets[-1] + 1 if offsets else None
+        return offsets[-1] + 1 if offsets else -1
+
+    def window(self, tp: tuple[str, int]) -> tuple[int, bytes] | None:
+        offsets = self.tracked[tp]
+        if not offsets:
+            return None
+        mark = self.watermark(tp)
+        tracked = set(offsets)
+        window = bytes(
+            self.settled[tp].get(o, Mark.PENDING) if o in tracked else Mark.GAP
+            for o in range(mark, offsets[-1] + 1)
+        )
+        return mark, window
 
     @invariant()
-    def offers_exactly_the_model_watermarks(self) -> None:
+    def offers_exactly_the_model_windows(self) -> None:
         expected = {}
         for tp in self.owned:
-            mark = self.expected_watermark(tp)
-            if mark is not None and (tp not in self.acked or mark > self.acked[tp]):
-                expected[tp] = mark
-        assert self.tracker.commit_candidates() == expected
+            window = self.window(tp)
+            if window is not None and self.acked.get(tp) != window:
+                expected[tp] = window
+        offered = self.tracker.commit_candidates()
+        assert {tp: (w.offset, w.marks) for tp, w in offered.items()} == expected
 
     @invariant()
     def never_offers_past_an_unsettled_record(self) -> None:
-        for tp, mark in self.tracker.commit_candidates().items():
-            assert all(o in self.settled[tp] for o in self.tracked[tp] if o < mark)
+        for tp, window in self.tracker.commit_candidates().items():
+            assert all(o in self.settled[tp] for o in self.tracked[tp] if o < window.offset)
 
     @invariant()
     def pending_counts_match(self) -> None:
@@ -209,3 +231,38 @@ class TrackerModel(RuleBasedStateMachine):
 
 TrackerModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 test_tracker_matches_the_model_under_any_interleaving = TrackerModel.TestCase
+
+
+def test_a_job_marks_what_it_carries_until_it_ends() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=100)
+    generation = tracker.track(TP, 100)
+    for offset in (101, 102, 103):
+        tracker.track(TP, offset)
+    tracker.settle(TP, 101, Mark.COALESCED)
+    tracker.carried("job-a", [(TP, 100, generation), (TP, 102, generation)])
+    tracker.carried("job-b", [(TP, 103, generation), (TP, 103, generation - 1)])  # a stale copy
+    window = tracker.commit_candidates()[TP]
+    assert window.offset == 100
+    slot_a, slot_b = window.marks[0] - Mark.JOB, window.marks[3] - Mark.JOB
+    assert window.marks == bytes(
+        [Mark.JOB + slot_a, Mark.COALESCED, Mark.JOB + slot_a, Mark.JOB + slot_b]
+    )
+    assert window.jobs == {slot_a: "job-a", slot_b: "job-b"}
+    # job-a ends: 100 succeeded, 102 was not settled by it and is pending again.
+    tracker.settle(TP, 100, Mark.SUCCEEDED)
+    tracker.ended("job-a", [(TP, 100), (TP, 102)])
+    window = tracker.commit_candidates()[TP]
+    assert window.offset == 102
+    assert window.marks == bytes([Mark.PENDING, Mark.JOB + slot_b])
+    assert window.jobs == {slot_b: "job-b"}
+
+
+def test_a_partition_taken_over_commits_nothing_until_released() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=50, holding=True)
+    tracker.track(TP, 50)
+    tracker.settle(TP, 50, Mark.SUCCEEDED)
+    assert tracker.commit_candidates() == {}  # the previous owner's ledger stays in place
+    tracker.release(TP)
+    assert marks(tracker) == {TP: 51}

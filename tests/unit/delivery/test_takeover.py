@@ -1,0 +1,127 @@
+"""A taken-over partition: inherited jobs resolved first, settled records skipped, no history.
+
+The pipeline runs without a broker (its consumer is never started); the API
+is the simulator over HTTP, where the previous owner's job really runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from service.config import load_settings
+from service.delivery.ledger import encode
+from service.delivery.offsets import Mark
+from service.delivery.pipeline import Pipeline
+from service.delivery.records import PendingRecord
+from service.delivery.takeover import judge
+from service.gameball.models import JobState, JobStatus
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.labels import DeadLetterReason
+from tests.helpers import eventually
+from tests.unit.delivery.test_pipeline_rebalance import ENV, TP, Msg
+
+
+def record(customer: str, offset: int) -> PendingRecord:
+    payload = orjson.dumps({"customerId": customer})
+    return PendingRecord("t", 0, offset, 0, None, payload, customer, payload)
+
+
+def status(state: str, successful: list[str], failed: list[str]) -> JobStatus:
+    return JobStatus.model_validate(
+        {
+            "status": state,
+            "response": {
+                "successful": [{"customerId": c} for c in successful],
+                "failed": [{"customerId": c, "error": "Invalid email address"} for c in failed],
+            },
+        }
+    )
+
+
+def test_an_inherited_jobs_status_settles_rejects_or_gives_back_each_record() -> None:
+    a, b, c = record("a", 1), record("b", 2), record("c", 3)
+    done = judge("job-1", status("completed", ["a"], ["b"]), [a, b, c])
+    assert (done.succeeded, [r.record for r in done.rejected], done.resubmit) == ([a], [b], [c])
+    assert done.rejected[0].reason is DeadLetterReason.RECORD_REJECTED
+    assert done.rejected[0].job_id == "job-1"
+    # A stopped or failed job's "failed" entries say nothing about the records: redone.
+    stopped = judge("job-1", status("stopped", ["a"], ["b"]), [a, b, c])
+    assert (stopped.succeeded, stopped.rejected, stopped.resubmit) == ([a], [], [b, c])
+    # Vanished, or not terminal in time: everything is redone.
+    assert judge("job-1", None, [a, b]).resubmit == [a, b]
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    return SimulatorConfig(stuck_job_rate=1.0, seed=3)  # the previous owner's job never ends
+
+
+@pytest.fixture
+async def pipeline(simulator: RunningSimulator) -> AsyncIterator[Pipeline]:
+    api = {
+        "GAMEBALL_BASE_URL": simulator.base_url,
+        "GAMEBALL_API_KEY": "demo-api-key",
+        "GAMEBALL_SECRET_KEY": "demo-secret-key",
+    }
+    running = Pipeline(load_settings({**ENV, **api}))
+    yield running
+    running._takeovers.cancel()
+    await running._client.aclose()
+
+
+async def test_a_takeover_stops_the_dead_owners_job_and_redoes_each_customer_once(
+    pipeline: Pipeline, simulator: RunningSimulator
+) -> None:
+    # The previous owner had read 100..104: "a" at 100 was in its job, still running;
+    # "b" at 101 was delivered; "c" at 102 and a newer "a" at 104 were buffered; 103,
+    # an "a" between the two, was coalesced away.
+    job = simulator.state.create_job([{"customerId": "a"}])
+    simulator.state.update_config({"stuck_job_rate": 0.0})
+    marks = bytes([Mark.JOB + 0, Mark.SUCCEEDED, Mark.PENDING, Mark.COALESCED, Mark.PENDING])
+    metadata, level = encode(len(marks), {0: job.id}, marks, 4096)
+    assert level == "full"
+    await pipeline._rebalancer.assigned([TP], {TP: (100, metadata)})
+
+    pipeline._ingestor.ingest([Msg(100, "a"), Msg(101, "b"), Msg(102, "c"), Msg(103, "a")])
+    pipeline._takeovers.advance_all(room=1000)
+    assert len(pipeline._batcher) == 0, "nothing is buffered before the window is re-read"
+    assert pipeline._offsets.commit_candidates() == {}, "the inherited ledger must stay"
+
+    pipeline._ingestor.ingest([Msg(104, "a")])
+    pipeline._takeovers.advance_all(room=1000)
+    await eventually(lambda: TP not in pipeline._takeovers)
+    # The inherited job was stopped before anything of this partition was buffered.
+    assert simulator.state.jobs[job.id].state is JobState.STOPPED
+    # Each customer once, with its latest change: c@102 and a@104.
+    ready = {r.customer_id: r.offset for r in pipeline._batcher._ready.values()}
+    assert ready == {"c": 102, "a": 104}
+    # b@101 and a@103 were the previous owner's: counted, not redone; a@100 lost to a@104.
+    metrics = pipeline.metrics.registry.get_sample_value
+    assert metrics("customer_sync_records_inherited_total", {"outcome": "succeeded"}) == 1
+    assert metrics("customer_sync_records_inherited_total", {"outcome": "coalesced"}) == 1
+    assert metrics("customer_sync_records_total", {"outcome": "coalesced"}) == 2
+    assert metrics("customer_sync_jobs_inherited_total", {"resolution": "stopped"}) == 1
+    window = pipeline._offsets.commit_candidates()[TP]
+    assert window.offset == 102
+    assert window.marks == bytes([Mark.PENDING, Mark.COALESCED, Mark.PENDING])
+
+
+async def test_what_an_inherited_job_delivered_is_settled_not_redone(
+    pipeline: Pipeline, simulator: RunningSimulator
+) -> None:
+    simulator.state.update_config({"stuck_job_rate": 0.0})
+    job = simulator.state.create_job([{"customerId": "a"}, {"customerId": "b"}])  # completes
+    marks = bytes([Mark.JOB + 7, Mark.JOB + 7])
+    metadata, _ = encode(len(marks), {7: job.id}, marks, 4096)
+    await pipeline._rebalancer.assigned([TP], {TP: (0, metadata)})
+    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")])
+    pipeline._takeovers.advance_all(room=1000)
+    await eventually(lambda: TP not in pipeline._takeovers)
+    assert len(pipeline._batcher) == 0
+    assert pipeline._offsets.commit_candidates()[TP].offset == 2
+    metrics = pipeline.metrics.registry.get_sample_value
+    assert metrics("customer_sync_jobs_inherited_total", {"resolution": "completed"}) == 1
+    assert metrics("customer_sync_records_total", {"outcome": "succeeded"}) == 2
