@@ -78,7 +78,7 @@ class PostgresCluster:
         self.user = "postgres"
         self.dbname = "postgres"
         self._as_postgres = os.geteuid() == 0
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[Path, list[str], Path], PostgresCluster] | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
     @property
@@ -106,7 +106,9 @@ class PostgresCluster:
         if self.root is not None:
             raise PostgresError("already started")
         self.root = Path(tempfile.mkdtemp(prefix="pgcdc-"))
-        self._finalizer = weakref.finalize(self, _cleanup, self.root, self._cmd_prefix(), self.bin_dir)
+        self._finalizer = weakref.finalize(
+            self, _cleanup, self.root, self._cmd_prefix(), self.bin_dir
+        )
         atexit.register(self._finalizer)
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
@@ -179,7 +181,9 @@ class PostgresCluster:
         )
         return int(out[-1][0] or "0")
 
-    def _psql(self, sql: str, *, dbname: str | None, separators: bool = False) -> subprocess.CompletedProcess[str]:
+    def _psql(
+        self, sql: str, *, dbname: str | None, separators: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         if self.port is None:
             raise PostgresError("not started")
         args = [
@@ -201,7 +205,9 @@ class PostgresCluster:
     def _cmd_prefix(self) -> list[str]:
         return ["runuser", "-u", "postgres", "--"] if self._as_postgres else []
 
-    def _run(self, args: list[str], *, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, args: list[str], *, timeout: float, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [*self._cmd_prefix(), *args], capture_output=True, text=True,
             timeout=timeout, check=False, env=_env(), cwd="/",
@@ -224,7 +230,8 @@ def _cleanup(root: Path, prefix: list[str], bin_dir: Path) -> None:
     if pid_file.exists():
         with contextlib.suppress(Exception):
             subprocess.run(
-                [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "15", "stop"],
+                [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
+                 "-t", "15", "stop"],
                 capture_output=True, timeout=20, check=False, cwd="/",
             )  # fmt: skip
         if pid_file.exists():
