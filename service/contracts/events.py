@@ -7,7 +7,7 @@ output against the generated files, so the documents cannot drift from what
 the service does.
 
 The decoder does not validate with these models: it is tuned per record and
-deliberately more lenient (snake_case names, Debezium's epoch dates, JSON
+deliberately more lenient (snake_case names, Debezium's logical types, JSON
 strings). These models state what a producer can rely on being accepted.
 """
 
@@ -34,7 +34,9 @@ class DebeziumEnvelope(BaseModel):
 
     For ``c`` (create), ``u`` (update) and ``r`` (snapshot read) the ``after``
     row is the customer, mapped by column name or ``FIELD_MAPPING_FILE``; ``d``
-    (delete) follows ``DELETE_POLICY``. Other operations are dead-lettered as
+    (delete) follows ``DELETE_POLICY``; ``t`` (a TRUNCATE, emitted only with the
+    connector's ``skipped.operations=none``) names no customer and is skipped. Other
+    operations (``m``, a logical decoding message) are dead-lettered as
     ``unsupported_operation``.
     """
 
@@ -44,8 +46,8 @@ class DebeziumEnvelope(BaseModel):
     after: dict[str, Any] | None = Field(
         default=None, description="the row after the change: the customer for c, u and r"
     )
-    op: Literal["c", "u", "r", "d"] = Field(
-        description="c = create, u = update, r = snapshot read, d = delete"
+    op: Literal["c", "u", "r", "d", "t"] = Field(
+        description="c = create, u = update, r = snapshot read, d = delete, t = truncate"
     )
     ts_ms: int | None = Field(default=None, description="when the connector saw the change (ms)")
     source: dict[str, Any] | None = Field(
@@ -64,8 +66,11 @@ class WrappedEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    schema_: dict[str, Any] = Field(
-        alias="schema", description="the Connect schema; not used by the service"
+    schema_: dict[str, Any] | None = Field(
+        alias="schema",
+        description="the Connect schema: each column's logical type (io.debezium.time.Date, "
+        "org.apache.kafka.connect.data.Decimal, io.debezium.data.Json, ...) decides how its "
+        "value is converted",
     )
     payload: DebeziumEnvelope
 

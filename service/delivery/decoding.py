@@ -1,38 +1,63 @@
 """Kafka value → API customer, a skip, or a dead-letter reason. Never raises.
 
-Accepts a Debezium envelope (optionally ``{"schema", "payload"}``-wrapped), a
-plain customer object, or a tombstone, and normalises values the way CDC
-delivers them (epoch-day dates, epoch-ms timestamps, JSON-string columns,
-comma-separated tags, numeric ids).
+Accepts a Debezium envelope (optionally ``{"schema", "payload"}``-wrapped), a flattened row
+(``ExtractNewRecordState``), a plain customer object, or a tombstone (SPEC §3).
 
-This is the hot path, so validation happens exactly once: each API field has
-one normaliser, chosen when the decoder is built, that either returns a value
-of the type :class:`~service.gameball.models.ApiCustomer` requires or raises. A customer
-built only from normalised fields is therefore valid by construction, and is
-serialised straight to its request-body bytes with orjson; running the
-pydantic model over it again would cost more than everything else here put
-together. A property test holds the normalisers to the model.
+**Types come from the schema when there is one.** With the JSON converter's schemas on, each
+column's logical type decides its conversion (:mod:`service.delivery.debezium`): a
+``MicroTimestamp`` is microseconds whatever its magnitude, a ``Decimal`` is base64 of an
+unscaled integer, a ``Json`` column a string to parse. Without a schema the normalisers of
+:mod:`service.delivery.fields` read values the way CDC delivers them and guess where they
+must; the mapping file can state a column's type instead.
+
+**A schema is read once, not per record.** Debezium repeats the whole schema, about 5 kB for
+a twenty-column table against 1 kB of payload, in every record, and parsing it would be most
+of the decoder's time. The JSON converter writes ``{"schema":S,"payload":P}`` compactly and in
+that order, so the decoder looks for ``S``'s bytes among the schemas it has seen (found by
+length, confirmed by comparing the bytes) and parses only ``P``. This is exact, not a
+heuristic: a cached ``S`` is a complete JSON object, no proper prefix of a JSON object is one,
+so a value that starts with ``{"schema":S,"payload":`` and ends in ``}`` has schema ``S``; if
+``P`` then parses, the value is that object. Anything else (a new schema, other spacing or key
+order) takes the full parse, which also learns the schema for next time. A plan (column →
+API field → converter) is built once per distinct schema and cached with it.
+
+**Validation happens exactly once.** Each mapped column has one converter that either returns
+a value of the type :class:`~service.gameball.models.ApiCustomer` requires or raises, so a
+customer built from them is valid by construction and is serialised straight to its
+request-body bytes with orjson; running the pydantic model over it again would cost more than
+everything else here put together. A property test holds the normalisers to the model.
+
+Operations: ``c``, ``u`` and ``r`` carry the customer in ``after``; ``d`` follows
+``DELETE_POLICY``; ``t`` (TRUNCATE, emitted only with ``skipped.operations=none``) is skipped:
+it names no customer, so there is nothing to deliver and nothing a replay could fix. Any other
+operation is dead-lettered. An unchanged TOASTed value (Debezium's
+``unavailable.value.placeholder``) is left out of the customer, so the API keeps what it has.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import orjson
 
-from service.delivery.mapping import API_FIELDS, FieldMapping, snake_case
+from service.delivery.debezium import (
+    PLAIN,
+    UNAVAILABLE_VALUE,
+    ColumnType,
+    converter,
+    row_columns,
+)
+from service.delivery.fields import Invalid, Target, target_of, to_text
+from service.delivery.mapping import API_FIELDS, FieldMapping, Source, snake_case
 from service.labels import DeadLetterReason
 
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-_MS_PER_DAY = 86_400_000
-_US_PER_DAY = 86_400_000_000
 _ERROR_LIMIT = 1000
-
-K = TypeVar("K")
-V = TypeVar("V")
+_SCHEMA_PREFIX = b'{"schema":'
+_PAYLOAD_KEY = b',"payload":'
+_MAX_SCHEMAS = 256
+"""Distinct schemas kept; past this the cache starts over (a schema per table and version)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +68,7 @@ class Customer:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    reason: Literal["tombstone", "delete"]
+    reason: Literal["tombstone", "delete", "truncate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,127 +78,22 @@ class Reject:
 
 
 Decoded = Customer | Skip | Reject
+Convert = Callable[[Any], Any]
 
 
-class _Invalid(Exception):
-    pass
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the rows of one schema become customers.
 
-
-class _Memo(dict[K, V]):
-    """A bounded memo for normalisations whose inputs repeat (days, tag lists).
-
-    A source table has few distinct birth dates, join days and tag
-    combinations, so most lookups hit; when the memo fills up it simply starts
-    over, which bounds memory whatever the input. Values handed out are shared:
-    a customer is serialised once and never mutated, so sharing is safe.
+    ``columns``: column name → (API field, converter) for the fields matched by name, walked
+    in the row's order; ``mapped`` and ``attributes``: the mapping file's entries, each
+    (name, column, path inside the column, converter), an attribute also with its label for
+    errors (``custom.<name>``).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def keep(self, key: K, value: V) -> V:
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
-        return value
-
-
-_DAYS: _Memo[int, str] = _Memo(100_000)
-_TAGS: _Memo[str, list[str]] = _Memo(10_000)
-
-
-def _to_date(value: Any) -> str:
-    """Epoch days (Debezium ``DATE``), epoch ms or µs (timestamps), or an ISO date string."""
-    kind = type(value)
-    if kind is int or kind is float:
-        number = int(value)
-        if -1_000_000 < number < 1_000_000:
-            days = number  # days since the epoch: ±2700 years
-        elif -(10**14) <= number <= 10**14:
-            days = number // _MS_PER_DAY  # epoch milliseconds
-        else:
-            days = number // _US_PER_DAY  # epoch microseconds (MicroTimestamp)
-        text = _DAYS.get(days)
-        if text is not None:
-            return text
-        try:
-            return _DAYS.keep(days, dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat())
-        except (ValueError, OverflowError):
-            raise _Invalid(f"{value!r} is out of the range of dates") from None
-    if kind is str:
-        try:
-            return dt.date.fromisoformat(value[:10]).isoformat()
-        except ValueError:
-            raise _Invalid(f"{value!r} is not a date") from None
-    if kind is bool:
-        raise _Invalid("a date cannot be a boolean")
-    raise _Invalid("a date must be a string or a number")
-
-
-def _to_tags(value: Any) -> list[str]:
-    if type(value) is str:
-        tags = _TAGS.get(value)
-        if tags is not None:
-            return tags
-        if "[" not in value:
-            return _TAGS.keep(value, [tag for tag in map(str.strip, value.split(",")) if tag])
-        value = orjson.loads(value)
-    if type(value) is list and all(
-        type(t) is str or type(t) is int or type(t) is float for t in value
-    ):
-        return [t if type(t) is str else str(t) for t in value]
-    raise _Invalid("tags must be an array of strings or a comma-separated string")
-
-
-def _to_object(value: Any) -> dict[str, Any]:
-    if type(value) is str:
-        value = orjson.loads(value)
-    if type(value) is not dict:
-        raise _Invalid("must be an object")
-    return value
-
-
-_EXACT_FLOAT_LIMIT = 2**53
-"""Past this a float no longer holds every integer: an id read as one would be another id."""
-
-
-def _to_id(value: Any) -> str:
-    kind = type(value)
-    if kind is float:
-        # orjson reads integers beyond 64 bits as floats: 123456789012345678901234567890
-        # would become customer 123456789012345677877719597056, somebody else.
-        if abs(value) >= _EXACT_FLOAT_LIMIT:
-            raise _Invalid(
-                f"the numeric id {value!r} is too large to be exact; send it as a string"
-            )
-        if value.is_integer():
-            value, kind = int(value), int
-    if kind is str or kind is int or kind is float:
-        text = str(value).strip()
-        if text:
-            return text
-    raise _Invalid("no customer id (customerId / customer_id is empty or not a scalar)")
-
-
-def _to_text(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]  # narrowed by the identity check
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int or kind is float:
-        return str(value)
-    raise _Invalid("must be a string")
-
-
-_NORMALISERS: dict[str, Callable[[Any], Any]] = {
-    "customerId": _to_id,
-    "dateOfBirth": _to_date,
-    "joinDate": _to_date,
-    "tags": _to_tags,
-    "custom": _to_object,
-}
+    columns: dict[str, tuple[str, Convert]]
+    mapped: tuple[tuple[str, str, tuple[str, ...], Convert], ...]
+    attributes: tuple[tuple[str, str, tuple[str, ...], Convert, str], ...]
 
 
 class Decoder:
@@ -181,20 +101,17 @@ class Decoder:
         self,
         mapping: FieldMapping | None = None,
         delete_policy: Literal["skip", "dead-letter"] = "skip",
+        unavailable_value: str = UNAVAILABLE_VALUE,
     ) -> None:
+        self._mapping = mapping or FieldMapping({})
         self._delete_policy = delete_policy
-        self._paths = mapping.paths if mapping else {}
-        # FIELD_MAPPING_FILE entries: (API field, source path, its normaliser).
-        self._mapped: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]] = [
-            (field, path, _NORMALISERS.get(field, _to_text)) for field, path in self._paths.items()
-        ]
-        # Column name -> (API field, its normaliser), built once.
-        self._fields: dict[str, tuple[str, Callable[[Any], Any]]] = {}
-        for field in API_FIELDS:
-            if field not in self._paths:
-                entry = (field, _NORMALISERS.get(field, _to_text))
-                self._fields[field] = entry
-                self._fields[snake_case(field)] = entry
+        self._unavailable = unavailable_value
+        self._unavailable_json = orjson.dumps(unavailable_value)
+        self._schemaless = self._plan(None)
+        # Schemas as the JSON converter wrote them, by length: [(bytes, plan)].
+        self._by_length: dict[int, list[tuple[bytes, _Plan]]] = {}
+        # Schemas met only in other spellings, by their compact form.
+        self._by_dump: dict[bytes, _Plan] = {}
 
     def decode(self, value: bytes | None) -> Decoded:
         try:
@@ -211,39 +128,65 @@ class Decoder:
             return Skip("tombstone")
         if value.startswith(b"\xef\xbb\xbf"):
             value = value[3:]
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            return Reject(DeadLetterReason.INVALID_JSON, f"not UTF-8 JSON: {exc}"[:_ERROR_LIMIT])
-        if not isinstance(event, dict):
-            return Reject(DeadLetterReason.INVALID_EVENT, "the event is not a JSON object")
-        if "schema" in event and "payload" in event:
-            event = event["payload"]
-            if event is None:
-                return Skip("tombstone")
-            if not isinstance(event, dict):
-                return Reject(DeadLetterReason.INVALID_EVENT, "payload is not an object")
-        if "op" in event:
-            op = event.get("op")
-            if op == "d":
-                if self._delete_policy == "skip":
-                    return Skip("delete")
+        event: Any = None
+        plan = None
+        start = 0  # where the payload begins in ``value``
+        if value.startswith(_SCHEMA_PREFIX) and value.endswith(b"}"):
+            start, plan = self._known_schema(value)
+            if plan is not None:
+                try:
+                    event = orjson.loads(value[start:-1])
+                except orjson.JSONDecodeError:
+                    plan = None  # not the JSON converter's shape after all: parse it whole
+        if plan is None:
+            start = 0
+            try:
+                event = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
                 return Reject(
-                    DeadLetterReason.UNSUPPORTED_OPERATION,
-                    "delete events are dead-lettered (DELETE_POLICY=dead-letter)",
+                    DeadLetterReason.INVALID_JSON, f"not UTF-8 JSON: {exc}"[:_ERROR_LIMIT]
                 )
-            if op not in ("c", "u", "r"):
+            if not isinstance(event, dict):
+                return Reject(DeadLetterReason.INVALID_EVENT, "the event is not a JSON object")
+            if "schema" in event and "payload" in event:
+                plan = self._learn(value, event["schema"])
+                event = event["payload"]
+            else:
+                plan = self._schemaless
+        if event is None:
+            return Skip("tombstone")  # {"schema": ..., "payload": null}
+        if not isinstance(event, dict):
+            return Reject(DeadLetterReason.INVALID_EVENT, "payload is not an object")
+        if "op" in event:
+            op = event["op"]
+            if op == "u" or op == "c" or op == "r":
+                row = event.get("after")
+                if not isinstance(row, dict):
+                    return Reject(
+                        DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row"
+                    )
+                # Only an UPDATE can leave a TOASTed value out: an INSERT's WAL record and a
+                # snapshot's SELECT carry every value. One search, not a test per column.
+                if op == "u" and self._unavailable_json in value:
+                    row = self._without_unavailable(row)
+            elif op == "d":
+                return self._delete()
+            elif op == "t":
+                return Skip("truncate")
+            else:
                 return Reject(
                     DeadLetterReason.UNSUPPORTED_OPERATION, f"operation {op!r} is not supported"
                 )
-            row = event.get("after")
-            if not isinstance(row, dict):
-                return Reject(DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row")
         else:
             row = event
+            deleted = row.get("__deleted")  # ExtractNewRecordState's rewritten delete
+            if deleted is not None and (deleted == "true" or deleted is True):
+                return self._delete()
+            if self._unavailable_json in value:
+                row = self._without_unavailable(row)
         try:
-            customer = self._map(row)
-        except _Invalid as exc:
+            customer = self._map(row, plan)
+        except Invalid as exc:
             return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
         customer_id = customer.get("customerId")
         if customer_id is None:
@@ -255,32 +198,137 @@ class Decoder:
         # for a 20,000-record buffer, measured). The exact-size copy costs 0.2 us.
         return Customer(customer_id, bytes(memoryview(orjson.dumps(customer))))
 
-    def _map(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Row → customer; every value passes its field's normaliser (or ``_Invalid``)."""
+    def _delete(self) -> Decoded:
+        if self._delete_policy == "skip":
+            return Skip("delete")
+        return Reject(
+            DeadLetterReason.UNSUPPORTED_OPERATION,
+            "delete events are dead-lettered (DELETE_POLICY=dead-letter)",
+        )
+
+    # --- schemas ------------------------------------------------------------------------------
+
+    def _known_schema(self, value: bytes) -> tuple[int, _Plan | None]:
+        """The payload's start and the plan of a schema seen before, or ``(0, None)``.
+
+        The split is looked for from the end first (the payload is the short part), then
+        from the start, for a payload that itself holds a ``"payload"`` key.
+        """
+        by_length = self._by_length
+        split = value.rfind(_PAYLOAD_KEY)
+        for schema, plan in by_length.get(split - 10, ()):
+            if value.startswith(schema, 10):
+                return split + len(_PAYLOAD_KEY), plan
+        split = value.find(_PAYLOAD_KEY, 10)
+        for schema, plan in by_length.get(split - 10, ()):
+            if value.startswith(schema, 10):
+                return split + len(_PAYLOAD_KEY), plan
+        return 0, None
+
+    def _learn(self, value: bytes, schema: Any) -> _Plan:
+        """The plan of a schema met in a fully parsed value; kept for the records after it."""
+        compact = orjson.dumps(schema)
+        plan = self._by_dump.get(compact)
+        if plan is not None:
+            return plan
+        for known, plan in self._by_length.get(len(compact), ()):
+            if known == compact:
+                return plan  # seen in the JSON converter's shape; this value is not in it
+        if len(self._by_dump) + sum(map(len, self._by_length.values())) >= _MAX_SCHEMAS:
+            self._by_length.clear()
+            self._by_dump.clear()
+        columns = row_columns(schema)
+        plan = self._schemaless if columns is None else self._plan(columns)
+        if value.startswith(compact, 10) and value.startswith(_PAYLOAD_KEY, 10 + len(compact)):
+            self._by_length.setdefault(len(compact), []).append((compact, plan))
+        else:
+            self._by_dump[compact] = plan
+        return plan
+
+    def _plan(self, columns: dict[str, ColumnType] | None) -> _Plan:
+        """Converters for every column that feeds the customer, chosen once.
+
+        ``columns`` holds the schema's typed columns (``None``: no schema). A column's type is
+        the schema's logical type if it has one, else the type the mapping file states, else
+        plain (the guessing normalisers).
+        """
+        typed = columns or {}
+        mapping = self._mapping
+
+        def convert(source: Source | None, column: str, target: Target) -> Convert:
+            stated = source.type if source is not None else None
+            if source is not None and len(source.path) > 1:
+                return converter(stated or PLAIN, target)  # a value inside a JSON column
+            return converter(typed.get(column) or stated or PLAIN, target)
+
+        by_name: dict[str, tuple[str, Convert]] = {}
+        for field in API_FIELDS:
+            if field not in mapping.fields:
+                for column in (field, snake_case(field)):
+                    by_name[column] = (field, convert(None, column, target_of(field)))
+        mapped = tuple(
+            (field, s.column, s.path[1:], convert(s, s.column, target_of(field)))
+            for field, s in mapping.fields.items()
+        )
+        attributes = tuple(
+            (name, s.column, s.path[1:], convert(s, s.column, Target.ATTRIBUTE), f"custom.{name}")
+            for name, s in mapping.attributes.items()
+        )
+        return _Plan(by_name, mapped, attributes)
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    def _map(self, row: dict[str, Any], plan: _Plan) -> dict[str, Any]:
+        """Row → customer; every value passes its field's converter (or ``Invalid``)."""
         customer: dict[str, Any] = {}
-        fields = self._fields
+        columns = plan.columns
         field = ""
         try:
             for column, value in row.items():
-                entry = fields.get(column)
+                entry = columns.get(column)
                 if entry is None or value is None:
                     continue
-                field, normalise = entry
-                if normalise is _to_text and type(value) is str:
+                field, convert = entry
+                if convert is to_text and type(value) is str:
                     customer[field] = value  # the common case, without a call
                 else:
-                    customer[field] = normalise(value)
-            for field, path, normalise in self._mapped:
-                value = _walk(row, path)
-                if value is not None:
-                    customer[field] = normalise(value)
-        except (_Invalid, orjson.JSONDecodeError, OverflowError, ValueError) as exc:
-            raise _Invalid(f"{field}: {exc}") from None
+                    customer[field] = convert(value)
+            if plan.mapped:
+                for field, column, path, convert in plan.mapped:
+                    value = row.get(column)
+                    if path and value is not None:
+                        value = _walk(value, path)
+                    if value is not None:
+                        customer[field] = convert(value)
+            if plan.attributes:
+                attributes = {}
+                for name, column, path, convert, label in plan.attributes:
+                    field = label
+                    value = row.get(column)
+                    if path and value is not None:
+                        value = _walk(value, path)
+                    if value is not None:
+                        attributes[name] = convert(value)
+                if attributes:
+                    custom = customer.get("custom")
+                    customer["custom"] = {**custom, **attributes} if custom else attributes
+        except (Invalid, OverflowError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise Invalid(f"{field}: {exc}") from None
         return customer
 
+    def _without_unavailable(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row without the columns Debezium could not read (unchanged TOASTed values)."""
+        placeholder = self._unavailable
+        return {
+            column: value
+            for column, value in row.items()
+            if value != placeholder and not (type(value) is list and placeholder in value)
+        }
 
-def _walk(row: dict[str, Any], path: tuple[str, ...]) -> Any:
-    current: Any = row
+
+def _walk(value: Any, path: tuple[str, ...]) -> Any:
+    """Keys ``path`` inside a column's value, parsing JSON text on the way (``None``: absent)."""
+    current = value
     for part in path:
         if isinstance(current, str):
             try:

@@ -37,7 +37,11 @@ BAD_EVENTS: dict[str, tuple[bytes, str]] = {
         "invalid_event",
     ),
     "wrong type": (b'{"customerId":"bad-tags","tags":{"a":1}}', "invalid_event"),
-    "truncate op": (b'{"op":"t","before":null,"after":null}', "unsupported_operation"),
+    # A logical decoding message (pg_logical_emit_message) routed onto the customer topic.
+    "message op": (
+        b'{"op":"m","ts_ms":1700000000000,"message":{"prefix":"audit","content":"aGk="}}',
+        "unsupported_operation",
+    ),
 }
 
 

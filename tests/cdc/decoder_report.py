@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.decoding import Customer, Decoder, Reject, Skip
-from service.mapping import API_FIELDS, FieldMapping, snake_case
+from service.delivery.decoding import Customer, Decoder, Reject, Skip
+from service.delivery.mapping import API_FIELDS, FieldMapping, snake_case
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "debezium"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
