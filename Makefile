@@ -35,7 +35,7 @@ unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: lint typecheck tools kafka-jars ## lint, typecheck, then every test (unit, and integration against Apache Kafka)
+test: lint typecheck tools kafka-jars cdc-jars postgres ## lint, typecheck, then every test (unit, integration on Apache Kafka, PostgreSQL → Debezium end to end)
 	$(BIN)/pytest --durations=10
 
 # --- deployment checkers (tests/deploy, tests/integration/test_observability.py) ---
@@ -130,3 +130,29 @@ $(KAFKA_STAMP): tests/brokers/pom.xml
 .PHONY: kafka-jars
 kafka-jars: $(KAFKA_STAMP) ## fetch Apache Kafka's jars once into .cache/ (needs Java 17+ and Maven)
 
+
+# --- Kafka Connect and Debezium for tests/cdc (PostgreSQL → Debezium → Kafka, end to end) ------
+# Like the broker's jars: Connect's runtime classpath and the Debezium PostgreSQL plugin are
+# copied once out of Maven Central into .cache/cdc (about 60 MB, 84 MB of Maven repository),
+# and the stamp, named by the versions tests/cdc/pom.xml pins, keeps later runs offline.
+pom_property = $(shell sed -n 's:.*<$(1)>\(.*\)</$(1)>.*:\1:p' tests/cdc/pom.xml)
+CONNECT_VERSION := $(call pom_property,kafka.connect.version)
+DEBEZIUM_VERSION := $(call pom_property,debezium.version)
+CDC_HOME := .cache/cdc
+CDC_STAMP := $(CDC_HOME)/.installed-$(CONNECT_VERSION)-$(DEBEZIUM_VERSION)
+PG_BIN ?= /usr/lib/postgresql/15/bin
+
+$(CDC_STAMP): tests/cdc/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null \
+		&& [ "$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)" -ge 17 ] 2>/dev/null \
+		|| { echo "Kafka Connect and Debezium for the end-to-end tests need Java 17+ and Maven: apt-get install openjdk-17-jdk-headless maven"; exit 1; }
+	rm -rf $(CDC_HOME)/connect-$(CONNECT_VERSION) $(CDC_HOME)/plugins-$(DEBEZIUM_VERSION) $(CDC_HOME)/markers
+	mvn -B -q -f tests/cdc/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/m2 generate-resources
+	touch $(CDC_STAMP)
+
+.PHONY: cdc-jars
+cdc-jars: $(CDC_STAMP) ## fetch Kafka Connect and the Debezium PostgreSQL connector once into .cache/
+
+.PHONY: postgres
+postgres: ## check that PostgreSQL's server is installed (tests/cdc and demo-cdc run a private cluster)
+	@test -x $(PG_BIN)/initdb || { echo "the end-to-end tests need PostgreSQL's server in $(PG_BIN): apt-get install postgresql (or make PG_BIN=...)"; exit 1; }

@@ -18,12 +18,10 @@ The settings favour fast tests over production defaults: see ``TEST_SETTINGS``.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from typing import Self
 from confluent_kafka import KafkaException
 
 from tests.brokers.admin import admin_client, create_topics, group_coordinator
-from tests.brokers.runtime import free_ports, kafka_runtime, kafka_uuid
+from tests.brokers.runtime import die_with_this_process, free_ports, kafka_runtime, kafka_uuid, tail
 
 # Broker settings for fast, strict tests; every node gets them (``overrides`` win).
 TEST_SETTINGS: dict[str, str] = {
@@ -74,30 +72,6 @@ rootLogger.appenderRef.file.ref = FILE
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("rb") as file:
-            file.seek(0, os.SEEK_END)
-            file.seek(max(0, file.tell() - 200 * lines))
-            text = file.read().decode(errors="replace")
-    except FileNotFoundError:
-        return f"({path.name} does not exist)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _die_with_this_process() -> list[str]:
-    """``setpriv --pdeathsig KILL`` when it can work: the JVM dies if the tests' process does.
-
-    Context managers and ``atexit`` stop nodes on any ordinary exit; this covers the others
-    (an abort in a native library, SIGKILL, pytest-timeout's os._exit). The kernel sends the
-    signal when the launching *thread* ends, so only launches from the main thread get it.
-    """
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or threading.current_thread() is not threading.main_thread():
-        return []
-    return [setpriv, "--pdeathsig", "KILL"]
 
 
 # --- one node ---------------------------------------------------------------------------------
@@ -184,13 +158,13 @@ class KafkaNode:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
+    def logtail(self, lines: int = 40) -> str:
         """The end of the broker's log and of the JVM's own output, for failure messages."""
         if self.directory is None:
             return "(the node has no directory: never started, or stopped)"
         return (
-            f"--- {self.log_path} ---\n{_tail(self.log_path, lines)}\n"
-            f"--- {self.directory / 'stdout.log'} ---\n{_tail(self.directory / 'stdout.log', 10)}"
+            f"--- {self.log_path} ---\n{tail(self.log_path, lines)}\n"
+            f"--- {self.directory / 'stdout.log'} ---\n{tail(self.directory / 'stdout.log', 10)}"
         )
 
     def _dir(self) -> Path:
@@ -259,7 +233,7 @@ class KafkaNode:
         runtime = kafka_runtime()
         directory = self._dir()
         command = [
-            *_die_with_this_process(),
+            *die_with_this_process(),
             runtime.java,
             f"-Xms{min(256, self.heap_mb)}m",
             f"-Xmx{self.heap_mb}m",
@@ -298,14 +272,14 @@ class KafkaNode:
             if process.poll() is not None:
                 raise RuntimeError(
                     f"Kafka node {self.node_id} exited with {process.returncode} while "
-                    f"starting:\n{self.log_tail()}"
+                    f"starting:\n{self.logtail()}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise TimeoutError(
                     f"Kafka node {self.node_id} did not answer metadata on {self.bootstrap} "
-                    f"within {timeout}s:\n{self.log_tail()}"
+                    f"within {timeout}s:\n{self.logtail()}"
                 )
             try:
                 metadata = admin.list_topics(timeout=min(1.0, remaining))

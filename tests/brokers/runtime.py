@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +124,28 @@ def kafka_uuid() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not text.startswith("-"):  # a leading dash would read as a command-line option
             return text
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file, for failure messages."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 200 * lines))
+            text = file.read().decode(errors="replace")
+    except FileNotFoundError:
+        return f"({path.name} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def die_with_this_process() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when it can work: the JVM dies if the tests' process does.
+
+    Context managers and ``atexit`` stop nodes on any ordinary exit; this covers the others
+    (an abort in a native library, SIGKILL, pytest-timeout's os._exit). The kernel sends the
+    signal when the launching *thread* ends, so only launches from the main thread get it.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "KILL"]

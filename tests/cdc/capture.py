@@ -1,12 +1,12 @@
-"""Capture real Debezium change events into tests/fixtures/debezium/ (a prototype).
+"""Capture real Debezium change events into tests/fixtures/debezium/.
 
     .venv/bin/python -m tests.cdc.capture --bootstrap 127.0.0.1:9092   # a running Kafka 4.x
     .venv/bin/python -m tests.cdc.capture --kafka-lib DIR              # start one from jars in DIR
 
 What it does, in order:
 
-1. Fetches Kafka Connect and the Debezium PostgreSQL plugin with Maven (tests/cdc/pom.xml) into
-   .cache/ (offline once they are there).
+1. Uses Kafka Connect and the Debezium PostgreSQL plugin that ``make cdc-jars`` put in .cache/
+   (tests/cdc/pom.xml; other versions on request are fetched with Maven here).
 2. Starts a private PostgreSQL 15 cluster (tests/cdc/postgres.py), creates the tables of
    tests/cdc/scenario.py and their seed rows.
 3. Starts one Kafka Connect standalone worker with one Debezium connector per set-up
@@ -49,6 +49,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from tests.cdc.connect import runtime as connect_runtime
 from tests.cdc.postgres import PostgresCluster, free_port
 from tests.cdc.scenario import (
     CASES,
@@ -85,8 +86,15 @@ def pom_properties() -> dict[str, str]:
 
 
 def fetch_connect(overrides: dict[str, str]) -> tuple[Path, Path, dict[str, str]]:
-    """Connect's classpath folder and the plugin.path folder, fetched once."""
+    """Connect's classpath folder and the plugin.path folder, fetched once.
+
+    The pom's versions are what ``make cdc-jars`` fetches for the end-to-end tier; other
+    versions (``--connect-version``, ``--debezium-version``) are fetched here.
+    """
     props = {**pom_properties(), **overrides}
+    if not overrides:
+        libs, plugins = connect_runtime()
+        return libs, plugins, props
     lib = CACHE / "cdc" / f"connect-{props['kafka.connect.version']}"
     plugins = CACHE / "cdc" / f"plugins-{props['debezium.version']}"
     stamp = CACHE / "cdc" / f"fetched-{props['kafka.connect.version']}-{props['debezium.version']}"

@@ -1,4 +1,4 @@
-"""A private, throw-away PostgreSQL 15 cluster for CDC tests (prototype).
+"""A private, throw-away PostgreSQL 15 cluster for the CDC tests and demo.
 
     with PostgresCluster() as pg:
         pg.execute("CREATE TABLE t (id int primary key)")
@@ -42,6 +42,10 @@ _NULL = "\x1aNULL"
 
 class PostgresError(RuntimeError):
     pass
+
+
+class PostgresUnavailable(PostgresError):
+    """The server binaries are not installed: a sentence saying what to install."""
 
 
 def free_port() -> int:
@@ -105,6 +109,11 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         if self.root is not None:
             raise PostgresError("already started")
+        if not (self.bin_dir / "initdb").is_file():
+            raise PostgresUnavailable(
+                f"PostgreSQL's server is not in {self.bin_dir}: apt-get install postgresql "
+                "(version 15; or set PG_BIN to its bin folder)."
+            )
         self.root = Path(tempfile.mkdtemp(prefix="pgcdc-"))
         self._finalizer = weakref.finalize(
             self, _cleanup, self.root, self._cmd_prefix(), self.bin_dir
