@@ -1,0 +1,179 @@
+"""PostgreSQL → Debezium → Kafka, set up for several converter set-ups at once.
+
+One PostgreSQL cluster holds the shop database (``tests/cdc/shop.py``); one Connect worker runs
+one Debezium connector per :class:`SetUp` (each with its own slot, publication and topic
+prefix, so every set-up sees the very same transactions). What a set-up's customer-sync sees
+differs only by what the connector and the converter make of those transactions.
+
+Every wait here is time-limited and asks the broker, never sleeps: a snapshot is done when the
+set-up's topics hold one record per seed row (Apache Kafka's high watermarks are exact), and a
+scenario has reached Kafka when the record of the row written last (``marker``) is on every
+set-up's marker topic. Debezium reads the WAL in commit order and one Connect task produces in
+that order, through one producer with one request in flight per broker: once the marker is
+written, so is everything committed before it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cdc import shop
+from tests.cdc.connect import connector_config
+from tests.cdc.postgres import PostgresCluster
+from tests.helpers import wait_for
+from tests.integration.harness import end_offsets
+
+DBNAME = "shop"
+PARTITIONS = 3
+
+
+@dataclass(frozen=True)
+class SetUp:
+    """One connector and the customer-sync that reads it."""
+
+    name: str  # the customer-sync's, and the connector's unless ``source`` names another
+    about: str
+    source: str | None = None  # read the topics of this set-up's connector
+    schemas: bool = True
+    connector: dict[str, str] = field(default_factory=dict)
+    mapping: dict[str, Any] = field(default_factory=dict)  # FIELD_MAPPING_FILE's entries
+    tables: tuple[str, ...] = shop.TABLES  # the tables its customer-sync consumes
+    delete_policy: str = "skip"
+
+    def connector_config(self, pg: PostgresCluster) -> dict[str, str]:
+        assert pg.port is not None
+        return connector_config(
+            self.name,
+            port=pg.port,
+            dbname=DBNAME,
+            tables=shop.table_include_list(),
+            schemas=self.schemas,
+            connector={"skipped.operations": "none", **self.connector},
+        )
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return shop.topics(self.source or self.name)
+
+    @property
+    def source_topics(self) -> list[str]:
+        return [self.topics[t] for t in self.tables]
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    def write_mapping(self, directory: Path) -> Path:
+        path = directory / f"{self.name}-mapping.yaml"
+        path.write_text(yaml.safe_dump(self.mapping, sort_keys=False))
+        return path
+
+
+def start_database() -> PostgresCluster:
+    """A private cluster with the shop database, its tables and the rows that exist before
+    any connector starts (they arrive as the snapshot, ``op: r``)."""
+    pg = PostgresCluster().start()
+    try:
+        pg.execute(f"CREATE DATABASE {DBNAME}")
+        pg.execute(shop.SCHEMA_SQL + shop.SEED_SQL, dbname=DBNAME)
+    except BaseException:
+        pg.stop()
+        raise
+    return pg
+
+
+def all_topics(setups: list[SetUp]) -> dict[str, int]:
+    wanted: dict[str, int] = {}
+    for setup in setups:
+        for table, topic in setup.topics.items():
+            wanted[topic] = 1 if table == "marker" else PARTITIONS
+        wanted[setup.dlq] = 1
+    return wanted
+
+
+def records_on(bootstrap: str, topics: list[str]) -> int:
+    return sum(sum(end_offsets(bootstrap, topic).values()) for topic in topics)
+
+
+def wait_for_snapshots(
+    bootstrap: str, setups: list[SetUp], alive: Callable[[], None], timeout: float = 90
+) -> None:
+    """Every set-up's snapshot on its topics: one ``r`` record per seed row."""
+    data = [t for s in setups for name, t in s.topics.items() if name != "marker"]
+
+    def done() -> bool:
+        alive()
+        return all(
+            records_on(bootstrap, [setup.topics[t] for t in (*shop.TABLES, "crm.members")])
+            >= shop.SEED_ROWS
+            for setup in setups
+        )
+
+    wait_for(done, timeout, f"the snapshots of {len(setups)} connectors on {len(data)} topics")
+
+
+def apply(pg: PostgresCluster, on_step: Callable[[shop.Step], None] | None = None) -> None:
+    """The scripted changes, one transaction per step, then the end marker."""
+    for step in shop.STEPS:
+        if on_step is not None:
+            on_step(step)
+        pg.transaction(step.sql, dbname=DBNAME)
+    pg.transaction("INSERT INTO marker (label) VALUES ('end')", dbname=DBNAME)
+
+
+def wait_for_marker(
+    bootstrap: str, setups: list[SetUp], alive: Callable[[], None], timeout: float = 60
+) -> None:
+    def seen() -> bool:
+        alive()
+        return all(records_on(bootstrap, [s.topics["marker"]]) >= 1 for s in setups)
+
+    wait_for(seen, timeout, "the end marker on every set-up's topic")
+
+
+def expected(pg: PostgresCluster) -> dict[str, dict[str, dict[str, Any]]]:
+    """What each table's rows must become at the API, by table and customer id, from the
+    ``api_*`` views: numbers as :class:`~decimal.Decimal` (their exact value), NULLs absent."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, view in shop.VIEWS.items():
+        sql = f"SELECT json_strip_nulls(row_to_json(v))::text FROM {view} v"  # noqa: S608 - ours
+        rows = pg.query(sql, dbname=DBNAME)
+        customers = [exact_json(text or "null") for (text,) in rows]
+        found[table] = {c["customerId"]: c for c in customers}
+    return found
+
+
+def exact_json(text: str) -> Any:
+    """JSON with its numbers kept exact (orjson reads them as floats)."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def as_received(value: Any) -> Any:
+    """An exact expected value as the simulator holds it: it parses numbers as floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: as_received(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_received(v) for v in value]
+    return value
+
+
+def exact_bodies(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
+    """The last version of each customer in the request bodies the API received, numbers exact.
+
+    Two jobs in flight never carry the same customer, so the last body holding a customer holds
+    its latest change.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for body in bodies:
+        for customer in exact_json(body.decode())["body"]:
+            latest[customer["customerId"]] = customer
+    return latest

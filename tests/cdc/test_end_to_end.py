@@ -1,0 +1,104 @@
+"""From the first INSERT to the API: what customer-sync delivers is what the table holds.
+
+Set-ups (``conftest.SETUPS``): the JSON converter with schemas on and off, ``decimal.handling
+.mode`` precise, string and double, deletes skipped and dead-lettered, and a second source with
+other column names through ``FIELD_MAPPING_FILE``. Each test examines the session's one run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.cdc import chain, shop
+from tests.cdc.conftest import SETUPS, Run
+from tests.integration.harness import end_offsets, read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def surviving(run: Run, setup_name: str) -> dict[str, dict[str, Any]]:
+    setup = run.pipes[setup_name].setup
+    return {cid: c for t in setup.tables for cid, c in run.expected[t].items()}
+
+
+@pytest.mark.parametrize("setup", [s.name for s in SETUPS])
+def test_the_api_holds_each_surviving_customer_s_latest_row_field_for_field(
+    cdc_run: Run, setup: str
+) -> None:
+    pipe = cdc_run.pipes[setup]
+    pipe.simulator.state.settle()
+    latest = pipe.simulator.state.latest
+    rows = surviving(cdc_run, setup)
+    assert rows, "the views hold no rows"
+    for customer_id, row in rows.items():
+        assert latest.get(customer_id) == chain.as_received(row), customer_id
+
+
+@pytest.mark.parametrize("setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_json_crm"])
+def test_numbers_arrive_with_their_exact_value(cdc_run: Run, setup: str) -> None:
+    """Checked on the request bodies' bytes: 12345678901234567890.123456789 keeps 29 digits.
+    (decimal.handling.mode=double cannot: Debezium sends 1.2345678901234567E19.)"""
+    exact = chain.exact_bodies(cdc_run.pipes[setup].recorder.bodies())
+    for customer_id, row in surviving(cdc_run, setup).items():
+        assert exact.get(customer_id) == row, customer_id
+    if setup != "dbz_json_crm":
+        assert str(exact["3"]["custom"]["points"]) == "12345678901234567890.123456789"
+
+
+@pytest.mark.parametrize("setup", [s.name for s in SETUPS])
+def test_nothing_valid_is_dead_lettered(cdc_run: Run, setup: str) -> None:
+    pipe = cdc_run.pipes[setup]
+    if pipe.setup.delete_policy == "skip":
+        assert sum(end_offsets(cdc_run.bootstrap, pipe.setup.dlq).values()) == 0
+        return
+    letters = read_all(cdc_run.bootstrap, pipe.setup.dlq, expected=1)
+    assert [(r.headers["dlq.reason"], r.key) for r in letters] == [
+        ("unsupported_operation", b'{"customer_id":2}')
+    ]
+
+
+def test_deleted_and_truncated_customers_keep_their_last_change(cdc_run: Run) -> None:
+    """The API has no delete: a deleted or truncated row's customer stays as it last was."""
+    latest = cdc_run.pipes["dbz_json"].simulator.state.latest
+    assert latest["2"] == {"customerId": "2", "email": "nulls@example.com"}
+    for customer_id in shop.TRUNCATED["customers_text"]:
+        assert customer_id in latest
+        assert customer_id not in cdc_run.expected["customers_text"]
+    member = cdc_run.pipes["dbz_json_crm"].simulator.state.latest["900002"]
+    assert member["name"] == "Alan Turing"  # updated, then deleted, in one transaction
+
+
+def test_every_kind_of_change_went_through(cdc_run: Run) -> None:
+    """The run exercised what it claims: snapshot, inserts, updates, deletes with their
+    tombstones, a TRUNCATE (skipped.operations=none), and the service skipped, never
+    dead-lettered, what names no customer to update."""
+    service = cdc_run.pipes["dbz_json"].service
+    outcomes = {
+        o: service.metric("customer_sync_records_total", outcome=o)
+        for o in ("succeeded", "dead_lettered", "skipped", "coalesced")
+    }
+    consumed = service.metric("customer_sync_records_consumed_total")
+    assert sum(outcomes.values()) == consumed
+    # deletes of customer 2: its d and its tombstone; the TRUNCATE of customers_text: its t.
+    assert outcomes["skipped"] == 3
+    assert outcomes["dead_lettered"] == 0
+    assert consumed == chain.records_on(cdc_run.bootstrap, cdc_run.pipes["dbz_json"].sources)
+
+
+def test_a_null_written_into_a_column_with_a_default_stays_null(cdc_run: Run) -> None:
+    """With value.converter.replace.null.with.default=false (README: Debezium set-up)."""
+    latest = cdc_run.pipes["dbz_json"].simulator.state.latest
+    assert latest["102"] == {"customerId": "102", "email": "defaults@example.com"}
+    assert "country" not in latest["3"]
+    assert "vip" not in latest["3"]["custom"]
+    assert "gender" not in latest["1003"]
+
+
+def test_a_toasted_value_survives_an_update_of_another_column(cdc_run: Run) -> None:
+    """customers_uuid has REPLICA IDENTITY FULL: the 6 kB jsonb comes with every update."""
+    latest = cdc_run.pipes["dbz_json"].simulator.state.latest
+    toasted = latest["6f1c2a3e-1111-4a5b-9c3d-000000000001"]
+    assert toasted["name"] == "Uuid Uno"
+    assert len(toasted["custom"]["blob"]) == 6400
