@@ -5,7 +5,8 @@ happen to it (``offsets.py``), then decoded, then routed:
 
 * a customer goes into the buffer (``batching.py``), where it may supersede
   an earlier change of the same customer (settled as ``coalesced``);
-* a tombstone or a skipped delete is settled at once (``skipped``);
+* a tombstone, a skipped delete or a TRUNCATE is settled at once (``skipped``); a
+  TRUNCATE is also logged, since the API keeps the customers the table no longer has;
 * a record that cannot become a customer goes to the dead-letter topic, and
   settles on the broker's acknowledgement.
 
@@ -117,6 +118,8 @@ class Ingestor:
                     coalesced.append(superseded)
             elif type(result) is Skip:
                 skipped.append((tp, offset, timestamp_ms))
+                if result.reason == "truncate":  # rare, and the API keeps those customers
+                    log.warning("truncate_skipped", topic=topic, partition=partition, offset=offset)
             elif isinstance(result, Reject):
                 self._dead_letters.send(
                     DeadLetter(

@@ -85,6 +85,9 @@ def test_every_kind_of_change_went_through(cdc_run: Run) -> None:
     assert outcomes["skipped"] == 3
     assert outcomes["dead_lettered"] == 0
     assert consumed == chain.records_on(cdc_run.bootstrap, cdc_run.pipes["dbz_json"].sources)
+    truncates = [line for line in service.logs().splitlines() if "truncate_skipped" in line]
+    assert len(truncates) == 1, "a TRUNCATE is logged: the API keeps the table's customers"
+    assert '"topic": "dbz_json.public.customers_text"' in truncates[0]
 
 
 def test_a_null_written_into_a_column_with_a_default_stays_null(cdc_run: Run) -> None:
