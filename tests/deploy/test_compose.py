@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,18 +12,33 @@ import yaml
 
 from service.cli import _parser
 from service.config import Settings, load_settings
+from service.delivery.mapping import load_field_mapping
+from tests.cdc.connect import connector_config, versions
+from tests.cdc.postgres import PostgresCluster
 from tests.deploy.tools import DEPLOY, ROOT, run, tool
 
 COMPOSE = DEPLOY / "docker-compose.yml"
 SERVICES = {
     "kafka",
     "kafka-init",
+    "postgres",
+    "connect",
+    "connector-init",
     "simulator",
     "customer-sync",
     "sample-events",
     "prometheus",
     "grafana",
 }
+
+
+def mounted(service: dict[str, Any], target: str) -> Path:
+    """The repository file a service sees at ``target``."""
+    for volume in service.get("volumes", []):
+        source, _, rest = volume.partition(":")
+        if rest.split(":")[0] == target:
+            return (COMPOSE.parent / source).resolve()
+    raise AssertionError(f"nothing is mounted at {target}")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +67,7 @@ def test_images_are_pinned_and_ours_is_built_from_the_dockerfile(compose: dict[s
             context = (COMPOSE.parent / service["build"]["context"]).resolve()
             assert (context / service["build"]["dockerfile"]).resolve() == ROOT / "Dockerfile"
             continue
-        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image), f"{name}: pin {image}"
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+(\.\d+)?(\.Final)?", image), f"{name}: {image}"
 
 
 def test_kafka_runs_in_kraft_mode(compose: dict[str, Any]) -> None:
@@ -61,7 +77,7 @@ def test_kafka_runs_in_kraft_mode(compose: dict[str, Any]) -> None:
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].endswith("@kafka:9093")
     command = " ".join(compose["services"]["kafka-init"]["command"])
     sync_env = compose["services"]["customer-sync"]["environment"]
-    for topic in (sync_env["KAFKA_SOURCE_TOPICS"], sync_env["KAFKA_DLQ_TOPIC"]):
+    for topic in [*sync_env["KAFKA_SOURCE_TOPICS"].split(","), sync_env["KAFKA_DLQ_TOPIC"]]:
         assert f"--topic {topic} " in command, topic
 
 
@@ -70,7 +86,10 @@ def test_the_service_environment_is_a_valid_spec_configuration(compose: dict[str
     env = {k: str(v) for k, v in service["environment"].items()}
     names = {name.upper() for name in Settings.model_fields if name != "kafka_client"}
     assert set(env) <= names, set(env) - names
+    env["FIELD_MAPPING_FILE"] = str(mounted(service, env["FIELD_MAPPING_FILE"]))
     settings = load_settings(env)
+    assert settings.field_mapping_file is not None
+    load_field_mapping(settings.field_mapping_file)
     grace = float(service["stop_grace_period"].removesuffix("s"))
     assert grace > settings.shutdown_timeout_seconds
     simulator = compose["services"]["simulator"]
@@ -118,3 +137,44 @@ def test_compose_prometheus_config_is_valid_and_scrapes_the_service(
     scrape = yaml.safe_load(config.read_text())["scrape_configs"][0]
     port = compose["services"]["customer-sync"]["environment"]["HTTP_PORT"]
     assert scrape["static_configs"][0]["targets"] == [f"customer-sync:{port}"]
+
+
+def test_debezium_is_configured_as_the_readme_recommends_and_feeds_the_service(
+    compose: dict[str, Any],
+) -> None:
+    """The connector the stack registers is the one the end-to-end tier runs (tests/cdc),
+    pointed at the compose database, and its topic is created and read."""
+    services = compose["services"]
+    register = services["connector-init"]
+    url = register["command"][-1]
+    assert url == "http://connect:8083/connectors/shop/config"
+    assert register["command"][register["command"].index("-X") + 1] == "PUT", "idempotent"
+    config = json.loads(mounted(register, "/etc/debezium/shop.json").read_text())
+    recommended = connector_config("shop", port=5432, dbname="shop", tables="public.customers")
+    for key in recommended.keys() - {"name", "slot.drop.on.stop", "slot.name", "publication.name"}:
+        expected = "postgres" if key == "database.hostname" else recommended[key]
+        if key == "database.password":
+            expected = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+        assert config.get(key) == expected, key
+    assert config["decimal.handling.mode"] == "precise"
+    assert config["skipped.operations"] == "none", "a TRUNCATE reaches the service's log"
+    topic = f"{config['topic.prefix']}.{config['table.include.list']}"
+    assert topic in services["customer-sync"]["environment"]["KAFKA_SOURCE_TOPICS"].split(",")
+    assert f"--topic {topic} " in " ".join(services["kafka-init"]["command"])
+    connect = services["connect"]
+    assert connect["image"].endswith(f":{versions()[1]}"), "the Debezium the tests run"
+    assert connect["environment"]["BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_postgres_replicates_logically_and_its_table_is_created(compose: dict[str, Any]) -> None:
+    """The init script, run on PostgreSQL 15 here, creates the table and its first rows."""
+    postgres = compose["services"]["postgres"]
+    assert "wal_level=logical" in postgres["command"]
+    script = mounted(postgres, "/docker-entrypoint-initdb.d/shop.sql").read_text()
+    with PostgresCluster() as pg:
+        pg.execute("CREATE DATABASE shop")
+        pg.execute(script, dbname="shop")
+        rows = pg.query("SELECT customer_id, relreplident FROM customers, pg_class "
+                        "WHERE relname = 'customers' ORDER BY 1", dbname="shop")  # fmt: skip
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert rows[0][1] == "f", "REPLICA IDENTITY FULL: unchanged TOASTed values in updates"
