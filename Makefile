@@ -156,3 +156,7 @@ cdc-jars: $(CDC_STAMP) ## fetch Kafka Connect and the Debezium PostgreSQL connec
 .PHONY: postgres
 postgres: ## check that PostgreSQL's server is installed (tests/cdc and demo-cdc run a private cluster)
 	@test -x $(PG_BIN)/initdb || { echo "the end-to-end tests need PostgreSQL's server in $(PG_BIN): apt-get install postgresql (or make PG_BIN=...)"; exit 1; }
+
+.PHONY: demo-cdc
+demo-cdc: $(STAMP) kafka-jars cdc-jars postgres ## PostgreSQL → Debezium → Kafka → customer-sync, SQL changes while you watch (needs Java, Maven, PostgreSQL)
+	$(BIN)/python -m tests.cdc.demo

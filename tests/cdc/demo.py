@@ -1,0 +1,231 @@
+"""``make demo-cdc``: from a PostgreSQL table to the API, changes made while you watch.
+
+Starts the whole chain on loopback: Apache Kafka (one KRaft node), a private PostgreSQL with
+the shop database (``tests/cdc/shop.py``), Kafka Connect with the Debezium PostgreSQL
+connector (schemas on, the README's recommended settings), the API simulator and customer-sync
+itself, in this process so the live view reads its metrics. Once the snapshot of the existing
+rows is on Kafka, it applies the scripted SQL changes one transaction at a time (inserts,
+updates in one transaction and across, NULLs into columns with defaults, a TOASTed jsonb, a
+delete, a TRUNCATE, a second source) while the view runs, and ends with a table that compares
+a few rows as PostgreSQL holds them with what the API received.
+
+Needs Java 17+, Maven and PostgreSQL's server (``make demo-cdc`` fetches the jars once);
+``make demo`` is the Python-only demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from service.config import Settings, load_settings
+from service.delivery.pipeline import Pipeline
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.health import Health
+from service.http import build_server
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.tools.demo_view import Numbers, live_view, summary_table
+from service.waiting import wait_event
+from tests.brokers.apache import KafkaNode
+from tests.brokers.runtime import KafkaUnavailable, free_port
+from tests.cdc import chain, shop
+from tests.cdc.chain import SetUp
+from tests.cdc.connect import ConnectUnavailable, ConnectWorker
+from tests.cdc.postgres import PostgresCluster, PostgresError
+
+SETUP = SetUp(
+    "shop",
+    "schemas on, decimal.handling.mode=precise, NULLs kept, TRUNCATEs emitted",
+    mapping={
+        "custom.tier": "loyalty_tier",
+        "custom.balance": "balance",
+        "custom.points": "lifetime_points",
+        "custom.vip": "is_vip",
+        "custom.loyaltyPoints": "loyalty_points",
+    },
+)
+SHOWN = ("1", "3", "102", "1003", "6f1c2a3e-1111-4a5b-9c3d-000000000001", "T-0004")
+STEP_PAUSE = 0.8  # seconds between two transactions, to watch them arrive
+
+
+def main() -> int:
+    console = Console()
+    configure_logging("ERROR", "console")
+    try:
+        with KafkaNode() as broker:
+            pg = chain.start_database()
+            try:
+                return _with_database(console, broker, pg)
+            finally:
+                pg.stop()
+    except (KafkaUnavailable, ConnectUnavailable, PostgresError) as exc:
+        console.print(f"[bold red]demo-cdc cannot start:[/] {exc}")
+        return 1
+
+
+def _with_database(console: Console, broker: KafkaNode, pg: PostgresCluster) -> int:
+    broker.create_topics(chain.all_topics([SETUP]))
+    work = Path(tempfile.mkdtemp(prefix="demo-cdc-"))
+    with RunningSimulator(SimulatorConfig(job_duration_seconds=0.2, seed=7)) as simulator:
+        settings = _settings(broker.bootstrap, simulator, SETUP.write_mapping(work))
+        worker = ConnectWorker(broker.bootstrap, [SETUP.connector_config(pg)])
+        console.print(
+            f"[bold]customer-sync demo-cdc[/]: PostgreSQL :{pg.port} (database {chain.DBNAME}) "
+            f"→ Debezium (Kafka Connect, REST :{worker.rest_port}) → Apache Kafka "
+            f"{broker.bootstrap} → customer-sync → API simulator {simulator.base_url}"
+        )
+        with worker:
+            return asyncio.run(_run(console, settings, broker, pg, worker, simulator))
+
+
+def _settings(bootstrap: str, simulator: RunningSimulator, mapping: Path) -> Settings:
+    settings = load_settings(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_SOURCE_TOPICS": ",".join(SETUP.source_topics),
+            "KAFKA_DLQ_TOPIC": SETUP.dlq,
+            "KAFKA_GROUP_ID": "customer-sync-demo-cdc",
+            "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
+            "GAMEBALL_BASE_URL": simulator.base_url,
+            "GAMEBALL_API_KEY": simulator.config.api_key,
+            "GAMEBALL_SECRET_KEY": simulator.config.secret_key,
+            "FIELD_MAPPING_FILE": str(mapping),
+            "HTTP_PORT": str(free_port()),
+            "BATCH_MAX_WAIT_SECONDS": "0.5",
+            "SHUTDOWN_TIMEOUT_SECONDS": "10",
+        }
+    )
+    return settings.model_copy(update={"kafka_client": {**settings.kafka_client, "log_level": "3"}})
+
+
+class _Script(threading.Thread):
+    """Waits for the snapshot, then applies the changes one transaction at a time."""
+
+    def __init__(self, bootstrap: str, pg: PostgresCluster, worker: ConnectWorker) -> None:
+        super().__init__(name="demo-cdc-sql", daemon=True)
+        self.bootstrap, self.pg, self.worker = bootstrap, pg, worker
+        self.lines: list[str] = []
+        self.done = threading.Event()
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            chain.wait_for_snapshots(self.bootstrap, [SETUP], self.worker.alive)
+            self.lines.append(f"snapshot: the {shop.SEED_ROWS} existing rows are on Kafka (op r)")
+
+            def step(s: shop.Step) -> None:
+                self.lines.append(f"SQL: {s.about}")
+                time.sleep(STEP_PAUSE)
+
+            chain.apply(self.pg, step)
+            chain.wait_for_marker(self.bootstrap, [SETUP], self.worker.alive)
+            self.lines.append("every change is on Kafka")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            self.failure = exc
+        finally:
+            self.done.set()
+
+
+async def _run(
+    console: Console,
+    settings: Settings,
+    broker: KafkaNode,
+    pg: PostgresCluster,
+    worker: ConnectWorker,
+    simulator: RunningSimulator,
+) -> int:
+    metrics, health = Metrics(), Health()
+    pipeline = Pipeline(settings, metrics=metrics, health=health)
+    server = build_server(metrics, health, settings.http_port, host="127.0.0.1")
+    metrics_url = f"http://127.0.0.1:{settings.http_port}/metrics"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    script = _Script(broker.bootstrap, pg, worker)
+    http = asyncio.create_task(server.serve())
+    run = asyncio.create_task(pipeline.run(stop))
+    script.start()
+    numbers, started, shown = Numbers(metrics), time.monotonic(), 0
+    produced = 0
+    with Live(console=console, refresh_per_second=4) as live:
+        while not stop.is_set() and not run.done():
+            produced = await loop.run_in_executor(
+                None, chain.records_on, broker.bootstrap, SETUP.source_topics
+            )
+            while shown < len(script.lines):
+                live.console.print(f"  {script.lines[shown]}")
+                shown += 1
+            live.update(
+                live_view(numbers, produced, not script.done.is_set(), metrics_url, started)
+            )
+            if script.done.is_set() and sum(numbers.outcomes().values()) >= produced:
+                break
+            await wait_event(stop, 0.25)
+        stop.set()
+        await run
+    server.should_exit = True
+    await http
+    if script.failure is not None:
+        console.print(f"[bold red]the scripted changes failed:[/] {script.failure}")
+        return 1
+    table, balanced = summary_table(numbers, produced, time.monotonic() - started)
+    console.print(table)
+    expected = await loop.run_in_executor(None, chain.expected, pg)
+    simulator.state.settle()
+    same = _comparison(console, expected, simulator.state.latest)
+    return 0 if balanced and same else 1
+
+
+def _comparison(
+    console: Console, expected: dict[str, dict[str, dict[str, Any]]], latest: dict[str, Any]
+) -> bool:
+    """A few customers, field by field: the row in PostgreSQL against what the API holds."""
+    rows = {cid: c for table in SETUP.tables for cid, c in expected[table].items()}
+    table = Table(title="PostgreSQL (the api_* views) against what the API received")
+    for column in ("customer", "field", "PostgreSQL", "API", ""):
+        table.add_column(column, overflow="fold")
+    all_same = True
+    for customer_id in SHOWN:
+        want = chain.as_received(rows.get(customer_id, {}))
+        got = latest.get(customer_id, {})
+        for n, field in enumerate(sorted(set(want) | set(got))):
+            same = want.get(field) == got.get(field)
+            all_same &= same
+            table.add_row(
+                customer_id[:13] if n == 0 else "",
+                field,
+                _short(want.get(field, "(NULL)")),
+                _short(got.get(field, "(absent)")),
+                "✓" if same else "✗",
+                end_section=n == len(set(want) | set(got)) - 1,
+            )
+    console.print(table)
+    every = sum(1 for cid, row in rows.items() if latest.get(cid) == chain.as_received(row))
+    mark = "✓" if every == len(rows) else "✗"
+    console.print(
+        f"{mark} {every} of {len(rows)} surviving rows are, field for field, what the API holds "
+        "(deleted and truncated rows keep their last change: the API has no delete)"
+    )
+    return all_same and every == len(rows)
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
