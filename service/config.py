@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     )
     field_mapping_file: Path | None = Field(
         default=None,
-        description="custom row-to-customer mapping, YAML or JSON (`apiField: source.column.path`)",
+        description="row-to-customer mapping, YAML or JSON: `apiField: column.path`, a column's "
+        "`type` where events carry no schema, `custom.<attribute>: column` (see Input)",
     )
 
     http_port: int = Field(

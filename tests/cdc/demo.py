@@ -223,7 +223,9 @@ def _comparison(
 
 
 def _short(value: Any, limit: int = 48) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if not isinstance(value, str):
+        value = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    text: str = value
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
