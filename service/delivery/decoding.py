@@ -106,7 +106,6 @@ class Decoder:
         self._mapping = mapping or FieldMapping({})
         self._delete_policy = delete_policy
         self._unavailable = unavailable_value
-        self._unavailable_json = orjson.dumps(unavailable_value)
         self._schemaless = self._plan(None)
         # Schemas as the JSON converter wrote them, by length: [(bytes, plan)].
         self._by_length: dict[int, list[tuple[bytes, _Plan]]] = {}
@@ -165,10 +164,6 @@ class Decoder:
                     return Reject(
                         DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row"
                     )
-                # Only an UPDATE can leave a TOASTed value out: an INSERT's WAL record and a
-                # snapshot's SELECT carry every value. One search, not a test per column.
-                if op == "u" and self._unavailable_json in value:
-                    row = self._without_unavailable(row)
             elif op == "d":
                 return self._delete()
             elif op == "t":
@@ -182,8 +177,6 @@ class Decoder:
             deleted = row.get("__deleted")  # ExtractNewRecordState's rewritten delete
             if deleted is not None and (deleted == "true" or deleted is True):
                 return self._delete()
-            if self._unavailable_json in value:
-                row = self._without_unavailable(row)
         try:
             customer = self._map(row, plan)
         except Invalid as exc:
@@ -279,9 +272,14 @@ class Decoder:
     # --- rows ---------------------------------------------------------------------------------
 
     def _map(self, row: dict[str, Any], plan: _Plan) -> dict[str, Any]:
-        """Row → customer; every value passes its field's converter (or ``Invalid``)."""
+        """Row → customer; every value passes its field's converter (or ``Invalid``).
+
+        A NULL column, and a column Debezium could not read (an unchanged TOASTed value:
+        the placeholder, or an array of it), are left out of the customer.
+        """
         customer: dict[str, Any] = {}
         columns = plan.columns
+        unavailable = self._unavailable
         field = ""
         try:
             for column, value in row.items():
@@ -289,24 +287,25 @@ class Decoder:
                 if entry is None or value is None:
                     continue
                 field, convert = entry
-                if convert is to_text and type(value) is str:
-                    customer[field] = value  # the common case, without a call
-                else:
-                    customer[field] = convert(value)
+                if type(value) is str:
+                    if value == unavailable:
+                        continue
+                    if convert is to_text:
+                        customer[field] = value  # the common case, without a call
+                        continue
+                elif type(value) is list and unavailable in value:
+                    continue
+                customer[field] = convert(value)
             if plan.mapped:
                 for field, column, path, convert in plan.mapped:
-                    value = row.get(column)
-                    if path and value is not None:
-                        value = _walk(value, path)
+                    value = self._column(row, column, path)
                     if value is not None:
                         customer[field] = convert(value)
             if plan.attributes:
                 attributes = {}
                 for name, column, path, convert, label in plan.attributes:
                     field = label
-                    value = row.get(column)
-                    if path and value is not None:
-                        value = _walk(value, path)
+                    value = self._column(row, column, path)
                     if value is not None:
                         attributes[name] = convert(value)
                 if attributes:
@@ -316,14 +315,14 @@ class Decoder:
             raise Invalid(f"{field}: {exc}") from None
         return customer
 
-    def _without_unavailable(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The row without the columns Debezium could not read (unchanged TOASTed values)."""
-        placeholder = self._unavailable
-        return {
-            column: value
-            for column, value in row.items()
-            if value != placeholder and not (type(value) is list and placeholder in value)
-        }
+    def _column(self, row: dict[str, Any], column: str, path: tuple[str, ...]) -> Any:
+        """A mapped column's value (or a key inside it); ``None``: absent or unavailable."""
+        value = row.get(column)
+        if value is None or value == self._unavailable:
+            return None
+        if type(value) is list and self._unavailable in value:
+            return None
+        return _walk(value, path) if path else value
 
 
 def _walk(value: Any, path: tuple[str, ...]) -> Any:

@@ -255,6 +255,10 @@ def test_the_unavailable_placeholder_is_left_out_even_in_arrays_and_when_configu
     assert decoded(custom.decode(orjson.dumps({"customer_id": 1, "name": "~toasted~"}))) == {
         "customerId": "1"
     }
+    mapped = Decoder(FieldMapping({"custom.notes": "notes", "tags": "labels"}))
+    placeholder = "__debezium_unavailable_value"
+    row = {"customer_id": 1, "notes": placeholder, "labels": [placeholder]}
+    assert decoded(mapped.decode(orjson.dumps(row))) == {"customerId": "1"}
 
 
 def test_two_schemas_of_one_length_are_told_apart_by_their_bytes() -> None:
