@@ -9,9 +9,11 @@ is made exactly once.
 
 What fails the check (exit 1): the configuration, the field-mapping file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
-the credentials or not answering. What does not: consumer-group lag. It is
-reported for information only: lag is normal after a deploy and must not
-gate a rollout. An unusable configuration exits 2, like ``run``.
+the credentials or not answering, and a source topic whose newest records
+none can become a customer (a wrong mapping; see :mod:`service.tools.sampling`).
+What does not: consumer-group lag, reported for information only (lag is
+normal after a deploy and must not gate a rollout), and what the sample
+warns about (``!``). An unusable configuration exits 2, like ``run``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not r
 
 from service.config import Settings, load_settings
 from service.delivery.consumer import committed_offsets
-from service.delivery.mapping import load_field_mapping
+from service.delivery.decoding import Decoder
+from service.delivery.mapping import FieldMapping, load_field_mapping
 from service.errors import ConfigError
 from service.gameball.client import JOB_PATH
+from service.tools.sampling import SAMPLE, Sample, newest
 
-OK, FAIL, INFO = "✓", "✗", "·"
+OK, FAIL, INFO, WARN = "✓", "✗", "·", "!"
 
 # Properties that only make sense for the service's own producer or consumer;
 # the short-lived admin and lag clients here take everything else (security,
@@ -172,6 +176,82 @@ def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> 
     )
 
 
+def check_records(
+    settings: Settings, metadata: ClusterMetadata, mapping: FieldMapping | None, timeout: float
+) -> list[Result]:
+    """The newest records of each source topic, decoded as the service would decode them."""
+    config = {**admin_config(settings), "group.id": f"{settings.kafka_group_id}.check"}
+    decoder = Decoder(mapping, delete_policy=settings.delete_policy)
+    results = []
+    for topic in settings.kafka_source_topics:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            continue
+        sample = Sample()
+        for value in newest(config, topic, sorted(found.partitions), timeout):
+            sample.add(value, decoder)
+        results.extend(describe_sample(f"records of {topic}", sample))
+    return results
+
+
+def describe_sample(name: str, sample: Sample) -> list[Result]:
+    if not sample.records:
+        return [Result(INFO, name, "none yet to look at")]
+    rejected = sum(sample.rejected.values())
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(sample.skipped.items()))
+    counts = (
+        f"the newest {sample.records} (at most {SAMPLE} per topic) decode to "
+        f"{sample.customers} customer(s)" + (f", skipped: {skipped}" if skipped else "")
+    )
+    if rejected and not sample.customers:
+        mark, tail = (
+            FAIL,
+            (f"; none becomes a customer: {sample.first_error} (check FIELD_MAPPING_FILE)"),
+        )
+    elif rejected:
+        mark, tail = WARN, f"; {rejected} would be dead-lettered, e.g. {sample.first_error}"
+    else:
+        mark, tail = OK, ""
+    results = [Result(mark, name, counts + tail)]
+    if sample.records > sum(sample.skipped.values()) and not sample.with_schema:
+        results.append(
+            Result(
+                INFO,
+                name,
+                "no schema in the events (schemas.enable=false): dates are told apart by "
+                "magnitude and base64 decimals look like text; state types in "
+                "FIELD_MAPPING_FILE where it matters (README: Input)",
+            )
+        )
+    if sample.defaulted and not sample.nulls_in_defaulted:
+        columns = ", ".join(sorted(sample.defaulted))
+        results.append(
+            Result(
+                WARN,
+                name,
+                f"columns with a DEFAULT ({columns}): a NULL written into them reaches the API "
+                "as the default unless the connector sets "
+                "value.converter.replace.null.with.default=false (no NULL seen in them here, "
+                "which is what both look like)",
+            )
+        )
+    elif sample.nulls_in_defaulted:
+        results.append(
+            Result(OK, name, "NULLs are kept (value.converter.replace.null.with.default=false)")
+        )
+    if sample.unavailable:
+        results.append(
+            Result(
+                WARN,
+                name,
+                f"{sample.unavailable} record(s) without an unchanged TOASTed value "
+                "(__debezium_unavailable_value): that field is left out and the API keeps its "
+                "own; ALTER TABLE ... REPLICA IDENTITY FULL carries it",
+            )
+        )
+    return results
+
+
 def check_credentials(settings: Settings, timeout: float) -> Result:
     """One harmless request: the status of a job that cannot exist.
 
@@ -217,8 +297,11 @@ def run_checks(
 ) -> int:
     try:
         settings = load_settings(environ)
-        if settings.field_mapping_file is not None:
+        mapping = (
             load_field_mapping(settings.field_mapping_file)
+            if settings.field_mapping_file is not None
+            else None
+        )
     except ConfigError as exc:
         emit(Result(FAIL, "configuration", f"{exc}"))
         return 2
@@ -242,6 +325,9 @@ def run_checks(
         lag = check_lag(settings, metadata, args.timeout)
         results.append(lag)
         emit(lag)
+        for result in check_records(settings, metadata, mapping, args.timeout):
+            results.append(result)
+            emit(result)
     credentials = check_credentials(settings, args.timeout)
     results.append(credentials)
     emit(credentials)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -34,6 +36,7 @@ def test_a_working_setup_passes_every_check(broker: KafkaNode, simulator: Runnin
         f"✓ source topic {topic}",
         f"✓ dead-letter topic {topic}.dlq",
         f"✓ group {topic}-group",
+        f"· records of {topic}",
         "✓ API credentials",
     ]
     assert f"source topic {topic}: 3 partition(s)" in out.stdout
@@ -153,3 +156,65 @@ def test_on_a_broker_that_just_started_the_group_is_measured_not_unknown(
         out = customer_sync("check", env=tool_env(fresh, simulator.base_url, topic))
     out.assert_no_traceback()
     assert f"✓ group {topic}-group: lag 0 record(s) over 3 partition(s)" in out.stdout, out
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+
+
+def produce_captured(broker: KafkaNode, topic: str, setup: str, cases: tuple[str, ...]) -> int:
+    """Real Debezium records of the ``customers`` table (tests/fixtures/debezium)."""
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    count = 0
+    for case in cases:
+        for record in json.loads((FIXTURES / setup / f"{case}.json").read_text())["records"]:
+            if record["topic"].endswith(".public.customers") and record["value"] is not None:
+                producer.produce(topic, key=record["key"], value=record["value"])
+                count += 1
+    assert producer.flush(10) == 0
+    return count
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("json-schemas", "! records of {topic}: columns with a DEFAULT (balance, country, "
+                         "is_vip, loyalty_tier): a NULL written into them reaches the API as "
+                         "the default unless the connector sets "
+                         "value.converter.replace.null.with.default=false"),
+        ("nulls-kept", "✓ records of {topic}: NULLs are kept "
+                       "(value.converter.replace.null.with.default=false)"),
+    ],
+)  # fmt: skip
+def test_the_newest_records_are_decoded_and_nulls_turned_defaults_are_suspected(
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path, setup: str, expected: str
+) -> None:
+    topic = topics(broker)
+    count = produce_captured(broker, topic, setup, ("snapshot", "null-into-default", "delete"))
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("customerId: id\n")
+    env = tool_env(broker, simulator.base_url, topic, FIELD_MAPPING_FILE=str(mapping))
+    out = customer_sync("check", env=env)
+    out.assert_no_traceback()
+    assert out.code == 0, out
+    assert f"✓ records of {topic}: the newest {count} (at most 200 per topic) decode to " in (
+        out.stdout
+    )
+    assert ", skipped: 1 delete" in out.stdout
+    assert expected.format(topic=topic) in out.stdout, out.stdout
+
+
+def test_a_mapping_that_finds_no_customer_in_the_records_fails(
+    broker: KafkaNode, simulator: RunningSimulator
+) -> None:
+    """The customers table's key column is ``id``: without ``customerId: id``, no customer."""
+    topic = topics(broker)
+    produce_captured(broker, topic, "json-plain", ("snapshot",))
+    out = customer_sync("check", env=tool_env(broker, simulator.base_url, topic))
+    out.assert_no_traceback()
+    assert out.code == 1, out
+    assert (
+        f"✗ records of {topic}: the newest 3 (at most 200 per topic) decode to 0 customer(s); "
+        "none becomes a customer: no customer id (customerId / customer_id) "
+        "(check FIELD_MAPPING_FILE)"
+    ) in out.stdout, out.stdout
+    assert f"· records of {topic}: no schema in the events" in out.stdout
