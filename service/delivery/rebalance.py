@@ -125,10 +125,6 @@ class Rebalancer:
             prepared = asyncio.run_coroutine_threadsafe(self._revoking(partitions), loop)
             offsets, released, stopped = prepared.result()
             acknowledged = self._committer.commit_revoked(offsets)
-            finished = asyncio.run_coroutine_threadsafe(
-                self._revoked(partitions, acknowledged), loop
-            )
-            finished.result()
             log.info(
                 "partitions_revoked",
                 partitions=names(partitions),
@@ -174,32 +170,42 @@ class Rebalancer:
         log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
 
     async def lost(self, partitions: list[TopicPartition]) -> None:
-        """Ownership is already gone: committing would fail, so only forget."""
+        """Ownership is already gone: committing would fail, so forget, and stop the jobs.
+
+        Their partitions may already be someone else's, who redoes their
+        records: a job of ours still running would apply older changes beside
+        the new owner's newer ones.
+        """
         lost = set(partitions)
         self._batcher.drop_partitions(lost)
         self._takeovers.drop(lost)
         self._forget(lost)
-        log.warning("partitions_lost", partitions=names(partitions))
+        stopped = await self._tracker.stop_jobs(lost, timeout=STOP_JOBS_WAIT)
+        log.warning("partitions_lost", partitions=names(partitions), jobs_stopped=stopped)
 
     async def _revoking(
         self, partitions: list[TopicPartition]
     ) -> tuple[dict[TopicPartition, Window], int, int]:
-        """Drop what was not submitted, wait briefly for jobs, stop the rest; return windows."""
+        """Take no new work, drop the buffer, wait for jobs, stop the rest; return the windows.
+
+        The partitions are closed first (``OffsetTracker.close``): while this
+        waits, a job that ends may settle their records but not give any back
+        to the buffer, and a fetched slice still being ingested adds none. They
+        are forgotten before the Kafka thread commits: the loop runs on while
+        it does, and nothing may act for them meanwhile.
+        """
         revoked = set(partitions)
+        self._offsets.close(revoked)
         released = self._batcher.drop_partitions(revoked)
         self._takeovers.drop(revoked)
         waiting = self._batches_touching(revoked)
         if waiting and not self._health.stopping:
             await asyncio.wait(waiting, timeout=self._revoke_wait)
         stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
-        offsets = self._offsets.commit_candidates(revoked)
-        return offsets, len(released), stopped
-
-    async def _revoked(
-        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, Window]
-    ) -> None:
-        self._offsets.committed(acknowledged)
-        self._forget(set(partitions))
+        released += self._batcher.drop_partitions(revoked)
+        windows = self._offsets.commit_candidates(revoked)
+        self._forget(revoked)
+        return windows, len(released), stopped
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
