@@ -9,10 +9,12 @@ pod's log needs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,9 +92,13 @@ class Settings(BaseSettings):
     )
 
     gameball_base_url: str = Field(default="https://api.gameball.co", description="API root")
+    gameball_allow_insecure_http: bool = Field(
+        default=False,
+        description="accept an `http://` `GAMEBALL_BASE_URL` to a host other than loopback "
+        "(the keys would travel in clear text)",
+    )
     gameball_api_key: SecretStr = Field(description="API key (never logged)")
     gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
-
     batch_max_records: int = Field(
         default=MAX_BATCH_RECORDS,
         ge=1,
@@ -190,6 +196,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _credentials_travel_encrypted(self) -> Settings:
+        """The keys ride in every request's headers: plain HTTP only on loopback, or opted in."""
+        url = self.gameball_base_url
+        if (
+            url.startswith("http://")
+            and not self.gameball_allow_insecure_http
+            and not _is_loopback(urlsplit(url).hostname or "")
+        ):
+            raise ValueError(
+                f"GAMEBALL_BASE_URL {url!r} would send the API keys in clear text: use https://, "
+                "or set GAMEBALL_ALLOW_INSECURE_HTTP=true to accept that"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _buffer_holds_a_batch(self) -> Settings:
         if self.max_buffered_records < self.batch_max_records:
             raise ValueError(
@@ -246,6 +267,19 @@ class Settings(BaseSettings):
             "enable.idempotence": True,
             "acks": "all",
         }
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: a request that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _variable(prop: str) -> str:
