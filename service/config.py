@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.gameball.budget import Window
 from service.gameball.models import MAX_BATCH_RECORDS
 
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
@@ -99,6 +100,29 @@ class Settings(BaseSettings):
     )
     gameball_api_key: SecretStr = Field(description="API key (never logged)")
     gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
+    # Gameball's "Rate Limiting" page: the batch endpoints fall under "Others".
+    gameball_rate_limit_per_second: int = Field(
+        default=30,
+        ge=1,
+        description="requests per second the API key allows on the batch endpoints "
+        "(Gameball's documented limit; see [Rate limits](#rate-limits))",
+    )
+    gameball_quota_requests: int = Field(
+        default=360,
+        ge=1,
+        description="requests per `GAMEBALL_QUOTA_WINDOW_SECONDS` the API key allows",
+    )
+    gameball_quota_window_seconds: float = Field(
+        default=30.0, gt=0, description="the quota's window, in seconds"
+    )
+    gameball_key_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="part of the key's limits this consumer group may use; lower it when "
+        "another application uses the same API key",
+    )
+
     batch_max_records: int = Field(
         default=MAX_BATCH_RECORDS,
         ge=1,
@@ -218,6 +242,13 @@ class Settings(BaseSettings):
                 f"({self.batch_max_records}), or no batch could ever fill"
             )
         return self
+
+    def api_windows(self) -> tuple[Window, ...]:
+        """The key's limits, as the request budget counts them."""
+        return (
+            Window(self.gameball_rate_limit_per_second, 1.0),
+            Window(self.gameball_quota_requests, self.gameball_quota_window_seconds),
+        )
 
     def consumer_config(self) -> dict[str, str | int | bool]:
         """The librdkafka consumer dict: our defaults, the user's overrides, our invariants.

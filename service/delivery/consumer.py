@@ -63,6 +63,7 @@ BrokerStateCallback = Callable[[bool], None]
 
 _BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
 BROKER_PROBE_TIMEOUT = 0.5
+PARTITION_COUNT_TIMEOUT = 2.0
 
 
 class SourceConsumer:
@@ -83,6 +84,8 @@ class SourceConsumer:
         self._on_lost = on_lost
         self._on_broker_state = on_broker_state
         self.broker_ok = True
+        self.partition_counts: dict[str, int] = {}
+        """Partitions of each source topic, as of the last assignment (the budget's denominator)."""
         self._consumer: Consumer | None = None
 
     @property
@@ -96,10 +99,36 @@ class SourceConsumer:
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
-            on_assign=lambda _c, parts: self._on_assign(_tps(parts)),
+            on_assign=lambda _c, parts: self._assigned(_tps(parts)),
             on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
             on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
         )
+
+    def _assigned(self, partitions: list[TP]) -> None:
+        """Partitions arrive: learn first how many the topics have (new ones may be why)."""
+        self.refresh_partition_counts()
+        self._on_assign(partitions)
+
+    def refresh_partition_counts(self) -> bool:
+        """Ask the brokers how many partitions each source topic has; keep the last answer if none.
+
+        Runs on the Kafka thread, in the assignment callback (a topic that
+        gained partitions triggers a rebalance, so this is when it changes)
+        and from the fetch loop while nothing is known yet. A topic that does
+        not exist counts 0.
+        """
+        counts: dict[str, int] = {}
+        try:
+            for topic in self._topics:
+                found = self._client.list_topics(topic, timeout=PARTITION_COUNT_TIMEOUT).topics
+                metadata = found.get(topic)
+                ok = metadata is not None and metadata.error is None
+                counts[topic] = len(metadata.partitions) if ok and metadata is not None else 0
+        except KafkaException as exc:
+            log.warning("partition_counts_unknown", error=str(exc.args[0]))
+            return False
+        self.partition_counts = counts
+        return True
 
     def consume(self, max_messages: int, timeout: float) -> Sequence[Message]:
         """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread).

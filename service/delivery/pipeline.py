@@ -53,6 +53,7 @@ from service.delivery.mapping import load_field_mapping
 from service.delivery.offsets import OffsetTracker, TopicPartition
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
 from service.delivery.settlement import Settlement
+from service.gameball.budget import RequestBudget
 from service.gameball.client import GameballClient, RetryPolicy
 from service.health import Health
 from service.labels import FlushReason
@@ -98,6 +99,10 @@ class Pipeline:
         self._batcher = Batcher(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
         )
+        # The key's limits, split between the group's instances by the partitions they own.
+        self._budget = RequestBudget(
+            settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
+        )
         self._client = GameballClient(
             settings.gameball_base_url,
             settings.gameball_api_key,
@@ -105,6 +110,7 @@ class Pipeline:
             metrics=metrics,
             health=health,
             retry=retry,
+            budget=self._budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
         )
         self._tracker = JobTracker(
@@ -149,6 +155,9 @@ class Pipeline:
             metrics=metrics,
             batches_touching=self._batches_touching,
             on_assigned=self._repause_if_paused,
+            budget=self._budget,
+            partition_counts=lambda: self._consumer.partition_counts,
+            topics=settings.kafka_source_topics,
             revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
         )
         # Batches in flight (one task each) and the partitions their records come from.
@@ -235,6 +244,7 @@ class Pipeline:
         await self._kafka_thread.call(self._consumer.close)
         self._kafka_thread.shutdown()
         await self._client.aclose()
+        self._budget.close()
         log.info(
             "shutdown_complete",
             seconds=round(time.monotonic() - started, 3),
@@ -270,6 +280,9 @@ class Pipeline:
                 owned = sorted(self._rebalancer.assignment)
                 highs = await kafka.call(self._high_watermarks, owned)
                 self._update_lag(dict(zip(owned, highs, strict=True)))
+                unknown = owned and not self._rebalancer.partitions_total()  # lookup failed
+                if unknown and await kafka.call(self._consumer.refresh_partition_counts):
+                    self._rebalancer.reshare()
 
     def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
         return [self._consumer.high_watermark(tp) for tp in partitions]

@@ -17,6 +17,14 @@ loop has done what must happen before they change hands.
 * **lost** — ownership is already gone (session timeout, fenced): committing
   would fail, so only forget.
 
+After each, the API key's request budget is re-split (:meth:`Rebalancer.reshare`):
+every instance spends the share of the key's limits that its partitions are
+of all the source topics' partitions, so the group stays within the key
+without talking to itself. The partition counts come from the consumer's
+metadata, read on the Kafka thread in the assignment callback
+(``consumer.py``). A revocation's stops are sent before its partitions are
+forgotten, so they are paid from the share those partitions had.
+
 A job still running when its partitions go would go on applying those
 customers while the next owner resubmits them, possibly with newer changes:
 stopping it first means the only job that can still touch them is the next
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -35,6 +43,7 @@ from service.delivery.batching import Batcher
 from service.delivery.commits import Committer
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.gameball.budget import RequestBudget
 from service.health import Health
 from service.metrics import Metrics
 
@@ -59,6 +68,9 @@ class Rebalancer:
         metrics: Metrics,
         batches_touching: BatchesTouching,
         on_assigned: Callable[[], None],
+        budget: RequestBudget,
+        partition_counts: Callable[[], Mapping[str, int]],
+        topics: Sequence[str],
         revoke_wait: float = REVOKE_WAIT,
     ) -> None:
         self._offsets = offsets
@@ -69,6 +81,9 @@ class Rebalancer:
         self._metrics = metrics
         self._batches_touching = batches_touching
         self._on_assigned = on_assigned
+        self._budget = budget
+        self._partition_counts = partition_counts
+        self._topics = tuple(topics)
         self._revoke_wait = revoke_wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assignment: set[TopicPartition] = set()
@@ -133,6 +148,7 @@ class Rebalancer:
             self._offsets.assign(tp)
         self.assignment.update(partitions)
         self._on_assigned()
+        self.reshare()
         self._health.in_group = True
         log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
 
@@ -168,6 +184,25 @@ class Rebalancer:
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(tp[0], str(tp[1]))
         self.assignment -= partitions
+        self.reshare()
+
+    # ------------------------------------------------------- the budget
+
+    def partitions_total(self) -> int:
+        """Partitions of the source topics, as the brokers last said (0: not known yet)."""
+        counts = self._partition_counts()
+        return sum(counts.get(topic, 0) for topic in self._topics)
+
+    def reshare(self) -> None:
+        """This instance's part of the key's budget: partitions owned / partitions there are.
+
+        Partitions are weighed alike (a hot partition costs its owner more of
+        its share). Until the brokers have said how many there are, the
+        instance keeps the idle share: safe for the group; the fetch loop asks
+        again.
+        """
+        total = self.partitions_total()
+        self._budget.set_share(len(self.assignment) / total if total else 0.0)
 
 
 def names(partitions: Iterable[TopicPartition]) -> list[str]:

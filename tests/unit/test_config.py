@@ -33,6 +33,9 @@ def test_defaults_follow_the_spec() -> None:
         "json",
     )
     assert s.shutdown_timeout_seconds == 30
+    # Gameball's documented limits for the batch endpoints ("Others"), all of them ours.
+    assert [(w.requests, w.seconds) for w in s.api_windows()] == [(30, 1.0), (360, 30.0)]
+    assert s.gameball_key_share == 1.0
     assert s.gameball_allow_insecure_http is False
 
 
@@ -156,3 +159,21 @@ def test_plain_http_elsewhere_takes_an_explicit_opt_in() -> None:
     env = {**BASE, "GAMEBALL_BASE_URL": "http://simulator:8090"}
     settings = load_settings({**env, "GAMEBALL_ALLOW_INSECURE_HTTP": "true"})
     assert settings.gameball_base_url == "http://simulator:8090"
+
+
+def test_the_limits_and_the_share_of_the_key_are_settings() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "GAMEBALL_RATE_LIMIT_PER_SECOND": "10",
+            "GAMEBALL_QUOTA_REQUESTS": "100",
+            "GAMEBALL_QUOTA_WINDOW_SECONDS": "60",
+            "GAMEBALL_KEY_SHARE": "0.25",
+        }
+    )
+    assert [(w.requests, w.seconds) for w in s.api_windows()] == [(10, 1.0), (100, 60.0)]
+    assert s.gameball_key_share == 0.25
+    with pytest.raises(ConfigError, match=r"^GAMEBALL_KEY_SHARE is invalid"):
+        load_settings({**BASE, "GAMEBALL_KEY_SHARE": "0"})
+    with pytest.raises(ConfigError, match=r"^GAMEBALL_QUOTA_REQUESTS is invalid"):
+        load_settings({**BASE, "GAMEBALL_QUOTA_REQUESTS": "0"})

@@ -14,6 +14,7 @@ class _FetchOnce:
 
     def __init__(self, pipeline: Pipeline, messages: list[Msg]) -> None:
         self._pipeline, self._messages = pipeline, messages
+        self.partition_counts = dict.fromkeys(pipeline.settings.kafka_source_topics, 1)
 
     def consume(self, _count: int, _timeout: float) -> list[Msg]:
         messages, self._messages = self._messages, []
