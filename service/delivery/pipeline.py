@@ -48,9 +48,10 @@ from service.delivery.consumer import KafkaThread, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
 from service.delivery.decoding import Decoder
 from service.delivery.ingest import Ingestor
-from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, PollSchedule, Verdicts
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
 from service.delivery.mapping import load_field_mapping
 from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
 from service.delivery.settlement import Settlement
 from service.gameball.budget import RequestBudget
