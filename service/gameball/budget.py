@@ -43,11 +43,13 @@ the limits from 429s. Why it is built the way it is:
 * **A 429 is everyone's problem.** The key is throttled, not the request, so
   the answer slows the whole budget, never a single request's own timer: with
   ``Retry-After`` nothing is sent until it passes (the server measured the
-  excess for us); without one, the rate halves (multiplicative decrease, once
-  per round of requests: answers to requests sent before the last decrease
-  are the same excess) and recovers additively, a halving in 30 s, so a
-  budget that overestimates the key converges just below it instead of
-  retrying in lockstep. A retried request queues here again like any other.
+  excess for us); without one, the rate halves (multiplicative decrease) and
+  recovers additively, a halving in 30 s, so a budget that overestimates the
+  key converges just below it instead of retrying in lockstep. The API's
+  windows remember: for a while after a cut, requests still meet the excess
+  that caused it, so a 429 cuts again only for a request sent at least the
+  shortest window (1 s) after the last cut. A retried request queues here
+  again like any other.
 
 :class:`Budget` is the pure logic, on an injected clock (``now`` arguments),
 so its tests never sleep; :class:`RequestBudget` puts it on the event loop
@@ -141,6 +143,7 @@ class Budget:
         if not 0 < key_share <= 1:
             raise ValueError("key_share must be in (0, 1]")
         self._windows = tuple(windows)
+        self._memory = min(w.seconds for w in self._windows)
         self._key_share = key_share
         self._share = self._clamp(share)
         self._capacity, self._rate = bucket(self._windows, key_share * self._share)
@@ -248,8 +251,9 @@ class Budget:
         """The API answered 429 to a request sent at ``sent_at``; return whether the rate dropped.
 
         With ``retry_after`` nothing goes before it passes, and the bucket
-        restarts empty. Without it, the rate is cut, once for every request
-        sent before the cut: their 429s report the same excess.
+        restarts empty. Without it, the rate is cut, unless the request was
+        sent before the last cut or within the shortest window after it: the
+        API's window still held the excess that caused that cut.
         """
         self._refill(now)
         if retry_after is not None:
@@ -258,7 +262,7 @@ class Budget:
                 self._tokens = 0.0
                 self._updated = resume
             return False
-        if sent_at <= self._decreased_at:
+        if sent_at <= self._decreased_at + self._memory:
             return False
         self._factor = max(MIN_FACTOR, self._factor * DECREASE)
         self._decreased_at = now
