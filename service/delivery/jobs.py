@@ -187,6 +187,7 @@ class JobTracker:
                 try:
                     while True:
                         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                        asked = time.monotonic()
                         status = await self._client.status(job_id, spent=spent)
                         now = time.monotonic()
                         if status.status.terminal:
@@ -196,13 +197,13 @@ class JobTracker:
                                 status.status is JobState.COMPLETED
                                 and job_id not in self._abandoned
                             )
-                            polls.ended(now, learn=ran)
+                            polls.ended(asked, learn=ran)
                             break
                         if now >= deadline:
                             status = await self._stop(job_id, spent)
                             label = "timed_out"
                             break
-                        delay = polls.running(now, status)
+                        delay = polls.running(asked, now, status)
                 except JobNotFound:
                     log.warning("job_vanished")
                     status, label = None, "failed"

@@ -9,12 +9,16 @@ records/s, and every extra read is records not delivered. So:
   :class:`JobDurations` learns how long jobs take per record from the jobs
   that finished. It has to live with censoring: a job found finished at the
   first read only says "at most this long". So the estimate tracks a
-  quantile instead of a mean: it shrinks a little (1 %) each time the first
-  read finds the job done and grows (9 %) each time it does not, which
-  settles where ``first_read_done`` (90 %) of first reads find the job done:
-  a job of steady duration costs about 1.1 reads. When the API slows down,
-  the estimate follows at once (a late job's own progress says how long it
-  really took); when it speeds up, by 1 % a job, and only latency is lost.
+  quantile instead of a mean: it shrinks a little (1 %) when first reads
+  find jobs done and grows (9 %) when one does not, which settles where
+  ``first_read_done`` (90 %) of first reads find the job done: a job of
+  steady duration costs about 1.1 reads. Jobs in flight together are
+  predicted alike and miss together, so the steps count job durations, not
+  jobs (see :meth:`JobDurations.learn`): per job, one step up for a batch of
+  misses would overshoot, and the latency would take many jobs to decay. When the API slows down,
+  the estimate follows at once (a late job was still running at its last
+  read before the end: at least that long); when it speeds up, by 1 % a job,
+  and only latency is lost.
 * **Progress refines it.** A running job's status lists the records done
   (:class:`JobProgress`): two reads give a rate and so a finish, and even one
   read near the end says how little is left.
@@ -32,6 +36,7 @@ records/s, and every extra read is records not delivered. So:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from service.gameball.models import JobStatus
@@ -58,11 +63,14 @@ class PollSchedule:
 class JobDurations:
     """Seconds per record of recent jobs, at the quantile the first read aims for."""
 
-    __slots__ = ("_per_record", "_schedule")
+    __slots__ = ("_per_record", "_schedule", "_shrunk_at", "generation")
 
     def __init__(self, schedule: PollSchedule) -> None:
         self._schedule = schedule
         self._per_record: float | None = None
+        self._shrunk_at = -math.inf
+        self.generation = 0
+        """Counts the increases: jobs predicted between two of them miss together."""
 
     def predict(self, records: int) -> float | None:
         """Seconds from the submission to the first read of ``records``; ``None``: no idea yet."""
@@ -71,20 +79,48 @@ class JobDurations:
         return self._per_record * records + self._schedule.margin_seconds
 
     def learn(
-        self, records: int, *, predicted: bool, first_read_done: bool, finished: float
+        self,
+        records: int,
+        *,
+        generation: int | None,
+        first_read_done: bool,
+        after: float | None,
+        by: float,
+        now: float,
     ) -> None:
-        """A job of ``records`` finished about ``finished`` seconds after its submission."""
-        observed = finished / max(1, records)
+        """A job of ``records`` ended ``after`` seconds from its submission (if known) and ``by``.
+
+        ``after`` is when the last read that saw it running was sent, ``by``
+        when the read that saw it ended was. ``after`` never overshoots, so it
+        is what a miss raises the estimate to; ``by`` may, when that read came
+        late (a busy loop, a short budget), and a prediction too late decays
+        slowly. The first job, with nothing better, starts it between the two.
+
+        ``generation`` is the one its first read was predicted with (``None``:
+        it was not). Jobs in flight together are predicted alike and miss or
+        hit together, so both steps count time, not jobs: the estimate grows
+        once for all the jobs predicted with it, and shrinks by its step once
+        per predicted job duration, however many jobs finish meanwhile. So
+        about ``1 - first_read_done`` of the jobs miss, at any concurrency.
+        """
+        count = max(1, records)
         if self._per_record is None:
-            self._per_record = observed
+            self._per_record = (by if after is None else (after + by) / 2) / count
             return
-        if not predicted:  # its first read tested no prediction
+        if generation is None:  # its first read tested no prediction
             return
         rate, target = self._schedule.learning_rate, self._schedule.first_read_done
         if first_read_done:
-            self._per_record *= 1 - rate * (1 - target)
-        else:
-            self._per_record = max(self._per_record * (1 + rate * target), observed)
+            span = max(self._per_record * records, 1e-6)
+            share = min(1.0, (now - self._shrunk_at) / span)
+            self._shrunk_at = now
+            self._per_record *= (1 - rate * (1 - target)) ** share
+            return
+        if generation == self.generation:
+            self._per_record *= 1 + rate * target
+            self.generation += 1
+        if after is not None:
+            self._per_record = max(self._per_record, after / count)
 
 
 class JobProgress:
@@ -125,8 +161,8 @@ class JobPolls:
 
     __slots__ = (
         "_durations",
+        "_generation",
         "_last_running",
-        "_predicted",
         "_progress",
         "_records",
         "_schedule",
@@ -142,23 +178,29 @@ class JobPolls:
         self._records = records
         self._submitted = submitted
         self._progress = JobProgress(records, submitted)
-        self._predicted = False
+        self._generation: int | None = None
         self._last_running: float | None = None
         self.reads = 0
 
     def first_delay(self) -> float:
         """Seconds from the submission to the first read."""
         predicted = self._durations.predict(self._records)
-        self._predicted = predicted is not None
+        if predicted is not None:
+            self._generation = self._durations.generation
         return max(self._schedule.initial_seconds, predicted or 0.0)
 
-    def running(self, now: float, status: JobStatus) -> float:
-        """A read found the job still running: seconds until the next one."""
+    def running(self, asked: float, answered: float, status: JobStatus) -> float:
+        """A read sent at ``asked`` found the job running: seconds from ``answered`` to the next.
+
+        The document tells the job's state as of when it was asked for: a
+        slow answer must not make the job look slower than it is, or the
+        predictions drift late by every round trip.
+        """
         self.reads += 1
-        self._last_running = now
+        self._last_running = asked
         schedule = self._schedule
-        age = now - self._submitted
-        eta = self._progress.eta(now, status)
+        age = asked - self._submitted
+        eta = self._progress.eta(asked, status)
         predicted = self._durations.predict(self._records)
         if eta is not None:
             delay = min(eta + schedule.margin_seconds, schedule.max_fraction * age)
@@ -168,19 +210,19 @@ class JobPolls:
         else:
             delay = schedule.backoff * age
         floor = max(schedule.initial_seconds, schedule.min_fraction * age)
-        return min(schedule.max_seconds, max(floor, delay))
+        return min(schedule.max_seconds, max(floor, asked + delay - answered))
 
-    def ended(self, now: float, *, learn: bool) -> None:
-        """A read found the job terminal; ``learn`` from it unless its duration says nothing."""
+    def ended(self, asked: float, *, learn: bool) -> None:
+        """A read sent at ``asked`` found the job terminal; ``learn`` unless it says nothing."""
         self.reads += 1
         if not learn:
             return
         last = self._last_running
-        # It finished between the last read that saw it running and this one.
-        finished = now if last is None else (last + now) / 2
         self._durations.learn(
             self._records,
-            predicted=self._predicted,
+            generation=self._generation,
             first_read_done=self.reads == 1,
-            finished=finished - self._submitted,
+            after=None if last is None else last - self._submitted,
+            by=asked - self._submitted,
+            now=asked,
         )
