@@ -74,7 +74,9 @@ def test_instances_splitting_the_key_by_partitions_stay_inside_it_together() -> 
     first.set_share(0.5, 60.0)
     second = Budget(DOCUMENTED, now=60.0)
     second.set_share(0.5, 60.0)
-    sent += backlog(first, 60.0, 120.0) + backlog(second, 60.0, 120.0)
+    halves = backlog(first, 60.0, 120.0), backlog(second, 60.0, 120.0)
+    sent += halves[0] + halves[1]
+    assert len(halves[0]) == pytest.approx(len(halves[1]), rel=0.05), "three partitions each"
     second.set_share(1.0, 120.0)
     sent += backlog(second, 120.0, 180.0)
     assert most_in_any(sent, 30.0) <= 360
