@@ -99,23 +99,22 @@ class SourceConsumer:
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
-            on_assign=lambda _c, parts: self._assigned(_tps(parts)),
+            on_assign=lambda _c, parts: self._on_assign(_tps(parts)),
             on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
             on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
         )
 
-    def _assigned(self, partitions: list[TP]) -> None:
-        """Partitions arrive: learn first how many the topics have (new ones may be why)."""
-        self.refresh_partition_counts()
-        self._on_assign(partitions)
-
     def refresh_partition_counts(self) -> bool:
         """Ask the brokers how many partitions each source topic has; keep the last answer if none.
 
-        Runs on the Kafka thread, in the assignment callback (a topic that
-        gained partitions triggers a rebalance, so this is when it changes)
-        and from the fetch loop while nothing is known yet. A topic that does
-        not exist counts 0.
+        Runs on the Kafka thread between two ``consume`` calls, after each
+        assignment (a topic that gained partitions causes one), never inside
+        the assignment callback: confluent-kafka keeps one call state per
+        thread, a metadata request nested in a callback clears the state of
+        the ``consume`` it is nested in, and the next callback of that
+        ``consume`` aborts the process (``CallState_get: Assertion `cs !=
+        NULL' failed``; the chaos run met it). A topic that does not exist
+        counts 0.
         """
         counts: dict[str, int] = {}
         try:

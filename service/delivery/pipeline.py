@@ -275,15 +275,18 @@ class Pipeline:
             change = self._backpressure_change()
             if change is not None:
                 await kafka.call(change)
+            if self._rebalancer.recount:  # partitions arrived: how many are there in all?
+                self._rebalancer.recount = False
+                if await kafka.call(self._consumer.refresh_partition_counts):
+                    self._rebalancer.reshare()
             now = time.monotonic()
             if now - self._last_lag >= LAG_INTERVAL:
                 self._last_lag = now
                 owned = sorted(self._rebalancer.assignment)
                 highs = await kafka.call(self._high_watermarks, owned)
                 self._update_lag(dict(zip(owned, highs, strict=True)))
-                unknown = owned and not self._rebalancer.partitions_total()  # lookup failed
-                if unknown and await kafka.call(self._consumer.refresh_partition_counts):
-                    self._rebalancer.reshare()
+                if owned and not self._rebalancer.partitions_total():  # the lookup failed
+                    self._rebalancer.recount = True
 
     def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
         return [self._consumer.high_watermark(tp) for tp in partitions]

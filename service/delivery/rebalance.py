@@ -21,8 +21,9 @@ After each, the API key's request budget is re-split (:meth:`Rebalancer.reshare`
 every instance spends the share of the key's limits that its partitions are
 of all the source topics' partitions, so the group stays within the key
 without talking to itself. The partition counts come from the consumer's
-metadata, read on the Kafka thread in the assignment callback
-(``consumer.py``). A revocation's stops are sent before its partitions are
+metadata, which the fetch loop reads on the Kafka thread right after an
+assignment (:attr:`Rebalancer.recount`; never in the callback, see
+``consumer.py``). A revocation's stops are sent before its partitions are
 forgotten, so they are paid from the share those partitions had.
 
 A job still running when its partitions go would go on applying those
@@ -87,6 +88,8 @@ class Rebalancer:
         self._revoke_wait = revoke_wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assignment: set[TopicPartition] = set()
+        self.recount = False
+        """Partitions arrived: the fetch loop should ask how many the topics have, then reshare."""
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop the handlers run on; callbacks before this (none are expected) are ignored."""
@@ -148,7 +151,8 @@ class Rebalancer:
             self._offsets.assign(tp)
         self.assignment.update(partitions)
         self._on_assigned()
-        self.reshare()
+        self.reshare()  # with the counts known so far; the fetch loop refreshes them
+        self.recount = True
         self._health.in_group = True
         log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
 
@@ -199,7 +203,7 @@ class Rebalancer:
         Partitions are weighed alike (a hot partition costs its owner more of
         its share). Until the brokers have said how many there are, the
         instance keeps the idle share: safe for the group; the fetch loop asks
-        again.
+        (again every ``LAG_INTERVAL`` while they do not answer).
         """
         total = self.partitions_total()
         self._budget.set_share(len(self.assignment) / total if total else 0.0)

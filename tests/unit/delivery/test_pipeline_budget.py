@@ -67,3 +67,38 @@ def test_a_key_shared_with_another_application_is_split_within_this_groups_part(
         pipeline._rebalancer.assignment = {("customer-changes", 0), ("customer-changes", 1)}
         pipeline._rebalancer.reshare()
     assert published_rate(part) == pytest.approx(published_rate(whole) / 2, rel=0.02)
+
+
+class _Brokers:
+    """The consumer as the fetch loop sees it: nothing to fetch; metadata on request."""
+
+    def __init__(self, pipeline: Pipeline, counts: dict[str, int]) -> None:
+        self._pipeline, self._counts = pipeline, counts
+        self.partition_counts: dict[str, int] = {}
+        self.asked = 0
+
+    def consume(self, _count: int, _timeout: float) -> list[object]:
+        self._pipeline._fetching = False  # one turn of the fetch loop
+        return []
+
+    def high_watermark(self, _tp: object) -> None:
+        return None
+
+    def refresh_partition_counts(self) -> bool:
+        self.asked += 1
+        self.partition_counts = dict(self._counts)
+        return True
+
+
+async def test_the_fetch_loop_counts_the_partitions_after_an_assignment_not_the_callback() -> None:
+    # A metadata request inside the assignment callback aborted the process (confluent-kafka's
+    # per-thread call state); the count is asked for between two consume calls instead.
+    pipeline = Pipeline(load_settings({**ENV, "KAFKA_SOURCE_TOPICS": "orders"}))
+    brokers = _Brokers(pipeline, {"orders": 6})
+    pipeline._consumer = brokers  # type: ignore[assignment]
+    await pipeline._rebalancer.assigned([("orders", 0), ("orders", 1), ("orders", 2)])
+    assert brokers.asked == 0, "not from the callback"
+    assert pipeline._budget.share == IDLE_SHARE  # nothing known yet: the safe side
+    await pipeline._fetch()
+    assert brokers.asked == 1
+    assert pipeline._budget.share == pytest.approx(0.5)

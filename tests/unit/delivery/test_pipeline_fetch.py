@@ -25,6 +25,9 @@ class _FetchOnce:
     def high_watermark(self, _tp: object) -> None:
         return None
 
+    def refresh_partition_counts(self) -> bool:
+        return True
+
 
 async def test_a_big_fetch_does_not_hold_the_loop_while_it_is_decoded() -> None:
     # Jobs' HTTP answers are served by the same loop: a whole fetch decoded in
