@@ -14,11 +14,12 @@ records/s, and every extra read is records not delivered. So:
   ``first_read_done`` (90 %) of first reads find the job done: a job of
   steady duration costs about 1.1 reads. Jobs in flight together are
   predicted alike and miss together, so the steps count job durations, not
-  jobs (see :meth:`JobDurations.learn`): per job, one step up for a batch of
-  misses would overshoot, and the latency would take many jobs to decay. When the API slows down,
-  the estimate follows at once (a late job was still running at its last
-  read before the end: at least that long); when it speeds up, by 1 % a job,
-  and only latency is lost.
+  jobs (see :meth:`JobDurations.learn`): a step up for each of a batch of
+  misses would overshoot, and the latency would take many jobs to decay.
+  When the API slows down, the estimate follows at once (a late job was
+  still running at its last read before the end: at least that long); when
+  it speeds up, by 1 % per job duration, and only latency is lost. Reads
+  count from when they were sent: a slow answer says nothing of the job.
 * **Progress refines it.** A running job's status lists the records done
   (:class:`JobProgress`): two reads give a rate and so a finish, and even one
   read near the end says how little is left.

@@ -51,6 +51,14 @@ the limits from 429s. Why it is built the way it is:
   shortest window (1 s) after the last cut. A retried request queues here
   again like any other.
 
+Why not a library: aiolimiter (asyncio, a leaky bucket) has one window, a
+rate fixed at construction and FIFO waiters; pyrate-limiter takes several
+windows at once but fixes its rates per bucket (a re-split or a slowdown
+would drop the history that makes it safe) and has no priorities; limits
+checks and counts, it does not wait. Each would need priorities, a rate that
+changes at run time and 429 feedback bolted on; this module is those, and
+a token bucket, in one place.
+
 :class:`Budget` is the pure logic, on an injected clock (``now`` arguments),
 so its tests never sleep; :class:`RequestBudget` puts it on the event loop
 with one timer.
