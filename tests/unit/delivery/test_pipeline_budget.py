@@ -35,7 +35,7 @@ async def test_each_instance_spends_the_share_of_the_key_its_partitions_are() ->
     await rebalancer.assigned([("orders", 0), ("orders", 1), ("customers", 0)])
     assert pipeline._budget.share == pytest.approx(3 / 6)
     half_rate = published_rate(pipeline)
-    assert half_rate == pytest.approx(12 * 0.975 / 2, rel=0.02)  # half the key's 12/s quota
+    assert half_rate == pytest.approx(12 * 0.96 / 2, rel=0.02)  # half the key's 12/s quota
 
     # Partitions leave: the stops of their jobs are paid before the share shrinks.
     await rebalancer._revoking([("orders", 1)])

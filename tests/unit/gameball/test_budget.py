@@ -53,8 +53,10 @@ def test_a_busy_budget_stays_inside_both_windows_and_near_the_quota() -> None:
     sent = backlog(budget, 0.0, 300.0)
     assert most_in_any(sent, 30.0) <= 360
     assert most_in_any(sent, 1.0) <= 30
-    # The quota, not the rate, is the ceiling: 12/s; the budget spends 97 % of it.
-    assert len(sent) / 300.0 == pytest.approx(12 * 0.975, rel=0.01)
+    # The quota, not the rate, is the ceiling: 12/s; the budget spends 96 % of it
+    # (a second of its rate is left in every window for the way to the API).
+    assert len(sent) / 300.0 == pytest.approx(12 * 0.96, rel=0.01)
+    assert most_in_any(sent, 30.0) <= 360 - 12
 
 
 def test_a_fresh_budget_paces_from_its_first_request_instead_of_bursting() -> None:
@@ -82,7 +84,7 @@ def test_instances_splitting_the_key_by_partitions_stay_inside_it_together() -> 
     assert most_in_any(sent, 30.0) <= 360
     assert most_in_any(sent, 1.0) <= 30
     together = [t for t in sent if 60.0 <= t < 120.0]
-    assert len(together) / 60.0 >= 12 * 0.96
+    assert len(together) / 60.0 >= 12 * 0.95
 
 
 def test_an_instance_without_partitions_keeps_just_enough_for_its_credential_check() -> None:
