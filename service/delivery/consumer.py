@@ -73,6 +73,7 @@ _COORDINATOR_MOVING = frozenset(
 )
 COORDINATOR_RETRY_SECONDS = 0.1
 BROKER_PROBE_TIMEOUT = 0.5
+PARTITION_COUNT_TIMEOUT = 2.0
 
 
 class SourceConsumer:
@@ -93,6 +94,8 @@ class SourceConsumer:
         self._on_lost = on_lost
         self._on_broker_state = on_broker_state
         self.broker_ok = True
+        self.partition_counts: dict[str, int] = {}
+        """Partitions of each source topic, as of the last assignment (the budget's denominator)."""
         self._consumer: Consumer | None = None
         self._folded = FoldedLog(log)
         self._fatal: RdKafkaError | None = None
@@ -112,6 +115,31 @@ class SourceConsumer:
             on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
             on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
         )
+
+    def refresh_partition_counts(self) -> bool:
+        """Ask the brokers how many partitions each source topic has; keep the last answer if none.
+
+        Runs on the Kafka thread between two ``consume`` calls, after each
+        assignment (a topic that gained partitions causes one), never inside
+        the assignment callback: confluent-kafka keeps one call state per
+        thread, a metadata request nested in a callback clears the state of
+        the ``consume`` it is nested in, and the next callback of that
+        ``consume`` aborts the process (``CallState_get: Assertion `cs !=
+        NULL' failed``; the chaos run met it). A topic that does not exist
+        counts 0.
+        """
+        counts: dict[str, int] = {}
+        try:
+            for topic in self._topics:
+                found = self._client.list_topics(topic, timeout=PARTITION_COUNT_TIMEOUT).topics
+                metadata = found.get(topic)
+                ok = metadata is not None and metadata.error is None
+                counts[topic] = len(metadata.partitions) if ok and metadata is not None else 0
+        except KafkaException as exc:
+            log.warning("partition_counts_unknown", error=str(exc.args[0]))
+            return False
+        self.partition_counts = counts
+        return True
 
     def consume(self, max_messages: int, timeout: float) -> Sequence[Message]:
         """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread).

@@ -1,8 +1,8 @@
 """Job tracking: one batch from submission to a verdict for every record in it.
 
-A batch is submitted as one job, the job is polled (with backoff) until it is
-terminal or :attr:`JobTracker.job_timeout` passes, and every record leaves
-with exactly one verdict:
+A batch is submitted as one job, the job is polled until it is terminal or
+:attr:`JobTracker.job_timeout` passes (when: ``polling.py``), and every
+record leaves with exactly one verdict:
 
 * ``succeeded`` — listed in ``response.successful`` of a terminal job;
 * ``dead letter`` — listed in ``response.failed`` of a job that *completed*
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,11 +47,12 @@ import structlog
 
 from service.delivery.batching import request_body
 from service.delivery.offsets import TopicPartition
+from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
 from service.errors import BatchRejected, JobNotFound
-from service.gameball.client import GameballClient
+from service.gameball.client import GameballClient, Spent
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
-from service.labels import DeadLetterReason
+from service.labels import API_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -86,56 +88,6 @@ class Verdicts:
         self.resubmit.extend(other.resubmit)
 
 
-@dataclass(frozen=True, slots=True)
-class PollSchedule:
-    """When to ask for a job's status next.
-
-    Geometric backoff (quick for fast jobs, patient for slow ones) is the upper
-    bound. A status document also says how far the job got (the entries in
-    ``response``), so once two polls have seen progress the job's finish can be
-    predicted and polled for directly: with backoff alone a job is noticed up
-    to ``factor - 1`` of its duration late (a 0.5 s job at 0.66 s), and every
-    slot sits idle for that long.
-    """
-
-    initial_seconds: float = 0.05
-    factor: float = 1.5
-    max_seconds: float = 2.0
-    margin_seconds: float = 0.01
-
-    def next_delay(self, previous: float, eta: float | None) -> float:
-        backoff = min(previous * self.factor, self.max_seconds)
-        if eta is None:
-            return backoff
-        return min(backoff, max(self.initial_seconds, eta + self.margin_seconds))
-
-
-class JobProgress:
-    """Predicts a running job's finish from the records it reported, poll after poll."""
-
-    __slots__ = ("_first", "_total")
-
-    def __init__(self, total: int) -> None:
-        self._total = total
-        self._first: tuple[float, int] | None = None
-
-    def eta(self, now: float, status: JobStatus) -> float | None:
-        """Seconds until the job should be done, or ``None`` when nothing can be said yet."""
-        done = status.reported
-        if done >= self._total:
-            return 0.0  # everything reported: the terminal status is due
-        if done <= 0:
-            return None
-        if self._first is None:
-            self._first = (now, done)
-            return None
-        since, done_then = self._first
-        if done <= done_then or now <= since:
-            return None
-        rate = (done - done_then) / (now - since)
-        return (self._total - done) / rate
-
-
 class JobTracker:
     """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
 
@@ -161,8 +113,11 @@ class JobTracker:
         self.job_timeout = job_timeout
         self._max_attempts = max_submit_attempts
         self._poll = poll or PollSchedule()
-        # Jobs submitted and not yet terminal, with the partitions their records come from.
+        self._durations = JobDurations(self._poll)
+        # Jobs submitted and not yet terminal, with the partitions their records come from
+        # and the requests they cost so far.
         self._open: dict[str, frozenset[TopicPartition]] = {}
+        self._spent: dict[str, Spent] = {}
         # Jobs this instance stopped because it gave their partitions up: their
         # records are resubmitted without losing an attempt (see stop_jobs).
         self._abandoned: set[str] = set()
@@ -191,7 +146,10 @@ class JobTracker:
         if not job_ids:
             return 0
         self._abandoned.update(job_ids)
-        stops = [asyncio.ensure_future(self._client.stop(job_id)) for job_id in job_ids]
+        stops = [
+            asyncio.ensure_future(self._client.stop(job_id, spent=self._spent.get(job_id)))
+            for job_id in job_ids
+        ]
         done, pending = await asyncio.wait(stops, timeout=timeout)
         for task in pending:
             task.cancel()
@@ -204,13 +162,14 @@ class JobTracker:
         async with self._slots:
             for record in records:
                 record.attempts += 1
+            spent: Spent = Counter()
             try:
-                job_id = await self._client.submit(request_body(records))
+                job_id = await self._client.submit(request_body(records), spent=spent)
             except BatchRejected as exc:
                 rejected = exc
             else:
                 self._on_created(job_id, records)
-                return await self._track(job_id, records)
+                return await self._track(job_id, records, spent)
         # Outside the slot: the halves need slots of their own.
         if len(records) == 1:
             verdicts = Verdicts()
@@ -226,39 +185,49 @@ class JobTracker:
         left.merge(right)
         return left
 
-    async def _track(self, job_id: str, records: list[PendingRecord]) -> Verdicts:
+    async def _track(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
         metrics = self._metrics
         metrics.jobs_submitted.inc()
         metrics.jobs_in_flight.inc()
         started = time.monotonic()
         deadline = started + self.job_timeout
-        delay = self._poll.initial_seconds
-        progress = JobProgress(len(records))
+        polls = JobPolls(self._poll, self._durations, len(records), started)
+        delay = polls.first_delay()
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
         cancelled = False
         self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
+        self._spent[job_id] = spent
         try:
             with bound:
                 status: JobStatus | None = None
                 try:
                     while True:
                         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                        status = await self._client.status(job_id)
+                        asked = time.monotonic()
+                        status = await self._client.status(job_id, spent=spent)
+                        now = time.monotonic()
                         if status.status.terminal:
                             label = status.status.value
+                            # Only a job that ran its course says how long jobs take.
+                            ran = (
+                                status.status is JobState.COMPLETED
+                                and job_id not in self._abandoned
+                            )
+                            polls.ended(asked, learn=ran)
                             break
-                        if time.monotonic() >= deadline:
-                            status = await self._stop(job_id)
+                        if now >= deadline:
+                            status = await self._stop(job_id, spent)
                             label = "timed_out"
                             break
-                        eta = progress.eta(time.monotonic(), status)
-                        delay = self._poll.next_delay(delay, eta)
+                        delay = polls.running(asked, now, status)
                 except JobNotFound:
                     log.warning("job_vanished")
                     status, label = None, "failed"
                 duration = time.monotonic() - started
                 metrics.finished[label].inc()
                 metrics.job_duration.observe(duration)
+                for operation in API_OPERATIONS:
+                    metrics.requests_per_job[operation].observe(spent[operation])
                 verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
                 log.info(
                     "job_finished",
@@ -267,6 +236,7 @@ class JobTracker:
                     succeeded=len(verdicts.succeeded),
                     rejected=len(verdicts.rejected),
                     resubmit=len(verdicts.resubmit),
+                    requests=sum(spent.values()),
                 )
                 return verdicts
         except asyncio.CancelledError:
@@ -277,18 +247,19 @@ class JobTracker:
             raise
         finally:
             del self._open[job_id]
+            del self._spent[job_id]
             self._abandoned.discard(job_id)
             metrics.jobs_in_flight.dec()
             if not cancelled:
                 self._on_ended(job_id, records)
 
-    async def _stop(self, job_id: str) -> JobStatus | None:
+    async def _stop(self, job_id: str, spent: Spent) -> JobStatus | None:
         """Stop a job that outlived its timeout and read what it finished before stopping."""
         log.warning("job_timed_out", timeout_seconds=self.job_timeout)
-        await self._client.stop(job_id)
+        await self._client.stop(job_id, spent=spent)
         try:
             # It may not have stopped yet: what it reports as done is still settled.
-            return await self._client.status(job_id, entries=True)
+            return await self._client.status(job_id, entries=True, spent=spent)
         except JobNotFound:
             return None
 
