@@ -38,6 +38,7 @@ version the next owner resubmits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -59,6 +60,8 @@ log = structlog.get_logger(__name__)
 
 STOP_JOBS_WAIT = 3.0
 """How long a revocation or a shutdown waits for the API to confirm the jobs it stops."""
+DISOWNED_STOP_WAIT = 30.0
+"""How long a job created after its partitions went is asked to stop before giving up."""
 
 
 JobHook = Callable[[str, list[PendingRecord]], None]
@@ -102,8 +105,11 @@ class JobTracker:
         poll: PollSchedule | None = None,
         on_created: JobHook | None = None,
         on_ended: JobHook | None = None,
+        owns: Callable[[list[PendingRecord]], bool] | None = None,
     ) -> None:
         self._client = client
+        # Whether every record's partition is still this instance's to deliver (see deliver).
+        self._owns = owns or (lambda _records: True)
         # Told when a job exists and when it is over, with the records it carries: the
         # offsets' ledger says which in-flight job carries which record (see offsets.py).
         self._on_created = on_created or _ignore
@@ -160,6 +166,8 @@ class JobTracker:
     async def deliver(self, records: list[PendingRecord]) -> Verdicts:
         """Deliver a batch; bisect it when the API rejects it as a whole."""
         async with self._slots:
+            if not self._owns(records):
+                return Verdicts(resubmit=list(records))  # revoked while it waited for a slot
             for record in records:
                 record.attempts += 1
             spent: Spent = Counter()
@@ -168,6 +176,8 @@ class JobTracker:
             except BatchRejected as exc:
                 rejected = exc
             else:
+                if not self._owns(records):
+                    return await self._disown(job_id, records, spent)
                 self._on_created(job_id, records)
                 return await self._track(job_id, records, spent)
         # Outside the slot: the halves need slots of their own.
@@ -184,6 +194,27 @@ class JobTracker:
         )
         left.merge(right)
         return left
+
+    async def _disown(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
+        """A job created after its records' partitions went: stop it at once.
+
+        The submission was on its way (or retrying) when the partitions were
+        revoked or lost, and the revocation's ledger could not name a job that
+        did not exist yet. Left running, it would apply these customers beside
+        the next owner's newer changes. What it managed to apply before the
+        stop is at most the version the next owner redoes.
+        """
+        log.warning("job_disowned", job_id=job_id, records=len(records))
+        stopped = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISOWNED_STOP_WAIT):
+                await self._client.stop(job_id, spent=spent)
+                stopped = True
+        if not stopped:
+            log.error("job_disowned_not_stopped", job_id=job_id, seconds=DISOWNED_STOP_WAIT)
+        for record in records:
+            record.attempts -= 1
+        return Verdicts(resubmit=list(records))
 
     async def _track(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
         metrics = self._metrics

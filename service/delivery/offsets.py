@@ -46,6 +46,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from service.delivery.records import PendingRecord
+
 TopicPartition = tuple[str, int]
 
 
@@ -157,6 +159,10 @@ class OffsetTracker:
         """Whether a record of ``generation`` may still be buffered or resubmitted."""
         state = self._partitions.get(tp)
         return state is not None and state.generation == generation and tp not in self._closing
+
+    def takes_all(self, records: Iterable[PendingRecord]) -> bool:
+        """Whether every record may still be delivered by this instance (see :meth:`takes`)."""
+        return all(self.takes((r.topic, r.partition), r.generation) for r in records)
 
     def revoke(self, tp: TopicPartition) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""

@@ -125,6 +125,7 @@ class Pipeline:
             poll=poll,
             on_created=self._job_created,
             on_ended=self._job_ended,
+            owns=self._offsets.takes_all,
         )
         self._dead_letters = DeadLetterWriter(
             settings.producer_config(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
@@ -43,6 +43,7 @@ def tracker_for(
     attempts: int = 5,
     timeout: float = 30,
     poll: PollSchedule = FAST_POLL,
+    owns: Callable[[list[PendingRecord]], bool] | None = None,
 ) -> JobTracker:
     client = GameballClient(
         simulator.base_url,
@@ -60,6 +61,7 @@ def tracker_for(
         job_timeout=timeout,
         max_submit_attempts=attempts,
         poll=poll,
+        owns=owns,
     )
 
 
@@ -213,3 +215,25 @@ def test_a_terminal_document_is_always_read_in_full() -> None:
 def test_what_is_not_a_status_document_raises_value_error(content: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the API client maps any of them to a retry
         JobStatus.read(content)
+
+
+async def test_a_job_created_after_its_partitions_went_is_stopped_at_once(
+    simulator: RunningSimulator,
+) -> None:
+    # The submission is on its way when the partitions are revoked: the ledger of the
+    # revocation could not name the job, so it is stopped the moment it exists.
+    asked: list[bool] = []
+
+    def owns(_records: list[PendingRecord]) -> bool:
+        asked.append(True)
+        return len(asked) == 1  # before the POST still ours; revoked by the time it answers
+
+    simulator.state.update_config({"job_duration_seconds": 5.0})
+    tracker = tracker_for(simulator, Metrics(), owns=owns)
+    records = [record(f"c{i}", i) for i in range(5)]
+    delivery = asyncio.ensure_future(tracker.deliver(records))
+    verdicts = await delivery
+    (job,) = simulator.state.jobs.values()
+    assert job.state is JobState.STOPPED
+    assert verdicts.resubmit == records
+    assert [r.attempts for r in records] == [0] * 5  # not the records' fault
