@@ -61,6 +61,9 @@ class KafkaThread:
 
 
 RebalanceCallback = Callable[[list[TP]], None]
+CommitResult = list[tuple[TP, str | None]]
+"""Each partition of an asynchronous commit, with its error (``None``: acknowledged)."""
+CommitCallback = Callable[[str | None, CommitResult], None]
 BrokerStateCallback = Callable[[bool], None]
 
 _BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
@@ -86,8 +89,10 @@ class SourceConsumer:
         on_revoke: RebalanceCallback,
         on_lost: RebalanceCallback,
         on_broker_state: BrokerStateCallback | None = None,
+        on_committed: CommitCallback | None = None,
     ) -> None:
         self._config = config
+        self._on_committed = on_committed
         self._topics = list(topics)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -107,7 +112,12 @@ class SourceConsumer:
         return self._consumer
 
     def start(self) -> None:
-        config = {**self._config, "error_cb": self._on_error, "logger": LibrdkafkaLog(self._folded)}
+        config = {
+            **self._config,
+            "error_cb": self._on_error,
+            "logger": LibrdkafkaLog(self._folded),
+            "on_commit": self._committed,
+        }
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
@@ -173,15 +183,16 @@ class SourceConsumer:
                 self._on_broker_state(ok)
 
     def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
-        """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged."""
+        """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged.
+
+        Only inside the revoke callback, where the partitions must not change
+        hands before their commit: it waits for the group coordinator for as
+        long as it takes, and while it does, nothing else runs on this thread.
+        """
         if not offsets:
             return
-        parts = [
-            TopicPartition(topic, partition, offset, metadata=metadata)
-            for (topic, partition), (offset, metadata) in offsets.items()
-        ]
         try:
-            results = self._client.commit(offsets=parts, asynchronous=False)
+            results = self._client.commit(offsets=_parts(offsets), asynchronous=False)
         except KafkaException as exc:
             raise KafkaError(f"commit failed: {exc.args[0]}") from exc
         for result in results or []:
@@ -190,6 +201,29 @@ class SourceConsumer:
                     f"commit of {result.topic}[{result.partition}] failed: {result.error}"
                 )
         self._set_broker_state(True)
+
+    def commit_async(self, offsets: dict[TP, tuple[int, str]]) -> None:
+        """Send a commit and return at once; its result comes to ``on_committed``.
+
+        The commits made while consuming are asynchronous: a synchronous one
+        waits for the group coordinator, which a broker outage takes away for
+        as long as it lasts, and the Kafka thread, stuck in it, would serve no
+        ``consume`` (no error callbacks, no readiness) until the broker came
+        back. Results arrive in ``consume``, in the order the commits were sent.
+        """
+        if not offsets:
+            return
+        try:
+            self._client.commit(offsets=_parts(offsets), asynchronous=True)
+        except KafkaException as exc:
+            raise KafkaError(f"commit failed: {exc.args[0]}") from exc
+
+    def _committed(self, error: RdKafkaError | None, parts: list[TopicPartition]) -> None:
+        if self._on_committed is not None:
+            self._on_committed(
+                error.str() if error is not None else None,
+                [((p.topic, p.partition), str(p.error) if p.error else None) for p in parts],
+            )
 
     def committed(self, partitions: Sequence[TP], timeout: float) -> dict[TP, tuple[int, str]]:
         """The group's committed offset and metadata of each partition that has one.
@@ -295,6 +329,13 @@ def committed_offsets(
             time.sleep(COORDINATOR_RETRY_SECONDS)
         else:
             return found
+
+
+def _parts(offsets: dict[TP, tuple[int, str]]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset, metadata=metadata)
+        for (topic, partition), (offset, metadata) in offsets.items()
+    ]
 
 
 def _tps(parts: Sequence[TopicPartition]) -> list[TP]:

@@ -159,6 +159,7 @@ class Pipeline:
             on_revoke=lambda tps: self._rebalancer.on_revoke(tps),
             on_lost=lambda tps: self._rebalancer.on_lost(tps),
             on_broker_state=lambda ok: setattr(health, "broker_ok", ok),
+            on_committed=lambda error, results: self._committer.acknowledged(error, results),
         )
         self._lag = Lag(
             lambda tp: self._consumer.high_watermark(tp), self._offsets, self._takeovers, metrics
