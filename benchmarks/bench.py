@@ -18,7 +18,17 @@ are a floor. Regimes:
    theoretical limit computed with the batch size actually achieved;
 4. **backlog**: a million records waiting; peak RSS (``VmHWM``) and throughput;
 5. **light_load**: a 200 records/s trickle; produce-to-submit latency, from the
-   ``sentAt`` each event carries to the submission time the simulator logs.
+   ``sentAt`` each event carries to the submission time the simulator logs;
+6. **quota_bound**: two instances in one group sharing one API key against the
+   simulator enforcing Gameball's documented limits (30 requests/s, 360 per
+   30 s, 429 without ``Retry-After``), 2-second jobs. In production the key's
+   quota is the ceiling: 12 requests/s / requests per job x records per job.
+   Reported: records/s against that ceiling (requests per job as measured at
+   the simulator over the window), requests per job, and every 429 provoked.
+
+The other regimes measure the service, not the key: the simulator enforces
+no limits there and the service's budget is sized out of the way (it still
+runs, so its per-request cost is in every figure).
 
 Figures go to a table and to ``benchmarks/results/latest.json``. ``--smoke``
 runs every regime on a few thousand records, for the test suite.
@@ -29,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import random
@@ -49,7 +60,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import rebalance
 from service.delivery.consumer import committed_offsets
-from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator import DOCUMENTED_LIMITS, RunningSimulator, SimulatorConfig
 from service.tools.embedded_broker import EmbeddedBroker, free_port
 from service.tools.samples import change_event, generate
 from tests.brokers.apache import KafkaNode
@@ -58,9 +69,17 @@ from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol, protocol_e
 
 PARTITIONS = 6
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "rebalance")
+REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "quota", "rebalance")
 BROKERS = {"kafka": "Apache Kafka 4.1 (one KRaft node)", "tansu": "Tansu (the demo's broker)"}
 API_KEY, SECRET_KEY = "bench-api-key", "bench-secret-key"  # the simulator's, not real ones
+UNLIMITED = {"GAMEBALL_RATE_LIMIT_PER_SECOND": "1000000", "GAMEBALL_QUOTA_REQUESTS": "30000000"}
+"""Every regime but quota_bound: a budget far above anything one machine can send."""
+DOCUMENTED = {
+    "GAMEBALL_RATE_LIMIT_PER_SECOND": str(DOCUMENTED_LIMITS["limit_per_second"]),
+    "GAMEBALL_QUOTA_REQUESTS": str(DOCUMENTED_LIMITS["limit_per_window"]),
+    "GAMEBALL_QUOTA_WINDOW_SECONDS": str(DOCUMENTED_LIMITS["limit_window_seconds"]),
+}
+QUOTA_PER_SECOND = DOCUMENTED_LIMITS["limit_per_window"] / DOCUMENTED_LIMITS["limit_window_seconds"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,9 @@ class Sizes:
     trickle_rate: int = 200
     trickle_seconds: float = 20.0
     rebalance_window: float = 12.0  # seconds watched after a member joins, and after it leaves
+    quota_job_duration: float = 2.0
+    quota_warmup: float = 15.0  # both instances in, the job durations learnt
+    quota_window: float = 60.0  # two quota windows; ~350 jobs
 
 
 SMOKE = Sizes(
@@ -88,6 +110,9 @@ SMOKE = Sizes(
     trickle_rate=200,
     trickle_seconds=3.0,
     rebalance_window=3.0,
+    quota_job_duration=1.0,
+    quota_warmup=2.0,
+    quota_window=3.0,
 )
 
 
@@ -339,11 +364,15 @@ class Bench:
             "GAMEBALL_API_KEY": API_KEY,
             "GAMEBALL_SECRET_KEY": SECRET_KEY,
             "LOG_LEVEL": self.log_level,
+            **UNLIMITED,
             **extra,
         }
 
     def configure(self, **changes: Any) -> None:
-        self.simulator.state.update_config(changes)
+        """The simulator for the next regime: no rate limits unless ``changes`` set them."""
+        self.simulator.state.update_config(
+            {"limit_per_second": 0, "limit_per_window": 0, **changes}
+        )
         self.simulator.state.reset()
 
     def service(
@@ -486,6 +515,77 @@ class Bench:
             "api": api,
         }
 
+    def quota_bound(self, topic: str) -> None:
+        """Two instances, one key, the documented limits: how much of the quota delivers."""
+        duration = self.sizes.quota_job_duration
+        self.configure(
+            job_duration_seconds=duration,
+            limit_retry_after=False,  # as Gameball documents its 429s
+            **DOCUMENTED_LIMITS,
+        )
+        state = self.simulator.state
+        group = f"quota-{random.getrandbits(32)}"
+        # Job slots are no limit here (~13 jobs run at once in the group): only the key is.
+        env = self.env(topic, group, MAX_JOBS_IN_FLIGHT="16", **DOCUMENTED)
+        services = [Service(env, self.logs / f"{group}-{i}.log") for i in (1, 2)]
+        # The simulator stamps a request when its loop gets to it. With hundreds of
+        # thousands of records in its log, this process's cyclic garbage collector paused
+        # that loop for 0.4-0.7 s at a time (2 s once): requests sent at an even pace were
+        # stamped together, as if they had come in a burst, and met 429s no client caused.
+        # The log holds no cycles (reference counting frees what goes); the collector is
+        # off for the regime.
+        gc.disable()
+        try:
+            self._quota_bound(state, services, duration)
+        finally:
+            gc.enable()
+
+    def _quota_bound(self, state: Any, services: list[Service], duration: float) -> None:
+        with services[0] as one, services[1] as two:
+            wait_for(
+                lambda: all(s.total("customer_sync_records_consumed_total") for s in (one, two)),
+                90,
+                "both instances consuming",
+            )
+            time.sleep(self.sizes.quota_warmup)
+            before, t0 = _requests(state), time.perf_counter()
+            time.sleep(self.sizes.quota_window)
+            after, t1 = _requests(state), time.perf_counter()
+            samples = [one.samples(), two.samples()]
+        records = after["records"] - before["records"]
+        jobs = max(1, after["jobs"] - before["jobs"])
+        per_job = (after["requests"] - before["requests"]) / jobs
+        records_per_job = records / jobs
+        achieved = records / (t1 - t0)
+        ceiling = QUOTA_PER_SECOND / per_job * records_per_job
+        by_operation = {}
+        for operation in ("submit", "status", "stop"):
+            label = f'{{operation="{operation}"}}'
+            total = sum(s.get(f"customer_sync_api_requests_per_job_sum{label}", 0) for s in samples)
+            count = sum(
+                s.get(f"customer_sync_api_requests_per_job_count{label}", 0) for s in samples
+            )
+            by_operation[operation] = round(total / count, 3) if count else None
+        self.results["quota_bound"] = {
+            "instances": 2,
+            "job_duration_s": duration,
+            "window_s": self.sizes.quota_window,
+            "records_per_s": round(achieved),
+            "records_per_job": round(records_per_job, 1),
+            "requests_per_job": round(per_job, 3),
+            "requests_per_s": round((after["requests"] - before["requests"]) / (t1 - t0), 2),
+            "quota_requests_per_s": QUOTA_PER_SECOND,
+            "ceiling_records_per_s": round(ceiling),
+            "ratio_to_ceiling": round(achieved / ceiling, 3),
+            "target_ratio": 0.9,
+            "target_requests_per_job": 2.2,
+            "rate_limited": state.stats()["rate_limited"],  # 429s provoked, whole regime
+            "budget_requests_per_s": [
+                round(s.get("customer_sync_api_budget_requests_per_second", 0), 3) for s in samples
+            ],
+            "requests_per_job_by_operation": by_operation,  # the services' view, whole run
+        }
+
     def backlog(self, topic: str, produced: Counter[int]) -> None:
         self.configure(job_duration_seconds=0.0)
         self.results["backlog"] = self.run_to_commit("backlog", topic, produced)
@@ -525,6 +625,16 @@ class Bench:
             "produce_to_submit_p99_s": round(q[98], 3),
             "target_p99_s": wait + 0.2,
         }
+
+
+def _requests(state: Any) -> dict[str, int]:
+    """What the simulator has seen so far: records, jobs and requests of every kind and code."""
+    stats = state.stats()
+    return {
+        "records": stats["records_received"],
+        "jobs": stats["jobs_created"],
+        "requests": sum(sum(codes.values()) for codes in stats["requests"].values()),
+    }
 
 
 def _ready(service: Service) -> bool:
@@ -590,6 +700,15 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{r['peak_rss_mb']} MB",
         )
         _steady_row(table, r, None)
+    if "quota_bound" in results:
+        r = results["quota_bound"]
+        table.add_row(
+            f"quota-bound (2 instances, one key, {r['job_duration_s']:g} s jobs)",
+            f"{r['records_per_s']:,}",
+            f"{r['ratio_to_ceiling']:.2f} of {r['ceiling_records_per_s']:,}",
+            f"{r['requests_per_job']:.2f} requests/job, {r['rate_limited']} 429s provoked",
+            "",
+        )
     if "light_load" in results:
         r = results["light_load"]
         table.add_row(
@@ -690,7 +809,7 @@ def run_regimes(
             broker.bootstrap, "bench-cpu", keyed(sizes.cpu_events, sizes.cpu_customers, 1, "c")
         )
         backlog: Counter[int] = Counter()
-        if only & {"api", "backlog"}:
+        if only & {"api", "backlog", "quota"}:
             backlog = produce(
                 broker.bootstrap,
                 "bench-backlog",
@@ -707,6 +826,8 @@ def run_regimes(
                 bench.api_bound("bench-backlog", in_flight)
         if "light" in only:
             bench.light_load()
+        if "quota" in only:
+            bench.quota_bound("bench-backlog")
         if "rebalance" in only and isinstance(broker, KafkaNode):
             for protocol in GROUP_PROTOCOLS:
                 bench.results[f"rebalance_{protocol}"] = rebalance.measure(bench, protocol)

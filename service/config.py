@@ -9,15 +9,18 @@ pod's log needs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.gameball.budget import Window
 from service.gameball.models import MAX_BATCH_RECORDS
 
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
@@ -90,8 +93,35 @@ class Settings(BaseSettings):
     )
 
     gameball_base_url: str = Field(default="https://api.gameball.co", description="API root")
+    gameball_allow_insecure_http: bool = Field(
+        default=False,
+        description="accept an `http://` `GAMEBALL_BASE_URL` to a host other than loopback "
+        "(the keys would travel in clear text)",
+    )
     gameball_api_key: SecretStr = Field(description="API key (never logged)")
     gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
+    # Gameball's "Rate Limiting" page: the batch endpoints fall under "Others".
+    gameball_rate_limit_per_second: int = Field(
+        default=30,
+        ge=1,
+        description="requests per second the API key allows on the batch endpoints "
+        "(Gameball's documented limit; see [Rate limits](#rate-limits))",
+    )
+    gameball_quota_requests: int = Field(
+        default=360,
+        ge=1,
+        description="requests per `GAMEBALL_QUOTA_WINDOW_SECONDS` the API key allows",
+    )
+    gameball_quota_window_seconds: float = Field(
+        default=30.0, gt=0, description="the quota's window, in seconds"
+    )
+    gameball_key_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="part of the key's limits this consumer group may use; lower it when "
+        "another application uses the same API key",
+    )
 
     batch_max_records: int = Field(
         default=MAX_BATCH_RECORDS,
@@ -198,6 +228,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _credentials_travel_encrypted(self) -> Settings:
+        """The keys ride in every request's headers: plain HTTP only on loopback, or opted in."""
+        url = self.gameball_base_url
+        if (
+            url.startswith("http://")
+            and not self.gameball_allow_insecure_http
+            and not _is_loopback(urlsplit(url).hostname or "")
+        ):
+            raise ValueError(
+                f"GAMEBALL_BASE_URL {url!r} would send the API keys in clear text: use https://, "
+                "or set GAMEBALL_ALLOW_INSECURE_HTTP=true to accept that"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _buffer_holds_a_batch(self) -> Settings:
         if self.max_buffered_records < self.batch_max_records:
             raise ValueError(
@@ -205,6 +250,13 @@ class Settings(BaseSettings):
                 f"({self.batch_max_records}), or no batch could ever fill"
             )
         return self
+
+    def api_windows(self) -> tuple[Window, ...]:
+        """The key's limits, as the request budget counts them."""
+        return (
+            Window(self.gameball_rate_limit_per_second, 1.0),
+            Window(self.gameball_quota_requests, self.gameball_quota_window_seconds),
+        )
 
     def consumer_config(self) -> dict[str, str | int | bool]:
         """The librdkafka consumer dict: our defaults, the user's overrides, our invariants.
@@ -254,6 +306,19 @@ class Settings(BaseSettings):
             "enable.idempotence": True,
             "acks": "all",
         }
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: a request that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _variable(prop: str) -> str:

@@ -39,6 +39,8 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 900)
 _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 1000)
 _METADATA_BUCKETS = (64, 128, 256, 512, 1024, 2048, 3072, 4096, 8192, 16384)
+_BUDGET_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_PER_JOB_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 20, 50)
 
 
 class Metrics:
@@ -92,6 +94,26 @@ class Metrics:
             "Gameball API request duration",
             ["operation"],
             buckets=_API_BUCKETS,
+            registry=r,
+        )
+        self.api_budget_wait = Histogram(
+            PREFIX + "api_budget_wait_seconds",
+            "Time a request waited for the API key's request budget before it was sent",
+            ["operation"],
+            buckets=_BUDGET_BUCKETS,
+            registry=r,
+        )
+        self.api_budget_rate = Gauge(
+            PREFIX + "api_budget_requests_per_second",
+            "Requests per second this instance may send: its share of the key's limits, "
+            "slowed down after 429s",
+            registry=r,
+        )
+        self.api_requests_per_job = Histogram(
+            PREFIX + "api_requests_per_job",
+            "Requests a finished job cost, by operation (retries included)",
+            ["operation"],
+            buckets=_PER_JOB_BUCKETS,
             registry=r,
         )
         self.dead_letter_records = Counter(
@@ -166,6 +188,12 @@ class Metrics:
         }
         self.api_duration: dict[str, _Histogram] = {
             op: self.api_request_duration.labels(operation=op) for op in API_OPERATIONS
+        }
+        self.budget_wait: dict[str, _Histogram] = {
+            op: self.api_budget_wait.labels(operation=op) for op in API_OPERATIONS
+        }
+        self.requests_per_job: dict[str, _Histogram] = {
+            op: self.api_requests_per_job.labels(operation=op) for op in API_OPERATIONS
         }
         self.consumer_paused.set(0)
         self.inherited = {

@@ -28,6 +28,8 @@ def _default(info: FieldInfo) -> str:
     default = info.get_default(call_default_factory=True)
     if default is None or default == {} or default is PydanticUndefined:
         return "—"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
     if isinstance(default, tuple):
         default = ",".join(str(v) for v in default)
     return f"`{default}`"

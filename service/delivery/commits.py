@@ -19,18 +19,27 @@ module decides *when* and *on which thread*:
   for each other, and the instance froze holding its partitions (the chaos
   suite caught it once commits became frequent). On the Kafka thread a
   commit simply waits for the current ``consume`` to return.
+* asynchronously, but for the revoke callback's: a synchronous commit waits
+  for the group coordinator, and a broker outage took it away while one was
+  on its way; the Kafka thread, stuck in it, served no ``consume`` until the
+  broker came back, so nothing noticed the outage (readiness stayed true)
+  and a SIGTERM meanwhile ended in the shutdown watchdog. Results come back
+  in ``consume``, in the order the commits were sent, and are matched to
+  what was sent in that order.
 
-Commits are serialised by a lock so one never regresses another.
+Commits are serialised by a lock so one never regresses another, and a
+window already on its way is not sent again until its result is known.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 import structlog
 
-from service.delivery.consumer import KafkaThread, SourceConsumer
+from service.delivery.consumer import CommitResult, KafkaThread, SourceConsumer
 from service.delivery.ledger import encode
 from service.delivery.offsets import OffsetTracker, TopicPartition, Window
 from service.errors import KafkaError
@@ -63,6 +72,9 @@ class Committer:
         self._metrics = metrics
         self._limit = metadata_limit
         self._lock = asyncio.Lock()
+        self._sent: deque[dict[TopicPartition, Window]] = deque()  # awaiting their results
+        self._on_the_way: dict[TopicPartition, Window] = {}  # the latest sent, per partition
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._due = asyncio.Event()
         self._now = False
         self._last = 0.0
@@ -90,19 +102,45 @@ class Committer:
             await self.commit()
 
     async def commit(self) -> None:
-        """Commit every window that changed since the last acknowledged commit."""
+        """Send every window that changed since the last acknowledged or sent one."""
         async with self._lock:
+            self._loop = asyncio.get_running_loop()
             self._last = time.monotonic()
-            windows = self._offsets.commit_candidates()
+            windows = {
+                tp: window
+                for tp, window in self._offsets.commit_candidates().items()
+                if self._on_the_way.get(tp) != window
+            }
             if not windows:
                 return
             payload = {tp: self._payload(tp, window) for tp, window in windows.items()}
             try:
-                done = await self._kafka_thread.call(self._commit_assigned, payload)
+                sent = await self._kafka_thread.call(self._send_assigned, payload)
             except KafkaError as exc:
                 log.warning("commit_failed", error=str(exc), partitions=len(payload))
                 return
-            self._offsets.committed({tp: windows[tp] for tp in done})
+            if sent:  # nothing sent, no result will come
+                self._sent.append({tp: windows[tp] for tp in sent})
+                self._on_the_way.update({tp: windows[tp] for tp in sent})
+
+    def acknowledged(self, error: str | None, results: CommitResult) -> None:
+        """An asynchronous commit's result, on the Kafka thread (``consume``): to the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._acknowledged, error, results)
+
+    def _acknowledged(self, error: str | None, results: CommitResult) -> None:
+        if not self._sent:
+            return  # sent before a revocation forgot it, or by another path
+        sent = self._sent.popleft()
+        done = {tp: sent[tp] for tp, failed in results if failed is None and tp in sent}
+        self._offsets.committed(done)
+        for tp, window in sent.items():
+            if self._on_the_way.get(tp) is window:
+                del self._on_the_way[tp]
+        if error is not None or len(done) < len(sent):
+            log.warning("commit_failed", error=error, partitions=len(sent) - len(done))
+        else:
+            log.debug("committed", offsets={f"{t}[{p}]": w.offset for (t, p), w in done.items()})
 
     def commit_revoked(self, windows: dict[TopicPartition, Window]) -> dict[TopicPartition, Window]:
         """On the Kafka thread, inside the revoke callback: commit; return what was acknowledged.
@@ -136,10 +174,10 @@ class Committer:
             )
         return window.offset, text
 
-    def _commit_assigned(
+    def _send_assigned(
         self, payload: dict[TopicPartition, tuple[int, str]]
     ) -> list[TopicPartition]:
-        """On the Kafka thread: commit the partitions still assigned; return them.
+        """On the Kafka thread: send the commit of the partitions still assigned; return them.
 
         A commit queued behind a ``consume`` that revoked partitions would
         otherwise write their older watermarks over what the revoke callback
@@ -147,5 +185,5 @@ class Committer:
         """
         assigned = set(self._consumer.assignment())
         owned = {tp: entry for tp, entry in payload.items() if tp in assigned}
-        self._consumer.commit(owned)
+        self._consumer.commit_async(owned)
         return list(owned)

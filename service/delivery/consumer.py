@@ -61,6 +61,9 @@ class KafkaThread:
 
 
 RebalanceCallback = Callable[[list[TP]], None]
+CommitResult = list[tuple[TP, str | None]]
+"""Each partition of an asynchronous commit, with its error (``None``: acknowledged)."""
+CommitCallback = Callable[[str | None, CommitResult], None]
 BrokerStateCallback = Callable[[bool], None]
 
 _BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
@@ -73,6 +76,7 @@ _COORDINATOR_MOVING = frozenset(
 )
 COORDINATOR_RETRY_SECONDS = 0.1
 BROKER_PROBE_TIMEOUT = 0.5
+PARTITION_COUNT_TIMEOUT = 2.0
 
 
 class SourceConsumer:
@@ -85,14 +89,18 @@ class SourceConsumer:
         on_revoke: RebalanceCallback,
         on_lost: RebalanceCallback,
         on_broker_state: BrokerStateCallback | None = None,
+        on_committed: CommitCallback | None = None,
     ) -> None:
         self._config = config
+        self._on_committed = on_committed
         self._topics = list(topics)
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
         self._on_broker_state = on_broker_state
         self.broker_ok = True
+        self.partition_counts: dict[str, int] = {}
+        """Partitions of each source topic, as of the last assignment (the budget's denominator)."""
         self._consumer: Consumer | None = None
         self._folded = FoldedLog(log)
         self._fatal: RdKafkaError | None = None
@@ -104,7 +112,12 @@ class SourceConsumer:
         return self._consumer
 
     def start(self) -> None:
-        config = {**self._config, "error_cb": self._on_error, "logger": LibrdkafkaLog(self._folded)}
+        config = {
+            **self._config,
+            "error_cb": self._on_error,
+            "logger": LibrdkafkaLog(self._folded),
+            "on_commit": self._committed,
+        }
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
@@ -112,6 +125,31 @@ class SourceConsumer:
             on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
             on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
         )
+
+    def refresh_partition_counts(self) -> bool:
+        """Ask the brokers how many partitions each source topic has; keep the last answer if none.
+
+        Runs on the Kafka thread between two ``consume`` calls, after each
+        assignment (a topic that gained partitions causes one), never inside
+        the assignment callback: confluent-kafka keeps one call state per
+        thread, a metadata request nested in a callback clears the state of
+        the ``consume`` it is nested in, and the next callback of that
+        ``consume`` aborts the process (``CallState_get: Assertion `cs !=
+        NULL' failed``; the chaos run met it). A topic that does not exist
+        counts 0.
+        """
+        counts: dict[str, int] = {}
+        try:
+            for topic in self._topics:
+                found = self._client.list_topics(topic, timeout=PARTITION_COUNT_TIMEOUT).topics
+                metadata = found.get(topic)
+                ok = metadata is not None and metadata.error is None
+                counts[topic] = len(metadata.partitions) if ok and metadata is not None else 0
+        except KafkaException as exc:
+            log.warning("partition_counts_unknown", error=str(exc.args[0]))
+            return False
+        self.partition_counts = counts
+        return True
 
     def consume(self, max_messages: int, timeout: float) -> Sequence[Message]:
         """Block up to ``timeout`` for up to ``max_messages`` (runs on the Kafka thread).
@@ -145,15 +183,16 @@ class SourceConsumer:
                 self._on_broker_state(ok)
 
     def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
-        """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged."""
+        """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged.
+
+        Only inside the revoke callback, where the partitions must not change
+        hands before their commit: it waits for the group coordinator for as
+        long as it takes, and while it does, nothing else runs on this thread.
+        """
         if not offsets:
             return
-        parts = [
-            TopicPartition(topic, partition, offset, metadata=metadata)
-            for (topic, partition), (offset, metadata) in offsets.items()
-        ]
         try:
-            results = self._client.commit(offsets=parts, asynchronous=False)
+            results = self._client.commit(offsets=_parts(offsets), asynchronous=False)
         except KafkaException as exc:
             raise KafkaError(f"commit failed: {exc.args[0]}") from exc
         for result in results or []:
@@ -162,6 +201,29 @@ class SourceConsumer:
                     f"commit of {result.topic}[{result.partition}] failed: {result.error}"
                 )
         self._set_broker_state(True)
+
+    def commit_async(self, offsets: dict[TP, tuple[int, str]]) -> None:
+        """Send a commit and return at once; its result comes to ``on_committed``.
+
+        The commits made while consuming are asynchronous: a synchronous one
+        waits for the group coordinator, which a broker outage takes away for
+        as long as it lasts, and the Kafka thread, stuck in it, would serve no
+        ``consume`` (no error callbacks, no readiness) until the broker came
+        back. Results arrive in ``consume``, in the order the commits were sent.
+        """
+        if not offsets:
+            return
+        try:
+            self._client.commit(offsets=_parts(offsets), asynchronous=True)
+        except KafkaException as exc:
+            raise KafkaError(f"commit failed: {exc.args[0]}") from exc
+
+    def _committed(self, error: RdKafkaError | None, parts: list[TopicPartition]) -> None:
+        if self._on_committed is not None:
+            self._on_committed(
+                error.str() if error is not None else None,
+                [((p.topic, p.partition), str(p.error) if p.error else None) for p in parts],
+            )
 
     def committed(self, partitions: Sequence[TP], timeout: float) -> dict[TP, tuple[int, str]]:
         """The group's committed offset and metadata of each partition that has one.
@@ -267,6 +329,13 @@ def committed_offsets(
             time.sleep(COORDINATOR_RETRY_SECONDS)
         else:
             return found
+
+
+def _parts(offsets: dict[TP, tuple[int, str]]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset, metadata=metadata)
+        for (topic, partition), (offset, metadata) in offsets.items()
+    ]
 
 
 def _tps(parts: Sequence[TopicPartition]) -> list[TP]:

@@ -1,8 +1,8 @@
 """Job tracking: one batch from submission to a verdict for every record in it.
 
-A batch is submitted as one job, the job is polled (with backoff) until it is
-terminal or :attr:`JobTracker.job_timeout` passes, and every record leaves
-with exactly one verdict:
+A batch is submitted as one job, the job is polled until it is terminal or
+:attr:`JobTracker.job_timeout` passes (when: ``polling.py``), and every
+record leaves with exactly one verdict:
 
 * ``succeeded`` — listed in ``response.successful`` of a terminal job;
 * ``dead letter`` — listed in ``response.failed`` of a job that *completed*
@@ -38,7 +38,9 @@ version the next owner resubmits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,17 +48,20 @@ import structlog
 
 from service.delivery.batching import request_body
 from service.delivery.offsets import TopicPartition
+from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
 from service.errors import BatchRejected, JobNotFound
-from service.gameball.client import GameballClient
+from service.gameball.client import GameballClient, Spent
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
-from service.labels import DeadLetterReason
+from service.labels import API_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 STOP_JOBS_WAIT = 3.0
 """How long a revocation or a shutdown waits for the API to confirm the jobs it stops."""
+DISOWNED_STOP_WAIT = 30.0
+"""How long a job created after its partitions went is asked to stop before giving up."""
 
 
 JobHook = Callable[[str, list[PendingRecord]], None]
@@ -86,56 +91,6 @@ class Verdicts:
         self.resubmit.extend(other.resubmit)
 
 
-@dataclass(frozen=True, slots=True)
-class PollSchedule:
-    """When to ask for a job's status next.
-
-    Geometric backoff (quick for fast jobs, patient for slow ones) is the upper
-    bound. A status document also says how far the job got (the entries in
-    ``response``), so once two polls have seen progress the job's finish can be
-    predicted and polled for directly: with backoff alone a job is noticed up
-    to ``factor - 1`` of its duration late (a 0.5 s job at 0.66 s), and every
-    slot sits idle for that long.
-    """
-
-    initial_seconds: float = 0.05
-    factor: float = 1.5
-    max_seconds: float = 2.0
-    margin_seconds: float = 0.01
-
-    def next_delay(self, previous: float, eta: float | None) -> float:
-        backoff = min(previous * self.factor, self.max_seconds)
-        if eta is None:
-            return backoff
-        return min(backoff, max(self.initial_seconds, eta + self.margin_seconds))
-
-
-class JobProgress:
-    """Predicts a running job's finish from the records it reported, poll after poll."""
-
-    __slots__ = ("_first", "_total")
-
-    def __init__(self, total: int) -> None:
-        self._total = total
-        self._first: tuple[float, int] | None = None
-
-    def eta(self, now: float, status: JobStatus) -> float | None:
-        """Seconds until the job should be done, or ``None`` when nothing can be said yet."""
-        done = status.reported
-        if done >= self._total:
-            return 0.0  # everything reported: the terminal status is due
-        if done <= 0:
-            return None
-        if self._first is None:
-            self._first = (now, done)
-            return None
-        since, done_then = self._first
-        if done <= done_then or now <= since:
-            return None
-        rate = (done - done_then) / (now - since)
-        return (self._total - done) / rate
-
-
 class JobTracker:
     """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
 
@@ -150,8 +105,11 @@ class JobTracker:
         poll: PollSchedule | None = None,
         on_created: JobHook | None = None,
         on_ended: JobHook | None = None,
+        owns: Callable[[list[PendingRecord]], bool] | None = None,
     ) -> None:
         self._client = client
+        # Whether every record's partition is still this instance's to deliver (see deliver).
+        self._owns = owns or (lambda _records: True)
         # Told when a job exists and when it is over, with the records it carries: the
         # offsets' ledger says which in-flight job carries which record (see offsets.py).
         self._on_created = on_created or _ignore
@@ -161,8 +119,11 @@ class JobTracker:
         self.job_timeout = job_timeout
         self._max_attempts = max_submit_attempts
         self._poll = poll or PollSchedule()
-        # Jobs submitted and not yet terminal, with the partitions their records come from.
+        self._durations = JobDurations(self._poll)
+        # Jobs submitted and not yet terminal, with the partitions their records come from
+        # and the requests they cost so far.
         self._open: dict[str, frozenset[TopicPartition]] = {}
+        self._spent: dict[str, Spent] = {}
         # Jobs this instance stopped because it gave their partitions up: their
         # records are resubmitted without losing an attempt (see stop_jobs).
         self._abandoned: set[str] = set()
@@ -191,7 +152,10 @@ class JobTracker:
         if not job_ids:
             return 0
         self._abandoned.update(job_ids)
-        stops = [asyncio.ensure_future(self._client.stop(job_id)) for job_id in job_ids]
+        stops = [
+            asyncio.ensure_future(self._client.stop(job_id, spent=self._spent.get(job_id)))
+            for job_id in job_ids
+        ]
         done, pending = await asyncio.wait(stops, timeout=timeout)
         for task in pending:
             task.cancel()
@@ -202,15 +166,20 @@ class JobTracker:
     async def deliver(self, records: list[PendingRecord]) -> Verdicts:
         """Deliver a batch; bisect it when the API rejects it as a whole."""
         async with self._slots:
+            if not self._owns(records):
+                return Verdicts(resubmit=list(records))  # revoked while it waited for a slot
             for record in records:
                 record.attempts += 1
+            spent: Spent = Counter()
             try:
-                job_id = await self._client.submit(request_body(records))
+                job_id = await self._client.submit(request_body(records), spent=spent)
             except BatchRejected as exc:
                 rejected = exc
             else:
+                if not self._owns(records):
+                    return await self._disown(job_id, records, spent)
                 self._on_created(job_id, records)
-                return await self._track(job_id, records)
+                return await self._track(job_id, records, spent)
         # Outside the slot: the halves need slots of their own.
         if len(records) == 1:
             verdicts = Verdicts()
@@ -226,39 +195,70 @@ class JobTracker:
         left.merge(right)
         return left
 
-    async def _track(self, job_id: str, records: list[PendingRecord]) -> Verdicts:
+    async def _disown(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
+        """A job created after its records' partitions went: stop it at once.
+
+        The submission was on its way (or retrying) when the partitions were
+        revoked or lost, and the revocation's ledger could not name a job that
+        did not exist yet. Left running, it would apply these customers beside
+        the next owner's newer changes. What it managed to apply before the
+        stop is at most the version the next owner redoes.
+        """
+        log.warning("job_disowned", job_id=job_id, records=len(records))
+        stopped = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISOWNED_STOP_WAIT):
+                await self._client.stop(job_id, spent=spent)
+                stopped = True
+        if not stopped:
+            log.error("job_disowned_not_stopped", job_id=job_id, seconds=DISOWNED_STOP_WAIT)
+        for record in records:
+            record.attempts -= 1
+        return Verdicts(resubmit=list(records))
+
+    async def _track(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
         metrics = self._metrics
         metrics.jobs_submitted.inc()
         metrics.jobs_in_flight.inc()
         started = time.monotonic()
         deadline = started + self.job_timeout
-        delay = self._poll.initial_seconds
-        progress = JobProgress(len(records))
+        polls = JobPolls(self._poll, self._durations, len(records), started)
+        delay = polls.first_delay()
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
         cancelled = False
         self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
+        self._spent[job_id] = spent
         try:
             with bound:
                 status: JobStatus | None = None
                 try:
                     while True:
                         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                        status = await self._client.status(job_id)
+                        asked = time.monotonic()
+                        status = await self._client.status(job_id, spent=spent)
+                        now = time.monotonic()
                         if status.status.terminal:
                             label = status.status.value
+                            # Only a job that ran its course says how long jobs take.
+                            ran = (
+                                status.status is JobState.COMPLETED
+                                and job_id not in self._abandoned
+                            )
+                            polls.ended(asked, learn=ran)
                             break
-                        if time.monotonic() >= deadline:
-                            status = await self._stop(job_id)
+                        if now >= deadline:
+                            status = await self._stop(job_id, spent)
                             label = "timed_out"
                             break
-                        eta = progress.eta(time.monotonic(), status)
-                        delay = self._poll.next_delay(delay, eta)
+                        delay = polls.running(asked, now, status)
                 except JobNotFound:
                     log.warning("job_vanished")
                     status, label = None, "failed"
                 duration = time.monotonic() - started
                 metrics.finished[label].inc()
                 metrics.job_duration.observe(duration)
+                for operation in API_OPERATIONS:
+                    metrics.requests_per_job[operation].observe(spent[operation])
                 verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
                 log.info(
                     "job_finished",
@@ -267,6 +267,7 @@ class JobTracker:
                     succeeded=len(verdicts.succeeded),
                     rejected=len(verdicts.rejected),
                     resubmit=len(verdicts.resubmit),
+                    requests=sum(spent.values()),
                 )
                 return verdicts
         except asyncio.CancelledError:
@@ -277,18 +278,19 @@ class JobTracker:
             raise
         finally:
             del self._open[job_id]
+            del self._spent[job_id]
             self._abandoned.discard(job_id)
             metrics.jobs_in_flight.dec()
             if not cancelled:
                 self._on_ended(job_id, records)
 
-    async def _stop(self, job_id: str) -> JobStatus | None:
+    async def _stop(self, job_id: str, spent: Spent) -> JobStatus | None:
         """Stop a job that outlived its timeout and read what it finished before stopping."""
         log.warning("job_timed_out", timeout_seconds=self.job_timeout)
-        await self._client.stop(job_id)
+        await self._client.stop(job_id, spent=spent)
         try:
             # It may not have stopped yet: what it reports as done is still settled.
-            return await self._client.status(job_id, entries=True)
+            return await self._client.status(job_id, entries=True, spent=spent)
         except JobNotFound:
             return None
 

@@ -46,6 +46,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from service.delivery.records import PendingRecord
+
 TopicPartition = tuple[str, int]
 
 
@@ -118,6 +120,7 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionOffsets] = {}
+        self._closing: set[TopicPartition] = set()
 
     def assign(
         self, tp: TopicPartition, committed: int | None = None, *, holding: bool = False
@@ -133,6 +136,7 @@ class OffsetTracker:
         if committed is not None and committed >= 0:
             state.base = state.committed = committed
         self._partitions[tp] = state
+        self._closing.discard(tp)
 
     def release(self, tp: TopicPartition) -> None:
         """The inherited work is resolved: the partition's commits may carry our window."""
@@ -140,9 +144,30 @@ class OffsetTracker:
         if state is not None:
             state.holding = False
 
+    def close(self, partitions: Iterable[TopicPartition]) -> None:
+        """The partitions are being given up: take no new work for them from now on.
+
+        Between the start of a revocation and the commit that ends it, jobs of
+        these partitions still end. What they settle is settled (the commit
+        then carries it), but nothing may be tracked, buffered or resubmitted
+        any more (:meth:`takes`): the next owner is about to redo it, and two
+        jobs carrying one customer at once apply its changes in any order.
+        """
+        self._closing.update(tp for tp in partitions if tp in self._partitions)
+
+    def takes(self, tp: TopicPartition, generation: int) -> bool:
+        """Whether a record of ``generation`` may still be buffered or resubmitted."""
+        state = self._partitions.get(tp)
+        return state is not None and state.generation == generation and tp not in self._closing
+
+    def takes_all(self, records: Iterable[PendingRecord]) -> bool:
+        """Whether every record may still be delivered by this instance (see :meth:`takes`)."""
+        return all(self.takes((r.topic, r.partition), r.generation) for r in records)
+
     def revoke(self, tp: TopicPartition) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""
         self._partitions.pop(tp, None)
+        self._closing.discard(tp)
 
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
@@ -154,7 +179,7 @@ class OffsetTracker:
         after a seek and is already tracked (and so already on its way).
         """
         state = self._partitions.get(tp)
-        if state is None:
+        if state is None or tp in self._closing:
             return 0
         if state.base is None:
             state.base = offset

@@ -48,13 +48,16 @@ from service.delivery.consumer import KafkaThread, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
 from service.delivery.decoding import Decoder
 from service.delivery.ingest import Ingestor
-from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, PollSchedule, Verdicts
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
+from service.delivery.lag import Lag
 from service.delivery.mapping import load_field_mapping
 from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.takeover import Takeovers
+from service.gameball.budget import RequestBudget
 from service.gameball.client import GameballClient, RetryPolicy
 from service.health import Health
 from service.labels import FlushReason
@@ -75,7 +78,6 @@ submit requests take 150-220 ms for jobs the API finished at once. Slicing
 brought them to 55-90 ms.
 """
 HOUSEKEEPING_INTERVAL = 0.02
-LAG_INTERVAL = 5.0
 CREDENTIALS_RECHECK = 15.0
 TASKS_EXIT_WAIT = 2.0
 
@@ -100,6 +102,10 @@ class Pipeline:
         self._batcher = Batcher(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
         )
+        # The key's limits, split between the group's instances by the partitions they own.
+        self._budget = RequestBudget(
+            settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
+        )
         self._client = GameballClient(
             settings.gameball_base_url,
             settings.gameball_api_key,
@@ -107,6 +113,7 @@ class Pipeline:
             metrics=metrics,
             health=health,
             retry=retry,
+            budget=self._budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
         )
         self._tracker = JobTracker(
@@ -118,6 +125,7 @@ class Pipeline:
             poll=poll,
             on_created=self._job_created,
             on_ended=self._job_ended,
+            owns=self._offsets.takes_all,
         )
         self._dead_letters = DeadLetterWriter(
             settings.producer_config(),
@@ -151,6 +159,10 @@ class Pipeline:
             on_revoke=lambda tps: self._rebalancer.on_revoke(tps),
             on_lost=lambda tps: self._rebalancer.on_lost(tps),
             on_broker_state=lambda ok: setattr(health, "broker_ok", ok),
+            on_committed=lambda error, results: self._committer.acknowledged(error, results),
+        )
+        self._lag = Lag(
+            lambda tp: self._consumer.high_watermark(tp), self._offsets, self._takeovers, metrics
         )
         self._backpressure = Backpressure(self._consumer, metrics, settings.max_buffered_records)
         self._committer = Committer(
@@ -171,6 +183,9 @@ class Pipeline:
             metrics=metrics,
             batches_touching=self._batches_touching,
             on_assigned=lambda: self._backpressure.assigned(),
+            budget=self._budget,
+            partition_counts=lambda: self._consumer.partition_counts,
+            topics=settings.kafka_source_topics,
             revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
         )
         # Batches in flight (one task each) and the partitions their records come from.
@@ -178,7 +193,6 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._flush_now: FlushReason | None = None
         self._fetching = True
-        self._last_lag = 0.0
 
     # ------------------------------------------------------------------ run
 
@@ -256,6 +270,7 @@ class Pipeline:
         await self._kafka_thread.call(self._consumer.close)
         self._kafka_thread.shutdown()
         await self._client.aclose()
+        self._budget.close()
         log.info(
             "shutdown_complete",
             seconds=round(time.monotonic() - started, 3),
@@ -292,15 +307,16 @@ class Pipeline:
             )
             if change is not None:
                 await kafka.call(change)
-            now = time.monotonic()
-            if now - self._last_lag >= LAG_INTERVAL:
-                self._last_lag = now
+            if self._rebalancer.recount:  # partitions arrived: how many are there in all?
+                self._rebalancer.recount = False
+                if await kafka.call(self._consumer.refresh_partition_counts):
+                    self._rebalancer.reshare()
+            if self._lag.due(time.monotonic()):
                 owned = sorted(self._rebalancer.assignment)
-                highs = await kafka.call(self._high_watermarks, owned)
-                self._update_lag(dict(zip(owned, highs, strict=True)))
-
-    def _high_watermarks(self, partitions: list[TopicPartition]) -> list[int | None]:
-        return [self._consumer.high_watermark(tp) for tp in partitions]
+                highs = await kafka.call(self._lag.read, owned)
+                self._lag.update(dict(zip(owned, highs, strict=True)), self._rebalancer.assignment)
+                if owned and not self._rebalancer.partitions_total():  # the lookup failed
+                    self._rebalancer.recount = True
 
     # ------------------------------------------------- job ledger, takeovers
 
@@ -375,19 +391,6 @@ class Pipeline:
             self._dead_letters.poll(0)
             self.health.last_loop = time.monotonic()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-
-    def _update_lag(self, highs: dict[TopicPartition, int | None]) -> None:
-        for tp, high in highs.items():
-            if tp not in self._rebalancer.assignment:
-                continue
-            if high is not None and tp in self._takeovers:
-                self._takeovers.caught_up(tp, high)
-            committed = self._offsets.committed_offset(tp)
-            if high is None or committed is None:
-                continue
-            self.metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
-                max(0, high - committed)
-            )
 
     async def _watch_credentials(self) -> None:
         """Readiness needs the API's word on the credentials, even with no traffic."""

@@ -24,6 +24,15 @@ The revoke commit carries each partition's ledger like any other commit
 (``commits.py``): the jobs it just stopped are in it, and the next owner
 resolves them before it redoes anything.
 
+After each, the API key's request budget is re-split (:meth:`Rebalancer.reshare`):
+every instance spends the share of the key's limits that its partitions are
+of all the source topics' partitions, so the group stays within the key
+without talking to itself. The partition counts come from the consumer's
+metadata, which the fetch loop reads on the Kafka thread right after an
+assignment (:attr:`Rebalancer.recount`; never in the callback, see
+``consumer.py``). A revocation's stops are sent before its partitions are
+forgotten, so they are paid from the share those partitions had.
+
 A job still running when its partitions go would go on applying those
 customers while the next owner resubmits them, possibly with newer changes:
 stopping it first means the only job that can still touch them is the next
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -44,6 +53,7 @@ from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.ledger import decode
 from service.delivery.offsets import OffsetTracker, TopicPartition, Window
 from service.delivery.takeover import Takeovers
+from service.gameball.budget import RequestBudget
 from service.health import Health
 from service.metrics import Metrics
 
@@ -75,6 +85,9 @@ class Rebalancer:
         metrics: Metrics,
         batches_touching: BatchesTouching,
         on_assigned: Callable[[], None],
+        budget: RequestBudget,
+        partition_counts: Callable[[], Mapping[str, int]],
+        topics: Sequence[str],
         revoke_wait: float = REVOKE_WAIT,
     ) -> None:
         self._offsets = offsets
@@ -87,9 +100,14 @@ class Rebalancer:
         self._metrics = metrics
         self._batches_touching = batches_touching
         self._on_assigned = on_assigned
+        self._budget = budget
+        self._partition_counts = partition_counts
+        self._topics = tuple(topics)
         self._revoke_wait = revoke_wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assignment: set[TopicPartition] = set()
+        self.recount = False
+        """Partitions arrived: the fetch loop should ask how many the topics have, then reshare."""
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop the handlers run on; callbacks before this (none are expected) are ignored."""
@@ -125,10 +143,6 @@ class Rebalancer:
             prepared = asyncio.run_coroutine_threadsafe(self._revoking(partitions), loop)
             offsets, released, stopped = prepared.result()
             acknowledged = self._committer.commit_revoked(offsets)
-            finished = asyncio.run_coroutine_threadsafe(
-                self._revoked(partitions, acknowledged), loop
-            )
-            finished.result()
             log.info(
                 "partitions_revoked",
                 partitions=names(partitions),
@@ -170,36 +184,49 @@ class Rebalancer:
                 self._takeovers.begin(tp, offset, ledger, self._offsets.generation(tp))
         self.assignment.update(partitions)
         self._on_assigned()
+        self.reshare()  # with the counts known so far; the fetch loop refreshes them
+        self.recount = True
         self._health.in_group = True
         log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
 
     async def lost(self, partitions: list[TopicPartition]) -> None:
-        """Ownership is already gone: committing would fail, so only forget."""
+        """Ownership is already gone: committing would fail, so forget, and stop the jobs.
+
+        Their partitions may already be someone else's, who redoes their
+        records: a job of ours still running would apply older changes beside
+        the new owner's newer ones.
+        """
         lost = set(partitions)
+        self._offsets.close(lost)
         self._batcher.drop_partitions(lost)
         self._takeovers.drop(lost)
+        stopped = await self._tracker.stop_jobs(lost, timeout=STOP_JOBS_WAIT)
         self._forget(lost)
-        log.warning("partitions_lost", partitions=names(partitions))
+        log.warning("partitions_lost", partitions=names(partitions), jobs_stopped=stopped)
 
     async def _revoking(
         self, partitions: list[TopicPartition]
     ) -> tuple[dict[TopicPartition, Window], int, int]:
-        """Drop what was not submitted, wait briefly for jobs, stop the rest; return windows."""
+        """Take no new work, drop the buffer, wait for jobs, stop the rest; return the windows.
+
+        The partitions are closed first (``OffsetTracker.close``): while this
+        waits, a job that ends may settle their records but not give any back
+        to the buffer, and a fetched slice still being ingested adds none. They
+        are forgotten before the Kafka thread commits: the loop runs on while
+        it does, and nothing may act for them meanwhile.
+        """
         revoked = set(partitions)
+        self._offsets.close(revoked)
         released = self._batcher.drop_partitions(revoked)
         self._takeovers.drop(revoked)
         waiting = self._batches_touching(revoked)
         if waiting and not self._health.stopping:
             await asyncio.wait(waiting, timeout=self._revoke_wait)
         stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
-        offsets = self._offsets.commit_candidates(revoked)
-        return offsets, len(released), stopped
-
-    async def _revoked(
-        self, partitions: list[TopicPartition], acknowledged: dict[TopicPartition, Window]
-    ) -> None:
-        self._offsets.committed(acknowledged)
-        self._forget(set(partitions))
+        released += self._batcher.drop_partitions(revoked)
+        windows = self._offsets.commit_candidates(revoked)
+        self._forget(revoked)
+        return windows, len(released), stopped
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
@@ -207,6 +234,25 @@ class Rebalancer:
             with contextlib.suppress(KeyError):
                 self._metrics.consumer_lag.remove(tp[0], str(tp[1]))
         self.assignment -= partitions
+        self.reshare()
+
+    # ------------------------------------------------------- the budget
+
+    def partitions_total(self) -> int:
+        """Partitions of the source topics, as the brokers last said (0: not known yet)."""
+        counts = self._partition_counts()
+        return sum(counts.get(topic, 0) for topic in self._topics)
+
+    def reshare(self) -> None:
+        """This instance's part of the key's budget: partitions owned / partitions there are.
+
+        Partitions are weighed alike (a hot partition costs its owner more of
+        its share). Until the brokers have said how many there are, the
+        instance keeps the idle share: safe for the group; the fetch loop asks
+        (again every ``LAG_INTERVAL`` while they do not answer).
+        """
+        total = self.partitions_total()
+        self._budget.set_share(len(self.assignment) / total if total else 0.0)
 
 
 def names(partitions: Iterable[TopicPartition]) -> list[str]:

@@ -72,8 +72,9 @@ class Settlement:
                 )
         now = time.monotonic()
         losers = []
+        takes = self._offsets.takes
         for r in verdicts.resubmit:
-            if current((r.topic, r.partition)) == r.generation:
+            if takes((r.topic, r.partition), r.generation):
                 loser = self._batcher.give_back(r, now)
                 if loser is not None:
                     losers.append(loser)

@@ -3,9 +3,15 @@
 Every call retries by itself what is worth retrying, for as long as it takes,
 so callers only ever see an answer or a verdict about the data:
 
-* transient failures (no answer, timeouts, 408, 429, 5xx and unexpected
+* every request, retries included, first waits for the API key's request
+  budget (:mod:`service.gameball.budget`), when the client has one;
+* transient failures (no answer, timeouts, 408, 5xx and unexpected
   statuses) back off exponentially with full jitter, or wait exactly what
   ``Retry-After`` asks;
+* a 429 is reported to the budget, which slows every request down (it is the
+  key that is throttled, not the request), and the request queues there
+  again at once: no timer of its own (without a budget, it backs off like
+  any transient failure);
 * 401/403 mark the service not ready and retry slowly: bad credentials are an
   operator's problem, never the data's, so they never become a dead letter;
 * 400/413/422 on a submission raise :class:`BatchRejected` (the caller bisects);
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +49,7 @@ from service.errors import (
     JobNotFound,
     TransientApiError,
 )
+from service.gameball.budget import RequestBudget
 from service.gameball.models import JobCreated, JobStatus
 from service.health import Health
 from service.metrics import Metrics
@@ -51,7 +59,11 @@ log = structlog.get_logger(__name__)
 SUBMIT_PATH = "/api/v4.0/integrations/batch/customers"
 JOB_PATH = "/api/v4.0/integrations/batch/{job_id}"
 _REJECTED = frozenset({400, 413, 422})
+_TOO_MANY_REQUESTS = 429
 _ERROR_TEXT_LIMIT = 1000
+
+Spent = Counter[str]
+"""Requests sent on behalf of one job, by operation (``submit``, ``status``, ``stop``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +119,14 @@ class GameballClient:
         metrics: Metrics,
         health: Health,
         retry: RetryPolicy | None = None,
+        budget: RequestBudget | None = None,
         max_connections: int = 32,
         timeout_seconds: float = 30.0,
     ) -> None:
         self._metrics = metrics
         self._health = health
         self._retry = retry or RetryPolicy()
+        self._budget = budget
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={
@@ -130,9 +144,9 @@ class GameballClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def submit(self, body: bytes) -> str:
-        """Create a batch job; return its id."""
-        response = await self._call("submit", "POST", SUBMIT_PATH, content=body)
+    async def submit(self, body: bytes, *, spent: Spent | None = None) -> str:
+        """Create a batch job; return its id. ``spent`` counts the requests it took."""
+        response = await self._call("submit", "POST", SUBMIT_PATH, body, spent)
         try:
             return JobCreated.model_validate_json(response.content).job_id
         except ValidationError as exc:
@@ -144,9 +158,11 @@ class GameballClient:
                 body=response.text[:_ERROR_TEXT_LIMIT],
             ) from exc
 
-    async def status(self, job_id: str, *, entries: bool = False) -> JobStatus:
+    async def status(
+        self, job_id: str, *, entries: bool = False, spent: Spent | None = None
+    ) -> JobStatus:
         """The job's status; a running job's entries are only counted unless ``entries``."""
-        response = await self._call("status", "GET", JOB_PATH.format(job_id=job_id))
+        response = await self._call("status", "GET", JOB_PATH.format(job_id=job_id), None, spent)
         try:
             return JobStatus.read(response.content, entries=entries)
         except ValueError as exc:  # ValidationError and JSONDecodeError alike
@@ -156,9 +172,9 @@ class GameballClient:
                 body=response.text[:_ERROR_TEXT_LIMIT],
             ) from exc
 
-    async def stop(self, job_id: str) -> None:
+    async def stop(self, job_id: str, *, spent: Spent | None = None) -> None:
         with contextlib.suppress(JobNotFound):  # already gone: stopping it is moot
-            await self._call("stop", "DELETE", JOB_PATH.format(job_id=job_id))
+            await self._call("stop", "DELETE", JOB_PATH.format(job_id=job_id), None, spent)
 
     async def verify_credentials(self) -> bool:
         """One harmless request (the status of a job that does not exist).
@@ -178,7 +194,12 @@ class GameballClient:
         return ok
 
     async def _call(
-        self, operation: str, method: str, path: str, content: bytes | None = None
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        spent: Spent | None = None,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -188,13 +209,22 @@ class GameballClient:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._send(operation, method, path, content)
+                response = await self._send(operation, method, path, content, spent)
                 return self._classify(operation, response)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
 
     async def _send(
-        self, operation: str, method: str, path: str, content: bytes | None = None
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        spent: Spent | None = None,
     ) -> httpx.Response:
+        budget = self._budget
+        sent_at = await budget.acquire(operation) if budget is not None else 0.0
+        if spent is not None:
+            spent[operation] += 1
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, content=content)
@@ -204,6 +234,8 @@ class GameballClient:
         finally:
             self._metrics.api_duration[operation].observe(time.perf_counter() - started)
         self._metrics.api_requests.labels(operation=operation, code=str(response.status_code)).inc()
+        if response.status_code == _TOO_MANY_REQUESTS and budget is not None:
+            budget.throttled(_retry_after(response), sent_at)
         return response
 
     def _classify(self, operation: str, response: httpx.Response) -> httpx.Response:
@@ -237,6 +269,12 @@ class GameballClient:
             return float(
                 wait_exponential(min=policy.auth_min_seconds, max=policy.auth_max_seconds)(state)
             )
+        if (
+            isinstance(exc, TransientApiError)
+            and exc.status == _TOO_MANY_REQUESTS
+            and self._budget is not None
+        ):
+            return 0.0  # the budget, told of the 429, decides when anything goes next
         jitter = float(
             wait_random_exponential(multiplier=policy.base_seconds, max=policy.max_seconds)(state)
         )

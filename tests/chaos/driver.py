@@ -409,10 +409,16 @@ def _run(
     lives_before_stop = len(fleet.lives)
     fleet.stop_all()
 
-    report = check(
-        manifest,
+    applied, rejected = (
         read_log(simulator.base_url, "applied"),
         read_log(simulator.base_url, "rejected"),
+    )
+    for name, entries in (("applied", applied), ("rejected", rejected)):  # kept for post-mortems
+        (fleet.workdir / f"{name}.jsonl").write_bytes(b"\n".join(map(orjson.dumps, entries)))
+    report = check(
+        manifest,
+        applied,
+        rejected,
         read_topic(broker.bootstrap, dlq),
         topic=topic,
         faults=fleet.faults,

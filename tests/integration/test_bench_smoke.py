@@ -39,6 +39,11 @@ def test_every_regime_of_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert 0 < api["ratio_to_limit"] <= 1.2  # above 1 only by window-edge rounding
     assert results["backlog"]["records"] == 30_000
     assert results["backlog"]["peak_rss_mb"] > 0
+    quota = results["quota_bound"]
+    assert quota["instances"] == 2
+    assert quota["requests_per_job"] >= 2  # a submit and at least one status read
+    assert 0 < quota["ratio_to_ceiling"] <= 1.2
+    assert quota["rate_limited"] == 0  # the budget keeps the two inside the key's limits
     light = results["light_load"]
     assert light["records"] > 0
     # Nothing waits in the buffer much longer than BATCH_MAX_WAIT_SECONDS.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.delivery.ledger import decode
+from service.delivery.offsets import Mark
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.gameball.simulator.state import Job
 from service.tools.samples import BAD_EVENTS, Event, change_event, generate
@@ -51,6 +52,15 @@ def ledger_jobs(broker: KafkaNode, group: str, topic: str) -> set[str]:
     committed = committed_metadata(broker.bootstrap, group, topic, 1)
     ledger = decode(committed[0][1]) if 0 in committed else None
     return set(ledger.jobs.values()) if ledger is not None else set()
+
+
+def ledger_settled(broker: KafkaNode, group: str, topic: str) -> int:
+    """How many records the committed ledger shows settled above the committed offset."""
+    committed = committed_metadata(broker.bootstrap, group, topic, 1)
+    ledger = decode(committed[0][1]) if 0 in committed else None
+    if ledger is None or ledger.marks is None:
+        return 0
+    return sum(1 for mark in ledger.marks if Mark.SUCCEEDED <= mark <= Mark.COALESCED)
 
 
 def customers(job: Job) -> set[str]:
@@ -170,7 +180,11 @@ def test_a_hung_job_costs_the_new_owner_only_its_own_records(
         )
         held_at = committed_metadata(broker.bootstrap, group, topic, 1).get(0, (0, ""))[0]
         assert held_at < 50, "the hung job no longer holds the committed offset"
-        wait_for(lambda: hung.id in ledger_jobs(broker, group, topic), 10, "a fresh ledger")
+        settled = 50 + 20 + 5000 - held_at - len(hung.customers)
+        wait_for(lambda: hung.id in ledger_jobs(broker, group, topic), 10, "a ledger with the job")
+        # The kill comes once the ledger says everything else is settled: what settled
+        # after the last commit is the one thing a crash may still cost (README).
+        wait_for(lambda: ledger_settled(broker, group, topic) == settled, 10, "the whole ledger")
         jobs_before = set(simulator.state.jobs)
         first.signal(stop)
         first.wait(30)
@@ -185,6 +199,6 @@ def test_a_hung_job_costs_the_new_owner_only_its_own_records(
     assert redone, "the hung job's records were never redone"
     assert set().union(*(customers(job) for job in redone)) <= customers(hung)
     # Everything above the committed offset but the hung job's records: counted, not redone.
-    assert inherited == 50 + 20 + 5000 - held_at - len(hung.customers)
+    assert inherited == settled
     letters = read_all(broker.bootstrap, f"{topic}.dlq", 20)
     assert len(letters) == 20, "a record dead-lettered before the crash was dead-lettered again"

@@ -33,6 +33,10 @@ def test_defaults_follow_the_spec() -> None:
         "json",
     )
     assert s.shutdown_timeout_seconds == 30
+    # Gameball's documented limits for the batch endpoints ("Others"), all of them ours.
+    assert [(w.requests, w.seconds) for w in s.api_windows()] == [(30, 1.0), (360, 30.0)]
+    assert s.gameball_key_share == 1.0
+    assert s.gameball_allow_insecure_http is False
 
 
 def test_client_properties_pass_through_and_guarantees_cannot_be_overridden() -> None:
@@ -128,3 +132,48 @@ def test_the_consumer_accepts_what_the_settings_accept() -> None:
 def test_an_unknown_group_protocol_is_one_sentence() -> None:
     with pytest.raises(ConfigError, match=r"^KAFKA_CLIENT_GROUP_PROTOCOL is invalid 'cosumer'"):
         load_settings({**BASE, "KAFKA_CLIENT_GROUP_PROTOCOL": "cosumer"})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.gameball.co", "http://10.0.0.7:8090", "http://127.0.0.1.example.com"]
+)
+def test_plain_http_beyond_this_machine_stops_start_up(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, "GAMEBALL_BASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith(f"GAMEBALL_BASE_URL '{url}' would send the API keys in clear text")
+    assert "GAMEBALL_ALLOW_INSECURE_HTTP=true" in message
+    assert "\n" not in message
+    assert "key-123" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8090", "http://127.8.9.10", "http://localhost:8090", "http://[::1]:80"],
+)
+def test_plain_http_on_loopback_is_fine_for_the_simulator_and_the_demo(url: str) -> None:
+    assert load_settings({**BASE, "GAMEBALL_BASE_URL": url}).gameball_base_url == url
+
+
+def test_plain_http_elsewhere_takes_an_explicit_opt_in() -> None:
+    env = {**BASE, "GAMEBALL_BASE_URL": "http://simulator:8090"}
+    settings = load_settings({**env, "GAMEBALL_ALLOW_INSECURE_HTTP": "true"})
+    assert settings.gameball_base_url == "http://simulator:8090"
+
+
+def test_the_limits_and_the_share_of_the_key_are_settings() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "GAMEBALL_RATE_LIMIT_PER_SECOND": "10",
+            "GAMEBALL_QUOTA_REQUESTS": "100",
+            "GAMEBALL_QUOTA_WINDOW_SECONDS": "60",
+            "GAMEBALL_KEY_SHARE": "0.25",
+        }
+    )
+    assert [(w.requests, w.seconds) for w in s.api_windows()] == [(10, 1.0), (100, 60.0)]
+    assert s.gameball_key_share == 0.25
+    with pytest.raises(ConfigError, match=r"^GAMEBALL_KEY_SHARE is invalid"):
+        load_settings({**BASE, "GAMEBALL_KEY_SHARE": "0"})
+    with pytest.raises(ConfigError, match=r"^GAMEBALL_QUOTA_REQUESTS is invalid"):
+        load_settings({**BASE, "GAMEBALL_QUOTA_REQUESTS": "0"})

@@ -38,6 +38,13 @@ Decisions worth knowing:
   after the job was created: the job runs, the client only sees the error.
   ``Retry-After`` is sent in (possibly fractional) seconds so tests stay
   fast; integral values are sent as integers.
+* **Rate limits, when asked** (``limit_*``, ``--documented-limits``): per
+  API key, across all clients, in sliding windows (the strict reading of
+  "30 per second and 360 per 30 seconds", see :mod:`.limits`), answered 429
+  ``Too many requests`` like the real API, with the seconds until a request
+  would be admitted as ``Retry-After`` or, like the real API's
+  documentation, without it (``limit_retry_after``). Checked after the
+  credentials; a refused request is not counted.
 * **Speed**: one pydantic validation per POST (``BatchRequest``), the
   customers are kept as the orjson-parsed dicts, results grow by appending,
   and the document of a terminal job is serialised once and cached.
@@ -53,13 +60,15 @@ per-record failures and the records of failed jobs); ``GET|POST /_sim/config``
 a new ``seed`` re-seeds); ``POST /_sim/reset`` (jobs, log and counters go,
 the configuration stays and the seed restarts).
 
-Layout: :mod:`.state` (configuration, jobs on a clock, the applied log),
-:mod:`.app` (the HTTP endpoints), :mod:`.runner` (``main``, the switches
-and the banner of ``customer-sync simulate``; ``serve`` to run it on a loop;
+Layout: :mod:`.config` (what it does), :mod:`.state` (jobs on a clock, the
+applied log, counters), :mod:`.limits` (the key's rate limits), :mod:`.app`
+(the HTTP endpoints), :mod:`.runner` (``main``, the switches and the banner
+of ``customer-sync simulate``; ``serve`` to run it on a loop;
 :class:`RunningSimulator` for tests, the demo and the benchmark).
 """
 
 from service.gameball.simulator.app import create_app
+from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
 from service.gameball.simulator.runner import (
     RunningSimulator,
     add_simulate_arguments,
@@ -70,11 +79,11 @@ from service.gameball.simulator.state import (
     AppliedRecord,
     Job,
     RejectedRecord,
-    SimulatorConfig,
     SimulatorState,
 )
 
 __all__ = [
+    "DOCUMENTED_LIMITS",
     "AppliedRecord",
     "Job",
     "RejectedRecord",

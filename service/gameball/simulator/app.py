@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.gameball.models import BatchRequest
-from service.gameball.simulator.state import SimulatorConfig, SimulatorState
+from service.gameball.simulator.config import SimulatorConfig
+from service.gameball.simulator.state import SimulatorState
 
 MAX_REPORTED_ERRORS = 10
 """Validation errors spelled out in a 400's ``message`` (up to 100 more go to ``errors``)."""
@@ -77,7 +79,7 @@ class _Api:
         self.state = state
 
     async def _front(self, request: Request, kind: str) -> tuple[Response | None, int | None]:
-        """Latency, then one fault draw, then credentials.
+        """Latency, then one fault draw, then credentials, then the key's rate limits.
 
         Returns a response to send instead of handling the request, or the
         5xx to send after handling it (POST only: the job gets created).
@@ -100,6 +102,11 @@ class _Api:
             return _message(401, "Unauthorized: invalid or missing APIKey"), None
         if not _matches(request.headers.get("secretkey"), config.secret_key):
             return _message(403, "Forbidden: invalid or missing SecretKey"), None
+        if config.limited:
+            wait = state.admit(request.headers.get("apikey") or "", time.monotonic())
+            if wait is not None:
+                headers = {"Retry-After": _seconds_header(wait)} if config.limit_retry_after else {}
+                return json_response({"message": "Too many requests"}, 429, headers), None
         return None, None
 
     def counted(

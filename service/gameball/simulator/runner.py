@@ -15,7 +15,8 @@ from starlette.applications import Starlette
 
 from service.errors import ConfigError
 from service.gameball.simulator.app import create_app
-from service.gameball.simulator.state import SimulatorConfig, SimulatorState
+from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
+from service.gameball.simulator.state import SimulatorState
 
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -220,13 +221,45 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-after",
         type=float,
         default=d.retry_after_seconds,
-        help=f"the Retry-After of a 429, in seconds ({d.retry_after_seconds})",
+        help=f"the Retry-After of the --rate-limit-rate 429s, in seconds ({d.retry_after_seconds})",
     )
     add(
         "--server-error-rate",
         type=float,
         default=d.server_error_rate,
         help="share of requests answered 500/502/503; half the POSTs after creating the job (0)",
+    )
+    add(
+        "--documented-limits",
+        action="store_true",
+        help="enforce Gameball's documented rate limits for the batch endpoints: "
+        f"{DOCUMENTED_LIMITS['limit_per_second']} requests/s and "
+        f"{DOCUMENTED_LIMITS['limit_per_window']} per "
+        f"{DOCUMENTED_LIMITS['limit_window_seconds']:g} s per API key, in sliding windows",
+    )
+    add(
+        "--limit-per-second",
+        type=int,
+        default=None,
+        help="requests per second per API key, 429 beyond (0 = none; overrides the documented)",
+    )
+    add(
+        "--limit-per-window",
+        type=int,
+        default=None,
+        help="requests per --limit-window per API key, 429 beyond (0 = none; overrides the "
+        "documented)",
+    )
+    add(
+        "--limit-window",
+        type=float,
+        default=None,
+        help=f"the quota window of --limit-per-window, in seconds ({d.limit_window_seconds:g})",
+    )
+    add(
+        "--limit-without-retry-after",
+        action="store_true",
+        help="answer the limits' 429s without Retry-After, as Gameball documents none",
     )
     add("--seed", type=int, default=None, help="random seed for reproducible faults (none)")
 
@@ -245,8 +278,17 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         "rate_limit_rate": args.rate_limit_rate,
         "retry_after_seconds": args.retry_after,
         "server_error_rate": args.server_error_rate,
+        "limit_retry_after": not args.limit_without_retry_after,
         "seed": args.seed,
     }
+    if args.documented_limits:
+        values.update(DOCUMENTED_LIMITS)
+    explicit = {
+        "limit_per_second": args.limit_per_second,
+        "limit_per_window": args.limit_per_window,
+        "limit_window_seconds": args.limit_window,
+    }
+    values.update({name: value for name, value in explicit.items() if value is not None})
     try:
         return SimulatorConfig(**values)
     except ValueError as exc:
@@ -258,7 +300,8 @@ A local stand-in for the Gameball Batch Customer API: the same paths, the
 APIKey/SecretKey headers, the 1,000-record limit and the queued -> running ->
 completed/failed job lifecycle, plus switches to provoke every failure the
 service must survive. Unauthenticated controls: GET /_sim/stats,
-GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset.
+GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset. --documented-limits answers 429
+past Gameball's documented rate limits, as the real API does.
 """
 
 SIMULATE_EPILOG = """\
@@ -266,6 +309,7 @@ examples:
   customer-sync simulate                                  # a well-behaved API on :8090
   customer-sync simulate --job-duration 2 --record-failure-rate 0.05
   customer-sync simulate --rate-limit-rate 0.2 --server-error-rate 0.05 --seed 1
+  customer-sync simulate --documented-limits --limit-without-retry-after --job-duration 2
 """
 
 
@@ -285,6 +329,7 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
             f"Gameball API simulator listening on {base_url}",
             f"  credentials   APIKey: {config.api_key}   SecretKey: {config.secret_key}",
             "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
+            "  rate limits   " + _limits(config),
             "  use it        export GAMEBALL_BASE_URL=" + base_url,
             f"                export GAMEBALL_API_KEY={config.api_key} "
             f"GAMEBALL_SECRET_KEY={config.secret_key}",
@@ -293,6 +338,18 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
             "  Ctrl-C stops it.",
         ]
     )
+
+
+def _limits(config: SimulatorConfig) -> str:
+    if not config.limited:
+        return "none (--documented-limits enforces Gameball's)"
+    parts = []
+    if config.limit_per_second:
+        parts.append(f"{config.limit_per_second} requests/s")
+    if config.limit_per_window:
+        parts.append(f"{config.limit_per_window} per {config.limit_window_seconds:g} s")
+    answer = "with Retry-After" if config.limit_retry_after else "without Retry-After"
+    return " and ".join(parts) + f" per API key (sliding windows); 429 {answer}"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import heapq
 import itertools
@@ -17,6 +16,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from service.gameball.models import JobState
+from service.gameball.simulator.config import SimulatorConfig, changed
+from service.gameball.simulator.limits import KeyLimits
 
 OPERATION = "Customer Creation Batch Job"
 CREATED_MESSAGE = "Customer created successfully"
@@ -24,37 +25,6 @@ INVALID_EMAIL = "Invalid email address"
 RECORD_FAILED = "Failed to create customer"
 QUEUED_FRACTION = 0.1
 """Share of a job's duration spent ``queued`` before its first record is processed."""
-
-_RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
-_SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
-
-
-@dataclass
-class SimulatorConfig:
-    """What the simulator does; every field can be changed at runtime via ``POST /_sim/config``."""
-
-    api_key: str = "demo-api-key"
-    secret_key: str = "demo-secret-key"  # noqa: S105 - the demo's published fake
-    latency_seconds: float = 0.0
-    job_duration_seconds: float = 0.0
-    record_failure_rate: float = 0.0
-    job_failure_rate: float = 0.0
-    stuck_job_rate: float = 0.0
-    stopped_job_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after_seconds: float = 0.2
-    server_error_rate: float = 0.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in (*_RATES, "rate_limit_rate", "server_error_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.rate_limit_rate + self.server_error_rate > 1.0:
-            raise ValueError("rate_limit_rate + server_error_rate must not exceed 1")
-        for name in _SECONDS:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
 
 
 class AppliedRecord(NamedTuple):
@@ -170,30 +140,35 @@ class SimulatorState:
             self.records_received = 0
             self.records_failed = 0
             self.requests: dict[str, Counter[str]] = {}
+            self.limits = KeyLimits()
+            self.rate_limited = 0
 
     def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
         """Apply ``changes`` (field -> value); ``ValueError`` names what is wrong.
 
         Jobs keep the duration and fate they were created with; faults,
-        latency and credentials apply from the next request on.
+        latency, limits and credentials apply from the next request on.
         """
-        names = {f.name for f in dataclasses.fields(SimulatorConfig)}
-        for name, value in changes.items():
-            if name not in names:
-                raise ValueError(f"unknown setting {name!r}")
-            if name in ("api_key", "secret_key"):
-                ok = isinstance(value, str)
-            elif name == "seed":
-                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-            else:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok:
-                raise ValueError(f"{name}: wrong type {type(value).__name__}")
         with self._lock:
-            self.config = dataclasses.replace(self.config, **changes)
+            self.config = changed(self.config, changes)
             if "seed" in changes:
                 self.rng = random.Random(self.config.seed)
         return self.config
+
+    def admit(self, api_key: str, now: float | None = None) -> float | None:
+        """Within the key's limits (``None``, and counted), or seconds until it would be."""
+        config = self.config
+        with self._lock:
+            wait = self.limits.admit(
+                api_key,
+                time.monotonic() if now is None else now,
+                per_second=config.limit_per_second,
+                per_window=config.limit_per_window,
+                window_seconds=config.limit_window_seconds,
+            )
+            if wait is not None:
+                self.rate_limited += 1
+            return wait
 
     def count(self, kind: str, status: int) -> None:
         self.requests.setdefault(kind, Counter())[str(status)] += 1
@@ -367,6 +342,7 @@ class SimulatorState:
                 "records_received": self.records_received,
                 "records_applied": len(self.applied),
                 "records_failed": self.records_failed,
+                "rate_limited": self.rate_limited,
                 "requests": {kind: dict(codes) for kind, codes in self.requests.items()},
             }
 

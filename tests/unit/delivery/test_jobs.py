@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
 from pydantic import SecretStr
 
-from service.delivery.jobs import JobProgress, JobTracker, PollSchedule
+from service.delivery.jobs import JobTracker
+from service.delivery.polling import PollSchedule
 from service.delivery.records import PendingRecord
 from service.gameball.client import GameballClient, RetryPolicy
 from service.gameball.models import JobState, JobStatus, result_customer
@@ -19,7 +20,7 @@ from service.labels import DeadLetterReason
 from service.metrics import Metrics
 from tests.helpers import eventually
 
-FAST_POLL = PollSchedule(initial_seconds=0.01, factor=1.5, max_seconds=0.05)
+FAST_POLL = PollSchedule(initial_seconds=0.01, max_seconds=0.05)
 _clients: list[GameballClient] = []
 
 
@@ -36,7 +37,13 @@ def record(customer: str, offset: int, **fields: object) -> PendingRecord:
 
 
 def tracker_for(
-    simulator: RunningSimulator, metrics: Metrics, *, attempts: int = 5, timeout: float = 30
+    simulator: RunningSimulator,
+    metrics: Metrics,
+    *,
+    attempts: int = 5,
+    timeout: float = 30,
+    poll: PollSchedule = FAST_POLL,
+    owns: Callable[[list[PendingRecord]], bool] | None = None,
 ) -> JobTracker:
     client = GameballClient(
         simulator.base_url,
@@ -53,7 +60,8 @@ def tracker_for(
         max_jobs_in_flight=4,
         job_timeout=timeout,
         max_submit_attempts=attempts,
-        poll=FAST_POLL,
+        poll=poll,
+        owns=owns,
     )
 
 
@@ -118,6 +126,16 @@ async def test_a_stuck_job_is_stopped_after_the_timeout_and_resubmitted() -> Non
         assert [r.customer_id for r in verdicts.resubmit] == ["a"]
         assert count(metrics, "customer_sync_jobs_finished_total", status="timed_out") == 1
         assert count(metrics, "customer_sync_api_requests_total", operation="stop", code="200") == 1
+        # What the job cost, by operation: counted where the requests are sent.
+        spent = {
+            op: count(metrics, "customer_sync_api_requests_per_job_sum", operation=op)
+            for op in ("submit", "status", "stop")
+        }
+        assert spent["submit"] == 1
+        assert spent["stop"] == 1
+        assert spent["status"] == count(
+            metrics, "customer_sync_api_requests_total", operation="status", code="200"
+        )
 
 
 async def test_stopping_the_jobs_of_given_up_partitions_costs_their_records_no_attempt() -> None:
@@ -146,29 +164,18 @@ async def test_stopping_the_jobs_of_given_up_partitions_costs_their_records_no_a
         assert tracker.open_jobs() == []
 
 
-def running(done: int, failed: int = 0) -> JobStatus:
-    entries = [{"customerId": f"c{i}", "message": "ok"} for i in range(done)]
-    errors = [{"customerId": f"f{i}", "error": "no"} for i in range(failed)]
-    return JobStatus.model_validate(
-        {"status": "running", "response": {"successful": entries, "failed": errors}}
-    )
-
-
-def test_a_job_is_polled_when_its_progress_says_it_will_be_done() -> None:
-    schedule = PollSchedule(initial_seconds=0.05, factor=1.5, max_seconds=2.0, margin_seconds=0.01)
-    progress = JobProgress(total=1000)
-    queued = JobStatus.model_validate({"status": "queued", "response": None})
-    assert progress.eta(0.05, queued) is None
-    assert schedule.next_delay(0.05, None) == pytest.approx(0.075)  # plain backoff
-    assert progress.eta(0.125, running(150, failed=16)) is None  # one point gives no rate
-    # 250 more records in 0.1 s: 2,500/s, so the last 584 need 0.2336 s.
-    eta = progress.eta(0.225, running(400, failed=16))
-    assert eta == pytest.approx(584 / 2500)
-    assert schedule.next_delay(0.5, eta) == pytest.approx(584 / 2500 + 0.01)
-    # A prediction never makes polling slower than the backoff would be.
-    assert schedule.next_delay(0.1, 10.0) == pytest.approx(0.15)
-    assert progress.eta(0.3, running(1000)) == 0.0  # everything reported: poll soon
-    assert schedule.next_delay(0.3, 0.0) == pytest.approx(0.05)
+async def test_jobs_of_steady_duration_cost_about_one_status_read_each() -> None:
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(job_duration_seconds=0.2, seed=5)) as simulator:
+        tracker = tracker_for(simulator, metrics, poll=PollSchedule())
+        for batch in range(16):
+            verdicts = await tracker.deliver([record(f"c{batch}-{i}", i) for i in range(50)])
+            assert len(verdicts.succeeded) == 50
+    status_reads = count(metrics, "customer_sync_api_requests_per_job_sum", operation="status")
+    jobs = count(metrics, "customer_sync_api_requests_per_job_count", operation="status")
+    assert jobs == 16
+    # The first job has nothing to go by (a few reads); the other 15 about one each.
+    assert status_reads <= 5 + 15 * 1.3
 
 
 RUNNING_DOC = {
@@ -208,3 +215,25 @@ def test_a_terminal_document_is_always_read_in_full() -> None:
 def test_what_is_not_a_status_document_raises_value_error(content: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the API client maps any of them to a retry
         JobStatus.read(content)
+
+
+async def test_a_job_created_after_its_partitions_went_is_stopped_at_once(
+    simulator: RunningSimulator,
+) -> None:
+    # The submission is on its way when the partitions are revoked: the ledger of the
+    # revocation could not name the job, so it is stopped the moment it exists.
+    asked: list[bool] = []
+
+    def owns(_records: list[PendingRecord]) -> bool:
+        asked.append(True)
+        return len(asked) == 1  # before the POST still ours; revoked by the time it answers
+
+    simulator.state.update_config({"job_duration_seconds": 5.0})
+    tracker = tracker_for(simulator, Metrics(), owns=owns)
+    records = [record(f"c{i}", i) for i in range(5)]
+    delivery = asyncio.ensure_future(tracker.deliver(records))
+    verdicts = await delivery
+    (job,) = simulator.state.jobs.values()
+    assert job.state is JobState.STOPPED
+    assert verdicts.resubmit == records
+    assert [r.attempts for r in records] == [0] * 5  # not the records' fault

@@ -266,3 +266,17 @@ def test_a_partition_taken_over_commits_nothing_until_released() -> None:
     assert tracker.commit_candidates() == {}  # the previous owner's ledger stays in place
     tracker.release(TP)
     assert marks(tracker) == {TP: 51}
+
+
+def test_a_closing_partition_settles_what_ends_but_takes_no_new_work() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    generation = tracker.track(TP, 0)
+    tracker.track(TP, 1)
+    tracker.close([TP])
+    assert tracker.track(TP, 2) == 0, "a slice fetched before the revocation is not ingested"
+    assert not tracker.takes(TP, generation), "nothing of it may be given back to the buffer"
+    tracker.settle(TP, 0, Mark.SUCCEEDED)  # a job that was running ends: that still counts
+    assert marks(tracker) == {TP: 1}
+    tracker.assign(TP)  # assigned again later: a fresh start, open
+    assert tracker.takes(TP, tracker.track(TP, 5))

@@ -14,6 +14,7 @@ class _FetchOnce:
 
     def __init__(self, pipeline: Pipeline, messages: list[Msg]) -> None:
         self._pipeline, self._messages = pipeline, messages
+        self.partition_counts = dict.fromkeys(pipeline.settings.kafka_source_topics, 1)
 
     def consume(self, _count: int, _timeout: float) -> list[Msg]:
         messages, self._messages = self._messages, []
@@ -23,6 +24,9 @@ class _FetchOnce:
 
     def high_watermark(self, _tp: object) -> None:
         return None
+
+    def refresh_partition_counts(self) -> bool:
+        return True
 
 
 async def test_a_big_fetch_does_not_hold_the_loop_while_it_is_decoded() -> None:

@@ -65,8 +65,11 @@ async def pipeline(simulator: RunningSimulator) -> AsyncIterator[Pipeline]:
         "GAMEBALL_BASE_URL": simulator.base_url,
         "GAMEBALL_API_KEY": "demo-api-key",
         "GAMEBALL_SECRET_KEY": "demo-secret-key",
+        "KAFKA_SOURCE_TOPICS": TP[0],
     }
     running = Pipeline(load_settings({**ENV, **api}))
+    running._consumer.partition_counts = {"t": 1}  # the whole key's budget is this instance's
+    running._rebalancer.reshare()
     yield running
     running._takeovers.cancel()
     await running._client.aclose()

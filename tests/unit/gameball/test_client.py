@@ -9,9 +9,10 @@ import pytest
 from pydantic import SecretStr
 
 from service.errors import BatchRejected, JobNotFound
+from service.gameball.budget import RequestBudget, Window
 from service.gameball.client import GameballClient, RetryPolicy
 from service.gameball.models import JobState
-from service.gameball.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.health import Health
 from service.metrics import Metrics
 from service.tools.embedded_broker import free_port
@@ -140,3 +141,45 @@ async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
         assert health.credentials_ok is None  # unknown, not rejected
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("retry_after", [False, True])
+async def test_a_budget_that_overestimates_the_key_learns_from_429s_instead_of_hammering(
+    retry_after: bool,
+) -> None:
+    # The API allows 20 requests/s; the budget believes 60 (and spends ~40). Without
+    # Retry-After it must slow down by itself; with it, hold everything until then. Either
+    # way, one budget for all requests, not each request retrying on its own timer.
+    config = SimulatorConfig(limit_per_second=20, limit_retry_after=retry_after)
+    metrics = Metrics()
+    budget = RequestBudget((Window(60, 1.0),), metrics=metrics)
+    budget.set_share(1.0)
+    with RunningSimulator(config) as simulator:
+        client = GameballClient(
+            simulator.base_url,
+            SecretStr("demo-api-key"),
+            SecretStr("demo-secret-key"),
+            metrics=metrics,
+            health=Health(),
+            retry=FAST,
+            budget=budget,
+        )
+        try:
+            job_id = await client.submit(BODY)
+
+            async def reader() -> None:
+                for _ in range(10):
+                    await client.status(job_id)
+
+            await asyncio.wait_for(asyncio.gather(*(reader() for _ in range(8))), 30)
+        finally:
+            await client.aclose()
+            budget.close()
+        stats = simulator.state.stats()
+    assert stats["requests"]["status"]["200"] == 80, "every request went through in the end"
+    # At 40/s against 20/s, a budget that did not learn would meet ~20 429s a second (86
+    # in this run when its 429s are not reported); one that learns meets them in its
+    # first second (4 with Retry-After, 14 without, measured).
+    assert stats["rate_limited"] <= 30
+    if not retry_after:
+        assert budget.rate() < 30  # halved, and recovering

@@ -1,0 +1,55 @@
+"""``consumer_lag_records``: each owned partition's high watermark minus its committed offset.
+
+The high watermarks are the ones librdkafka caches from its fetch responses,
+read on the Kafka thread every ``LAG_INTERVAL`` (no round trip to a broker).
+The committed offset is the last one the group coordinator acknowledged to
+this instance. The same reading tells a takeover whose window's last offsets
+never come (compacted away) that it has caught up with the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.takeover import Takeovers
+from service.metrics import Metrics
+
+LAG_INTERVAL = 5.0
+
+
+class Lag:
+    def __init__(
+        self,
+        high_watermark: Callable[[TopicPartition], int | None],
+        offsets: OffsetTracker,
+        takeovers: Takeovers,
+        metrics: Metrics,
+    ) -> None:
+        self._high_watermark = high_watermark
+        self._offsets = offsets
+        self._takeovers = takeovers
+        self._metrics = metrics
+        self._last = 0.0
+
+    def due(self, now: float) -> bool:
+        if now - self._last < LAG_INTERVAL:
+            return False
+        self._last = now
+        return True
+
+    def read(self, partitions: list[TopicPartition]) -> list[int | None]:
+        """On the Kafka thread: the cached high watermark of each partition."""
+        return [self._high_watermark(tp) for tp in partitions]
+
+    def update(self, highs: dict[TopicPartition, int | None], owned: set[TopicPartition]) -> None:
+        for tp, high in highs.items():
+            if tp not in owned or high is None:
+                continue
+            if tp in self._takeovers:
+                self._takeovers.caught_up(tp, high)
+            committed = self._offsets.committed_offset(tp)
+            if committed is not None:
+                self._metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
+                    max(0, high - committed)
+                )

@@ -1,0 +1,229 @@
+"""When to read a job's status: once just after its predicted finish, rarely when it runs long.
+
+Every status read is a request of the API key's budget (``gameball/budget.py``),
+and at the documented limits the key carries 12 a second for the whole
+group: a 1,000-record job that costs one submission and one read is 6,000
+records/s, and every extra read is records not delivered. So:
+
+* **The first read lands just after the predicted finish.**
+  :class:`JobDurations` learns how long jobs take per record from the jobs
+  that finished. It has to live with censoring: a job found finished at the
+  first read only says "at most this long". So the estimate tracks a
+  quantile instead of a mean: it shrinks a little (1 %) when first reads
+  find jobs done and grows (9 %) when one does not, which settles where
+  ``first_read_done`` (90 %) of first reads find the job done: a job of
+  steady duration costs about 1.1 reads. Jobs in flight together are
+  predicted alike and miss together, so the steps count job durations, not
+  jobs (see :meth:`JobDurations.learn`): a step up for each of a batch of
+  misses would overshoot, and the latency would take many jobs to decay.
+  When the API slows down, the estimate follows at once (a late job was
+  still running at its last read before the end: at least that long); when
+  it speeds up, by 1 % per job duration, and only latency is lost. Reads
+  count from when they were sent: a slow answer says nothing of the job.
+* **Progress refines it.** A running job's status lists the records done
+  (:class:`JobProgress`): two reads give a rate and so a finish, and even one
+  read near the end says how little is left.
+* **A job running long is read more rarely.** Without a prediction the next
+  read comes after half the job's age (reads at ages 1, 1.5, 2.25, ...). A
+  prediction from progress is followed, but no later than the job's age
+  again (one made from little progress can be far off) and never sooner
+  than a twentieth of it; no read waits longer than ``max_seconds``. A job
+  stuck for the whole ``JOB_TIMEOUT_SECONDS`` (900 s) costs about 40 reads,
+  not the 450 of a fixed 2-second poll.
+* **Cold start.** Until a job has finished there is nothing to predict from:
+  the first read comes after ``initial_seconds``, then the backoff, until
+  progress shows or another job's end gives a prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from service.gameball.models import JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """The tunables of status reads (see the module docstring)."""
+
+    initial_seconds: float = 0.05
+    margin_seconds: float = 0.01
+    backoff: float = 0.5
+    """Without a prediction, the next read comes after this fraction of the job's age."""
+    max_fraction: float = 1.0
+    """With one, no later than this fraction of the job's age..."""
+    min_fraction: float = 0.05
+    """... and no sooner than this one."""
+    max_seconds: float = 30.0
+    first_read_done: float = 0.9
+    """The share of jobs the first read should find finished."""
+    learning_rate: float = 0.1
+
+
+class JobDurations:
+    """Seconds per record of recent jobs, at the quantile the first read aims for."""
+
+    __slots__ = ("_per_record", "_schedule", "_shrunk_at", "generation")
+
+    def __init__(self, schedule: PollSchedule) -> None:
+        self._schedule = schedule
+        self._per_record: float | None = None
+        self._shrunk_at = -math.inf
+        self.generation = 0
+        """Counts the increases: jobs predicted between two of them miss together."""
+
+    def predict(self, records: int) -> float | None:
+        """Seconds from the submission to the first read of ``records``; ``None``: no idea yet."""
+        if self._per_record is None:
+            return None
+        return self._per_record * records + self._schedule.margin_seconds
+
+    def learn(
+        self,
+        records: int,
+        *,
+        generation: int | None,
+        first_read_done: bool,
+        after: float | None,
+        by: float,
+        now: float,
+    ) -> None:
+        """A job of ``records`` ended ``after`` seconds from its submission (if known) and ``by``.
+
+        ``after`` is when the last read that saw it running was sent, ``by``
+        when the read that saw it ended was. ``after`` never overshoots, so it
+        is what a miss raises the estimate to; ``by`` may, when that read came
+        late (a busy loop, a short budget), and a prediction too late decays
+        slowly. The first job, with nothing better, starts it between the two.
+
+        ``generation`` is the one its first read was predicted with (``None``:
+        it was not). Jobs in flight together are predicted alike and miss or
+        hit together, so both steps count time, not jobs: the estimate grows
+        once for all the jobs predicted with it, and shrinks by its step once
+        per predicted job duration, however many jobs finish meanwhile. So
+        about ``1 - first_read_done`` of the jobs miss, at any concurrency.
+        """
+        count = max(1, records)
+        if self._per_record is None:
+            self._per_record = (by if after is None else (after + by) / 2) / count
+            return
+        if generation is None:  # its first read tested no prediction
+            return
+        rate, target = self._schedule.learning_rate, self._schedule.first_read_done
+        if first_read_done:
+            span = max(self._per_record * records, 1e-6)
+            share = min(1.0, (now - self._shrunk_at) / span)
+            self._shrunk_at = now
+            self._per_record *= (1 - rate * (1 - target)) ** share
+            return
+        if generation == self.generation:
+            self._per_record *= 1 + rate * target
+            self.generation += 1
+        if after is not None:
+            self._per_record = max(self._per_record, after / count)
+
+
+class JobProgress:
+    """Predicts a running job's finish from the records it reported, read after read."""
+
+    __slots__ = ("_first", "_submitted", "_total")
+
+    def __init__(self, total: int, submitted: float) -> None:
+        self._total = total
+        self._submitted = submitted
+        self._first: tuple[float, int] | None = None
+
+    def eta(self, now: float, status: JobStatus) -> float | None:
+        """Seconds until the job should be done, or ``None`` when nothing can be said yet.
+
+        With one read, the rate since the submission (queue time included, so
+        the answer errs late, and only the end of a job is told well); with
+        two, the rate between them.
+        """
+        done = status.reported
+        if done >= self._total:
+            return 0.0  # everything reported: the terminal status is due
+        if done <= 0:
+            return None
+        if self._first is None:
+            self._first = (now, done)
+            elapsed = now - self._submitted
+            return (self._total - done) * elapsed / done if elapsed > 0 else None
+        since, done_then = self._first
+        if done <= done_then or now <= since:
+            return None
+        rate = (done - done_then) / (now - since)
+        return (self._total - done) / rate
+
+
+class JobPolls:
+    """One job's status reads: when the next is due, and what the job taught."""
+
+    __slots__ = (
+        "_durations",
+        "_generation",
+        "_last_running",
+        "_progress",
+        "_records",
+        "_schedule",
+        "_submitted",
+        "reads",
+    )
+
+    def __init__(
+        self, schedule: PollSchedule, durations: JobDurations, records: int, submitted: float
+    ) -> None:
+        self._schedule = schedule
+        self._durations = durations
+        self._records = records
+        self._submitted = submitted
+        self._progress = JobProgress(records, submitted)
+        self._generation: int | None = None
+        self._last_running: float | None = None
+        self.reads = 0
+
+    def first_delay(self) -> float:
+        """Seconds from the submission to the first read."""
+        predicted = self._durations.predict(self._records)
+        if predicted is not None:
+            self._generation = self._durations.generation
+        return max(self._schedule.initial_seconds, predicted or 0.0)
+
+    def running(self, asked: float, answered: float, status: JobStatus) -> float:
+        """A read sent at ``asked`` found the job running: seconds from ``answered`` to the next.
+
+        The document tells the job's state as of when it was asked for: a
+        slow answer must not make the job look slower than it is, or the
+        predictions drift late by every round trip.
+        """
+        self.reads += 1
+        self._last_running = asked
+        schedule = self._schedule
+        age = asked - self._submitted
+        eta = self._progress.eta(asked, status)
+        predicted = self._durations.predict(self._records)
+        if eta is not None:
+            delay = min(eta + schedule.margin_seconds, schedule.max_fraction * age)
+        elif predicted is not None and predicted > age:
+            # No progress to go by, but jobs that finished meanwhile say when it should end.
+            delay = predicted - age
+        else:
+            delay = schedule.backoff * age
+        floor = max(schedule.initial_seconds, schedule.min_fraction * age)
+        return min(schedule.max_seconds, max(floor, asked + delay - answered))
+
+    def ended(self, asked: float, *, learn: bool) -> None:
+        """A read sent at ``asked`` found the job terminal; ``learn`` unless it says nothing."""
+        self.reads += 1
+        if not learn:
+            return
+        last = self._last_running
+        self._durations.learn(
+            self._records,
+            generation=self._generation,
+            first_read_done=self.reads == 1,
+            after=None if last is None else last - self._submitted,
+            by=asked - self._submitted,
+            now=asked,
+        )

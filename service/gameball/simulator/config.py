@@ -1,0 +1,83 @@
+"""What the simulator does: faults, latency, job durations, credentials and rate limits.
+
+Every field can be changed at run time through ``POST /_sim/config``
+(:func:`changed` checks the change first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+_RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
+_SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
+
+DOCUMENTED_LIMITS = {"limit_per_second": 30, "limit_per_window": 360, "limit_window_seconds": 30.0}
+"""Gameball's "Rate Limiting" page, for the resources not listed otherwise (the batch endpoints)."""
+
+
+@dataclass
+class SimulatorConfig:
+    """What the simulator does; every field can be changed at runtime via ``POST /_sim/config``.
+
+    ``limit_*`` enforce the API key's rate limits (0: none), see ``limits.py``;
+    ``limit_retry_after`` says whether their 429s carry ``Retry-After`` (the
+    real API documents none).
+    """
+
+    api_key: str = "demo-api-key"
+    secret_key: str = "demo-secret-key"  # noqa: S105 - the demo's published fake
+    latency_seconds: float = 0.0
+    job_duration_seconds: float = 0.0
+    record_failure_rate: float = 0.0
+    job_failure_rate: float = 0.0
+    stuck_job_rate: float = 0.0
+    stopped_job_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_seconds: float = 0.2
+    server_error_rate: float = 0.0
+    limit_per_second: int = 0
+    limit_per_window: int = 0
+    limit_window_seconds: float = 30.0
+    limit_retry_after: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in (*_RATES, "rate_limit_rate", "server_error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.rate_limit_rate + self.server_error_rate > 1.0:
+            raise ValueError("rate_limit_rate + server_error_rate must not exceed 1")
+        for name in _SECONDS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.limit_per_second < 0 or self.limit_per_window < 0:
+            raise ValueError("limit_per_second and limit_per_window must not be negative")
+        if self.limit_window_seconds <= 0:
+            raise ValueError("limit_window_seconds must be positive")
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.limit_per_second or self.limit_per_window)
+
+
+def changed(config: SimulatorConfig, changes: dict[str, Any]) -> SimulatorConfig:
+    """``config`` with ``changes`` (field -> JSON value); ``ValueError`` names what is wrong."""
+    names = {f.name for f in dataclasses.fields(SimulatorConfig)}
+    for name, value in changes.items():
+        if name not in names:
+            raise ValueError(f"unknown setting {name!r}")
+        if name in ("api_key", "secret_key"):
+            ok = isinstance(value, str)
+        elif name == "seed":
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif name == "limit_retry_after":
+            ok = isinstance(value, bool)
+        elif name in ("limit_per_second", "limit_per_window"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"{name}: wrong type {type(value).__name__}")
+    return dataclasses.replace(config, **changes)

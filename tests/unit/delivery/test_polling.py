@@ -1,0 +1,167 @@
+"""Status reads on a fake clock: about one per job of steady duration, few for a long one."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from service.delivery.polling import JobDurations, JobPolls, JobProgress, PollSchedule
+from service.gameball.models import JobStatus
+
+SCHEDULE = PollSchedule()
+QUEUED = 0.1  # like the simulator (and the seeds): queued for a tenth, then records one by one
+
+
+def status(done: int, state: str = "running") -> JobStatus:
+    entries = [{"customerId": f"c{i}", "message": "ok"} for i in range(done)]
+    document = {"status": state, "response": {"successful": entries, "failed": []}}
+    return JobStatus.read(orjson.dumps(document))
+
+
+def done_at(age: float, duration: float, records: int) -> int:
+    if age <= duration * QUEUED:
+        return 0
+    return min(records, int(records * (age - duration * QUEUED) / (duration * (1 - QUEUED))))
+
+
+@dataclass
+class Run:
+    """Status reads per job, and seconds each job was noticed after it finished."""
+
+    reads: list[int]
+    late: list[float]
+    end: float
+
+    def mean_reads(self, skip: int = 0) -> float:
+        return sum(self.reads[skip:]) / len(self.reads[skip:])
+
+    def mean_late(self, skip: int = 0) -> float:
+        return sum(self.late[skip:]) / len(self.late[skip:])
+
+
+def run(
+    durations: JobDurations,
+    duration: float,
+    jobs: int,
+    *,
+    in_flight: int = 1,
+    records: int = 1000,
+    start: float = 0.0,
+) -> Run:
+    """``jobs`` simulated jobs, ``in_flight`` at a time (a new one as one ends), on a fake clock."""
+    events: list[tuple[float, int, JobPolls, float]] = []
+    order = itertools.count()
+    result = Run([], [], start)
+    submitted = 0
+
+    def submit(at: float) -> None:
+        nonlocal submitted
+        submitted += 1
+        polls = JobPolls(SCHEDULE, durations, records, submitted=at)
+        heapq.heappush(events, (at + polls.first_delay(), next(order), polls, at))
+
+    for slot in range(min(in_flight, jobs)):  # spread over a job's duration, as a stream is
+        submit(start + duration * slot / in_flight)
+    while events:
+        now, _, polls, at = heapq.heappop(events)
+        age = now - at
+        if age >= duration:
+            polls.ended(now, learn=True)
+            result.reads.append(polls.reads)
+            result.late.append(age - duration)
+            result.end = now
+            if submitted < jobs:
+                submit(now)
+            continue
+        delay = polls.running(now, now, status(done_at(age, duration, records)))
+        heapq.heappush(events, (now + delay, next(order), polls, at))
+    return result
+
+
+def test_a_job_of_steady_duration_costs_about_one_status_read() -> None:
+    jobs = run(JobDurations(SCHEDULE), 2.0, 300)
+    assert jobs.reads[0] > 2, "the first job has nothing to go by"
+    assert jobs.mean_reads(skip=1) <= 1.15
+    # ... and it is noticed soon after it ended (about 5 % of its duration on average).
+    assert jobs.mean_late(skip=1) < 0.1
+
+
+@pytest.mark.parametrize("in_flight", [4, 7, 16])
+def test_so_does_a_job_among_many_in_flight_which_are_predicted_alike(in_flight: int) -> None:
+    # Jobs in flight together are predicted with the same estimate and miss together:
+    # counted job by job, the estimate would lurch up at every batch of misses and take
+    # many jobs to come down (latency), or come down too fast (reads).
+    jobs = run(JobDurations(SCHEDULE), 2.0, 100 * in_flight, in_flight=in_flight)
+    assert jobs.mean_reads(skip=2 * in_flight) <= 1.15
+    assert jobs.mean_late(skip=2 * in_flight) < 0.1
+
+
+def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up() -> None:
+    durations = JobDurations(SCHEDULE)
+    steady = run(durations, 2.0, 50)
+    slow = run(durations, 6.0, 50, start=steady.end)
+    assert slow.reads[0] <= 3, "the first slow job is found by its progress"
+    assert slow.mean_reads(skip=5) <= 1.2
+    fast = run(durations, 1.0, 300, start=slow.end)
+    assert all(reads == 1 for reads in fast.reads[:100]), "a faster API costs no extra reads"
+    assert fast.late[0] > 4.0, "only latency, at first"
+    assert fast.mean_late(skip=200) < 0.1, "which wears off, 1 % a job"
+    assert fast.mean_reads(skip=200) <= 1.2
+
+
+def test_the_prediction_is_per_record_so_a_small_batch_is_read_sooner() -> None:
+    durations = JobDurations(SCHEDULE)
+    run(durations, 2.0, 30)
+    full = durations.predict(1000)
+    small = durations.predict(100)
+    assert full is not None
+    assert small is not None
+    assert small == pytest.approx(full / 10, abs=0.02)
+
+
+def test_jobs_started_before_any_finished_follow_the_first_that_does() -> None:
+    durations = JobDurations(SCHEDULE)
+    waiting = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    assert waiting.first_delay() == SCHEDULE.initial_seconds  # nothing to go by yet
+    run(durations, 2.0, 1)  # another job, submitted at the same time, ends
+    # Still queued, no progress: its next read goes where the finished job says.
+    delay = waiting.running(0.05, 0.05, status(0, "queued"))
+    assert delay == pytest.approx(durations.predict(1000) - 0.05)  # type: ignore[operator]
+
+
+def test_a_job_that_runs_long_is_read_more_and_more_rarely() -> None:
+    durations = JobDurations(SCHEDULE)
+    run(durations, 2.0, 20)
+    polls = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    now, gaps = polls.first_delay(), []
+    while now < 900.0:  # JOB_TIMEOUT_SECONDS: stuck halfway, as the simulator's stuck jobs are
+        gap = polls.running(now, now, status(500))
+        gaps.append(gap)
+        now += gap
+    assert len(gaps) <= 45  # polled every 50 ms, as before, it would be 18,000
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(gaps)), "never more often than before"
+    assert max(gaps) == SCHEDULE.max_seconds
+
+
+def test_a_job_reporting_everything_but_not_yet_terminal_is_not_hammered() -> None:
+    polls = JobPolls(SCHEDULE, JobDurations(SCHEDULE), 1000, submitted=0.0)
+    polls.first_delay()
+    # The progress says "due now" at every read; the age decides how often anyway.
+    assert polls.running(40.0, 40.0, status(1000)) == pytest.approx(2.0)
+
+
+def test_progress_predicts_the_finish_from_one_read_near_the_end_and_from_two_anywhere() -> None:
+    progress = JobProgress(total=1000, submitted=0.0)
+    assert progress.eta(0.05, status(0, "queued")) is None
+    # One read: the rate since the submission (queue time included, so it errs late).
+    one = progress.eta(1.9, status(944))
+    assert one == pytest.approx(56 * 1.9 / 944)
+    # Two reads: the rate between them. 250 more records in 0.05 s... say 2,500/s.
+    two = JobProgress(total=1000, submitted=0.0)
+    two.eta(0.125, status(150))
+    assert two.eta(0.225, status(400)) == pytest.approx(600 / 2500)
+    assert two.eta(0.3, status(1000)) == 0.0  # everything reported: read soon
