@@ -57,7 +57,9 @@ def test_lag_is_the_brokers_end_offset_minus_the_committed_offset(
         # From now on jobs never finish: records are consumed but nothing settles, so the
         # committed offsets stay where they are while the log grows.
         simulator.state.update_config({"stuck_job_rate": 1.0})
-        produce(broker.bootstrap, topic, generate(150, 150, seed=4), partitions=PARTITIONS)
+        # Distinct customers: a change superseding another would settle as coalesced.
+        distinct = generate(150, 10**6, seed=4, prefix="d")
+        produce(broker.bootstrap, topic, distinct, partitions=PARTITIONS)
         wait_for(
             lambda: service.metric("customer_sync_records_consumed_total") == 450,
             30,
