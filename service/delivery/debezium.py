@@ -101,7 +101,6 @@ _LOGICAL: dict[str, ColumnType] = {
     "io.debezium.data.Json": ColumnType(Kind.JSON),
 }
 DECIMAL_NAME = "org.apache.kafka.connect.data.Decimal"
-
 STATED_TYPES: dict[str, ColumnType] = {
     "date": _LOGICAL["io.debezium.time.Date"],
     "timestamp-millis": _LOGICAL["io.debezium.time.Timestamp"],
@@ -110,6 +109,7 @@ STATED_TYPES: dict[str, ColumnType] = {
     "decimal": ColumnType(Kind.DECIMAL_TEXT),  # with ``scale``: base64 (precise mode)
     "json": _LOGICAL["io.debezium.data.Json"],
     **_LOGICAL,
+    DECIMAL_NAME: ColumnType(Kind.DECIMAL_TEXT),
 }
 """Types a mapping file may state for a column (``type:``), for events without a schema."""
 

@@ -129,7 +129,6 @@ class Decoder:
             value = value[3:]
         event: Any = None
         plan = None
-        start = 0  # where the payload begins in ``value``
         if value.startswith(_SCHEMA_PREFIX) and value.endswith(b"}"):
             start, plan = self._known_schema(value)
             if plan is not None:
@@ -138,7 +137,6 @@ class Decoder:
                 except orjson.JSONDecodeError:
                     plan = None  # not the JSON converter's shape after all: parse it whole
         if plan is None:
-            start = 0
             try:
                 event = orjson.loads(value)
             except orjson.JSONDecodeError as exc:

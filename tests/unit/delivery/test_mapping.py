@@ -25,6 +25,7 @@ custom.tier: tier
 custom.balance: {column: balance, type: decimal, scale: 2}
 custom.points: {column: points, type: decimal}
 custom.since: {column: since, type: date}
+custom.credit: {column: credit, type: org.apache.kafka.connect.data.Decimal, scale: 1}
 """
 
 
@@ -48,6 +49,7 @@ def test_a_mapping_file_states_types_and_feeds_custom_attributes(tmp_path: Path)
         "balance": "MDk=",  # 123.45 as Debezium's precise mode writes it, schemas off
         "points": "98765.4321",  # decimal.handling.mode=string
         "since": 19000,
+        "credit": "/w==",  # -1 at scale 1
         "email": "ignored@example.com",  # email is mapped: no fallback to the name
         "name": "Ada",  # not mapped: matched by name
         "notes": "never sent",  # not an API field, not mapped to custom
@@ -62,6 +64,7 @@ def test_a_mapping_file_states_types_and_feeds_custom_attributes(tmp_path: Path)
             "balance": decimal.Decimal("123.45"),
             "points": decimal.Decimal("98765.4321"),
             "since": "2022-01-08",
+            "credit": decimal.Decimal("-0.1"),
         },
     }
 
