@@ -148,9 +148,9 @@ class Settings(BaseSettings):
     commit_metadata_max_bytes: int = Field(
         default=4096,
         ge=0,
-        description="the largest commit metadata (the ledger of what is settled above the "
-        "committed offset) per partition; keep at or below the brokers' "
-        "`offset.metadata.max.bytes` (4096 by default); 0 commits none",
+        description="the brokers' `offset.metadata.max.bytes` (4096 by default), or less: the "
+        "commit metadata per partition (the ledger of what is settled above the committed "
+        "offset) stays shorter than this, as the broker requires; 0 commits none",
     )
     delete_policy: Literal["skip", "dead-letter"] = Field(
         default="skip", description="what a Debezium delete (`op: d`) does: `skip` or `dead-letter`"

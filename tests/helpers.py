@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from service.delivery.ledger import encode
+from service.delivery.offsets import Mark
 
 T = TypeVar("T")
 
@@ -28,3 +32,16 @@ async def eventually(condition: Callable[[], bool], within: float = 10.0) -> Non
         # The condition is state another task (or process) changes: nothing to await on.
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def marks_whose_full_ledger_is(length: int) -> bytes:
+    """Settled marks whose full ledger (no jobs) is exactly ``length`` characters long."""
+    rng = random.Random(4)
+    outcomes = (Mark.SUCCEEDED, Mark.COALESCED, Mark.SKIPPED, Mark.DEAD_LETTERED)
+    marks = bytearray()
+    while True:
+        marks.extend(rng.choices(outcomes, k=8))
+        text, _ = encode(len(marks), {}, bytes(marks), limit=1 << 20)
+        if len(text) == length:
+            return bytes(marks)
+        assert len(text) < length, "stepped over the length; change the seed"

@@ -1,8 +1,10 @@
 """The ledger: a partition's window packed into its offset commit's metadata, and back.
 
 An offset commit may carry a string per partition (``OffsetCommitRequest``'s
-metadata, kept by the group coordinator with the offset, up to the broker's
-``offset.metadata.max.bytes``, 4,096 by default). The service puts there what
+metadata, kept by the group coordinator with the offset, shorter than the
+broker's ``offset.metadata.max.bytes``, 4,096 by default: Apache Kafka 4.1
+refuses a string of exactly that length with ``OFFSET_METADATA_TOO_LARGE``,
+so ``limit`` here is that setting and the ledger stays below it). The service puts there what
 the committed offset alone cannot say (see ``offsets.py``): one mark per
 offset from the committed one up to the last consumed one (settled and how,
 pending, or carried by a job still in flight), and the ids of those jobs. A
@@ -53,7 +55,10 @@ class Ledger:
 
 
 def encode(length: int, jobs: dict[int, str], marks: bytes, limit: int) -> tuple[str, Level]:
-    """The metadata string for a window, at the richest level that fits ``limit`` characters."""
+    """The metadata string for a window, at the richest level shorter than ``limit`` characters.
+
+    ``limit`` is the brokers' ``offset.metadata.max.bytes``: a string that long is refused.
+    """
     head = _varint(length) + _varint(len(jobs))
     for slot, job_id in sorted(jobs.items()):
         raw = job_id.encode()
@@ -63,7 +68,7 @@ def encode(length: int, jobs: dict[int, str], marks: bytes, limit: int) -> tuple
         text = PREFIX + base64.urlsafe_b64encode(
             zlib.compress(bytes([flag]) + head + body, 6)
         ).decode("ascii")
-        if len(text) <= limit:
+        if len(text) < limit:
             return text, level
     return "", "none"
 

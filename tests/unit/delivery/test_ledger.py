@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from service.delivery.ledger import decode, encode
 from service.delivery.offsets import Mark
+from tests.helpers import marks_whose_full_ledger_is
 
 LIMIT = 4096  # the broker's default offset.metadata.max.bytes
 
@@ -84,3 +85,14 @@ def test_a_window_too_big_for_the_limit_keeps_its_jobs() -> None:
 def test_too_many_jobs_for_the_limit_commit_no_ledger() -> None:
     jobs = {slot: job_id() * 4 for slot in range(40)}
     assert encode(10, jobs, bytes(10), limit=1024) == ("", "none")
+
+
+def test_a_ledger_as_long_as_the_brokers_limit_is_not_committed_whole() -> None:
+    """Apache Kafka refuses metadata as long as ``offset.metadata.max.bytes`` (4.1, measured):
+    a ledger of exactly the limit would fail the whole partition's commit."""
+    marks = marks_whose_full_ledger_is(LIMIT)
+    text, level = encode(len(marks), {}, marks, LIMIT)
+    assert level == "jobs"
+    assert len(text) < LIMIT
+    marks = marks_whose_full_ledger_is(LIMIT - 4)
+    assert encode(len(marks), {}, marks, LIMIT)[1] == "full"
