@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
+from typing import Any
 
 import httpx
 import pytest
@@ -54,6 +56,29 @@ async def test_submit_poll_and_stop(simulator: RunningSimulator) -> None:
         await client.stop(job_id)  # idempotent on a finished job
         with pytest.raises(JobNotFound):
             await client.status("no-such-job")
+    finally:
+        await client.aclose()
+
+
+async def test_a_request_searches_no_module_path(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without sniffio, httpcore looks for it on sys.path several times per request (33 us
+    each): a request, once the client is warm, must import nothing."""
+    client = client_for(simulator)
+    try:
+        job_id = await client.submit(BODY)
+        searched: list[str] = []
+        find_spec = importlib.machinery.PathFinder.find_spec
+
+        def spy(name: str, *args: Any, **kwargs: Any) -> Any:
+            searched.append(name)
+            return find_spec(name, *args, **kwargs)
+
+        monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", spy)
+        await client.status(job_id)
+        await client.submit(BODY)
+        assert searched == []
     finally:
         await client.aclose()
 
