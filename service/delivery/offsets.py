@@ -162,7 +162,9 @@ class OffsetTracker:
 
     def takes_all(self, records: Iterable[PendingRecord]) -> bool:
         """Whether every record may still be delivered by this instance (see :meth:`takes`)."""
-        return all(self.takes((r.topic, r.partition), r.generation) for r in records)
+        # A batch spans a few partitions and one generation each: check those, not each record.
+        assignments = {(r.topic, r.partition, r.generation) for r in records}
+        return all(self.takes((topic, p), generation) for topic, p, generation in assignments)
 
     def revoke(self, tp: TopicPartition) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
+from service.delivery.records import PendingRecord
 
 TP = ("t", 0)
 
@@ -280,3 +281,27 @@ def test_a_closing_partition_settles_what_ends_but_takes_no_new_work() -> None:
     assert marks(tracker) == {TP: 1}
     tracker.assign(TP)  # assigned again later: a fresh start, open
     assert tracker.takes(TP, tracker.track(TP, 5))
+
+
+def test_a_batch_is_deliverable_only_while_every_partition_and_generation_is_current() -> None:
+    tracker = OffsetTracker()
+    one, two = ("t", 1), ("t", 2)
+    tracker.assign(TP)
+    tracker.assign(one)
+    tracker.assign(two)
+
+    def record(tp: TopicPartition, offset: int) -> PendingRecord:
+        generation = tracker.track(tp, offset)
+        return PendingRecord(
+            tp[0], tp[1], offset, 0, None, b"{}", f"c{offset}", b"{}", 0, 0, 0.0, generation
+        )
+
+    batch = [record(tp, offset) for offset in range(100) for tp in (TP, one)]
+    assert tracker.takes_all(batch)
+    tracker.close([two])  # a partition the batch does not carry
+    assert tracker.takes_all(batch)
+    tracker.close([one])
+    assert not tracker.takes_all(batch)
+    tracker.assign(one)  # back again, a new generation: the batch's records are stale
+    assert not tracker.takes_all(batch)
+    assert tracker.takes_all([r for r in batch if r.partition == 0])
