@@ -165,3 +165,20 @@ def test_progress_predicts_the_finish_from_one_read_near_the_end_and_from_two_an
     two.eta(0.125, status(150))
     assert two.eta(0.225, status(400)) == pytest.approx(600 / 2500)
     assert two.eta(0.3, status(1000)) == 0.0  # everything reported: read soon
+
+
+def test_a_small_job_of_an_api_with_fixed_job_times_does_not_stall_the_full_ones() -> None:
+    """Seen on Apache Kafka after a rebalance: a job carrying a revoked batch's remainder
+    (70 records) ran the simulator's fixed 2 s; counted per record, it put the next
+    1,000-record jobs' first reads 27 s out, and they stayed there."""
+    durations = JobDurations(SCHEDULE)
+    steady = run(durations, 2.0, 30)
+    # Read soon (predicted per record), found running: a miss, and the last read seeing it
+    # running came late in its 2 s.
+    small = run(durations, 2.0, 3, records=70, start=steady.end)
+    full = durations.predict(1000)
+    assert full is not None
+    assert full < 2.5
+    jobs = run(durations, 2.0, 30, start=small.end)
+    assert jobs.mean_reads() <= 1.15
+    assert jobs.mean_late() < 0.1
