@@ -8,8 +8,9 @@ records/s, and every extra read is records not delivered. So:
 * **The first read lands just after the predicted finish.**
   :class:`JobDurations` learns how long jobs take per record from the jobs
   that finished (a job much smaller than the others only as a lower bound,
-  counted as large as they are: its fixed cost is not a slow rate). It has to live with censoring: a job found finished at the
-  first read only says "at most this long". So the estimate tracks a
+  counted as large as they are: its fixed cost is not a slow rate). It has
+  to live with censoring: a job found finished at the first read only says
+  "at most this long". So the estimate tracks a
   quantile instead of a mean: it shrinks a little (1 %) when first reads
   find jobs done and grows (9 %) when one does not, which settles where
   ``first_read_done`` (90 %) of first reads find the job done: a job of
