@@ -397,6 +397,9 @@ class Bench:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 100,
                 "queued.max.messages.kbytes": 65536,
+                # Without it a full queue stops fetching for a second: the ceiling would be
+                # librdkafka's backoff, not the cost of consuming (the service sets it too).
+                "fetch.queue.backoff.ms": 20,
             }
         )
         consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from confluent_kafka import Producer
 
 from service.config import load_settings
 from service.errors import ConfigError
+from tests.helpers import wait_for
 
 BASE = {
     "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
@@ -177,3 +181,32 @@ def test_the_limits_and_the_share_of_the_key_are_settings() -> None:
         load_settings({**BASE, "GAMEBALL_KEY_SHARE": "0"})
     with pytest.raises(ConfigError, match=r"^GAMEBALL_QUOTA_REQUESTS is invalid"):
         load_settings({**BASE, "GAMEBALL_QUOTA_REQUESTS": "0"})
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "KAFKA_CLIENT_FETCH_QUEUE_BACKOFF_MS",
+        "KAFKA_CLIENT_QUEUED_MAX_MESSAGES_KBYTES",
+        "KAFKA_CLIENT_FETCH_MAX_BYTES",
+        "KAFKA_CLIENT_SESSION_TIMEOUT_MS",
+    ],
+)
+def test_a_consumer_tuning_does_not_reach_the_dead_letter_producer(variable: str) -> None:
+    """librdkafka warns (CONFWARN) at start for each consumer property a producer gets. A
+    consumer-only property added on purpose says when the warnings have been served."""
+    warnings: list[str] = []
+    logger = logging.getLogger("test-producer-config")
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "CONFWARN" in record.getMessage():
+                warnings.append(record.getMessage())
+
+    logger.addHandler(Keep())
+    config = load_settings({**BASE, variable: "1000"}).producer_config()
+    producer = Producer({**config, "check.crcs": True, "logger": logger})
+    # Every CONFWARN is queued while the producer is built: served once none is left.
+    wait_for(lambda: producer.poll(0.05) == 0 and warnings, 10, "the sentinel's CONFWARN")
+    assert len(warnings) == 1, warnings
+    assert "check.crcs" in warnings[0]
