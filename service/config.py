@@ -57,18 +57,18 @@ _CONSUMER_DEFAULTS: dict[str, str | int | bool] = {
     "max.poll.interval.ms": 300000,
     "fetch.min.bytes": 1,
     "fetch.wait.max.ms": 100,
-    # One fetch request is in flight per broker: a deeper local queue and bigger
-    # per-partition fetches keep the consumer fed between responses. Measured on
-    # the CPU-bound benchmark: 16 MB/1 MB gave ~39k records/s with the loop idle a
-    # third of the time, 32 MB/4 MB ~46-50k, for ~40 MB more peak RSS.
-    "queued.max.messages.kbytes": 32768,
-    "max.partition.fetch.bytes": 4194304,
+    # The prefetch: librdkafka fetches until its queue holds queued.max.messages.kbytes,
+    # then waits fetch.queue.backoff.ms (1 s by default) before fetching those partitions
+    # again (librdkafka #2879). With Debezium-sized records (2.2 kB) a round of fetches
+    # filled the queue and the consumer starved for most of each second: the loop waited
+    # on consume() 65 % of the time. Measured on the CPU-bound and backlog benchmarks
+    # (records/s until the last was read; peak RSS in the backlog):
+    #   32 MB queue, 4 MB per partition, 1 s backoff:  22k and 20k, 220 MB
+    #   32 MB, 4 MB, 20 ms:                            46k and 25k, 240 MB
+    #    8 MB, 1 MB, 20 ms:                            46k and 28k, 181 MB
+    "queued.max.messages.kbytes": 8192,
+    "max.partition.fetch.bytes": 1048576,
     "fetch.max.bytes": 16777216,
-    # Once the queue holds that much, librdkafka waits fetch.queue.backoff.ms (1 s by
-    # default) before it fetches those partitions again: with Debezium-sized records
-    # (2.2 kB) one round of fetches nearly fills 32 MB, and the consumer then starved
-    # for most of each second (librdkafka #2879). Measured on the CPU-bound benchmark:
-    # 23k records/s with the loop waiting on consume() 65 % of the time; 47k at 20 ms.
     "fetch.queue.backoff.ms": 20,
 }
 
