@@ -203,10 +203,14 @@ def test_a_consumer_tuning_does_not_reach_the_dead_letter_producer(variable: str
             if "CONFWARN" in record.getMessage():
                 warnings.append(record.getMessage())
 
-    logger.addHandler(Keep())
-    config = load_settings({**BASE, variable: "1000"}).producer_config()
-    producer = Producer({**config, "check.crcs": True, "logger": logger})
-    # Every CONFWARN is queued while the producer is built: served once none is left.
-    wait_for(lambda: producer.poll(0.05) == 0 and warnings, 10, "the sentinel's CONFWARN")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        config = load_settings({**BASE, variable: "1000"}).producer_config()
+        producer = Producer({**config, "check.crcs": True, "logger": logger})
+        # Every CONFWARN is queued while the producer is built: served once none is left.
+        wait_for(lambda: producer.poll(0.05) == 0 and warnings, 10, "the sentinel's CONFWARN")
+    finally:
+        logger.removeHandler(keep)
     assert len(warnings) == 1, warnings
     assert "check.crcs" in warnings[0]
