@@ -63,15 +63,19 @@ class PollSchedule:
     learning_rate: float = 0.1
 
 
+_REFERENCE_FADE = 0.95
+"""Per job learnt: how fast the reference size forgets a larger job."""
+
+
 class JobDurations:
     """Seconds per record of recent jobs, at the quantile the first read aims for."""
 
-    __slots__ = ("_largest", "_per_record", "_schedule", "_shrunk_at", "generation")
+    __slots__ = ("_per_record", "_reference", "_schedule", "_shrunk_at", "generation")
 
     def __init__(self, schedule: PollSchedule) -> None:
         self._schedule = schedule
         self._per_record: float | None = None
-        self._largest = 1  # records of the largest job learnt from
+        self._reference = 1.0  # records of the largest recent job (see learn)
         self._shrunk_at = -math.inf
         self.generation = 0
         """Counts the increases: jobs predicted between two of them miss together."""
@@ -112,7 +116,10 @@ class JobDurations:
         # fixed), so a small one, a resubmission's remainder say, seen running after 2 s
         # would otherwise claim 1,000-record jobs take 30 s, and the estimate, which comes
         # down 1 % per job duration, would hold every first read that late for an hour.
-        self._largest = count = max(self._largest, records)
+        # The reference is the largest recent job, fading 5 % a job: a lasting change of
+        # size (a trickle of small batches after a backlog) becomes the norm in ~30 jobs,
+        # or its first reads would all come a little early, two reads a job.
+        self._reference = count = max(float(records), self._reference * _REFERENCE_FADE)
         if self._per_record is None:
             self._per_record = (by if after is None else (after + by) / 2) / count
             return
