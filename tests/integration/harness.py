@@ -87,14 +87,8 @@ def produce(bootstrap: str, topic: str, events: Iterable[Event], *, partitions: 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
     """The group's committed offsets (asked again while its coordinator loads or moves)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = committed_offsets(
-            consumer, [TopicPartition(topic, p) for p in range(partitions)], timeout=20
-        )
-    finally:
-        consumer.close()
-    return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+    held = committed_metadata(bootstrap, group, topic, partitions)
+    return {partition: offset for partition, (offset, _) in held.items()}
 
 
 def committed_metadata(

@@ -14,24 +14,23 @@ from service.config import Settings
 from service.delivery.ledger import decode, encode
 from tests.brokers.apache import KafkaNode
 from tests.helpers import marks_whose_full_ledger_is
-from tests.integration.harness import unique
+from tests.integration.harness import committed_metadata, unique
 
 pytestmark = pytest.mark.integration
 
 LIMIT = Settings.model_fields["commit_metadata_max_bytes"].default  # the brokers' default
 
 
-def commit(broker: KafkaNode, topic: str, group: str, metadata: str) -> str | None:
+def commit(broker: KafkaNode, topic: str, group: str, metadata: str) -> str:
     """Commit offset 1 of partition 0 with ``metadata``; what the group then holds."""
     consumer = Consumer(
         {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False}
     )
     try:
         consumer.commit(offsets=[TopicPartition(topic, 0, 1, metadata)], asynchronous=False)
-        (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=30)
-        return committed.metadata
     finally:
         consumer.close()
+    return committed_metadata(broker.bootstrap, group, topic, 1)[0][1]
 
 
 def test_the_longest_ledger_the_service_commits_is_accepted(broker: KafkaNode) -> None:
