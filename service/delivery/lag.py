@@ -9,8 +9,10 @@ never come (compacted away) that it has caught up with the log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from service.delivery.consumer import KafkaThread
 from service.delivery.offsets import OffsetTracker, TopicPartition
 from service.delivery.takeover import Takeovers
 from service.metrics import Metrics
@@ -32,11 +34,15 @@ class Lag:
         self._metrics = metrics
         self._last = 0.0
 
-    def due(self, now: float) -> bool:
+    async def refresh(self, kafka: KafkaThread, owned: set[TopicPartition]) -> None:
+        """Every ``LAG_INTERVAL``: read the high watermarks on the Kafka thread, then update."""
+        now = time.monotonic()
         if now - self._last < LAG_INTERVAL:
-            return False
+            return
         self._last = now
-        return True
+        partitions = sorted(owned)
+        highs = await kafka.call(self.read, partitions)
+        self.update(dict(zip(partitions, highs, strict=True)), owned)
 
     def read(self, partitions: list[TopicPartition]) -> list[int | None]:
         """On the Kafka thread: the cached high watermark of each partition."""

@@ -80,6 +80,7 @@ _SETTLED_RUN = re.compile(rb"[\x01-\x05]*")
 _TRIM_AT = 1 << 14  # settled marks kept before the window is cut back to the watermark
 
 _generations = itertools.count(1)
+_ANY_FETCH = 1 << 62  # a fetch of unknown generation (tests): every assignment's
 
 
 @dataclass(slots=True)
@@ -121,6 +122,8 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionOffsets] = {}
         self._closing: set[TopicPartition] = set()
+        self.newest_generation = 0
+        """The generation of the latest assignment; a fetch carries it (:meth:`track`)."""
 
     def assign(
         self, tp: TopicPartition, committed: int | None = None, *, holding: bool = False
@@ -133,6 +136,7 @@ class OffsetTracker:
         die first.
         """
         state = _PartitionOffsets(holding=holding)
+        self.newest_generation = state.generation
         if committed is not None and committed >= 0:
             state.base = state.committed = committed
         self._partitions[tp] = state
@@ -174,14 +178,17 @@ class OffsetTracker:
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
-    def track(self, tp: TopicPartition, offset: int) -> int:
+    def track(self, tp: TopicPartition, offset: int, fetched: int = _ANY_FETCH) -> int:
         """Start tracking a consumed record; return its generation, or 0 when it is not ours.
 
-        Not ours: its partition was revoked after the fetch, or it was re-fetched
-        after a seek and is already tracked (and so already on its way).
+        Not ours: its partition was revoked after the fetch, or assigned again
+        since (a generation newer than ``fetched``, the newest when the fetch
+        returned: the record belongs to the earlier assignment, and the new one
+        re-reads it from its committed offset), or it was re-fetched after a
+        seek and is already tracked (and so already on its way).
         """
         state = self._partitions.get(tp)
-        if state is None or tp in self._closing:
+        if state is None or state.generation > fetched or tp in self._closing:
             return 0
         if state.base is None:
             state.base = offset
@@ -216,11 +223,12 @@ class OffsetTracker:
         if state.done <= index < len(state.marks):
             state.marks[index] = outcome
 
-    def carried(self, job_id: str, records: Iterable[tuple[TopicPartition, int, int]]) -> None:
-        """A job was created for these ``(partition, offset, generation)`` records."""
-        for tp, offset, generation in records:
+    def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
+        """A job was created for these records (a stale generation's copies are not ours)."""
+        for record in records:
+            tp, offset = (record.topic, record.partition), record.offset
             state = self._partitions.get(tp)
-            if state is None or state.base is None or state.generation != generation:
+            if state is None or state.base is None or state.generation != record.generation:
                 continue
             slot = state.slots.get(job_id)
             if slot is None:
@@ -233,9 +241,10 @@ class OffsetTracker:
             if state.done <= index < len(state.marks) and state.marks[index] == Mark.PENDING:
                 state.marks[index] = Mark.JOB + slot
 
-    def ended(self, job_id: str, records: Iterable[tuple[TopicPartition, int]]) -> None:
+    def ended(self, job_id: str, records: Iterable[PendingRecord]) -> None:
         """A job ended: what it did not settle is pending again, and its slot is free."""
-        for tp, offset in records:
+        for record in records:
+            tp, offset = (record.topic, record.partition), record.offset
             state = self._partitions.get(tp)
             if state is None or state.base is None:
                 continue

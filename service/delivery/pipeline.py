@@ -21,10 +21,10 @@ librdkafka runs the rebalance callbacks (handed to the loop, see
 
 Tasks on the loop:
 
-* **fetch** — consumes up to ``CONSUME_MAX`` records and ingests them in
-  slices; pauses all partitions when the buffer reaches
-  ``MAX_BUFFERED_RECORDS`` (membership is kept: ``consume`` keeps being
-  called) and resumes below half of it;
+* **fetch** — consumes up to ``CONSUME_MAX`` records (the next fetch already
+  asked for) and ingests them in slices; pauses all partitions when the buffer
+  reaches ``MAX_BUFFERED_RECORDS`` (membership is kept: ``consume`` keeps
+  being called) and resumes below half of it;
 * **dispatch** — takes batches when one is due and a job slot is free;
 * **one task per batch** — :meth:`JobTracker.deliver`, then settle;
 * **commit** — :class:`~service.delivery.commits.Committer`;
@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import cast
 
 import structlog
@@ -44,10 +45,10 @@ from service.config import Settings
 from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batch, Batcher
 from service.delivery.commits import Committer
-from service.delivery.consumer import KafkaThread, SourceConsumer
+from service.delivery.consumer import KafkaThread, Message, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
 from service.delivery.decoding import Decoder
-from service.delivery.ingest import Ingestor
+from service.delivery.ingest import INGEST_SLICE, Ingestor
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
 from service.delivery.lag import Lag
 from service.delivery.mapping import load_field_mapping
@@ -68,17 +69,7 @@ log = structlog.get_logger(__name__)
 
 CONSUME_MAX = 2000
 CONSUME_TIMEOUT = 0.1
-INGEST_SLICE = 250
-"""Records ingested between two yields to the loop (~2-3 ms of CPU).
-
-A fetch of ``CONSUME_MAX`` records decoded in one go held the loop for
-20-40 ms, and a job's HTTP exchange needs several loop turns (a 200 KB POST,
-a 64 KB status document): under a backlog, the benchmark saw status and
-submit requests take 150-220 ms for jobs the API finished at once. Slicing
-brought them to 55-90 ms.
-"""
 HOUSEKEEPING_INTERVAL = 0.02
-CREDENTIALS_RECHECK = 15.0
 TASKS_EXIT_WAIT = 2.0
 
 
@@ -124,7 +115,7 @@ class Pipeline:
             max_submit_attempts=settings.max_submit_attempts,
             poll=poll,
             on_created=self._job_created,
-            on_ended=self._job_ended,
+            on_ended=self._offsets.ended,
             owns=self._offsets.takes_all,
         )
         self._dead_letters = DeadLetterWriter(
@@ -211,7 +202,7 @@ class Pipeline:
             asyncio.create_task(self._dispatch(), name="dispatch"),
             asyncio.create_task(self._committer.run(), name="commit"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self._watch_credentials(), name="credentials"),
+            asyncio.create_task(self._client.watch_credentials(), name="credentials"),
         ]
         stopped = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait(
@@ -284,39 +275,60 @@ class Pipeline:
     async def _fetch(self) -> None:
         """Consume, ingest, and do every other consumer call on the Kafka thread.
 
-        ``pause``, ``resume`` and the watermark lookups go through the Kafka
-        thread too, between two ``consume`` calls: made from the loop while that
-        thread sits in a rebalance callback (waiting for the loop), librdkafka
-        blocks them, and the two threads would wait for each other forever.
+        The next fetch is asked for before this one is ingested (unless the
+        buffer could then pass its limit): the loop no longer idles while the
+        records are handed over. ``pause``, ``resume`` and the watermark lookups
+        go through the Kafka thread too: made from the loop while that thread
+        sits in a rebalance callback (waiting for the loop), librdkafka blocks
+        them, and the two threads would wait for each other forever.
         """
         kafka = self._kafka_thread
-        while self._fetching:
-            messages = await kafka.call(self._consumer.consume, CONSUME_MAX, CONSUME_TIMEOUT)
-            self.health.last_poll = time.monotonic()
-            for start in range(0, len(messages), INGEST_SLICE):
-                self._ingestor.ingest(messages[start : start + INGEST_SLICE])
-                if self._takeovers:
-                    self._takeovers.advance_all(self.settings.max_buffered_records // 2)
-                self._wake.set()
-                self._committer.soon()
-                await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
-            change = self._backpressure.decide(
-                len(self._batcher) + self._takeovers.held,
-                self._dead_letters.in_flight,
-                sorted(self._rebalancer.assignment),
-            )
-            if change is not None:
-                await kafka.call(change)
-            if self._rebalancer.recount:  # partitions arrived: how many are there in all?
-                self._rebalancer.recount = False
-                if await kafka.call(self._consumer.refresh_partition_counts):
-                    self._rebalancer.reshare()
-            if self._lag.due(time.monotonic()):
-                owned = sorted(self._rebalancer.assignment)
-                highs = await kafka.call(self._lag.read, owned)
-                self._lag.update(dict(zip(owned, highs, strict=True)), self._rebalancer.assignment)
-                if owned and not self._rebalancer.partitions_total():  # the lookup failed
-                    self._rebalancer.recount = True
+        limit = self.settings.max_buffered_records - CONSUME_MAX
+        ahead: asyncio.Future[tuple[Sequence[Message], int]] | None = None
+        try:
+            while self._fetching:
+                messages, fetched = await (ahead or kafka.call(self._consume))
+                self.health.last_poll = time.monotonic()
+                held = len(self._batcher) + self._takeovers.held + self._dead_letters.in_flight
+                room = held + len(messages) < limit and not self._backpressure.paused
+                ahead = asyncio.ensure_future(kafka.call(self._consume)) if room else None
+                for start in range(0, len(messages), INGEST_SLICE):
+                    self._ingestor.ingest(messages[start : start + INGEST_SLICE], fetched)
+                    if self._takeovers:
+                        self._takeovers.advance_all(self.settings.max_buffered_records // 2)
+                    self._wake.set()
+                    self._committer.soon()
+                    await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
+                await self._after_fetch()
+        finally:
+            if ahead is not None:  # its records are not tracked: the next owner reads them
+                ahead.cancel()
+
+    def _consume(self) -> tuple[Sequence[Message], int]:
+        """On the Kafka thread: a fetch, and the newest generation once it returned.
+
+        A partition assigned again while the fetch waits to be ingested is
+        re-read by the new assignment: :meth:`OffsetTracker.track` drops these.
+        """
+        return self._consumer.consume(CONSUME_MAX, CONSUME_TIMEOUT), self._offsets.newest_generation
+
+    async def _after_fetch(self) -> None:
+        """Pause or resume, count the partitions after an assignment, and read the lag."""
+        kafka = self._kafka_thread
+        change = self._backpressure.decide(
+            len(self._batcher) + self._takeovers.held,
+            self._dead_letters.in_flight,
+            sorted(self._rebalancer.assignment),
+        )
+        if change is not None:
+            await kafka.call(change)
+        if self._rebalancer.recount:  # partitions arrived: how many are there in all?
+            self._rebalancer.recount = False
+            if await kafka.call(self._consumer.refresh_partition_counts):
+                self._rebalancer.reshare()
+        await self._lag.refresh(kafka, self._rebalancer.assignment)
+        if self._rebalancer.assignment and not self._rebalancer.partitions_total():
+            self._rebalancer.recount = True  # the lookup failed: ask again
 
     # ------------------------------------------------- job ledger, takeovers
 
@@ -325,13 +337,8 @@ class Pipeline:
         self._committer.soon()
 
     def _job_created(self, job_id: str, records: list[PendingRecord]) -> None:
-        self._offsets.carried(
-            job_id, (((r.topic, r.partition), r.offset, r.generation) for r in records)
-        )
+        self._offsets.carried(job_id, records)
         self._committer.soon()
-
-    def _job_ended(self, job_id: str, records: list[PendingRecord]) -> None:
-        self._offsets.ended(job_id, (((r.topic, r.partition), r.offset) for r in records))
 
     # ---------------------------------------------------- batch, submit, track
 
@@ -391,10 +398,3 @@ class Pipeline:
             self._dead_letters.poll(0)
             self.health.last_loop = time.monotonic()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-
-    async def _watch_credentials(self) -> None:
-        """Readiness needs the API's word on the credentials, even with no traffic."""
-        while True:
-            if self.health.credentials_ok is not True:
-                await self._client.verify_credentials()
-            await asyncio.sleep(CREDENTIALS_RECHECK if self.health.credentials_ok else 2.0)

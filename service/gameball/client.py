@@ -23,6 +23,7 @@ client; no log line or exception built here contains them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import time
@@ -58,6 +59,8 @@ log = structlog.get_logger(__name__)
 
 SUBMIT_PATH = "/api/v4.0/integrations/batch/customers"
 JOB_PATH = "/api/v4.0/integrations/batch/{job_id}"
+CREDENTIALS_RECHECK = 15.0
+"""Seconds between two checks of accepted credentials (rejected ones: every 2 s)."""
 _REJECTED = frozenset({400, 413, 422})
 _TOO_MANY_REQUESTS = 429
 _ERROR_TEXT_LIMIT = 1000
@@ -175,6 +178,13 @@ class GameballClient:
     async def stop(self, job_id: str, *, spent: Spent | None = None) -> None:
         with contextlib.suppress(JobNotFound):  # already gone: stopping it is moot
             await self._call("stop", "DELETE", JOB_PATH.format(job_id=job_id), None, spent)
+
+    async def watch_credentials(self) -> None:
+        """Readiness needs the API's word on the credentials, even with no traffic."""
+        while True:
+            if self._health.credentials_ok is not True:
+                await self.verify_credentials()
+            await asyncio.sleep(CREDENTIALS_RECHECK if self._health.credentials_ok else 2.0)
 
     async def verify_credentials(self) -> bool:
         """One harmless request (the status of a job that does not exist).

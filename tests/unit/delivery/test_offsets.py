@@ -14,6 +14,10 @@ from service.delivery.records import PendingRecord
 TP = ("t", 0)
 
 
+def record(offset: int, generation: int) -> PendingRecord:
+    return PendingRecord(*TP, offset, 0, None, b"{}", "c", b"{}", generation=generation)
+
+
 def marks(tracker: OffsetTracker) -> dict[TopicPartition, int]:
     """The offsets a commit would commit now."""
     return {tp: window.offset for tp, window in tracker.commit_candidates().items()}
@@ -241,8 +245,8 @@ def test_a_job_marks_what_it_carries_until_it_ends() -> None:
     for offset in (101, 102, 103):
         tracker.track(TP, offset)
     tracker.settle(TP, 101, Mark.COALESCED)
-    tracker.carried("job-a", [(TP, 100, generation), (TP, 102, generation)])
-    tracker.carried("job-b", [(TP, 103, generation), (TP, 103, generation - 1)])  # a stale copy
+    tracker.carried("job-a", [record(100, generation), record(102, generation)])
+    tracker.carried("job-b", [record(103, generation), record(103, generation - 1)])  # stale
     window = tracker.commit_candidates()[TP]
     assert window.offset == 100
     slot_a, slot_b = window.marks[0] - Mark.JOB, window.marks[3] - Mark.JOB
@@ -252,7 +256,7 @@ def test_a_job_marks_what_it_carries_until_it_ends() -> None:
     assert window.jobs == {slot_a: "job-a", slot_b: "job-b"}
     # job-a ends: 100 succeeded, 102 was not settled by it and is pending again.
     tracker.settle(TP, 100, Mark.SUCCEEDED)
-    tracker.ended("job-a", [(TP, 100), (TP, 102)])
+    tracker.ended("job-a", [record(100, generation), record(102, generation)])
     window = tracker.commit_candidates()[TP]
     assert window.offset == 102
     assert window.marks == bytes([Mark.PENDING, Mark.JOB + slot_b])
@@ -305,3 +309,20 @@ def test_a_batch_is_deliverable_only_while_every_partition_and_generation_is_cur
     tracker.assign(one)  # back again, a new generation: the batch's records are stale
     assert not tracker.takes_all(batch)
     assert tracker.takes_all([r for r in batch if r.partition == 0])
+
+
+def test_a_fetch_from_before_a_reassignment_tracks_nothing_of_the_new_one() -> None:
+    # The next fetch is asked for while one is still being ingested: the partition
+    # can be revoked and assigned back in between. The new assignment re-reads from
+    # its committed offset; the earlier fetch's records must not be tracked first,
+    # or its offsets would count as gaps below them and be committed unread.
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=100)
+    fetched = tracker.newest_generation
+    assert tracker.track(TP, 100, fetched)
+    tracker.revoke(TP)
+    tracker.assign(TP, committed=100)
+    assert tracker.track(TP, 105, fetched) == 0
+    again = tracker.newest_generation
+    assert [tracker.track(TP, offset, again) for offset in (100, 101)] == [again, again]
+    assert marks(tracker) == {TP: 100}

@@ -55,13 +55,15 @@ class Msg:
 async def test_a_job_from_a_previous_assignment_cannot_settle_the_new_owners_records() -> None:
     pipeline = Pipeline(load_settings(ENV))
     await pipeline._rebalancer.assigned([TP])
-    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")])
+    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")], pipeline._offsets.newest_generation)
     old_job = pipeline._batcher.take(FlushReason.TIMEOUT)  # a@0 and b@1 go out in one job
     # The partition goes away while that job runs (lost, or revoked after REVOKE_WAIT) ...
     await pipeline._rebalancer.lost([TP])
     # ... and comes back: the consumer re-reads from the committed offset (0).
     await pipeline._rebalancer.assigned([TP])
-    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")])  # the new copies wait behind the old job
+    pipeline._ingestor.ingest(
+        [Msg(0, "a"), Msg(1, "b")], pipeline._offsets.newest_generation
+    )  # the new copies wait behind the old job
     # The old job ends: a succeeded, b was not settled by it (stopped) and is given back.
     a, b = old_job.records
     pipeline._settlement.apply(Verdicts(succeeded=[a], resubmit=[b]))

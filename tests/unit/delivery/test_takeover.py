@@ -88,12 +88,15 @@ async def test_a_takeover_stops_the_dead_owners_job_and_redoes_each_customer_onc
     assert level == "full"
     await pipeline._rebalancer.assigned([TP], {TP: (100, metadata)})
 
-    pipeline._ingestor.ingest([Msg(100, "a"), Msg(101, "b"), Msg(102, "c"), Msg(103, "a")])
+    pipeline._ingestor.ingest(
+        [Msg(100, "a"), Msg(101, "b"), Msg(102, "c"), Msg(103, "a")],
+        pipeline._offsets.newest_generation,
+    )
     pipeline._takeovers.advance_all(room=1000)
     assert len(pipeline._batcher) == 0, "nothing is buffered before the window is re-read"
     assert pipeline._offsets.commit_candidates() == {}, "the inherited ledger must stay"
 
-    pipeline._ingestor.ingest([Msg(104, "a")])
+    pipeline._ingestor.ingest([Msg(104, "a")], pipeline._offsets.newest_generation)
     pipeline._takeovers.advance_all(room=1000)
     await eventually(lambda: TP not in pipeline._takeovers)
     # The inherited job was stopped before anything of this partition was buffered.
@@ -120,7 +123,7 @@ async def test_what_an_inherited_job_delivered_is_settled_not_redone(
     marks = bytes([Mark.JOB + 7, Mark.JOB + 7])
     metadata, _ = encode(len(marks), {7: job.id}, marks, 4096)
     await pipeline._rebalancer.assigned([TP], {TP: (0, metadata)})
-    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")])
+    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")], pipeline._offsets.newest_generation)
     pipeline._takeovers.advance_all(room=1000)
     await eventually(lambda: TP not in pipeline._takeovers)
     assert len(pipeline._batcher) == 0
