@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import orjson
+import msgspec
 
 from service.delivery.fields import (
     DAYS,
@@ -235,7 +235,7 @@ def _decimal(column: ColumnType) -> Callable[[Any], str]:
 
 
 def _json(value: Any) -> Any:
-    return orjson.loads(value) if type(value) is str else value
+    return msgspec.json.decode(value) if type(value) is str else value
 
 
 def converter(column: ColumnType, target: Target) -> Callable[[Any], Any]:
@@ -276,7 +276,7 @@ def converter(column: ColumnType, target: Target) -> Callable[[Any], Any]:
         return guess
     text = _decimal(column)  # DECIMAL, DECIMAL_TEXT, VARIABLE_DECIMAL
     if target is Target.ATTRIBUTE:
-        return lambda value: orjson.Fragment(text(value))  # an exact JSON number
+        return lambda value: msgspec.Raw(text(value).encode())  # an exact JSON number
     if target is Target.TEXT or target is Target.ID:
         return text
     return _refuse("a decimal", target)

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, TypeVar
 
-import orjson
+import msgspec
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -167,7 +167,7 @@ def to_tags(value: Any) -> list[str]:
             return tags
         if "[" not in value:
             return _TAGS.keep(value, [tag for tag in map(str.strip, value.split(",")) if tag])
-        value = orjson.loads(value)
+        value = msgspec.json.decode(value)
     if type(value) is list and all(
         type(t) is str or type(t) is int or type(t) is float or t is None for t in value
     ):
@@ -177,7 +177,7 @@ def to_tags(value: Any) -> list[str]:
 
 def to_object(value: Any) -> dict[str, Any]:
     if type(value) is str:
-        value = orjson.loads(value)
+        value = msgspec.json.decode(value)
     if type(value) is not dict:
         raise Invalid("must be an object")
     return value
@@ -190,7 +190,7 @@ EXACT_FLOAT_LIMIT = 2**53
 def to_id(value: Any) -> str:
     kind = type(value)
     if kind is float:
-        # orjson reads integers beyond 64 bits as floats: 123456789012345678901234567890
+        # A number written with a fraction or exponent: 1.2345678901234568e+29
         # would become customer 123456789012345677877719597056, somebody else.
         if abs(value) >= EXACT_FLOAT_LIMIT:
             raise Invalid(f"the numeric id {value!r} is too large to be exact; send it as a string")
@@ -221,7 +221,7 @@ def to_text(value: Any) -> str:
 def to_attribute(value: Any) -> Any:
     """A custom attribute: any JSON value, a variable-scale decimal as its exact number."""
     if type(value) is dict and is_variable_decimal(value):
-        return orjson.Fragment(variable_decimal_text(value))
+        return msgspec.Raw(variable_decimal_text(value).encode())
     return value
 
 

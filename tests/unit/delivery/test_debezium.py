@@ -172,8 +172,10 @@ def test_a_schema_is_parsed_once_then_recognised_by_its_bytes(
     """Only the first record's value is parsed whole: the others' payloads alone."""
     decoder = Decoder(FieldMapping({"joinDate": "d"}))
     parsed: list[int] = []
-    real = decoding.orjson.loads
-    monkeypatch.setattr(decoding.orjson, "loads", lambda b: parsed.append(len(b)) or real(b))
+    for name in ("_read_json", "_read_envelope"):  # every parse the decoder makes
+        real = getattr(decoding, name)
+        spy = lambda b, real=real: parsed.append(len(b)) or real(b)  # noqa: E731
+        monkeypatch.setattr(decoding, name, spy)
     values = [wrapped(SCHEMA, {"customer_id": day, "d": day}) for day in range(5)]
     for day, value in enumerate(values):
         assert decoded(decoder.decode(value))["joinDate"] == f"1970-01-0{day + 1}"
