@@ -168,6 +168,12 @@ def to_tags(value: Any) -> list[str]:
         if "[" not in value:
             return _TAGS.keep(value, [tag for tag in map(str.strip, value.split(",")) if tag])
         value = msgspec.json.decode(value)
+    if type(value) is list:
+        for tag in value:
+            if type(tag) is not str:
+                break
+        else:
+            return value  # the common case, an array of text (a fresh list, ours to keep)
     if type(value) is list and all(
         type(t) is str or type(t) is int or type(t) is float or t is None for t in value
     ):

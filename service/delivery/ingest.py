@@ -84,25 +84,29 @@ class Ingestor:
         decode = self._decoder.decode
         add = self._batcher.add
         consumed: Tally[str] = Tally()
+        tracked = 0
         skipped: list[tuple[TopicPartition, int, int]] = []
         coalesced: list[PendingRecord] = []
         inherited: list[tuple[TopicPartition, int, int]] = []
-        takeovers = self._takeovers
+        takeovers = self._takeovers if self._takeovers else None  # fixed within a slice
+        topic = ""
         for message in messages:
             error = message.error()
             if error is not None:
                 self._log_consumer_error(error)
                 continue
-            topic = message.topic() or ""
+            if message.topic() != topic:  # a slice is mostly one topic: count per run
+                consumed[topic] += tracked
+                topic, tracked = message.topic() or "", 0
             partition = message.partition() or 0
             offset = message.offset() or 0
             tp = (topic, partition)
             generation = track(tp, offset, fetched)
             if not generation:
                 continue
-            consumed[topic] += 1
+            tracked += 1
             slot = -1
-            if takeovers and tp in takeovers:
+            if takeovers is not None and tp in takeovers:
                 mark = takeovers[tp].mark(offset)
                 if Mark.SUCCEEDED <= mark <= Mark.COALESCED:
                     inherited.append((tp, offset, mark))
@@ -123,7 +127,7 @@ class Ingestor:
                     result.payload,
                     generation=generation,
                 )
-                if takeovers and tp in takeovers:
+                if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))
                     continue
                 superseded = add(record, now)
@@ -147,8 +151,10 @@ class Ingestor:
                         generation=generation,
                     )
                 )
+        consumed[topic] += tracked
         for topic, count in consumed.items():
-            self._metrics.records_consumed.labels(topic=topic).inc(count)
+            if count:
+                self._metrics.records_consumed.labels(topic=topic).inc(count)
         self._settlement.skipped(skipped)
         self._settlement.settle(coalesced, "coalesced")
         if inherited:

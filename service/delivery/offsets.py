@@ -106,6 +106,28 @@ class _PartitionOffsets:
             self.done = 0
         return self.base + self.done
 
+    def replace(self, offsets: list[int], old: int, new: int) -> None:
+        """Mark ``new`` the offsets above the watermark that are marked ``old``."""
+        marks, base, done = self.marks, self.base or 0, self.done
+        end = len(marks)
+        for offset in offsets:
+            index = offset - base
+            if done <= index < end and marks[index] == old:
+                marks[index] = new
+
+
+def _by_assignment(records: Iterable[PendingRecord]) -> dict[tuple[TopicPartition, int], list[int]]:
+    """A batch's offsets by partition and generation (a batch spans a few of each)."""
+    grouped: dict[tuple[TopicPartition, int], list[int]] = {}
+    for record in records:
+        key = ((record.topic, record.partition), record.generation)
+        offsets = grouped.get(key)
+        if offsets is None:
+            grouped[key] = [record.offset]
+        else:
+            offsets.append(record.offset)
+    return grouped
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -225,37 +247,28 @@ class OffsetTracker:
 
     def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
         """A job was created for these records (a stale generation's copies are not ours)."""
-        for record in records:
-            tp, offset = (record.topic, record.partition), record.offset
+        for (tp, generation), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
-            if state is None or state.base is None or state.generation != record.generation:
+            if state is None or state.base is None or state.generation != generation:
                 continue
             slot = state.slots.get(job_id)
             if slot is None:
                 used = set(state.slots.values())
                 slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
                 if slot is None:
-                    continue  # no slot left: the record simply stays pending
+                    continue  # no slot left: the records simply stay pending
                 state.slots[job_id] = slot
-            index = offset - state.base
-            if state.done <= index < len(state.marks) and state.marks[index] == Mark.PENDING:
-                state.marks[index] = Mark.JOB + slot
+            state.replace(offsets, Mark.PENDING, Mark.JOB + slot)
 
     def ended(self, job_id: str, records: Iterable[PendingRecord]) -> None:
         """A job ended: what it did not settle is pending again, and its slot is free."""
-        for record in records:
-            tp, offset = (record.topic, record.partition), record.offset
+        for (tp, _), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
             if state is None or state.base is None:
                 continue
             slot = state.slots.get(job_id)
-            index = offset - state.base
-            if (
-                slot is not None
-                and state.done <= index < len(state.marks)
-                and state.marks[index] == Mark.JOB + slot
-            ):
-                state.marks[index] = Mark.PENDING
+            if slot is not None:
+                state.replace(offsets, Mark.JOB + slot, Mark.PENDING)
         for state in self._partitions.values():
             state.slots.pop(job_id, None)
 
