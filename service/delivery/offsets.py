@@ -245,6 +245,18 @@ class OffsetTracker:
         if state.done <= index < len(state.marks):
             state.marks[index] = outcome
 
+    def settle_all(self, records: Iterable[PendingRecord], outcome: int) -> None:
+        """:meth:`settle` records of a batch, those of their partition's current generation."""
+        for (tp, generation), offsets in _by_assignment(records).items():
+            state = self._partitions.get(tp)
+            if state is None or state.base is None or state.generation != generation:
+                continue
+            marks, base, done = state.marks, state.base, state.done
+            end = len(marks)
+            for offset in offsets:
+                if done <= offset - base < end:
+                    marks[offset - base] = outcome
+
     def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
         """A job was created for these records (a stale generation's copies are not ours)."""
         for (tp, generation), offsets in _by_assignment(records).items():

@@ -85,13 +85,7 @@ class Settlement:
         if not records:
             return
         wall = time.time()
-        current = self._offsets.generation
-        settle = self._offsets.settle
-        mark = OUTCOME_MARKS[outcome]
-        for r in records:
-            tp = (r.topic, r.partition)
-            if current(tp) == r.generation:
-                settle(tp, r.offset, mark)
+        self._offsets.settle_all(records, OUTCOME_MARKS[outcome])
         self._metrics.end_to_end_latency.observe_many(
             [wall - r.timestamp_ms / 1000 for r in records]
         )
