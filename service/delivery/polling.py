@@ -205,7 +205,11 @@ class JobPolls:
         predicted = self._durations.predict(self._records)
         if predicted is not None:
             self._generation = self._durations.generation
-        return max(self._schedule.initial_seconds, predicted or 0.0)
+        # Capped like every read: an estimate learnt when the API was slow comes down
+        # only 1 % per job duration, and must not hold a fast job for minutes.
+        return min(
+            self._schedule.max_seconds, max(self._schedule.initial_seconds, predicted or 0.0)
+        )
 
     def running(self, asked: float, answered: float, status: JobStatus) -> float:
         """A read sent at ``asked`` found the job running: seconds from ``answered`` to the next.

@@ -147,6 +147,17 @@ def test_a_job_that_runs_long_is_read_more_and_more_rarely() -> None:
     assert max(gaps) == SCHEDULE.max_seconds
 
 
+def test_no_first_read_waits_longer_than_the_longest_read_gap() -> None:
+    # Jobs that took minutes teach minutes; the next one may be quick, and the
+    # estimate comes down only a little per job, so its first read is capped too.
+    durations = JobDurations(SCHEDULE)
+    run(durations, 300.0, 3)
+    predicted = durations.predict(1000)
+    assert predicted is not None
+    assert predicted > 2 * SCHEDULE.max_seconds
+    assert JobPolls(SCHEDULE, durations, 1000, submitted=0.0).first_delay() == SCHEDULE.max_seconds
+
+
 def test_a_job_reporting_everything_but_not_yet_terminal_is_not_hammered() -> None:
     polls = JobPolls(SCHEDULE, JobDurations(SCHEDULE), 1000, submitted=0.0)
     polls.first_delay()
