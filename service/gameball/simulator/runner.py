@@ -360,6 +360,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # Listening before the banner makes it a readiness signal: a client that reads
+        # "listening on" may connect at once (queued until uvicorn's loop accepts it), so
+        # a supervisor such as the benchmark waits for that line, not for a poll to succeed.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise ConfigError(
