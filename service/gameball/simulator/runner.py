@@ -94,7 +94,10 @@ class _QuickServer(uvicorn.Server):
 
 
 class RunningSimulator:
-    """The simulator on a background thread, for tests, the demo and the benchmark.
+    """The simulator on a background thread, for tests and the demo.
+
+    It shares the caller's interpreter (and GIL): the benchmark, which must not
+    measure itself, runs ``customer-sync simulate`` in a process instead.
 
     The socket is bound here, before the thread starts, so ``port=0`` yields
     the real port at once and a taken port fails in ``__enter__``. The server
