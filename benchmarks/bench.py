@@ -371,7 +371,7 @@ class Bench:
 
     def configure(self, **changes: Any) -> None:
         """The simulator for the next regime: no rate limits unless ``changes`` set them."""
-        self.simulator.configure(limit_per_second=0, limit_per_window=0, **changes)
+        self.simulator.configure(**{"limit_per_second": 0, "limit_per_window": 0, **changes})
         self.simulator.reset()
 
     def cpu(self, service: Service) -> CpuSnapshot:
