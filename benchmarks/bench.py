@@ -6,9 +6,10 @@ allows (``MAX_JOBS_IN_FLIGHT x records-per-job / job duration``). Both are
 reported as ratios, next to memory under a backlog and latency under a trickle.
 
 The service runs as a real process (``customer-sync run``) against the
-embedded broker and the simulator, exactly as in production but on one
-machine: the broker and the simulator share its cores, so absolute numbers
-are a floor. Regimes:
+embedded broker and the simulator (``customer-sync simulate``, a process of
+its own too, so it shares no interpreter with the benchmark's producers),
+exactly as in production but on one machine: the broker and the simulator
+share its cores, so absolute numbers are a floor. Regimes:
 
 1. **ceiling**: ``consume(num_messages=…)`` plus ``orjson.loads`` per value;
 2. **cpu_bound**: instant jobs; records/s from the first record consumed until
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import gc
 import json
 import os
 import random
@@ -59,8 +59,9 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import rebalance
+from benchmarks.simulator import SimulatorProcess
 from service.delivery.consumer import committed_offsets
-from service.gameball.simulator import DOCUMENTED_LIMITS, RunningSimulator, SimulatorConfig
+from service.gameball.simulator import DOCUMENTED_LIMITS
 from service.tools.embedded_broker import EmbeddedBroker, free_port
 from service.tools.samples import change_event, generate
 from tests.brokers.apache import KafkaNode
@@ -258,11 +259,11 @@ class CpuSnapshot:
     service_main: float
     service_other: float
     broker: float
-    simulator: float  # this process: the simulator runs here, in a thread
+    simulator: float  # its own process (customer-sync simulate)
     machine_busy: float
 
     @classmethod
-    def take(cls, service_pid: int, broker_pid: int) -> CpuSnapshot:
+    def take(cls, service_pid: int, broker_pid: int, simulator_pid: int) -> CpuSnapshot:
         main, other = 0.0, 0.0
         for task in Path(f"/proc/{service_pid}/task").iterdir():
             with contextlib.suppress(FileNotFoundError):
@@ -279,7 +280,7 @@ class CpuSnapshot:
             service_main=main,
             service_other=other,
             broker=_ticks(Path(f"/proc/{broker_pid}/stat").read_text()),
-            simulator=_ticks(Path("/proc/self/stat").read_text()),
+            simulator=_ticks(Path(f"/proc/{simulator_pid}/stat").read_text()),
             machine_busy=busy / os.sysconf("SC_CLK_TCK"),
         )
 
@@ -344,7 +345,7 @@ def committed_all(
 @dataclass
 class Bench:
     broker: KafkaNode | EmbeddedBroker
-    simulator: RunningSimulator
+    simulator: SimulatorProcess
     sizes: Sizes
     logs: Path
     profile: bool = False
@@ -370,10 +371,11 @@ class Bench:
 
     def configure(self, **changes: Any) -> None:
         """The simulator for the next regime: no rate limits unless ``changes`` set them."""
-        self.simulator.state.update_config(
-            {"limit_per_second": 0, "limit_per_window": 0, **changes}
-        )
-        self.simulator.state.reset()
+        self.simulator.configure(**{"limit_per_second": 0, "limit_per_window": 0, **changes})
+        self.simulator.reset()
+
+    def cpu(self, service: Service) -> CpuSnapshot:
+        return CpuSnapshot.take(service.service_pid(), self.broker.pid, self.simulator.pid)
 
     def service(
         self,
@@ -435,7 +437,7 @@ class Bench:
                 interval=0.02,  # the clock starts here
             )
             started, cpu_started = time.perf_counter(), service.cpu_seconds()
-            machine = CpuSnapshot.take(service.service_pid(), self.broker.pid)
+            machine = self.cpu(service)
             # The group's committed offsets say when everything is settled. The
             # consumed counter, scraped every 0.25 s (about 2 ms of the service's
             # CPU each), says when the last record was read: after that the run
@@ -453,7 +455,7 @@ class Bench:
             finished = time.perf_counter()
             consumed_all = consumed_all or finished
             cpu = service.cpu_seconds() - cpu_started
-            cores = CpuSnapshot.take(service.service_pid(), self.broker.pid).cores_since(machine)
+            cores = self.cpu(service).cores_since(machine)
             samples = service.samples()
             peak = service.peak_rss_mb()
             batches = service.total("customer_sync_batches_flushed_total", samples)
@@ -487,20 +489,15 @@ class Bench:
     def api_bound(self, topic: str, in_flight: int) -> None:
         duration = self.sizes.job_duration
         self.configure(job_duration_seconds=duration)
-        state = self.simulator.state
         group = f"api{in_flight}-{random.getrandbits(32)}"
         with self.service(topic, group, MAX_JOBS_IN_FLIGHT=str(in_flight)) as service:
-            wait_for(lambda: state.records_received > 0, 60, "the first job")
+            wait_for(lambda: _received(self.simulator)[0] > 0, 60, "the first job")
             time.sleep(self.sizes.api_warmup)  # fill the pipeline: every slot busy
-            before, jobs_before, t0 = (
-                state.records_received,
-                state.jobs_created,
-                time.perf_counter(),
-            )
-            machine = CpuSnapshot.take(service.service_pid(), self.broker.pid)
+            before, jobs_before, t0 = _received(self.simulator)
+            machine = self.cpu(service)
             time.sleep(self.sizes.api_window)
-            after, jobs_after, t1 = state.records_received, state.jobs_created, time.perf_counter()
-            cores = CpuSnapshot.take(service.service_pid(), self.broker.pid).cores_since(machine)
+            after, jobs_after, t1 = _received(self.simulator)
+            cores = self.cpu(service).cores_since(machine)
             api = _api_means(service.samples())
         if jobs_after == jobs_before:
             raise RuntimeError(f"no job was submitted in the window: the topic {topic} ran dry")
@@ -526,24 +523,15 @@ class Bench:
             limit_retry_after=False,  # as Gameball documents its 429s
             **DOCUMENTED_LIMITS,
         )
-        state = self.simulator.state
         group = f"quota-{random.getrandbits(32)}"
         # Job slots are no limit here (~13 jobs run at once in the group): only the key is.
         env = self.env(topic, group, MAX_JOBS_IN_FLIGHT="16", **DOCUMENTED)
         services = [Service(env, self.logs / f"{group}-{i}.log") for i in (1, 2)]
-        # The simulator stamps a request when its loop gets to it. With hundreds of
-        # thousands of records in its log, this process's cyclic garbage collector paused
-        # that loop for 0.4-0.7 s at a time (2 s once): requests sent at an even pace were
-        # stamped together, as if they had come in a burst, and met 429s no client caused.
-        # The log holds no cycles (reference counting frees what goes); the collector is
-        # off for the regime.
-        gc.disable()
-        try:
-            self._quota_bound(state, services, duration)
-        finally:
-            gc.enable()
+        self._quota_bound(self.simulator, services, duration)
 
-    def _quota_bound(self, state: Any, services: list[Service], duration: float) -> None:
+    def _quota_bound(
+        self, simulator: SimulatorProcess, services: list[Service], duration: float
+    ) -> None:
         with services[0] as one, services[1] as two:
             wait_for(
                 lambda: all(s.total("customer_sync_records_consumed_total") for s in (one, two)),
@@ -551,9 +539,9 @@ class Bench:
                 "both instances consuming",
             )
             time.sleep(self.sizes.quota_warmup)
-            before, t0 = _requests(state), time.perf_counter()
+            before, t0 = _requests(simulator), time.perf_counter()
             time.sleep(self.sizes.quota_window)
-            after, t1 = _requests(state), time.perf_counter()
+            after, t1 = _requests(simulator), time.perf_counter()
             samples = [one.samples(), two.samples()]
         records = after["records"] - before["records"]
         jobs = max(1, after["jobs"] - before["jobs"])
@@ -582,7 +570,7 @@ class Bench:
             "ratio_to_ceiling": round(achieved / ceiling, 3),
             "target_ratio": 0.9,
             "target_requests_per_job": 2.2,
-            "rate_limited": state.stats()["rate_limited"],  # 429s provoked, whole regime
+            "rate_limited": simulator.stats()["rate_limited"],  # 429s provoked, whole regime
             "budget_requests_per_s": [
                 round(s.get("customer_sync_api_budget_requests_per_second", 0), 3) for s in samples
             ],
@@ -614,10 +602,10 @@ class Bench:
                 producer.produce(topic, key=customer.encode(), value=orjson.dumps(row))
                 producer.poll(0)
             producer.flush(10)
-            wait_for(lambda: len(self.simulator.state.applied) >= count, 30, "the trickle")
+            wait_for(lambda: self.simulator.stats()["records_applied"] >= count, 30, "the trickle")
         latencies = sorted(
             entry["submittedAt"] - entry["customer"]["custom"]["sentAt"]
-            for entry in self.simulator.state.applied_since(0)
+            for entry in self.simulator.applied_since(0)
         )
         q = statistics.quantiles(latencies, n=100)
         self.results["light_load"] = {
@@ -630,9 +618,17 @@ class Bench:
         }
 
 
-def _requests(state: Any) -> dict[str, int]:
+def _received(simulator: SimulatorProcess) -> tuple[int, int, float]:
+    """Records and jobs the simulator has received, and when (the middle of the read)."""
+    asked = time.perf_counter()
+    stats = simulator.stats()
+    at = (asked + time.perf_counter()) / 2
+    return stats["records_received"], stats["jobs_created"], at
+
+
+def _requests(simulator: SimulatorProcess) -> dict[str, int]:
     """What the simulator has seen so far: records, jobs and requests of every kind and code."""
-    stats = state.stats()
+    stats = simulator.stats()
     return {
         "records": stats["records_received"],
         "jobs": stats["jobs_created"],
@@ -801,8 +797,8 @@ def run_regimes(
     logs: Path,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    config = SimulatorConfig(api_key=API_KEY, secret_key=SECRET_KEY, seed=1)
-    with broker, RunningSimulator(config) as simulator:
+    simulator = SimulatorProcess(logs / "simulator.log", API_KEY, SECRET_KEY, seed=1)
+    with broker, simulator:
         bench = Bench(
             broker, simulator, sizes, logs, profile=args.profile, log_level=args.log_level
         )

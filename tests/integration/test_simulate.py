@@ -6,10 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
+from benchmarks import simulator as simulator_process
+from benchmarks.simulator import SimulatorProcess
 from service.tools.embedded_broker import free_port
 from tests.integration.commands import Outcome, clean_environ, customer_sync
 
@@ -73,3 +76,32 @@ def test_an_impossible_switch_is_one_sentence() -> None:
     assert out.code == 2
     assert "record_failure_rate must be between 0 and 1" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_benchmark_drives_a_simulator_process_through_its_controls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simulator_process, "PAGE", 4)  # several pages for 10 records
+    headers = {"APIKey": "bench-key", "SecretKey": "bench-secret"}
+    with SimulatorProcess(tmp_path / "simulator.log", "bench-key", "bench-secret") as simulator:
+        process = simulator.process
+        assert process is not None
+        assert simulator.configure(job_duration_seconds=0.0)["job_duration_seconds"] == 0.0
+        for job in range(2):
+            body = [{"customerId": f"{job}-{i}"} for i in range(5)]
+            created = simulator.http.post(
+                "/api/v4.0/integrations/batch/customers", json={"body": body}, headers=headers
+            )
+            assert created.status_code == 200, created.text
+        stats = simulator.stats()
+        assert (stats["jobs_created"], stats["records_received"]) == (2, 10)
+        assert stats["records_applied"] == 10
+        applied = [entry["customerId"] for entry in simulator.applied_since(0)]
+        assert applied == [f"{job}-{i}" for job in range(2) for i in range(5)]
+        assert len(list(simulator.applied_since(7))) == 3
+        with pytest.raises(httpx.HTTPStatusError):
+            simulator.configure(record_failure_rate=2)
+        simulator.reset()
+        assert simulator.stats()["records_received"] == 0
+    assert process.returncode is not None  # stopped (SIGTERM) on the way out
+    assert "Gameball API simulator listening on" in (tmp_path / "simulator.log").read_text()

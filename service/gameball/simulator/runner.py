@@ -94,7 +94,10 @@ class _QuickServer(uvicorn.Server):
 
 
 class RunningSimulator:
-    """The simulator on a background thread, for tests, the demo and the benchmark.
+    """The simulator on a background thread, for tests and the demo.
+
+    It shares the caller's interpreter (and GIL): the benchmark, which must not
+    measure itself, runs ``customer-sync simulate`` in a process instead.
 
     The socket is bound here, before the thread starts, so ``port=0`` yields
     the real port at once and a taken port fails in ``__enter__``. The server
@@ -360,6 +363,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # Listening before the banner makes it a readiness signal: a client that reads
+        # "listening on" may connect at once (queued until uvicorn's loop accepts it), so
+        # a supervisor such as the benchmark waits for that line, not for a poll to succeed.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise ConfigError(
