@@ -34,15 +34,19 @@ class Lag:
         self._metrics = metrics
         self._last = 0.0
 
-    async def refresh(self, kafka: KafkaThread, owned: set[TopicPartition]) -> None:
-        """Every ``LAG_INTERVAL``: read the high watermarks on the Kafka thread, then update."""
+    async def refresh(self, kafka: KafkaThread, owned: set[TopicPartition]) -> bool:
+        """Every ``LAG_INTERVAL``: read the high watermarks on the Kafka thread, then update.
+
+        Returns whether it was due (the fetch loop paces its other periodic checks by it).
+        """
         now = time.monotonic()
         if now - self._last < LAG_INTERVAL:
-            return
+            return False
         self._last = now
         partitions = sorted(owned)
         highs = await kafka.call(self.read, partitions)
         self.update(dict(zip(partitions, highs, strict=True)), owned)
+        return True
 
     def read(self, partitions: list[TopicPartition]) -> list[int | None]:
         """On the Kafka thread: the cached high watermark of each partition."""

@@ -326,9 +326,9 @@ class Pipeline:
             self._rebalancer.recount = False
             if await kafka.call(self._consumer.refresh_partition_counts):
                 self._rebalancer.reshare()
-        await self._lag.refresh(kafka, self._rebalancer.assignment)
-        if self._rebalancer.assignment and not self._rebalancer.partitions_total():
-            self._rebalancer.recount = True  # the lookup failed: ask again
+        due = await self._lag.refresh(kafka, self._rebalancer.assignment)
+        if due and self._rebalancer.assignment and not self._rebalancer.partitions_total():
+            self._rebalancer.recount = True  # the lookup failed: ask again at the next lag read
 
     # ------------------------------------------------- job ledger, takeovers
 

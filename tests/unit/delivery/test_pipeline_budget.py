@@ -101,3 +101,34 @@ async def test_the_fetch_loop_counts_the_partitions_after_an_assignment_not_the_
     await pipeline._fetch()
     assert brokers.asked == 1
     assert pipeline._budget.share == pytest.approx(0.5)
+
+
+class _MetadataDown(_Brokers):
+    """Nothing to fetch for a few turns, and every partition count lookup fails."""
+
+    def __init__(self, pipeline: Pipeline, turns: int) -> None:
+        super().__init__(pipeline, {})
+        self._turns = turns
+
+    def consume(self, _count: int, _timeout: float) -> list[object]:
+        self._turns -= 1
+        if self._turns <= 0:
+            self._pipeline._fetching = False
+        return []
+
+    def refresh_partition_counts(self) -> bool:
+        self.asked += 1
+        return False
+
+
+async def test_a_failed_partition_count_is_asked_again_at_the_lag_reads_pace_not_every_turn() -> (
+    None
+):
+    # The lookup is a metadata request on the Kafka thread (up to 2 s when the brokers are
+    # away): asked on every turn of the fetch loop it would crowd out consume().
+    pipeline = Pipeline(load_settings({**ENV, "KAFKA_SOURCE_TOPICS": "orders"}))
+    brokers = _MetadataDown(pipeline, turns=5)
+    pipeline._consumer = brokers  # type: ignore[assignment]
+    await pipeline._rebalancer.assigned([("orders", 0)])
+    await pipeline._fetch()
+    assert brokers.asked == 2  # after the assignment, then once more after the first lag read
