@@ -183,7 +183,8 @@ class _StatusDocument(msgspec.Struct):
     response: _StatusResults | None = None
 
 
-_read_status = msgspec.json.Decoder(_StatusDocument).decode
+_read_status = msgspec.json.Decoder(_StatusDocument, strict=False).decode
+"""Lax like the pydantic model it stands in for: an id written 42.0 is customer 42."""
 
 
 def is_api_date(value: str) -> bool:

@@ -208,6 +208,16 @@ def test_a_terminal_document_is_always_read_in_full() -> None:
     assert status.reported == 3
 
 
+def test_a_terminal_document_reads_ids_and_states_as_leniently_as_the_model() -> None:
+    # The model is pydantic in lax mode; its msgspec stand-in must not refuse what it took,
+    # or a job's verdicts would be retried forever as "not a status document".
+    document = {"status": "Completed", "response": {"successful": [{"customerId": 42.0}]}}
+    status = JobStatus.read(orjson.dumps(document))
+    assert status.status is JobState.COMPLETED
+    assert status.response is not None
+    assert [result_customer(e) for e in status.response.successful] == ["42"]
+
+
 @pytest.mark.parametrize(
     "content",
     [b"not json", b"[]", b'{"status": "exploded"}', b'{"status": "completed", "response": 5}'],
