@@ -275,12 +275,12 @@ class Pipeline:
     async def _fetch(self) -> None:
         """Consume, ingest, and do every other consumer call on the Kafka thread.
 
-        The next fetch is asked for before this one is ingested (unless the
-        buffer could then pass its limit): the loop no longer idles while the
-        records are handed over. ``pause``, ``resume`` and the watermark lookups
-        go through the Kafka thread too: made from the loop while that thread
-        sits in a rebalance callback (waiting for the loop), librdkafka blocks
-        them, and the two threads would wait for each other forever.
+        The next fetch is asked for before this one is ingested, unless the
+        buffer could then pass its limit: librdkafka hands it over while the
+        loop decodes. ``pause``, ``resume`` and the watermark lookups go through
+        the Kafka thread too: made from the loop while that thread sits in a
+        rebalance callback (waiting for the loop), librdkafka blocks them, and
+        the two threads would wait for each other forever.
         """
         kafka = self._kafka_thread
         limit = self.settings.max_buffered_records - CONSUME_MAX
