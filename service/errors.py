@@ -62,3 +62,12 @@ class BatchRejected(ApiError):
 
 class JobNotFound(ApiError):
     """404 on a job we created: the API lost it, so its records are resubmitted."""
+
+
+class SubmissionWithdrawn(CustomerSyncError):
+    """A submission's records stopped being ours while it waited to be (re)sent.
+
+    Raised before the request goes out, never after: the records' partitions
+    were revoked or lost, and the next owner may already have sent newer
+    changes of the same customers.
+    """

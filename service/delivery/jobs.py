@@ -50,7 +50,7 @@ from service.delivery.batching import request_body
 from service.delivery.offsets import TopicPartition
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
-from service.errors import BatchRejected, JobNotFound
+from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
 from service.gameball.client import GameballClient, Spent
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
 from service.labels import API_OPERATIONS, DeadLetterReason
@@ -172,9 +172,17 @@ class JobTracker:
                 record.attempts += 1
             spent: Spent = Counter()
             try:
-                job_id = await self._client.submit(request_body(records), spent=spent)
+                job_id = await self._client.submit(
+                    request_body(records), spent=spent, wanted=lambda: self._owns(records)
+                )
             except BatchRejected as exc:
                 rejected = exc
+            except SubmissionWithdrawn:
+                # Revoked or lost while the submission waited or retried: sent now, it
+                # could apply these customers after the next owner's newer changes.
+                for record in records:
+                    record.attempts -= 1
+                return Verdicts(resubmit=list(records))
             else:
                 if not self._owns(records):
                     return await self._disown(job_id, records, spent)

@@ -28,6 +28,7 @@ import contextlib
 import email.utils
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ from service.errors import (
     BatchRejected,
     CredentialsRejected,
     JobNotFound,
+    SubmissionWithdrawn,
     TransientApiError,
 )
 from service.gameball.budget import RequestBudget
@@ -147,9 +149,15 @@ class GameballClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def submit(self, body: bytes, *, spent: Spent | None = None) -> str:
-        """Create a batch job; return its id. ``spent`` counts the requests it took."""
-        response = await self._call("submit", "POST", SUBMIT_PATH, body, spent)
+    async def submit(
+        self, body: bytes, *, spent: Spent | None = None, wanted: Callable[[], bool] | None = None
+    ) -> str:
+        """Create a batch job; return its id. ``spent`` counts the requests it took.
+
+        ``wanted`` is asked just before every attempt is sent, after the budget's wait:
+        when it says no, :class:`SubmissionWithdrawn` is raised and nothing more is sent.
+        """
+        response = await self._call("submit", "POST", SUBMIT_PATH, body, spent, wanted)
         try:
             return JobCreated.model_validate_json(response.content).job_id
         except ValidationError as exc:
@@ -210,6 +218,7 @@ class GameballClient:
         path: str,
         content: bytes | None = None,
         spent: Spent | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -219,7 +228,7 @@ class GameballClient:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._send(operation, method, path, content, spent)
+                response = await self._send(operation, method, path, content, spent, wanted)
                 return self._classify(operation, response)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
 
@@ -230,9 +239,12 @@ class GameballClient:
         path: str,
         content: bytes | None = None,
         spent: Spent | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> httpx.Response:
         budget = self._budget
         sent_at = await budget.acquire(operation) if budget is not None else 0.0
+        if wanted is not None and not wanted():
+            raise SubmissionWithdrawn(f"{operation} withdrawn: its records are no longer ours")
         if spent is not None:
             spent[operation] += 1
         started = time.perf_counter()

@@ -236,7 +236,7 @@ async def test_a_job_created_after_its_partitions_went_is_stopped_at_once(
 
     def owns(_records: list[PendingRecord]) -> bool:
         asked.append(True)
-        return len(asked) == 1  # before the POST still ours; revoked by the time it answers
+        return len(asked) <= 2  # ours when taken and when the POST goes; revoked by its answer
 
     simulator.state.update_config({"job_duration_seconds": 5.0})
     tracker = tracker_for(simulator, Metrics(), owns=owns)
@@ -247,3 +247,25 @@ async def test_a_job_created_after_its_partitions_went_is_stopped_at_once(
     assert job.state is JobState.STOPPED
     assert verdicts.resubmit == records
     assert [r.attempts for r in records] == [0] * 5  # not the records' fault
+
+
+async def test_a_submission_retrying_when_its_partitions_go_is_withdrawn_unsent(
+    simulator: RunningSimulator,
+) -> None:
+    # Lost partitions, then a retry sent seconds later: the next owner had meanwhile
+    # applied a newer change of a customer, and this older one landed after it (the
+    # three-broker chaos run saw it). Every attempt asks first whether the records are ours.
+    asked: list[bool] = []
+
+    def owns(_records: list[PendingRecord]) -> bool:
+        asked.append(True)
+        return len(asked) <= 2  # ours when taken and for the first attempt, then lost
+
+    simulator.state.update_config({"rate_limit_rate": 1.0})  # every attempt refused: a retry
+    tracker = tracker_for(simulator, Metrics(), owns=owns)
+    records = [record(f"c{i}", i) for i in range(5)]
+    verdicts = await tracker.deliver(records)
+    assert simulator.state.jobs == {}
+    assert simulator.state.stats()["requests"]["create"] == {"429": 1}  # the retry never went
+    assert verdicts.resubmit == records
+    assert [r.attempts for r in records] == [0] * 5
