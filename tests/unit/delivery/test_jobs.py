@@ -65,6 +65,18 @@ def tracker_for(
     )
 
 
+def owned_for_asks(asks: int) -> Callable[[list[PendingRecord]], bool]:
+    """An ownership check that says yes ``asks`` times, then no: partitions going mid-delivery."""
+    asked = 0
+
+    def owns(_records: list[PendingRecord]) -> bool:
+        nonlocal asked
+        asked += 1
+        return asked <= asks
+
+    return owns
+
+
 def count(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -232,14 +244,9 @@ async def test_a_job_created_after_its_partitions_went_is_stopped_at_once(
 ) -> None:
     # The submission is on its way when the partitions are revoked: the ledger of the
     # revocation could not name the job, so it is stopped the moment it exists.
-    asked: list[bool] = []
-
-    def owns(_records: list[PendingRecord]) -> bool:
-        asked.append(True)
-        return len(asked) <= 2  # ours when taken and when the POST goes; revoked by its answer
-
+    # Ours when taken and when the POST goes; revoked by the time it answers.
     simulator.state.update_config({"job_duration_seconds": 5.0})
-    tracker = tracker_for(simulator, Metrics(), owns=owns)
+    tracker = tracker_for(simulator, Metrics(), owns=owned_for_asks(2))
     records = [record(f"c{i}", i) for i in range(5)]
     delivery = asyncio.ensure_future(tracker.deliver(records))
     verdicts = await delivery
@@ -255,14 +262,9 @@ async def test_a_submission_retrying_when_its_partitions_go_is_withdrawn_unsent(
     # Lost partitions, then a retry sent seconds later: the next owner had meanwhile
     # applied a newer change of a customer, and this older one landed after it (the
     # three-broker chaos run saw it). Every attempt asks first whether the records are ours.
-    asked: list[bool] = []
-
-    def owns(_records: list[PendingRecord]) -> bool:
-        asked.append(True)
-        return len(asked) <= 2  # ours when taken and for the first attempt, then lost
-
+    # Ours when taken and for the first attempt, then lost.
     simulator.state.update_config({"rate_limit_rate": 1.0})  # every attempt refused: a retry
-    tracker = tracker_for(simulator, Metrics(), owns=owns)
+    tracker = tracker_for(simulator, Metrics(), owns=owned_for_asks(2))
     records = [record(f"c{i}", i) for i in range(5)]
     verdicts = await tracker.deliver(records)
     assert simulator.state.jobs == {}
