@@ -421,6 +421,37 @@ def test_overlapping_jobs_are_applied_in_finish_time_order() -> None:
     assert [record.seq for record in state.applied] == list(range(12))
 
 
+def test_overlapping_jobs_report_failures_in_body_order_and_log_them_by_finish_time() -> None:
+    state = SimulatorState(SimulatorConfig(job_duration_seconds=1.0))
+    long_body, short_body = customers(6, "a"), customers(3, "b")
+    long_body[4]["email"] = short_body[1]["email"] = "not-an-address"
+    short_body[0] = {**long_body[5], "custom": {"version": "older"}}  # one customer in both
+    long = state.create_job(long_body)
+    short = state.create_job(short_body)
+    state.settle(max(long.created, short.created) + 0.5)  # both halfway: one interleaved step
+    state.settle(max(long.created, short.created) + 1.0)
+
+    assert [e["customerId"] for e in long.successful] == ["a0", "a1", "a2", "a3", "a5"]
+    assert long.failed == [{"customerId": "a4", "error": "Invalid email address"}]
+    assert [e["customerId"] for e in short.successful] == ["a5", "b2"]
+    assert [record.customer_id for record in state.rejected] == ["b1", "a4"]
+    assert [record.seq for record in state.rejected] == [0, 1]
+    order = [(record.job_id, record.customer_id) for record in state.applied]
+    finish = {
+        **{(long.id, c["customerId"]): long.finish_time(i) for i, c in enumerate(long_body)},
+        **{(short.id, c["customerId"]): short.finish_time(i) for i, c in enumerate(short_body)},
+    }
+    assert order == sorted(order, key=finish.__getitem__)
+    assert [record.seq for record in state.applied] == list(range(7))
+    assert state.latest["a5"] == long_body[5]  # the long job's a5 finishes last
+    assert [record.at for record in state.applied] == [
+        (long if job_id == long.id else short).finish_wall(
+            [c["customerId"] for c in (long_body if job_id == long.id else short_body)].index(c)
+        )
+        for job_id, c in order
+    ]
+
+
 # --- faults -------------------------------------------------------------------------------
 
 
