@@ -45,9 +45,11 @@ Decisions worth knowing:
   would be admitted as ``Retry-After`` or, like the real API's
   documentation, without it (``limit_retry_after``). Checked after the
   credentials; a refused request is not counted.
-* **Speed**: one pydantic validation per POST (``BatchRequest``), the
+* **Speed**: a POST's body is checked in C by msgspec (:mod:`.gate`), with
+  pydantic's ``BatchRequest`` only for a body the gate refuses; the
   customers are kept as the orjson-parsed dicts, results grow by appending,
-  and the document of a terminal job is serialised once and cached.
+  records finishing together are ordered with one sort, and the document of
+  a terminal job is serialised once and cached.
 
 Controls (no auth): ``GET /_sim/stats``; ``GET /_sim/applied?since=N[&limit=M]``
 -> ``{"applied": [{"seq", "customerId", "customer", "jobId", "submittedAt", "at"},

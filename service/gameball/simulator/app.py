@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from service.gameball.models import BatchRequest
 from service.gameball.simulator.config import SimulatorConfig
+from service.gameball.simulator.gate import passes
 from service.gameball.simulator.state import SimulatorState
 
 MAX_REPORTED_ERRORS = 10
@@ -128,7 +129,8 @@ class _Api:
         except orjson.JSONDecodeError as exc:
             return _message(400, f"Invalid JSON: {exc}")
         try:
-            BatchRequest.model_validate(raw)
+            if not passes(body):
+                BatchRequest.model_validate(raw)
         except ValidationError as exc:
             lines = describe_validation(exc, raw)
             text = "; ".join(lines[:MAX_REPORTED_ERRORS])
