@@ -79,8 +79,16 @@ class Prometheus:
                 stderr=log,
             )
 
+    def ready(self) -> bool:
+        """Whether it serves queries: until its storage and rules are loaded it answers 503."""
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def query(self, promql: str) -> dict[str, Any]:
         response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
 
@@ -142,6 +150,7 @@ def observed(
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{service.port}")
     service.start()
     try:
+        wait_for(prometheus.ready, 60, "Prometheus to be ready")
         yield Observed(broker, topic, service), prometheus
     finally:
         prometheus.stop()
