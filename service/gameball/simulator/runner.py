@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import socket
 import threading
 import time
@@ -22,6 +23,8 @@ START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 2.0
 TICK_SECONDS = 0.005
+FREEZE_TICKS = 10
+"""uvicorn ticks (0.1 s each) between two freezes of what survived (:class:`_FreezingServer`)."""
 
 
 def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
@@ -91,6 +94,26 @@ class _QuickServer(uvicorn.Server):
             task.cancel()
         for server in self.servers:
             await server.wait_closed()
+
+
+class _FreezingServer(uvicorn.Server):
+    """uvicorn's server, moving what survived out of the garbage collector's way each second.
+
+    The simulator's memory only grows (jobs, the applied log: four tracked objects per
+    record), and each full collection walks all of it: over 320 jobs of 1,000 records, 16 at
+    a time, that was 40 % of the simulator's CPU (22.2 ms a job; 13.6 with the collector off,
+    14.9 with this, measured). Once a second it collects, then freezes the survivors: the
+    permanent generation is never walked again. Reference counting still frees them
+    (``/_sim/reset`` drops the log, which holds no cycles); only a cycle formed later by an
+    object that was in flight at a freeze goes unreclaimed, a request's worth at most. For
+    ``simulate`` alone: freezing a test's or the demo's process would hold their garbage too.
+    """
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % FREEZE_TICKS == FREEZE_TICKS - 1:
+            gc.collect()
+            gc.freeze()
+        return await super().on_tick(counter)
 
 
 class RunningSimulator:
@@ -375,7 +398,7 @@ def main(args: argparse.Namespace) -> int:
         ) from None
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     print(banner(config, f"http://{host}:{sock.getsockname()[1]}"), flush=True)
-    server = uvicorn.Server(_uvicorn_config(create_app(config), args.host, args.port))
+    server = _FreezingServer(_uvicorn_config(create_app(config), args.host, args.port))
     try:
         server.run(sockets=[sock])
     finally:

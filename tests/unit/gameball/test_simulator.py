@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import re
 import socket
 import time
@@ -27,8 +28,10 @@ from service.gameball.simulator import (
     SimulatorState,
     add_simulate_arguments,
     config_from_args,
+    runner,
     serve,
 )
+from service.gameball.simulator.app import create_app
 from tests.helpers import wait_for
 
 KEYS = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
@@ -513,6 +516,23 @@ def test_throughput_is_benchmark_grade(api: Api) -> None:
 
 
 # --- running it ---------------------------------------------------------------------------
+
+
+def test_the_simulate_server_freezes_what_survived_once_a_second() -> None:
+    app = create_app(SimulatorConfig())
+    server = runner._FreezingServer(runner._uvicorn_config(app, "127.0.0.1", 0))
+    server.config.load()
+    survivor = [{"customerId": "kept"}]
+    try:
+        for tick in range(runner.FREEZE_TICKS - 1):
+            assert not asyncio.run(server.on_tick(tick))
+        assert gc.get_freeze_count() == 0
+        assert not asyncio.run(server.on_tick(runner.FREEZE_TICKS - 1))
+        assert gc.get_freeze_count() > 0
+        assert gc.is_tracked(survivor)
+        assert not any(survivor is o for o in gc.get_objects())  # frozen: no longer walked
+    finally:
+        gc.unfreeze()
 
 
 def test_cli_switches_map_onto_the_config() -> None:
