@@ -40,14 +40,17 @@ from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-INGEST_SLICE = 250
-"""Records ingested between two yields to the loop (~2-3 ms of CPU).
+INGEST_SLICE = 100
+"""Records ingested between two yields to the loop (about 1 ms of CPU).
 
-A fetch of ``CONSUME_MAX`` records decoded in one go held the loop for
-20-40 ms, and a job's HTTP exchange needs several loop turns (a 200 KB POST,
-a 64 KB status document): under a backlog, the benchmark saw status and
-submit requests take 150-220 ms for jobs the API finished at once. Slicing
-brought them to 55-90 ms.
+A job's HTTP exchange needs several loop turns (a 200 KB POST, a 64 KB status
+document), each waiting behind whatever holds the loop. A fetch of
+``CONSUME_MAX`` records decoded in one go held it for 20-40 ms: under a backlog
+the benchmark saw submits and status reads take 150-220 ms for jobs the API
+finished at once. Slices of 250 brought them to 55-90 ms, and still cost a
+slot of 16 in flight a fifth of its time (API-bound ratio 0.65, submits 113 ms,
+reads 86 ms); slices of 100: 0.79, 51 ms and 49 ms, with the CPU-bound rate
+unchanged (measured back to back, same run order).
 """
 CONSUMER_ERROR_LOG_EVERY = 30.0
 """Seconds between two log lines of the same consumer error (they can come per fetch)."""
