@@ -36,8 +36,8 @@ class Run:
     late: list[float]
     end: float
 
-    def mean_reads(self, skip: int = 0) -> float:
-        return sum(self.reads[skip:]) / len(self.reads[skip:])
+    def mean_reads(self, skip: int = 0, stop: int | None = None) -> float:
+        return sum(self.reads[skip:stop]) / len(self.reads[skip:stop])
 
     def mean_late(self, skip: int = 0) -> float:
         return sum(self.late[skip:]) / len(self.late[skip:])
@@ -86,8 +86,8 @@ def test_a_job_of_steady_duration_costs_about_one_status_read() -> None:
     jobs = run(JobDurations(SCHEDULE), 2.0, 300)
     assert jobs.reads[0] > 2, "the first job has nothing to go by"
     assert jobs.mean_reads(skip=1) <= 1.15
-    # ... and it is noticed soon after it ended (about 5 % of its duration on average).
-    assert jobs.mean_late(skip=1) < 0.1
+    # ... and it is noticed soon after it ended (about 2.5 % of its duration on average).
+    assert jobs.mean_late(skip=1) < 0.06
 
 
 @pytest.mark.parametrize("in_flight", [4, 7, 16])
@@ -97,7 +97,7 @@ def test_so_does_a_job_among_many_in_flight_which_are_predicted_alike(in_flight:
     # many jobs to come down (latency), or come down too fast (reads).
     jobs = run(JobDurations(SCHEDULE), 2.0, 100 * in_flight, in_flight=in_flight)
     assert jobs.mean_reads(skip=2 * in_flight) <= 1.15
-    assert jobs.mean_late(skip=2 * in_flight) < 0.1
+    assert jobs.mean_late(skip=2 * in_flight) < 0.06
 
 
 def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up() -> None:
@@ -105,11 +105,12 @@ def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up
     steady = run(durations, 2.0, 50)
     slow = run(durations, 6.0, 50, start=steady.end)
     assert slow.reads[0] <= 3, "the first slow job is found by its progress"
-    assert slow.mean_reads(skip=5) <= 1.2
+    assert slow.mean_reads(skip=5) <= 1.1, "misses in a row grow the estimate faster"
     fast = run(durations, 1.0, 300, start=slow.end)
-    assert all(reads == 1 for reads in fast.reads[:100]), "a faster API costs no extra reads"
+    assert fast.mean_reads(stop=100) <= 1.1, "a faster API costs few extra reads"
     assert fast.late[0] > 4.0, "only latency, at first"
-    assert fast.mean_late(skip=200) < 0.1, "which wears off, 1 % a job"
+    assert fast.mean_late(skip=70) < 0.05, "which wears off within 70 jobs: hits in a row..."
+    assert fast.mean_late(skip=200) < 0.03, "... shrink it faster"
     assert fast.mean_reads(skip=200) <= 1.2
 
 
