@@ -67,8 +67,8 @@ class PollSchedule:
     learning_rate: float = 0.05
 
 
-MAX_BOOST = 8.0
-"""The most a run of hits or misses multiplies the estimate's step by."""
+MAX_DOUBLINGS = 3
+"""A run of hits or misses multiplies the estimate's step by at most 2**3."""
 _REFERENCE_FADE = 0.95
 """Per job learnt: how fast the reference size forgets a larger job."""
 
@@ -149,15 +149,19 @@ class JobDurations:
             self._shrunk += share
             # Past twice the hits a miss is due after, the API has sped up: steps double.
             due = target / (1 - target)
-            boost = min(MAX_BOOST, 2.0 ** max(0.0, self._shrunk - 2 * due))
+            boost = 2.0 ** min(MAX_DOUBLINGS, max(0.0, self._shrunk - 2 * due))
             self._per_record *= (1 - rate * (1 - target) * boost) ** share
             self._grown = 0
             return
-        # A small job's miss says little of the full ones (its fixed cost dominates): the
-        # lower bound below is all it teaches.
-        if generation == self.generation and 2 * records >= count:
+        # A small job's miss says little of the full ones (its fixed cost dominates), and a
+        # first read held back to max_seconds did not test a prediction past it (jobs that
+        # run longer would miss for ever, and the estimate grow without end): the lower
+        # bound below is all they teach.
+        predicted = self._per_record * count
+        testable = predicted < self._schedule.max_seconds
+        if generation == self.generation and 2 * records >= count and testable:
             # Misses in a row (a generation each): the API has slowed down, steps double.
-            self._per_record *= 1 + rate * target * min(MAX_BOOST, 2.0**self._grown)
+            self._per_record *= 1 + rate * target * 2.0 ** min(MAX_DOUBLINGS, self._grown)
             self._grown += 1
             self._shrunk = 0.0
             self.generation += 1

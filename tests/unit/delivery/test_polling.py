@@ -204,3 +204,34 @@ def test_a_lasting_change_to_smaller_jobs_becomes_the_norm() -> None:
     small = run(durations, 0.4, 200, records=200, start=full.end)
     assert small.mean_reads(skip=60) <= 1.15
     assert small.mean_late(skip=60) < 0.05
+
+
+def test_jobs_finished_before_every_first_read_for_hours_keep_being_read_once() -> None:
+    """The backlog benchmark's API: jobs done before any read. Every first read is a hit, so
+    the run of hits never ends; the step it doubles stays bounded (it once overflowed
+    after ~1,040 jobs, and the job's tracking died with it)."""
+    durations = JobDurations(SCHEDULE)
+    jobs = run(durations, 0.001, 5000, in_flight=8)
+    assert jobs.mean_reads(skip=8) == 1
+    assert max(jobs.late[-1000:]) <= SCHEDULE.initial_seconds
+
+
+def test_jobs_longer_than_the_longest_read_gap_do_not_grow_the_estimate_without_end() -> None:
+    """An API whose jobs take longer than max_seconds, for hours: every first read (held back
+    to max_seconds) misses. Those misses test no prediction, so they grow nothing; the
+    estimate once overflowed (a step doubling in a run of misses) after ~2,300 of them."""
+    durations = JobDurations(SCHEDULE)
+    for job in range(5000):
+        at = 100.0 * job
+        durations.learn(1000, generation=None, first_read_done=True, after=None, by=1.0, now=at)
+        durations.learn(
+            1000,
+            generation=durations.generation,
+            first_read_done=False,
+            after=45.0,
+            by=60.0,
+            now=at,
+        )
+    predicted = durations.predict(1000)
+    assert predicted is not None
+    assert predicted <= 45.0 + SCHEDULE.margin_seconds  # what the reads showed, no more
