@@ -23,9 +23,14 @@ records/s, and every extra read is records not delivered. So:
   still running at its last read before the end: at least that long), and
   misses in a row double the step up; when it speeds up, hits run on past
   twice the ten a miss is due after and double the step down each job
-  duration (up to 8x), so a sixfold speed-up is followed within ~60 jobs
+  duration (up to 32x), so a sixfold speed-up is followed within ~60 jobs
   (180 with fixed 1 % steps), and meanwhile only latency is lost. Reads
   count from when they were sent: a slow answer says nothing of the job.
+  An estimate too high costs latency for many jobs, one too low a read, so
+  what is uncertain errs low: the first job's read sent late by a busy loop
+  says nothing of the jobs (its planned time is used), and a first read
+  held back to ``max_seconds`` that finds the job done brings the estimate
+  down to what it proves.
 * **Progress refines it.** A running job's status lists the records done
   (:class:`JobProgress`): two reads give a rate and so a finish, and even one
   read near the end says how little is left.
@@ -68,7 +73,9 @@ class PollSchedule:
 
 
 MAX_DOUBLINGS = 3
-"""A run of hits or misses multiplies the estimate's step by at most 2**3."""
+"""A run of misses multiplies the estimate's step up by at most 2**3..."""
+SHRINK_DOUBLINGS = 5
+"""... a run of hits its step down by at most 2**5 (16 % a job duration)."""
 _REFERENCE_FADE = 0.95
 """Per job learnt: how fast the reference size forgets a larger job."""
 
@@ -110,15 +117,20 @@ class JobDurations:
         first_read_done: bool,
         after: float | None,
         by: float,
+        planned: float | None = None,
         now: float,
     ) -> None:
         """A job of ``records`` ended ``after`` seconds from its submission (if known) and ``by``.
 
         ``after`` is when the last read that saw it running was sent, ``by``
-        when the read that saw it ended was. ``after`` never overshoots, so it
-        is what a miss raises the estimate to; ``by`` may, when that read came
-        late (a busy loop, a short budget), and a prediction too late decays
-        slowly. The first job, with nothing better, starts it between the two.
+        when the read that saw it ended was, ``planned`` when that read was
+        due (``by`` when not told). ``after`` never overshoots, so it is what a
+        miss raises the estimate to; ``by`` may, when that read came late (a
+        busy loop, a short budget), and an estimate too high costs latency for
+        many jobs while one too low costs a read and is raised by the next
+        miss at once. So the first job, with nothing better, starts it between
+        ``after`` and the earlier of ``by`` and ``planned``: a loop stalled for
+        seconds at start-up must not hold every first read that long.
 
         ``generation`` is the one its first read was predicted with (``None``:
         it was not). Jobs in flight together are predicted alike and miss or
@@ -137,19 +149,24 @@ class JobDurations:
         # or its first reads would all come a little early, two reads a job.
         self._reference = count = max(float(records), self._reference * _REFERENCE_FADE)
         if self._per_record is None:
-            self._per_record = (by if after is None else (after + by) / 2) / count
+            upper = by if planned is None else min(by, planned)
+            self._per_record = (upper if after is None else (after + upper) / 2) / count
             return
         if generation is None:  # its first read tested no prediction
             return
         rate, target = self._schedule.learning_rate, self._schedule.first_read_done
         if first_read_done:
-            span = max(self._per_record * records, 1e-6)
+            # A first read held back to max_seconds and finding the job done proves the
+            # estimate too high, by how much it cannot say: at least it comes down to the
+            # proof, and hits count time by the reads they test, not by the estimate.
+            self._per_record = min(self._per_record, by / records)
+            span = max(min(self._per_record * records, self._schedule.max_seconds), 1e-6)
             share = min(1.0, (now - self._shrunk_at) / span)
             self._shrunk_at = now
             self._shrunk += share
             # Past twice the hits a miss is due after, the API has sped up: steps double.
             due = target / (1 - target)
-            boost = 2.0 ** min(MAX_DOUBLINGS, max(0.0, self._shrunk - 2 * due))
+            boost = 2.0 ** min(SHRINK_DOUBLINGS, max(0.0, self._shrunk - 2 * due))
             self._per_record *= (1 - rate * (1 - target) * boost) ** share
             self._grown = 0
             return
@@ -209,6 +226,7 @@ class JobPolls:
         "_durations",
         "_generation",
         "_last_running",
+        "_planned",
         "_progress",
         "_records",
         "_schedule",
@@ -226,6 +244,7 @@ class JobPolls:
         self._progress = JobProgress(records, submitted)
         self._generation: int | None = None
         self._last_running: float | None = None
+        self._planned = submitted  # when the next read is due
         self.reads = 0
 
     def first_delay(self) -> float:
@@ -235,9 +254,11 @@ class JobPolls:
             self._generation = self._durations.generation
         # Capped like every read: an estimate learnt when the API was slow comes down
         # only 1 % per job duration, and must not hold a fast job for minutes.
-        return min(
+        delay = min(
             self._schedule.max_seconds, max(self._schedule.initial_seconds, predicted or 0.0)
         )
+        self._planned = self._submitted + delay
+        return delay
 
     def running(self, asked: float, answered: float, status: JobStatus) -> float:
         """A read sent at ``asked`` found the job running: seconds from ``answered`` to the next.
@@ -260,7 +281,9 @@ class JobPolls:
         else:
             delay = schedule.backoff * age
         floor = max(schedule.initial_seconds, schedule.min_fraction * age)
-        return min(schedule.max_seconds, max(floor, asked + delay - answered))
+        delay = min(schedule.max_seconds, max(floor, asked + delay - answered))
+        self._planned = answered + delay
+        return delay
 
     def ended(self, asked: float, *, learn: bool) -> None:
         """A read sent at ``asked`` found the job terminal; ``learn`` unless it says nothing."""
@@ -274,5 +297,6 @@ class JobPolls:
             first_read_done=self.reads == 1,
             after=None if last is None else last - self._submitted,
             by=asked - self._submitted,
+            planned=self._planned - self._submitted,
             now=asked,
         )

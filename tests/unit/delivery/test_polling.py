@@ -235,3 +235,27 @@ def test_jobs_longer_than_the_longest_read_gap_do_not_grow_the_estimate_without_
     predicted = durations.predict(1000)
     assert predicted is not None
     assert predicted <= 45.0 + SCHEDULE.margin_seconds  # what the reads showed, no more
+
+
+def test_a_first_read_sent_late_by_a_stalled_loop_does_not_hold_the_next_jobs() -> None:
+    """Seen in the backlog benchmark: instant jobs read ~20 s after their submission, for
+    half an hour. An estimate too high comes down slowly; the first job's read, sent late by
+    a busy loop, must not set it."""
+    durations = JobDurations(SCHEDULE)
+    first = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    first.first_delay()
+    first.ended(18.0, learn=True)  # due at 0.05 s, sent at 18 s
+    jobs = run(durations, 0.02, 200, in_flight=16, start=18.0)
+    assert jobs.mean_late() < 0.1
+    assert jobs.mean_reads() <= 1.2
+
+
+def test_an_api_that_sped_up_from_minutes_to_an_instant_is_followed_within_minutes() -> None:
+    """Jobs of 5 minutes, then instant ones: every first read (held back to max_seconds)
+    finds the job done. Those hits prove the estimate too high and bring it down to what
+    they prove, and the doubled steps do the rest."""
+    durations = JobDurations(SCHEDULE)
+    slow = run(durations, 300.0, 20)
+    fast = run(durations, 0.02, 3000, in_flight=16, start=slow.end)
+    assert fast.mean_late(skip=1000) < 0.05
+    assert fast.end - slow.end < 900
