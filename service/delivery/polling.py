@@ -30,7 +30,9 @@ records/s, and every extra read is records not delivered. So:
   what is uncertain errs low: the first job's read sent late by a busy loop
   says nothing of the jobs (its planned time is used), and a first read
   held back to ``max_seconds`` that finds the job done brings the estimate
-  down to what it proves.
+  down to what it proves. Hits stop shrinking it at the first read's floor
+  (``initial_seconds``), below which no read tests anything, and jobs end out
+  of order: a read sent before the last one counted adds no time.
 * **Progress refines it.** A running job's status lists the records done
   (:class:`JobProgress`): two reads give a rate and so a finish, and even one
   read near the end says how little is left.
@@ -156,19 +158,27 @@ class JobDurations:
             return
         rate, target = self._schedule.learning_rate, self._schedule.first_read_done
         if first_read_done:
+            schedule = self._schedule
+            self._grown = 0
             # A first read held back to max_seconds and finding the job done proves the
             # estimate too high, by how much it cannot say: at least it comes down to the
             # proof, and hits count time by the reads they test, not by the estimate.
             self._per_record = min(self._per_record, by / records)
-            span = max(min(self._per_record * records, self._schedule.max_seconds), 1e-6)
-            share = min(1.0, (now - self._shrunk_at) / span)
-            self._shrunk_at = now
+            predicted = self._per_record * records
+            if predicted + schedule.margin_seconds <= schedule.initial_seconds:
+                # Held up to the first read's floor, it tested nothing below: shrunk on by
+                # instant jobs, the estimate would dwindle to nothing (and did, to 1e-300).
+                return
+            span = max(min(predicted, schedule.max_seconds), 1e-6)
+            # Jobs end out of order: a read sent before the last one counted adds no time
+            # (a negative share once raised that dwindled estimate to 1e58 at one stroke).
+            share = min(1.0, max(0.0, now - self._shrunk_at) / span)
+            self._shrunk_at = max(self._shrunk_at, now)
             self._shrunk += share
             # Past twice the hits a miss is due after, the API has sped up: steps double.
             due = target / (1 - target)
             boost = 2.0 ** min(SHRINK_DOUBLINGS, max(0.0, self._shrunk - 2 * due))
             self._per_record *= (1 - rate * (1 - target) * boost) ** share
-            self._grown = 0
             return
         # A small job's miss says little of the full ones (its fixed cost dominates), and a
         # first read held back to max_seconds did not test a prediction past it (jobs that

@@ -259,3 +259,42 @@ def test_an_api_that_sped_up_from_minutes_to_an_instant_is_followed_within_minut
     fast = run(durations, 0.02, 3000, in_flight=16, start=slow.end)
     assert fast.mean_late(skip=1000) < 0.05
     assert fast.end - slow.end < 900
+
+
+def test_instant_jobs_answered_out_of_order_leave_the_estimate_alone() -> None:
+    """The cause of the backlog benchmark's half hour of 20-30 s first reads: instant jobs,
+    every first read a hit, shrank the estimate to 1e-300; then a read sent before the last
+    one counted (jobs end out of order) gave a negative share of time, and one step raised
+    the estimate to 1e58 seconds per record."""
+    durations = JobDurations(SCHEDULE)
+    jobs = run(durations, 0.001, 3000, in_flight=8)
+    floor = durations.predict(1000)
+    assert floor is not None
+    # Hits at the first read's floor test nothing below it: the estimate stops there (within
+    # the last step down).
+    assert floor >= 0.8 * SCHEDULE.initial_seconds
+    earlier = jobs.end - 0.03
+    durations.learn(
+        1000,
+        generation=durations.generation,
+        first_read_done=True,
+        after=None,
+        by=0.05,
+        now=earlier,
+    )
+    assert durations.predict(1000) == pytest.approx(floor)
+
+
+def test_a_read_sent_before_the_last_one_counted_adds_no_time() -> None:
+    durations = JobDurations(SCHEDULE)
+    steady = run(durations, 2.0, 50)
+    before = durations.predict(1000)
+    durations.learn(
+        1000,
+        generation=durations.generation,
+        first_read_done=True,
+        after=None,
+        by=2.1,
+        now=steady.end - 100.0,
+    )
+    assert durations.predict(1000) == pytest.approx(before)
