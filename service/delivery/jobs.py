@@ -71,6 +71,23 @@ def _ignore(_job_id: str, _records: list[PendingRecord]) -> None:
     return None
 
 
+class _SentAt:
+    """When a status read last went out: after the budget's wait, not when it was asked for.
+
+    What a read finds (running, this much done, ended) is true as of then. Dated from before
+    the budget's wait, a job's progress looked faster than it ran and its predicted end came
+    early (a read wasted finding it running), and a job seen running proved less than it did.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def __call__(self) -> None:
+        self.at = time.monotonic()
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     record: PendingRecord
@@ -232,6 +249,7 @@ class JobTracker:
         deadline = started + self.job_timeout
         polls = JobPolls(self._poll, self._durations, len(records), started)
         delay = polls.first_delay()
+        sent = _SentAt()
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
         cancelled = False
         self._open[job_id] = frozenset((r.topic, r.partition) for r in records)
@@ -242,9 +260,8 @@ class JobTracker:
                 try:
                     while True:
                         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                        asked = time.monotonic()
-                        status = await self._client.status(job_id, spent=spent)
-                        now = time.monotonic()
+                        status = await self._client.status(job_id, spent=spent, sending=sent)
+                        asked, now = sent.at, time.monotonic()
                         if status.status.terminal:
                             label = status.status.value
                             # Only a job that ran its course says how long jobs take.

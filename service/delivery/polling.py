@@ -25,7 +25,8 @@ records/s, and every extra read is records not delivered. So:
   twice the ten a miss is due after and double the step down each job
   duration (up to 32x), so a sixfold speed-up is followed within ~60 jobs
   (180 with fixed 1 % steps), and meanwhile only latency is lost. Reads
-  count from when they were sent: a slow answer says nothing of the job.
+  count from when they were sent, after the budget's wait: a slow answer
+  says nothing of the job.
   An estimate too high costs latency for many jobs, one too low a read, so
   what is uncertain errs low: the first job's read sent late by a busy loop
   says nothing of the jobs (its planned time is used), and a first read

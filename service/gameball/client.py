@@ -170,10 +170,20 @@ class GameballClient:
             ) from exc
 
     async def status(
-        self, job_id: str, *, entries: bool = False, spent: Spent | None = None
+        self,
+        job_id: str,
+        *,
+        entries: bool = False,
+        spent: Spent | None = None,
+        sending: Callable[[], None] | None = None,
     ) -> JobStatus:
-        """The job's status; a running job's entries are only counted unless ``entries``."""
-        response = await self._call("status", "GET", JOB_PATH.format(job_id=job_id), None, spent)
+        """The job's status; a running job's entries are only counted unless ``entries``.
+
+        ``sending`` is called as every attempt goes out, after the budget's wait: what the
+        answer says of the job, it says as of then (see ``delivery/polling.py``).
+        """
+        path = JOB_PATH.format(job_id=job_id)
+        response = await self._call("status", "GET", path, None, spent, sending=sending)
         try:
             return JobStatus.read(response.content, entries=entries)
         except ValueError as exc:  # ValidationError and JSONDecodeError alike
@@ -219,6 +229,8 @@ class GameballClient:
         content: bytes | None = None,
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
+        *,
+        sending: Callable[[], None] | None = None,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -228,7 +240,9 @@ class GameballClient:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._send(operation, method, path, content, spent, wanted)
+                response = await self._send(
+                    operation, method, path, content, spent, wanted, sending=sending
+                )
                 return self._classify(operation, response)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
 
@@ -240,6 +254,8 @@ class GameballClient:
         content: bytes | None = None,
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
+        *,
+        sending: Callable[[], None] | None = None,
     ) -> httpx.Response:
         budget = self._budget
         sent_at = await budget.acquire(operation) if budget is not None else 0.0
@@ -247,6 +263,8 @@ class GameballClient:
             raise SubmissionWithdrawn(f"{operation} withdrawn: its records are no longer ours")
         if spent is not None:
             spent[operation] += 1
+        if sending is not None:
+            sending()
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, content=content)

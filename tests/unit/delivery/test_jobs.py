@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from service.delivery.jobs import JobTracker
 from service.delivery.polling import PollSchedule
 from service.delivery.records import PendingRecord
+from service.gameball.budget import RequestBudget, Window
 from service.gameball.client import GameballClient, RetryPolicy
 from service.gameball.models import JobState, JobStatus, result_customer
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
@@ -44,6 +45,7 @@ def tracker_for(
     timeout: float = 30,
     poll: PollSchedule = FAST_POLL,
     owns: Callable[[list[PendingRecord]], bool] | None = None,
+    budget: RequestBudget | None = None,
 ) -> JobTracker:
     client = GameballClient(
         simulator.base_url,
@@ -52,6 +54,7 @@ def tracker_for(
         metrics=metrics,
         health=Health(),
         retry=RetryPolicy(base_seconds=0.01, max_seconds=0.05),
+        budget=budget,
     )
     _clients.append(client)
     return JobTracker(
@@ -188,6 +191,33 @@ async def test_jobs_of_steady_duration_cost_about_one_status_read_each() -> None
     assert jobs == 16
     # The first job has nothing to go by (a few reads); the other 15 about one each.
     assert status_reads <= 5 + 15 * 1.3
+
+
+class StatusReadsHeld(RequestBudget):
+    """A budget that holds every status read ``hold`` seconds: a key shared with busy peers."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__((Window(1000, 1.0),))
+        self.hold = hold
+
+    async def acquire(self, operation: str) -> float:
+        if operation == "status":
+            await asyncio.sleep(self.hold)
+        return await super().acquire(operation)
+
+
+async def test_a_status_read_held_by_the_budget_counts_from_when_it_was_sent() -> None:
+    """A running job's progress is as of when the read went out, after the key's budget
+    held it: counted from when it was asked for, the job looked faster than it ran, its
+    predicted end came early, and a read was wasted on finding it still running."""
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(job_duration_seconds=1.0, seed=5)) as simulator:
+        tracker = tracker_for(simulator, metrics, poll=PollSchedule(), budget=StatusReadsHeld(0.4))
+        verdicts = await tracker.deliver([record(f"c{i}", i) for i in range(50)])
+        assert len(verdicts.succeeded) == 50
+    # One read finds it running and shows its progress; the next, at the end the progress
+    # predicts, finds it done (three, when progress was dated 0.4 s early).
+    assert count(metrics, "customer_sync_api_requests_per_job_sum", operation="status") == 2
 
 
 RUNNING_DOC = {
