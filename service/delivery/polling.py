@@ -161,11 +161,14 @@ class JobDurations:
         if first_read_done:
             schedule = self._schedule
             self._grown = 0
-            # A first read held back to max_seconds and finding the job done proves the
-            # estimate too high, by how much it cannot say: at least it comes down to the
-            # proof, and hits count time by the reads they test, not by the estimate.
-            self._per_record = min(self._per_record, by / records)
             predicted = self._per_record * records
+            if predicted > schedule.max_seconds:
+                # A first read held back to max_seconds and finding the job done proves the
+                # estimate too high, by how much it cannot say: at least it comes down to
+                # the proof. Below the cap, a read planned before a miss raised the
+                # estimate proves nothing against the raise: it stands.
+                self._per_record = min(self._per_record, by / records)
+                predicted = self._per_record * records
             if predicted + schedule.margin_seconds <= schedule.initial_seconds:
                 # Held up to the first read's floor, it tested nothing below: shrunk on by
                 # instant jobs, the estimate would dwindle to nothing (and did, to 1e-300).

@@ -298,3 +298,34 @@ def test_a_read_sent_before_the_last_one_counted_adds_no_time() -> None:
         now=steady.end - 100.0,
     )
     assert durations.predict(1000) == pytest.approx(before)
+
+
+def test_a_hit_read_at_an_earlier_estimate_does_not_undo_a_miss() -> None:
+    """Jobs in flight together were predicted alike: when one misses and raises the
+    estimate, the others' first reads, planned before the raise, finding their jobs done
+    prove nothing against it (they did bring it back down, and the next jobs missed too)."""
+    durations = JobDurations(SCHEDULE)
+    steady = run(durations, 2.0, 50)
+    planned = durations.predict(1000)
+    assert planned is not None
+    generation = durations.generation
+    durations.learn(
+        1000,
+        generation=generation,
+        first_read_done=False,
+        after=planned,
+        by=planned + 0.3,
+        now=steady.end + planned + 0.3,
+    )
+    raised = durations.predict(1000)
+    assert raised is not None
+    assert raised > planned
+    durations.learn(
+        1000,
+        generation=generation,
+        first_read_done=True,
+        after=None,
+        by=planned,
+        now=steady.end + planned + 0.31,
+    )
+    assert durations.predict(1000) == pytest.approx(raised, rel=0.01)
