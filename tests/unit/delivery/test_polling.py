@@ -261,6 +261,18 @@ def test_an_api_that_sped_up_from_minutes_to_an_instant_is_followed_within_minut
     assert fast.end - slow.end < 900
 
 
+def hit(durations: JobDurations, *, by: float, now: float, generation: int | None = None) -> None:
+    """A first read sent ``by`` seconds after its 1,000-record job's submission found it done."""
+    durations.learn(
+        1000,
+        generation=durations.generation if generation is None else generation,
+        first_read_done=True,
+        after=None,
+        by=by,
+        now=now,
+    )
+
+
 def test_instant_jobs_answered_out_of_order_leave_the_estimate_alone() -> None:
     """The cause of the backlog benchmark's half hour of 20-30 s first reads: instant jobs,
     every first read a hit, shrank the estimate to 1e-300; then a read sent before the last
@@ -274,14 +286,7 @@ def test_instant_jobs_answered_out_of_order_leave_the_estimate_alone() -> None:
     # the last step down).
     assert floor >= 0.8 * SCHEDULE.initial_seconds
     earlier = jobs.end - 0.03
-    durations.learn(
-        1000,
-        generation=durations.generation,
-        first_read_done=True,
-        after=None,
-        by=0.05,
-        now=earlier,
-    )
+    hit(durations, by=0.05, now=earlier)
     assert durations.predict(1000) == pytest.approx(floor)
 
 
@@ -289,14 +294,7 @@ def test_a_read_sent_before_the_last_one_counted_adds_no_time() -> None:
     durations = JobDurations(SCHEDULE)
     steady = run(durations, 2.0, 50)
     before = durations.predict(1000)
-    durations.learn(
-        1000,
-        generation=durations.generation,
-        first_read_done=True,
-        after=None,
-        by=2.1,
-        now=steady.end - 100.0,
-    )
+    hit(durations, by=2.1, now=steady.end - 100.0)
     assert durations.predict(1000) == pytest.approx(before)
 
 
@@ -320,12 +318,5 @@ def test_a_hit_read_at_an_earlier_estimate_does_not_undo_a_miss() -> None:
     raised = durations.predict(1000)
     assert raised is not None
     assert raised > planned
-    durations.learn(
-        1000,
-        generation=generation,
-        first_read_done=True,
-        after=None,
-        by=planned,
-        now=steady.end + planned + 0.31,
-    )
+    hit(durations, by=planned, now=steady.end + planned + 0.31, generation=generation)
     assert durations.predict(1000) == pytest.approx(raised, rel=0.01)
