@@ -8,7 +8,9 @@ records/s, and every extra read is records not delivered. So:
 * **The first read lands just after the predicted finish.**
   :class:`JobDurations` learns how long jobs take per record from the jobs
   that finished (a job much smaller than the others only as a lower bound,
-  counted as large as they are: its fixed cost is not a slow rate). It has
+  counted as large as they are: its fixed cost is not a slow rate; and one
+  much larger, a burst's after a trickle's, is predicted to take no more than
+  twice theirs until one ends, for the same reason). It has
   to live with censoring: a job found finished at the first read only says
   "at most this long". So the estimate tracks a quantile instead of a mean:
   it shrinks a little (0.5 %) when first reads find jobs done and grows
@@ -81,6 +83,8 @@ SHRINK_DOUBLINGS = 5
 """... a run of hits its step down by at most 2**5 (16 % a job duration)."""
 _REFERENCE_FADE = 0.95
 """Per job learnt: how fast the reference size forgets a larger job."""
+_LARGE = 2.0
+"""A job under 1/2 of the reference size is small, one over twice it is large."""
 
 
 class JobDurations:
@@ -107,10 +111,15 @@ class JobDurations:
         """Counts the increases: jobs predicted between two of them miss together."""
 
     def predict(self, records: int) -> float | None:
-        """Seconds from the submission to the first read of ``records``; ``None``: no idea yet."""
+        """Seconds from the submission to the first read of ``records``; ``None``: no idea yet.
+
+        A job over twice as large as the recent ones is predicted as if it were twice
+        as large: what they took was mostly fixed cost, not a rate (see :meth:`learn`).
+        """
         if self._per_record is None:
             return None
-        return self._per_record * records + self._schedule.margin_seconds
+        counted = min(float(records), _LARGE * self._reference)
+        return self._per_record * counted + self._schedule.margin_seconds
 
     def learn(
         self,
@@ -150,6 +159,12 @@ class JobDurations:
         # The reference is the largest recent job, fading 5 % a job: a lasting change of
         # size (a trickle of small batches after a backlog) becomes the norm in ~30 jobs,
         # or its first reads would all come a little early, two reads a job.
+        if self._per_record is not None and records > _LARGE * self._reference:
+            # The mirror image: small jobs found done at their first read taught their
+            # fixed cost as a rate (a one-record job read done at 0.05 s: 0.05 s a record),
+            # which held a burst's 1,000-record jobs at the 30 s cap. Such a job was
+            # predicted as twice the reference; that prediction is what it now teaches.
+            self._per_record *= _LARGE * self._reference / records
         self._reference = count = max(float(records), self._reference * _REFERENCE_FADE)
         if self._per_record is None:
             upper = by if planned is None else min(by, planned)
@@ -190,7 +205,7 @@ class JobDurations:
         # bound below is all they teach.
         predicted = self._per_record * count
         testable = predicted < self._schedule.max_seconds
-        if generation == self.generation and 2 * records >= count and testable:
+        if generation == self.generation and _LARGE * records >= count and testable:
             # Misses in a row (a generation each): the API has slowed down, steps double.
             self._per_record *= 1 + rate * target * 2.0 ** min(MAX_DOUBLINGS, self._grown)
             self._grown += 1
