@@ -159,13 +159,14 @@ class JobDurations:
         # The reference is the largest recent job, fading 5 % a job: a lasting change of
         # size (a trickle of small batches after a backlog) becomes the norm in ~30 jobs,
         # or its first reads would all come a little early, two reads a job.
-        if self._per_record is not None and records > _LARGE * self._reference:
+        previous = self._reference
+        self._reference = count = max(float(records), previous * _REFERENCE_FADE)
+        if self._per_record is not None and records > _LARGE * previous:
             # The mirror image: small jobs found done at their first read taught their
             # fixed cost as a rate (a one-record job read done at 0.05 s: 0.05 s a record),
             # which held a burst's 1,000-record jobs at the 30 s cap. Such a job was
             # predicted as twice the reference; that prediction is what it now teaches.
-            self._per_record *= _LARGE * self._reference / records
-        self._reference = count = max(float(records), self._reference * _REFERENCE_FADE)
+            self._per_record *= _LARGE * previous / records
         if self._per_record is None:
             upper = by if planned is None else min(by, planned)
             self._per_record = (upper if after is None else (after + upper) / 2) / count
