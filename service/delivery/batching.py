@@ -3,8 +3,14 @@
 Two rules of the contract live here:
 
 * **Coalescing.** A batch carries at most one change per ``customerId``: a
-  later change of a buffered customer replaces the earlier one (which is then
-  settled as ``coalesced``; the later change carries everything it said).
+  later change of a buffered customer absorbs the earlier one
+  (:func:`absorb`). The later change wins wherever it speaks, a NULL included
+  (the field is left out: the row has no value there now); what it could not
+  say, a column Debezium sent as its placeholder for an unchanged TOASTed
+  value, is taken from the earlier change. So an insert's 6 kB ``jsonb`` is
+  not lost to the update right after it. The earlier change settles as
+  ``coalesced`` when the merged one settles (it rides in its ``superseded``,
+  and in the ledger with it), so a crash re-reads both.
 * **No customer in two jobs at once.** When a batch is taken, its customers are
   *checked out* until the pipeline releases them (their job ended, one way or
   another). Changes of a checked-out customer wait in ``held`` and only become
@@ -13,8 +19,8 @@ Two rules of the contract live here:
 
 A record given back for resubmission (its job was stopped, timed out, or did
 not report it) is older than anything buffered for the same customer, so if
-the buffer already holds a change of that customer, the returned record is the
-one coalesced away.
+the buffer already holds a change of that customer, that change absorbs the
+returned record, which then settles with it.
 """
 
 from __future__ import annotations
@@ -22,10 +28,85 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from service.delivery.records import PendingRecord
 from service.labels import FlushReason
 
 _BODY_OVERHEAD = len(b'{"body":[]}')
+_read_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+"""An item's fields, each value kept as its JSON bytes: a merge never re-reads a number."""
+
+Path = tuple[str, ...]
+
+
+def merge_items(earlier: bytes, later: bytes, unknown: Iterable[Path]) -> bytes:
+    """Two serialised changes of one customer as one: the later, with what it could not say
+    taken from the earlier.
+
+    ``unknown`` names the later change's fields that Debezium could not read (an unchanged
+    TOASTed value's placeholder): each is filled from ``earlier`` where the later change has
+    nothing there, and where both hold an object (``custom``, fed by a JSON column and by
+    attribute columns at once), key by key, the later's keys winning. Every other field is the
+    later change's, a field it leaves out included: that column was NULL, and the later change
+    says so. Values are copied as their bytes (``msgspec.Raw``), so a decimal or a large
+    integer is never rounded through a float.
+    """
+    fields = _read_fields(later)
+    source = _read_fields(earlier)
+    for path in unknown:
+        _fill(fields, source, path)
+    return msgspec.json.encode(fields)
+
+
+def _fill(fields: dict[str, msgspec.Raw], source: dict[str, msgspec.Raw], path: Path) -> None:
+    name = path[0]
+    given = source.get(name)
+    if given is None:
+        return
+    have = fields.get(name)
+    if len(path) > 1:  # a key inside an object: descend on both sides
+        if not bytes(given).startswith(b"{") or (
+            have is not None and not bytes(have).startswith(b"{")
+        ):
+            return
+        inner = _read_fields(bytes(have)) if have is not None else {}
+        _fill(inner, _read_fields(bytes(given)), path[1:])
+        fields[name] = msgspec.Raw(msgspec.json.encode(inner))
+    elif have is None:
+        fields[name] = given
+    elif bytes(have).startswith(b"{") and bytes(given).startswith(b"{"):
+        inner = _read_fields(bytes(given))
+        inner.update(_read_fields(bytes(have)))
+        fields[name] = msgspec.Raw(msgspec.json.encode(inner))
+
+
+def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None:
+    """``later`` takes what it could not say from ``earlier``; return ``earlier`` if it settles now.
+
+    An earlier change of the same partition and assignment rides in ``later.superseded``
+    and settles with it. One of another partition (two topics feeding one customer) settles
+    as ``coalesced`` at once: its partition's ledger cannot point at this record, so waiting
+    would only hold that partition's commit back.
+    """
+    if later.unknown:
+        later.payload = merge_items(earlier.payload, later.payload, later.unknown)
+        # Still unknown: what the earlier change could not say either.
+        later.unknown = tuple(path for path in later.unknown if path in earlier.unknown)
+    if (
+        earlier.partition != later.partition
+        or earlier.topic != later.topic
+        or earlier.generation != later.generation
+    ):
+        return earlier
+    chain = later.superseded
+    if chain is None:
+        chain = later.superseded = []
+    chain.append((earlier.offset, earlier.timestamp_ms))
+    if earlier.superseded:
+        chain.extend(earlier.superseded)
+        earlier.superseded = None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,33 +148,42 @@ class Batcher:
         return len(self._ready)
 
     def add(self, record: PendingRecord, now: float) -> PendingRecord | None:
-        """Buffer a newly consumed change; return the change it superseded, if any."""
+        """Buffer a newly consumed change; return an absorbed change that settles now, if any."""
         record.enqueued_at = now
         customer = record.customer_id
         if customer in self._checked_out:
             previous = self._held.get(customer)
             self._held[customer] = record
-            return previous
+            return None if previous is None else absorb(record, previous)
         previous = self._ready.get(customer)
+        settled = None
         if previous is not None:
             # Keep the customer's place (and its age) in the queue: it has been
             # waiting since the earlier change.
             record.enqueued_at = previous.enqueued_at
+            settled = absorb(record, previous)
             self._ready_bytes += len(record.payload) - len(previous.payload)
         else:
             self._ready_bytes += len(record.payload) + 1
         self._ready[customer] = record
-        return previous
+        return settled
 
     def give_back(self, record: PendingRecord, now: float) -> PendingRecord | None:
-        """Return a record for resubmission; return whichever of it and a buffered change loses.
+        """Return a record for resubmission; return an absorbed change that settles now, if any.
 
         Anything buffered for the customer arrived after the returned record was
-        taken, so it is newer and wins.
+        taken, so it is newer: it absorbs the returned record.
         """
         customer = record.customer_id
-        if customer in self._ready or customer in self._held:
-            return record
+        newer = self._ready.get(customer)
+        if newer is not None:
+            before = len(newer.payload)
+            settled = absorb(newer, record)
+            self._ready_bytes += len(newer.payload) - before
+            return settled
+        newer = self._held.get(customer)
+        if newer is not None:
+            return absorb(newer, record)
         record.enqueued_at = now
         if customer in self._checked_out:
             self._held[customer] = record

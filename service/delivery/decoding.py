@@ -61,10 +61,21 @@ _MAX_SCHEMAS = 256
 """Distinct schemas kept; past this the cache starts over (a schema per table and version)."""
 
 
+Path = tuple[str, ...]
+"""A field's place in the API item: ``("email",)``, ``("custom", "tier")``."""
+_UNKNOWN: Any = object()
+"""A mapped column Debezium could not read (an unchanged TOASTed value)."""
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass is built 3x slower (0.39 us)
 class Customer:
+    """A decoded customer: its id, the serialised item, and the fields the change could not
+    say (``unknown``: a column Debezium sent as its placeholder). A field absent from the item
+    and not unknown was NULL: the change says it has no value."""
+
     customer_id: str
     payload: bytes
+    unknown: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +219,9 @@ class Decoder:
         return Reject(DeadLetterReason.UNSUPPORTED_OPERATION, f"operation {op!r} is not supported")
 
     def _customer(self, row: dict[str, Any], plan: _Plan) -> Decoded:
+        unknown: list[Path] = []
         try:
-            customer = self._map(row, plan)
+            customer = self._map(row, plan, unknown)
         except Invalid as exc:
             return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
         customer_id = customer.get("customerId")
@@ -220,7 +232,7 @@ class Decoder:
         # msgspec returns exactly sized bytes (orjson 3.13 returned a 4 KiB allocation
         # whatever the length: 80 MB of RSS for a 20,000-record buffer, measured), and
         # writes integers of any size exactly.
-        return Customer(customer_id, _write_json(customer))
+        return Customer(customer_id, _write_json(customer), tuple(unknown) if unknown else ())
 
     def _delete(self) -> Decoded:
         if self._delete_policy == "skip":
@@ -302,11 +314,13 @@ class Decoder:
 
     # --- rows ---------------------------------------------------------------------------------
 
-    def _map(self, row: dict[str, Any], plan: _Plan) -> dict[str, Any]:
+    def _map(self, row: dict[str, Any], plan: _Plan, unknown: list[Path]) -> dict[str, Any]:
         """Row → customer; every value passes its field's converter (or ``Invalid``).
 
         A NULL column, and a column Debezium could not read (an unchanged TOASTed value:
-        the placeholder, or an array of it), are left out of the customer.
+        the placeholder, or an array of it), are left out of the customer; the latter's
+        field is added to ``unknown``, so a coalesced earlier change can say it
+        (``batching.merge_items``).
         """
         customer: dict[str, Any] = {}
         columns = plan.columns
@@ -320,24 +334,30 @@ class Decoder:
                 field, convert = entry
                 if type(value) is str:
                     if value == unavailable:
+                        unknown.append((field,))
                         continue
                     if convert is to_text:
                         customer[field] = value  # the common case, without a call
                         continue
                 elif type(value) is list and unavailable in value:
+                    unknown.append((field,))
                     continue
                 customer[field] = convert(value)
             if plan.mapped:
                 for field, column, path, convert in plan.mapped:
                     value = self._column(row, column, path)
-                    if value is not None:
+                    if value is _UNKNOWN:
+                        unknown.append((field,))
+                    elif value is not None:
                         customer[field] = convert(value)
             if plan.attributes:
                 attributes = {}
                 for name, column, path, convert, label in plan.attributes:
                     field = label
                     value = self._column(row, column, path)
-                    if value is not None:
+                    if value is _UNKNOWN:
+                        unknown.append(("custom", name))
+                    elif value is not None:
                         attributes[name] = convert(value)
                 if attributes:
                     custom = customer.get("custom")
@@ -347,12 +367,13 @@ class Decoder:
         return customer
 
     def _column(self, row: dict[str, Any], column: str, path: tuple[str, ...]) -> Any:
-        """A mapped column's value (or a key inside it); ``None``: absent or unavailable."""
+        """A mapped column's value (or a key inside it); ``None``: absent; ``_UNKNOWN``: the
+        column is Debezium's placeholder."""
         value = row.get(column)
-        if value is None or value == self._unavailable:
+        if value is None:
             return None
-        if type(value) is list and self._unavailable in value:
-            return None
+        if value == self._unavailable or (type(value) is list and self._unavailable in value):
+            return _UNKNOWN
         return _walk(value, path) if path else value
 
 

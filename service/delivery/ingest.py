@@ -129,6 +129,7 @@ class Ingestor:
                     result.customer_id,
                     result.payload,
                     generation=generation,
+                    unknown=result.unknown,
                 )
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))

@@ -116,16 +116,36 @@ class _PartitionOffsets:
                 marks[index] = new
 
 
-def _by_assignment(records: Iterable[PendingRecord]) -> dict[tuple[TopicPartition, int], list[int]]:
-    """A batch's offsets by partition and generation (a batch spans a few of each)."""
+def _by_assignment(
+    records: Iterable[PendingRecord], *, superseded: bool = True
+) -> dict[tuple[TopicPartition, int], list[int]]:
+    """A batch's offsets by partition and generation (a batch spans a few of each).
+
+    A record stands for the earlier changes it absorbed (``PendingRecord.superseded``):
+    their offsets come along unless ``superseded`` is false.
+    """
     grouped: dict[tuple[TopicPartition, int], list[int]] = {}
     for record in records:
         key = ((record.topic, record.partition), record.generation)
         offsets = grouped.get(key)
         if offsets is None:
-            grouped[key] = [record.offset]
+            offsets = grouped[key] = [record.offset]
         else:
             offsets.append(record.offset)
+        if superseded and record.superseded:
+            offsets.extend(offset for offset, _ in record.superseded)
+    return grouped
+
+
+def _superseded_by_assignment(
+    records: Iterable[PendingRecord],
+) -> dict[tuple[TopicPartition, int], list[int]]:
+    """The offsets of the changes the records absorbed, by partition and generation."""
+    grouped: dict[tuple[TopicPartition, int], list[int]] = {}
+    for record in records:
+        if record.superseded:
+            key = ((record.topic, record.partition), record.generation)
+            grouped.setdefault(key, []).extend(offset for offset, _ in record.superseded)
     return grouped
 
 
@@ -246,8 +266,24 @@ class OffsetTracker:
             state.marks[index] = outcome
 
     def settle_all(self, records: Iterable[PendingRecord], outcome: int) -> None:
-        """:meth:`settle` records of a batch, those of their partition's current generation."""
-        for (tp, generation), offsets in _by_assignment(records).items():
+        """:meth:`settle` records of a batch, those of their partition's current generation.
+
+        The changes each record absorbed settle with it, as ``COALESCED``.
+        """
+        records = list(records)
+        self._settle_offsets(_by_assignment(records, superseded=False), outcome)
+        self.settle_superseded(records)
+
+    def settle_superseded(self, records: Iterable[PendingRecord]) -> None:
+        """Settle the earlier changes these records absorbed as ``COALESCED``, not the records."""
+        grouped = _superseded_by_assignment(records)
+        if grouped:
+            self._settle_offsets(grouped, Mark.COALESCED)
+
+    def _settle_offsets(
+        self, grouped: dict[tuple[TopicPartition, int], list[int]], outcome: int
+    ) -> None:
+        for (tp, generation), offsets in grouped.items():
             state = self._partitions.get(tp)
             if state is None or state.base is None or state.generation != generation:
                 continue

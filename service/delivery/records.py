@@ -12,6 +12,13 @@ class PendingRecord:
     ``payload`` is the customer already serialised as the API wants it, so a
     request body is a join of payloads and nothing is encoded twice. ``key``
     and ``value`` are the original bytes, kept for the dead-letter topic.
+
+    ``unknown`` names the fields the change could not say (Debezium's placeholder for an
+    unchanged TOASTed value), as paths into the item: a coalesced earlier change fills them.
+    ``superseded`` holds the earlier changes of the same customer, partition and
+    assignment that this one absorbed (``batching.py``), as ``(offset, timestamp_ms)``:
+    their fields are merged into ``payload``, so they settle as ``coalesced`` only when
+    this record settles, and travel with it in the ledger (a crash re-reads them all).
     """
 
     topic: str
@@ -26,3 +33,5 @@ class PendingRecord:
     failed_jobs: int = 0  # job-level failures, bounded by MAX_SUBMIT_ATTEMPTS
     enqueued_at: float = field(default=0.0)
     generation: int = 0  # the partition assignment it was consumed under (see offsets.py)
+    unknown: tuple[tuple[str, ...], ...] = ()
+    superseded: list[tuple[int, int]] | None = None

@@ -70,6 +70,8 @@ class Settlement:
                         generation=r.generation,
                     )
                 )
+        # The dead letter carries the merged change's own bytes; what it absorbed is settled.
+        self.absorbed([rejection.record for rejection in verdicts.rejected])
         now = time.monotonic()
         losers = []
         takes = self._offsets.takes
@@ -81,7 +83,10 @@ class Settlement:
         self.settle(losers, "coalesced")
 
     def settle(self, records: list[PendingRecord], outcome: str) -> None:
-        """Settle records (of their current generation only) and count them under ``outcome``."""
+        """Settle records (of their current generation only) and count them under ``outcome``.
+
+        The earlier changes each record absorbed settle with it, as ``coalesced``.
+        """
         if not records:
             return
         wall = time.time()
@@ -90,6 +95,23 @@ class Settlement:
             [wall - r.timestamp_ms / 1000 for r in records]
         )
         self._metrics.outcome[outcome].inc(len(records))
+        self._count_absorbed(records, wall)
+
+    def absorbed(self, records: list[PendingRecord]) -> None:
+        """Settle the earlier changes these records absorbed (``coalesced``), not the records."""
+        current = self._offsets.generation
+        records = [
+            r for r in records if r.superseded and current((r.topic, r.partition)) == r.generation
+        ]
+        if records:
+            self._offsets.settle_superseded(records)
+            self._count_absorbed(records, time.time())
+
+    def _count_absorbed(self, records: list[PendingRecord], wall: float) -> None:
+        stamps = [stamp for r in records if r.superseded for _, stamp in r.superseded]
+        if stamps:
+            self._metrics.outcome["coalesced"].inc(len(stamps))
+            self._metrics.end_to_end_latency.observe_many([wall - t / 1000 for t in stamps])
 
     def skipped(self, records: list[tuple[TopicPartition, int, int]]) -> None:
         """Settle records a policy skipped: ``(partition, offset, timestamp_ms)`` each.

@@ -150,6 +150,33 @@ def expected(pg: PostgresCluster) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
+def upserted(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
+    """What an upserting API holds after every request body, in order, numbers exact.
+
+    A field a change leaves out (an unchanged TOASTed value's placeholder) keeps what the API
+    had; ``customerAttributes`` and ``custom`` are kept key by key the same way. This is the
+    API's own reading of a partial change, which the simulator's ``latest`` (the last change
+    as sent) does not model.
+    """
+    held: dict[str, dict[str, Any]] = {}
+    for body in bodies:
+        for customer in exact_json(body.decode())["body"]:
+            held[customer["customerId"]] = _upsert(held.get(customer["customerId"], {}), customer)
+    return held
+
+
+def _upsert(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old)
+    for name, value in new.items():
+        before = merged.get(name)
+        nested = name in ("customerAttributes", "custom")
+        if nested and isinstance(before, dict) and isinstance(value, dict):
+            merged[name] = _upsert(before, value)
+        else:
+            merged[name] = value
+    return merged
+
+
 def exact_json(text: str) -> Any:
     """JSON with its numbers kept exact (orjson reads them as floats)."""
     return json.loads(text, parse_float=Decimal)

@@ -237,6 +237,13 @@ STEPS: tuple[Step, ...] = (
         "UPDATE customers_uuid SET name = 'Uuid Uno' "
         "WHERE customer_id = '6f1c2a3e-1111-4a5b-9c3d-000000000001'",
     ),
+    Step(
+        "a new customer with a 6 kB jsonb, and another column updated right after "
+        "(REPLICA IDENTITY DEFAULT: the update carries the placeholder)",
+        "INSERT INTO customers (customer_id, email, name, custom) "  # noqa: S608 - a constant
+        f"VALUES (103, 'toast@example.com', 'Toast New', {BIG_JSON}); "
+        "UPDATE customers SET name = 'Toast Renamed' WHERE customer_id = 103",
+    ),
     Step("a delete", "DELETE FROM customers WHERE customer_id = 2"),
     Step(
         "a delete in the second source",
@@ -257,6 +264,9 @@ STEPS: tuple[Step, ...] = (
 )
 
 DELETED = {"customers": ("2",), "crm.members": ("900002",)}
+PLACEHOLDER_ROWS = ("103",)
+"""Rows whose last change carries Debezium's placeholder for an unchanged TOASTed value: the
+API holds them as the upsert of every change it received (``chain.upserted``)."""
 TRUNCATED = {"customers_text": ("T-0001", "T-0002", "T-0003")}
 
 

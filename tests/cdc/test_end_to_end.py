@@ -33,7 +33,8 @@ def test_the_api_holds_each_surviving_customer_s_latest_row_field_for_field(
     rows = surviving(cdc_run, setup)
     assert rows, "the views hold no rows"
     for customer_id, row in rows.items():
-        assert latest.get(customer_id) == chain.as_received(row), customer_id
+        if customer_id not in shop.PLACEHOLDER_ROWS:  # the test below reads those as upserts
+            assert latest.get(customer_id) == chain.as_received(row), customer_id
 
 
 @pytest.mark.parametrize("setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_json_crm"])
@@ -42,7 +43,8 @@ def test_numbers_arrive_with_their_exact_value(cdc_run: Run, setup: str) -> None
     (decimal.handling.mode=double cannot: Debezium sends 1.2345678901234567E19.)"""
     exact = chain.exact_bodies(cdc_run.pipes[setup].recorder.bodies())
     for customer_id, row in surviving(cdc_run, setup).items():
-        assert exact.get(customer_id) == row, customer_id
+        if customer_id not in shop.PLACEHOLDER_ROWS:  # read as upserts below
+            assert exact.get(customer_id) == row, customer_id
     if setup != "dbz_json_crm":
         assert str(exact["3"]["custom"]["points"]) == "12345678901234567890.123456789"
 
@@ -105,3 +107,16 @@ def test_a_toasted_value_survives_an_update_of_another_column(cdc_run: Run) -> N
     toasted = latest["6f1c2a3e-1111-4a5b-9c3d-000000000001"]
     assert toasted["name"] == "Uuid Uno"
     assert len(toasted["custom"]["blob"]) == 6400
+
+
+def test_a_toasted_value_reaches_the_api_when_an_update_leaves_it_out(cdc_run: Run) -> None:
+    """customers has REPLICA IDENTITY DEFAULT: the update right after the insert carries
+    Debezium's placeholder for the 6 kB jsonb it left unchanged, so the update alone does not
+    say it. Delivered apart, the API keeps the insert's value; coalesced (the update arrives
+    while the insert is still buffered), the merged change must carry it, or it never reaches
+    the API at all."""
+    for setup in ("dbz_json", "dbz_plain"):
+        held = chain.upserted(cdc_run.pipes[setup].recorder.bodies())
+        for customer_id in shop.PLACEHOLDER_ROWS:
+            assert held[customer_id] == cdc_run.expected["customers"][customer_id], setup
+            assert len(held[customer_id]["custom"]["blob"]) == 6400

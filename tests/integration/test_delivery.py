@@ -7,8 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from service.delivery.debezium import UNAVAILABLE_VALUE
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.tools.samples import BAD_EVENTS, Event, generate
 from tests.brokers.apache import KafkaNode
@@ -342,3 +344,34 @@ def test_sigterm_flushes_the_buffer_waits_for_jobs_and_commits(
     assert everything_applied(simulator, latest_versions(produced))
     assert fully_committed(broker.bootstrap, group, topic)
     assert '"event": "shutdown_complete"' in service.logs()
+
+
+def test_an_update_that_leaves_a_toasted_value_out_keeps_the_insert_s_value(
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """An insert with a large jsonb, then an update whose ``after`` carries Debezium's
+    placeholder for it (REPLICA IDENTITY DEFAULT): both wait on the topic, so the service
+    coalesces them, and the merged change must still carry the insert's value."""
+    topic, group = setup_topic(broker)
+    blob = "x" * 6400
+    insert = {"op": "c", "after": {"customer_id": "toast", "name": "New", "custom": {"blob": blob}}}
+    update = {
+        "op": "u",
+        "before": None,
+        "after": {"customer_id": "toast", "name": "Renamed", "custom": UNAVAILABLE_VALUE},
+    }
+    events = [Event(b"toast", orjson.dumps(v), "toast", 0, "deliver") for v in (insert, update)]
+    produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+    service = start_service(broker, simulator, topic, group, tmp_path)
+    try:
+        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 60, "offsets")
+        simulator.state.settle()
+        assert simulator.state.latest["toast"] == {
+            "customerId": "toast",
+            "name": "Renamed",
+            "custom": {"blob": blob},
+        }
+        assert service.metric("customer_sync_records_total", outcome="coalesced") == 1
+        assert service.metric("customer_sync_records_total", outcome="succeeded") == 1
+    finally:
+        assert service.stop() == 0, service.logs()[-3000:]

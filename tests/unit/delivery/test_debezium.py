@@ -263,6 +263,26 @@ def test_the_unavailable_placeholder_is_left_out_even_in_arrays_and_when_configu
     assert decoded(mapped.decode(orjson.dumps(row))) == {"customerId": "1"}
 
 
+def test_a_placeholder_names_its_field_unknown_and_a_null_does_not() -> None:
+    """Coalescing fills what a change could not say from an earlier change, never a NULL."""
+    placeholder = "__debezium_unavailable_value"
+    mapping = FieldMapping({"custom.notes": "notes", "tags": "labels", "city": "town"})
+    row = {
+        "customer_id": 1,
+        "custom": placeholder,
+        "name": None,
+        "notes": placeholder,
+        "labels": [placeholder],
+        "town": None,
+    }
+    result = Decoder(mapping).decode(orjson.dumps({"op": "u", "after": row}))
+    assert isinstance(result, Customer)
+    assert set(result.unknown) == {("custom",), ("custom", "notes"), ("tags",)}
+    plain = Decoder().decode(orjson.dumps({"op": "u", "after": {"customer_id": 1, "name": None}}))
+    assert isinstance(plain, Customer)
+    assert plain.unknown == ()
+
+
 def test_two_schemas_of_one_length_are_told_apart_by_their_bytes() -> None:
     as_date = envelope_schema(ID, field("d", "int64", "io.debezium.time.Date"))
     as_time = envelope_schema(ID, field("d", "int64", "io.debezium.time.Time"))

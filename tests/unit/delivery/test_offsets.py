@@ -263,6 +263,27 @@ def test_a_job_marks_what_it_carries_until_it_ends() -> None:
     assert window.jobs == {slot_b: "job-b"}
 
 
+def test_the_changes_a_record_absorbed_ride_in_its_job_and_settle_with_it() -> None:
+    """A crash while the merged change is in flight must re-read what it absorbed: the
+    ledger shows the absorbed offsets as carried by its job, never as settled before it."""
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=0)
+    generation = tracker.track(TP, 0)  # another customer's change, still pending
+    for offset in (1, 2, 3):
+        tracker.track(TP, offset)
+    merged = record(3, generation)
+    merged.superseded = [(1, 0), (2, 0)]
+    tracker.carried("job-a", [merged])
+    window = tracker.commit_candidates()[TP]
+    slot = window.marks[1] - Mark.JOB
+    assert window.marks == bytes([Mark.PENDING, *[Mark.JOB + slot] * 3])
+    tracker.ended("job-a", [merged])  # the job did not settle it: all three are pending again
+    assert tracker.commit_candidates()[TP].marks == bytes([Mark.PENDING] * 4)
+    tracker.settle_all([merged], Mark.SUCCEEDED)
+    window = tracker.commit_candidates()[TP]
+    assert window.marks == bytes([Mark.PENDING, Mark.COALESCED, Mark.COALESCED, Mark.SUCCEEDED])
+
+
 def test_a_partition_taken_over_commits_nothing_until_released() -> None:
     tracker = OffsetTracker()
     tracker.assign(TP, committed=50, holding=True)
