@@ -60,6 +60,10 @@ class BatchRejected(ApiError):
     """
 
 
+class TagsRejected(ApiError):
+    """400/404/413/422 on a customer's tag call: the record is dead-lettered (``tags_rejected``)."""
+
+
 class JobNotFound(ApiError):
     """404 on a job we created: the API lost it, so its records are resubmitted."""
 

@@ -21,6 +21,7 @@ class DeadLetterReason(StrEnum):
     RECORD_REJECTED = "record_rejected"
     JOB_FAILED = "job_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    TAGS_REJECTED = "tags_rejected"
 
 
 class FlushReason(StrEnum):
@@ -42,5 +43,7 @@ JOB_STATUSES = ("completed", "failed", "stopped", "timed_out")
 JOB_RESOLUTIONS = ("completed", "failed", "stopped", "not_found", "unresolved")
 """How an inherited job (a previous owner's) was resolved (``jobs_inherited_total{resolution}``)."""
 
-API_OPERATIONS = ("submit", "status", "stop")
+JOB_OPERATIONS = ("submit", "status", "stop")
+"""The API calls a batch job takes (``api_requests_per_job{operation}``)."""
+API_OPERATIONS = (*JOB_OPERATIONS, "tags")
 """The API calls the service makes (``api_requests_total{operation}``)."""

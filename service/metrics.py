@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from service import __version__
 from service.labels import (
     API_OPERATIONS,
+    JOB_OPERATIONS,
     JOB_RESOLUTIONS,
     JOB_STATUSES,
     OUTCOMES,
@@ -193,7 +194,7 @@ class Metrics:
             op: self.api_budget_wait.labels(operation=op) for op in API_OPERATIONS
         }
         self.requests_per_job: dict[str, _Histogram] = {
-            op: self.api_requests_per_job.labels(operation=op) for op in API_OPERATIONS
+            op: self.api_requests_per_job.labels(operation=op) for op in JOB_OPERATIONS
         }
         self.consumer_paused.set(0)
         self.inherited = {

@@ -93,6 +93,10 @@ def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None
         later.payload = merge_items(earlier.payload, later.payload, later.unknown)
         # Still unknown: what the earlier change could not say either.
         later.unknown = tuple(path for path in later.unknown if path in earlier.unknown)
+    if later.tags is None:  # the tags call (tags.py): the later change did not say them
+        later.tags, later.tags_changed = earlier.tags, earlier.tags_changed
+    elif earlier.tags_changed:  # still the set to send, whatever the later compared it with
+        later.tags_changed = True
     if (
         earlier.partition != later.partition
         or earlier.topic != later.topic

@@ -53,7 +53,7 @@ from service.delivery.records import PendingRecord
 from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
 from service.gameball.client import GameballClient, Spent
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
-from service.labels import API_OPERATIONS, DeadLetterReason
+from service.labels import JOB_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -282,7 +282,7 @@ class JobTracker:
                 duration = time.monotonic() - started
                 metrics.finished[label].inc()
                 metrics.job_duration.observe(duration)
-                for operation in API_OPERATIONS:
+                for operation in JOB_OPERATIONS:
                     metrics.requests_per_job[operation].observe(spent[operation])
                 verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
                 log.info(

@@ -8,6 +8,7 @@ consume        ``consumer.py`` — the confluent-kafka adapter and its one threa
 decode, route  ``ingest.py`` (``decoding.py``, ``mapping.py``) — track, decode, buffer
 batch          ``batching.py`` — coalescing, flush rules, customers checked out
 submit, track  ``jobs.py`` — one batch as a job, polled to a verdict per record
+               ``tags.py`` — a delivered customer's tags, by a call of their own
 settle         ``settlement.py``, ``deadletter.py`` — verdicts become settled offsets
 commit         ``offsets.py``, ``ledger.py``, ``commits.py`` — watermarks and their ledgers
 rebalance      ``rebalance.py``, ``takeover.py`` — partitions arriving, leaving, taken over
@@ -26,7 +27,8 @@ Tasks on the loop:
   reaches ``MAX_BUFFERED_RECORDS`` (membership is kept: ``consume`` keeps
   being called) and resumes below half of it;
 * **dispatch** — takes batches when one is due and a job slot is free;
-* **one task per batch** — :meth:`JobTracker.deliver`, then settle;
+* **one task per batch** — :meth:`JobTracker.deliver`, the tags it delivered
+  (:meth:`TagSender.deliver`), then settle;
 * **commit** — :class:`~service.delivery.commits.Committer`;
 * **housekeeping** — serves dead-letter acknowledgements, liveness, lag.
 """
@@ -57,6 +59,7 @@ from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
+from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
 from service.gameball.budget import RequestBudget
 from service.gameball.client import GameballClient, RetryPolicy
@@ -107,6 +110,7 @@ class Pipeline:
             budget=self._budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
         )
+        self._tags = TagSender(self._client, self._current)
         self._tracker = JobTracker(
             self._client,
             metrics,
@@ -336,6 +340,10 @@ class Pipeline:
         self._wake.set()
         self._committer.soon()
 
+    def _current(self, record: PendingRecord) -> bool:
+        """Whether ``record`` is of its partition's current assignment (it may still settle)."""
+        return self._offsets.generation((record.topic, record.partition)) == record.generation
+
     def _job_created(self, job_id: str, records: list[PendingRecord]) -> None:
         self._offsets.carried(job_id, records)
         self._committer.soon()
@@ -375,6 +383,7 @@ class Pipeline:
         records = batch.records
         try:
             verdicts = await self._tracker.deliver(records)
+            await self._tags.deliver(verdicts)
         except Exception:
             # A bug, not an API answer (those are handled inside). Keep the data:
             # resubmit everything, count no attempt against the records.

@@ -34,4 +34,6 @@ class PendingRecord:
     enqueued_at: float = field(default=0.0)
     generation: int = 0  # the partition assignment it was consumed under (see offsets.py)
     unknown: tuple[tuple[str, ...], ...] = ()
+    tags: list[str] | None = None  # sent by a call of their own (tags.py); None: none to send
+    tags_changed: bool = False
     superseded: list[tuple[int, int]] | None = None

@@ -43,6 +43,7 @@ from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
+from service.delivery.tags import needs_tags
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import GameballClient
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
@@ -267,7 +268,9 @@ class Takeovers:
 def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -> Verdicts:
     """What an inherited job's terminal status says about the records it carried.
 
-    Successful: settled. Failed in a *completed* job: the API looked at the
+    Successful: settled, unless it has tags to send (``tags.py``): the previous owner may
+    have died before sending them, and a customer upsert sent again is harmless, so it is
+    resubmitted and its tags follow. Failed in a *completed* job: the API looked at the
     record and said no, so it is dead-lettered. Anything else (a failed,
     stopped, vanished or unresolved job, or a record it does not mention):
     resubmitted, with no attempt counted against it.
@@ -281,7 +284,7 @@ def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -
     completed = status.status is JobState.COMPLETED
     for record in records:
         if record.customer_id in successful:
-            verdicts.succeeded.append(record)
+            (verdicts.resubmit if needs_tags(record) else verdicts.succeeded).append(record)
         elif completed and record.customer_id in failed:
             verdicts.rejected.append(
                 Rejection(

@@ -108,9 +108,10 @@ class Priority(IntEnum):
     STOP = 0
     STATUS = 1
     SUBMIT = 2
+    TAGS = 3  # behind every job request: a tag call waits, a job's records do not
 
 
-PRIORITIES = {"stop": Priority.STOP, "status": Priority.STATUS, "submit": Priority.SUBMIT}
+PRIORITIES = {priority.name.lower(): priority for priority in Priority}
 """The client's operations (``api_requests_total{operation}``) and their priority."""
 
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import email.utils
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from service.errors import (
     CredentialsRejected,
     JobNotFound,
     SubmissionWithdrawn,
+    TagsRejected,
     TransientApiError,
 )
 from service.gameball.budget import RequestBudget
@@ -61,6 +63,7 @@ log = structlog.get_logger(__name__)
 
 SUBMIT_PATH = "/api/v4.0/integrations/batch/customers"
 JOB_PATH = "/api/v4.0/integrations/batch/{job_id}"
+TAGS_PATH = "/api/v4.0/integrations/customers/{customer_id}/tags"
 CREDENTIALS_RECHECK = 15.0
 """Seconds between two checks of accepted credentials (rejected ones: every 2 s)."""
 _REJECTED = frozenset({400, 413, 422})
@@ -193,6 +196,17 @@ class GameballClient:
                 body=response.text[:_ERROR_TEXT_LIMIT],
             ) from exc
 
+    async def set_tags(
+        self, customer_id: str, tags: list[str], *, wanted: Callable[[], bool] | None = None
+    ) -> None:
+        """Set a customer's tags: one comma-separated string, the whole set.
+
+        ``wanted`` is asked before every attempt, as for :meth:`submit`.
+        """
+        path = TAGS_PATH.format(customer_id=urllib.parse.quote(customer_id, safe=""))
+        body = orjson.dumps({"tags": ", ".join(tags)})
+        await self._call("tags", "POST", path, body, None, wanted)
+
     async def stop(self, job_id: str, *, spent: Spent | None = None) -> None:
         with contextlib.suppress(JobNotFound):  # already gone: stopping it is moot
             await self._call("stop", "DELETE", JOB_PATH.format(job_id=job_id), None, spent)
@@ -293,7 +307,9 @@ class GameballClient:
             )
         if operation == "submit" and code in _REJECTED:
             raise BatchRejected(f"batch rejected (HTTP {code}): {text}", status=code, body=text)
-        if operation != "submit" and code == 404:
+        if operation == "tags" and (code in _REJECTED or code == 404):
+            raise TagsRejected(f"tags rejected (HTTP {code}): {text}", status=code, body=text)
+        if operation in ("status", "stop") and code == 404:
             raise JobNotFound(f"job not found (HTTP 404): {text}", status=code, body=text)
         raise TransientApiError(
             f"{operation} answered HTTP {code}: {text}",

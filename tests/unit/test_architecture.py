@@ -28,7 +28,12 @@ SHARED = {"errors", "waiting", "logs", "health", "metrics", "labels", "http"}
 ENTRY = {"cli", "app"}
 
 MAX_LINES = 400
-LONGER_FOR_A_REASON: dict[str, str] = {}
+LONGER_FOR_A_REASON: dict[str, str] = {
+    # Both past the cap by their tag-call wiring; issue 25 rebuilds each (the pipeline from
+    # parts, the budget as plain pacing), which is where they shrink, not by squeezing lines.
+    "service.delivery.pipeline": "the orchestration and its wiring in one class (issue 25)",
+    "service.gameball.budget": "the multi-window budget that issue 25 replaces",
+}
 
 
 def _layer(module: str) -> str:

@@ -352,3 +352,16 @@ class BatcherModel(RuleBasedStateMachine):
 BatcherModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 test_batcher_keeps_its_promises_under_any_interleaving = BatcherModel.TestCase
 
+
+def test_tags_to_send_survive_coalescing() -> None:
+    """A change whose tags changed must still send them when a later one absorbs it."""
+    batcher = Batcher(max_records=1000, max_bytes=10**6, max_wait_seconds=1)
+    first = change("a", 0)
+    first.tags, first.tags_changed = ["vip"], True
+    batcher.add(first, now=0)
+    batcher.add(change("a", 1), now=0)  # says nothing of tags (none mapped, or unreadable)
+    second = change("a", 2)
+    second.tags, second.tags_changed = ["vip", "new"], False  # compared with a set never sent
+    batcher.add(second, now=0)
+    (merged,) = batcher.take(FlushReason.TIMEOUT).records
+    assert (merged.tags, merged.tags_changed) == (["vip", "new"], True)
