@@ -108,7 +108,9 @@ class GameballClient:
         budget: RequestBudget | None = None,
         max_connections: int = 32,
         timeout_seconds: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests)."""
         if isinstance(endpoint, str):
             endpoint = Endpoint(endpoint)
         self._metrics = metrics
@@ -130,6 +132,7 @@ class GameballClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
