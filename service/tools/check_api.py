@@ -40,6 +40,12 @@ class Probe:
     status: int
     error: ErrorBody
 
+    def describe(self) -> str:
+        """``batches: HTTP 404, JSON (the route exists)``: what was seen and concluded."""
+        body = "JSON" if self.error.json else "no JSON"
+        verdict = {True: "the route exists", False: "absent", None: "cannot tell"}[self.present]
+        return f"{self.dialect}: HTTP {self.status}{_code(self.error)}, {body} ({verdict})"
+
     @property
     def present(self) -> bool | None:
         """Whether the route exists: ``True``, ``False``, or ``None`` (this answer cannot tell)."""
@@ -100,7 +106,7 @@ def check_api(settings: Settings, timeout: float) -> list[Result]:
     probes = probe_job_routes(settings, timeout)
     if isinstance(probes, str):
         return [Result(FAIL, "API credentials", probes)]
-    seen = ", ".join(f"{p.dialect}: HTTP {p.status}{_code(p.error)}" for p in probes)
+    seen = "; ".join(p.describe() for p in probes)
     results = []
     refused_version = next(
         (p for p in probes if minimum_version_refusal(p.status, p.error, version)), None

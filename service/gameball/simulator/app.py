@@ -49,11 +49,14 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def _message(status: int, text: str, config: SimulatorConfig | None = None) -> Response:
+def _message(
+    status: int, text: str, config: SimulatorConfig | None = None, *, coded: bool = True
+) -> Response:
     """``{"message"}``, or Gameball's envelope when ``config.error_envelope`` is on."""
     if config is None or not config.error_envelope or status < 400:
         return json_response({"message": text}, status)
-    return json_response(envelope(status, text, ENVELOPE_CODES.get(status)), status)
+    code = ENVELOPE_CODES.get(status) if coded else None
+    return json_response(envelope(status, text, code), status)
 
 
 def envelope(status: int, text: str, code: int | None) -> dict[str, Any]:
@@ -134,7 +137,7 @@ class _Api:
                 f"This account requires API version {config.min_api_version} or later "
                 "(the minimum version set in the dashboard)"
             )
-            return _message(403, text, config), None
+            return _message(403, text, config, coded=False), None  # no code is documented
         if config.limited:
             wait = state.admit(request.headers.get("apikey") or "", time.monotonic())
             if wait is not None:
