@@ -197,10 +197,10 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
     return "\n".join(
         [
             f"Gameball API simulator listening on {base_url}",
+            f"  credentials   APIKey: {config.api_key}   SecretKey: {config.secret_key}",
             f"  job dialect   {served} (--job-api); errors "
             + ("{code, type, message, requestId}" if config.error_envelope else "{message}")
             + (f"; minimum version {config.min_api_version}" if config.min_api_version else ""),
-            f"  credentials   APIKey: {config.api_key}   SecretKey: {config.secret_key}",
             "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
             "  rate limits   " + _limits(config),
             "  use it        export GAMEBALL_BASE_URL=" + base_url,
