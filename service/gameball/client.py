@@ -260,11 +260,7 @@ class GameballClient:
                     status=code,
                     detail=error.text,
                     hint=hint,
-                    **{
-                        k: v
-                        for k, v in (("code", error.code), ("request_id", error.request_id))
-                        if v
-                    },
+                    **error.log_fields(),
                 )
         ok = hint is None
         self._health.credentials_ok = ok

@@ -15,6 +15,9 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from service.delivery.jobs import JobTracker
+from service.delivery.polling import PollSchedule
+from service.delivery.records import PendingRecord
 from service.errors import BatchRejected, JobNotFound
 from service.gameball.client import GameballClient, RetryPolicy
 from service.gameball.dialects import Endpoint
@@ -334,3 +337,38 @@ async def test_a_405_on_the_configured_dialect_is_a_configuration_error() -> Non
         assert "GAMEBALL_JOB_API=auto" in next(e["hint"] for e in logs if e.get("hint"))
     finally:
         await api.aclose()
+
+
+async def test_a_job_in_an_unknown_state_times_out_is_stopped_and_resubmitted() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return httpx.Response(200, json={"jobId": 41})
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"message": "stopped"})
+        return httpx.Response(200, json={"status": "Reticulating", "response": None})
+
+    metrics = Metrics()
+    api = client(
+        "http://api.test", job_api="batch", metrics=metrics, transport=httpx.MockTransport(handle)
+    )
+    tracker = JobTracker(
+        api,
+        metrics,
+        max_jobs_in_flight=1,
+        job_timeout=0.3,
+        max_submit_attempts=5,
+        poll=PollSchedule(initial_seconds=0.01, max_seconds=0.05),
+    )
+    payload = b'{"customerId":"a"}'
+    records = [PendingRecord("t", 0, 0, 0, b"a", payload, "a", payload)]
+    try:
+        verdicts = await asyncio.wait_for(tracker.deliver(records), 10)
+    finally:
+        await api.aclose()
+    assert verdicts.resubmit == records  # not dead-lettered: the job, not the record
+    assert [r.method for r in seen].count("DELETE") == 1
+    timed_out = {"status": "timed_out"}
+    assert metrics.registry.get_sample_value("customer_sync_jobs_finished_total", timed_out) == 1
