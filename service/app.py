@@ -120,6 +120,8 @@ async def serve(settings: Settings) -> None:
         group=settings.kafka_group_id,
         dlq_topic=settings.kafka_dlq_topic,
         api=settings.gameball_base_url,
+        job_api=settings.gameball_job_api,
+        api_version=settings.gameball_api_version,
         http_port=settings.http_port,
     )
     watchdog = ShutdownWatchdog(

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
 from service.gameball.budget import Window
+from service.gameball.dialects import Endpoint
 from service.gameball.models import MAX_BATCH_RECORDS
 
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
@@ -103,6 +104,15 @@ class Settings(BaseSettings):
         default=False,
         description="accept an `http://` `GAMEBALL_BASE_URL` to a host other than loopback "
         "(the keys would travel in clear text)",
+    )
+    gameball_job_api: Literal["auto", "batch", "batches"] = Field(
+        default="auto",
+        description="`batch` (`GET`/`DELETE /batch/{id}`), `batches` (`/batches/{id}/status`, "
+        "`/stop`) or `auto` (see [Job dialects](#job-dialects-versions-and-errors))",
+    )
+    gameball_api_version: Literal["v4.0", "v4.1"] = Field(
+        default="v4.0",
+        description="the API version in every path; `v4.1` where a minimum version is set",
     )
     gameball_api_key: SecretStr = Field(description="API key (never logged)")
     gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
@@ -197,6 +207,11 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("gameball_job_api", "gameball_api_version", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("gameball_base_url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -256,6 +271,10 @@ class Settings(BaseSettings):
                 f"({self.batch_max_records}), or no batch could ever fill"
             )
         return self
+
+    @property
+    def gameball_endpoint(self) -> Endpoint:
+        return Endpoint(self.gameball_base_url, self.gameball_job_api, self.gameball_api_version)
 
     def api_windows(self) -> tuple[Window, ...]:
         """The key's limits, as the request budget counts them."""

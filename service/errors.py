@@ -24,10 +24,20 @@ class KafkaError(CustomerSyncError):
 class ApiError(CustomerSyncError):
     """The Gameball API answered something other than success."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str = "",
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.code = code  # the Gameball error envelope's ``code``, when it sent one
+        self.request_id = request_id  # ... and its ``requestId``, for Gameball's support
 
 
 class TransientApiError(ApiError):
@@ -43,13 +53,36 @@ class TransientApiError(ApiError):
         status: int | None = None,
         body: str = "",
         retry_after: float | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(message, status=status, body=body)
+        super().__init__(message, status=status, body=body, code=code, request_id=request_id)
         self.retry_after = retry_after
 
 
 class CredentialsRejected(ApiError):
     """401/403: the data is fine, the keys are not. Never a dead-letter reason."""
+
+
+class AccountRefused(CredentialsRejected):
+    """The account or the configuration, not the data: treated like rejected credentials.
+
+    Gameball's codes 1000-1002 (keys), 6000 (Gameball disabled), 8000 (not on the
+    plan), or a merchant's minimum API version. ``hint`` says what to change.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str,
+        status: int | None = None,
+        body: str = "",
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body, code=code, request_id=request_id)
+        self.hint = hint
 
 
 class BatchRejected(ApiError):

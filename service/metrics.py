@@ -172,6 +172,14 @@ class Metrics:
             PREFIX + "build_info", "Always 1; the version is the label", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        self.api_info = Gauge(
+            PREFIX + "api_info",
+            "Always 1; how the service speaks to the Gameball API: the job dialect in use "
+            "(`undecided` under GAMEBALL_JOB_API=auto until a job route answered) and the "
+            "API version",
+            ["job_api", "api_version"],
+            registry=r,
+        )
 
         # Resolved once; the hot path uses these.
         self.succeeded = self.records.labels(outcome="succeeded")

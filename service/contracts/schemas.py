@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel
 
 from service.contracts.events import DeadLetterHeaders, InputEvent
-from service.gameball.models import BatchRequest, JobCreated, JobState, JobStatus
+from service.gameball.models import STATE_SYNONYMS, BatchRequest, JobCreated, JobStatus
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 DIRECTORY = Path(__file__).resolve().parents[2] / "schemas"
@@ -85,11 +85,13 @@ def job_status() -> dict[str, Any]:
         "Gameball batch job status",
         "The body of GET /api/v4.0/integrations/batch/{jobId}.",
     )
-    pattern = "^(" + "|".join(_any_case(state.value) for state in JobState) + ")$"
+    words = [_any_case(word) for word in STATE_SYNONYMS if word != "inprogress"]
+    pattern = "^(" + "|".join([*words, _any_case("in") + "[ _-]?" + _any_case("progress")]) + ")$"
     schema["properties"]["status"] = {
         "type": "string",
         "pattern": pattern,
-        "description": "queued, running, completed, failed or stopped, in any letter case",
+        "description": "queued, running, completed, failed or stopped, or a synonym (pending, "
+        "processing, inProgress, in progress, finished), in any letter case",
     }
     schema.get("$defs", {}).pop("JobState", None)
     return schema

@@ -357,6 +357,8 @@ class JobTracker:
         else:
             reason = DeadLetterReason.RETRIES_EXHAUSTED
         why = "timed out" if timed_out else f"ended {state.value if state else 'lost'}"
+        if status is not None and status.error is not None:
+            why += f" ({status.error})"  # the API's words on the job as a whole
         if job_id in self._abandoned:
             # We stopped it on purpose: that says nothing about the records.
             verdicts.resubmit.extend(by_customer.values())

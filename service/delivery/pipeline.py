@@ -101,7 +101,7 @@ class Pipeline:
             settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
         )
         self._client = GameballClient(
-            settings.gameball_base_url,
+            settings.gameball_endpoint,
             settings.gameball_api_key,
             settings.gameball_secret_key,
             metrics=metrics,

@@ -14,8 +14,15 @@ so callers only ever see an answer or a verdict about the data:
   any transient failure);
 * 401/403 mark the service not ready and retry slowly: bad credentials are an
   operator's problem, never the data's, so they never become a dead letter;
-* 400/413/422 on a submission raise :class:`BatchRejected` (the caller bisects);
-  404 on a job raises :class:`JobNotFound` (the caller resubmits).
+  so do Gameball's configuration codes (1000-1002, 6000, 8000) and a merchant's
+  minimum-version refusal (:class:`AccountRefused`, with a hint);
+* 400/413/422 (or code 3011) on a submission raise :class:`BatchRejected` (the
+  caller bisects); code 2001 ("another request for the same customer") is
+  transient; 404 on a job raises :class:`JobNotFound` (the caller resubmits).
+Every non-2xx answer is read for Gameball's envelope (:mod:`.answers`); its
+``code`` and ``requestId`` go into the exception and the log line.
+
+Job status and stop speak the dialect :mod:`service.gameball.jobroutes` finds.
 
 Secrets travel only in the ``APIKey``/``SecretKey`` headers of the pooled
 client; no log line or exception built here contains them.
@@ -25,13 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
@@ -46,27 +50,33 @@ from tenacity import (
 )
 
 from service.errors import (
+    AccountRefused,
     ApiError,
-    BatchRejected,
     CredentialsRejected,
     JobNotFound,
     SubmissionWithdrawn,
-    TagsRejected,
     TransientApiError,
 )
+from service.gameball.answers import (
+    ABSENT,
+    absent_dialect_hint,
+    log_fields,
+    read_error,
+    refusal,
+    retry_after,
+    verdict,
+)
 from service.gameball.budget import RequestBudget
+from service.gameball.dialects import Endpoint, customer_path, submit_path
+from service.gameball.jobroutes import JobRoutes
 from service.gameball.models import JobCreated, JobStatus
 from service.health import Health
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-SUBMIT_PATH = "/api/v4.0/integrations/batch/customers"
-JOB_PATH = "/api/v4.0/integrations/batch/{job_id}"
-TAGS_PATH = "/api/v4.0/integrations/customers/{customer_id}/tags"
 CREDENTIALS_RECHECK = 15.0
 """Seconds between two checks of accepted credentials (rejected ones: every 2 s)."""
-_REJECTED = frozenset({400, 413, 422})
 _TOO_MANY_REQUESTS = 429
 _ERROR_TEXT_LIMIT = 1000
 
@@ -84,43 +94,12 @@ class RetryPolicy:
     auth_max_seconds: float = 30.0
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The API's own words: a JSON ``message``/``error`` when there is one, else the body."""
-    try:
-        body: Any = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("message", "error", "errors", "detail", "title"):
-            if body.get(key):
-                text = body[key]
-                return (text if isinstance(text, str) else orjson.dumps(text).decode())[
-                    :_ERROR_TEXT_LIMIT
-                ]
-    text = response.text.strip() or f"HTTP {response.status_code}"
-    return text[:_ERROR_TEXT_LIMIT]
-
-
 class GameballClient:
     """Async, pooled, with explicit timeouts; one instance per service."""
 
     def __init__(
         self,
-        base_url: str,
+        endpoint: str | Endpoint,
         api_key: SecretStr,
         secret_key: SecretStr,
         *,
@@ -130,13 +109,20 @@ class GameballClient:
         budget: RequestBudget | None = None,
         max_connections: int = 32,
         timeout_seconds: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests)."""
+        if isinstance(endpoint, str):
+            endpoint = Endpoint(endpoint)
         self._metrics = metrics
         self._health = health
         self._retry = retry or RetryPolicy()
         self._budget = budget
+        self._version = endpoint.version
+        self._routes = JobRoutes(endpoint, metrics)
+        self._unknown_states: set[str] = set()
         self._http = httpx.AsyncClient(
-            base_url=base_url,
+            base_url=endpoint.base_url,
             headers={
                 "APIKey": api_key.get_secret_value(),
                 "SecretKey": secret_key.get_secret_value(),
@@ -147,20 +133,32 @@ class GameballClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def job_api(self) -> str | None:
+        """The job dialect in use; ``None`` under ``auto`` until a job route answered."""
+        return self._routes.name
+
     async def submit(
-        self, body: bytes, *, spent: Spent | None = None, wanted: Callable[[], bool] | None = None
+        self,
+        body: bytes,
+        *,
+        operation: str = "customers",
+        spent: Spent | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> str:
-        """Create a batch job; return its id. ``spent`` counts the requests it took.
+        """Create a batch job of ``operation``; return its id. ``spent`` counts the requests.
 
         ``wanted`` is asked just before every attempt is sent, after the budget's wait:
         when it says no, :class:`SubmissionWithdrawn` is raised and nothing more is sent.
         """
-        response = await self._call("submit", "POST", SUBMIT_PATH, body, spent, wanted)
+        path = submit_path(self._version, operation)
+        response = await self._call("submit", "POST", path, body, spent, wanted)
         try:
             return JobCreated.model_validate_json(response.content).job_id
         except ValidationError as exc:
@@ -185,16 +183,25 @@ class GameballClient:
         ``sending`` is called as every attempt goes out, after the budget's wait: what the
         answer says of the job, it says as of then (see ``delivery/polling.py``).
         """
-        path = JOB_PATH.format(job_id=job_id)
-        response = await self._call("status", "GET", path, None, spent, sending=sending)
+        response = await self._on_job("status", job_id, spent, sending)
         try:
-            return JobStatus.read(response.content, entries=entries)
+            status = JobStatus.read(response.content, entries=entries)
         except ValueError as exc:  # ValidationError and JSONDecodeError alike
             raise TransientApiError(
                 f"job {job_id} status is not a status document",
                 status=response.status_code,
                 body=response.text[:_ERROR_TEXT_LIMIT],
             ) from exc
+        unknown = status.unknown_state
+        if unknown is not None and unknown not in self._unknown_states:
+            self._unknown_states.add(unknown)
+            log.warning(
+                "job_state_unknown",
+                state=unknown[:100],
+                hint="read as running: the job is polled until JOB_TIMEOUT_SECONDS, "
+                "then stopped and its records resubmitted",
+            )
+        return status
 
     async def set_tags(
         self, customer_id: str, tags: list[str], *, wanted: Callable[[], bool] | None = None
@@ -203,13 +210,29 @@ class GameballClient:
 
         ``wanted`` is asked before every attempt, as for :meth:`submit`.
         """
-        path = TAGS_PATH.format(customer_id=urllib.parse.quote(customer_id, safe=""))
+        path = customer_path(self._version, customer_id, "/tags")
         body = orjson.dumps({"tags": ", ".join(tags)})
         await self._call("tags", "POST", path, body, None, wanted)
 
     async def stop(self, job_id: str, *, spent: Spent | None = None) -> None:
         with contextlib.suppress(JobNotFound):  # already gone: stopping it is moot
-            await self._call("stop", "DELETE", JOB_PATH.format(job_id=job_id), None, spent)
+            await self._on_job("stop", job_id, spent)
+
+    async def _on_job(
+        self,
+        operation: str,
+        job_id: str,
+        spent: Spent | None,
+        sending: Callable[[], None] | None = None,
+    ) -> httpx.Response:
+        """A status read or a stop, in the dialect in use (found first under ``auto``)."""
+
+        async def send(method: str, path: str, probing: bool) -> httpx.Response:
+            return await self._call(
+                operation, method, path, None, spent, sending=sending, probing=probing
+            )
+
+        return await self._routes.request(operation, job_id, send)
 
     async def watch_credentials(self) -> None:
         """Readiness needs the API's word on the credentials, even with no traffic."""
@@ -221,17 +244,37 @@ class GameballClient:
     async def verify_credentials(self) -> bool:
         """One harmless request (the status of a job that does not exist).
 
-        Any answer but 401/403 means the keys were accepted. Transient
-        failures count as unknown: the previous verdict stands, and the return
-        value is ``True`` only if that verdict was an acceptance.
+        Any answer but a refusal (401/403, a configuration code, a minimum-version
+        refusal, or a 405 from the configured dialect's route) means the keys were
+        accepted. Under ``auto`` an absent route (404/405) makes it ask the other
+        dialect. Transient failures count as unknown: the previous verdict stands, and
+        the return value is ``True`` only if that verdict was an acceptance.
         """
-        try:
-            response = await self._send(
-                "status", "GET", JOB_PATH.format(job_id="credentials-check")
-            )
-        except TransientApiError:
-            return self._health.credentials_ok is True
-        ok = response.status_code not in (401, 403)
+        dialects = self._routes.candidates()
+        for index, dialect in enumerate(dialects):
+            path = dialect.status_path(self._version, "credentials-check")
+            try:
+                response = await self._send("status", "GET", path)
+            except TransientApiError:
+                return self._health.credentials_ok is True
+            if response.status_code not in ABSENT or index == len(dialects) - 1:
+                break
+        code = response.status_code
+        hint = None
+        if not 200 <= code < 300:
+            error = read_error(response.content, code)
+            hint = refusal(code, error, self._version)
+            if hint is None and code == 405 and self.job_api is not None:
+                hint = absent_dialect_hint(self.job_api)
+            if hint is not None and self._health.credentials_ok is not False:
+                log.error(
+                    "api_refuses_configuration",
+                    status=code,
+                    detail=error.text,
+                    hint=hint,
+                    **error.log_fields(),
+                )
+        ok = hint is None
         self._health.credentials_ok = ok
         return ok
 
@@ -245,6 +288,7 @@ class GameballClient:
         wanted: Callable[[], bool] | None = None,
         *,
         sending: Callable[[], None] | None = None,
+        probing: bool = False,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -257,7 +301,7 @@ class GameballClient:
                 response = await self._send(
                     operation, method, path, content, spent, wanted, sending=sending
                 )
-                return self._classify(operation, response)
+                return self._classify(operation, response, probing=probing)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
 
     async def _send(
@@ -289,34 +333,21 @@ class GameballClient:
             self._metrics.api_duration[operation].observe(time.perf_counter() - started)
         self._metrics.api_requests.labels(operation=operation, code=str(response.status_code)).inc()
         if response.status_code == _TOO_MANY_REQUESTS and budget is not None:
-            budget.throttled(_retry_after(response), sent_at)
+            budget.throttled(retry_after(response), sent_at)
         return response
 
-    def _classify(self, operation: str, response: httpx.Response) -> httpx.Response:
-        code = response.status_code
-        if 200 <= code < 300:
+    def _classify(
+        self, operation: str, response: httpx.Response, *, probing: bool = False
+    ) -> httpx.Response:
+        if 200 <= response.status_code < 300:
             self._health.credentials_ok = True
             return response
-        text = _error_text(response)
-        if code in (401, 403):
-            self._health.credentials_ok = False
-            raise CredentialsRejected(
-                f"the Gameball API rejected the credentials (HTTP {code}): {text}",
-                status=code,
-                body=text,
-            )
-        if operation == "submit" and code in _REJECTED:
-            raise BatchRejected(f"batch rejected (HTTP {code}): {text}", status=code, body=text)
-        if operation == "tags" and (code in _REJECTED or code == 404):
-            raise TagsRejected(f"tags rejected (HTTP {code}): {text}", status=code, body=text)
-        if operation in ("status", "stop") and code == 404:
-            raise JobNotFound(f"job not found (HTTP 404): {text}", status=code, body=text)
-        raise TransientApiError(
-            f"{operation} answered HTTP {code}: {text}",
-            status=code,
-            body=text,
-            retry_after=_retry_after(response),
+        exc = verdict(
+            operation, response, version=self._version, job_api=self.job_api, probing=probing
         )
+        if isinstance(exc, CredentialsRejected):  # AccountRefused too: not ready, data kept
+            self._health.credentials_ok = False
+        raise exc
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -341,13 +372,23 @@ class GameballClient:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        if isinstance(exc, CredentialsRejected):
+        if isinstance(exc, AccountRefused):
+            log.error(
+                "api_refuses_configuration",
+                status=exc.status,
+                detail=exc.body,
+                retry_in_seconds=round(wait, 2),
+                hint=exc.hint,
+                **log_fields(exc),
+            )
+        elif isinstance(exc, CredentialsRejected):
             log.error(
                 "credentials_rejected",
                 status=exc.status,
                 detail=exc.body,
                 retry_in_seconds=round(wait, 2),
                 hint="check GAMEBALL_API_KEY and GAMEBALL_SECRET_KEY; the data is kept",
+                **log_fields(exc),
             )
         elif isinstance(exc, ApiError):
             log.warning(
@@ -355,4 +396,5 @@ class GameballClient:
                 error=str(exc),
                 attempt=state.attempt_number,
                 retry_in_seconds=round(wait, 2),
+                **log_fields(exc),
             )

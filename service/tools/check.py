@@ -9,7 +9,8 @@ is made exactly once.
 
 What fails the check (exit 1): the configuration, the field-mapping file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
-the credentials or not answering, and a source topic whose newest records
+the credentials or the version or not answering, the configured job dialect
+absent where the other answers, and a source topic whose newest records
 none can become a customer (a wrong mapping; see :mod:`service.tools.sampling`).
 What does not: consumer-group lag, reported for information only (lag is
 normal after a deploy and must not gate a rollout), and what the sample
@@ -19,11 +20,8 @@ warns about (``!``). An unusable configuration exits 2, like ``run``.
 from __future__ import annotations
 
 import argparse
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not re-exported
@@ -33,25 +31,14 @@ from service.delivery.consumer import committed_offsets
 from service.delivery.decoding import Decoder
 from service.delivery.mapping import FieldMapping, load_field_mapping
 from service.errors import ConfigError
-from service.gameball.client import JOB_PATH
+from service.tools.check_api import check_api
+from service.tools.check_results import FAIL, INFO, OK, WARN, Result
 from service.tools.sampling import SAMPLE, Sample, newest
-
-OK, FAIL, INFO, WARN = "✓", "✗", "·", "!"
 
 # Properties that only make sense for the service's own producer or consumer;
 # the short-lived admin and lag clients here take everything else (security,
 # SASL, TLS) from the same settings.
 _NOT_FOR_ADMIN = frozenset({"linger.ms", "enable.idempotence", "acks"})
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    mark: str
-    name: str
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.mark} {self.name}: {self.detail}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,46 +239,6 @@ def describe_sample(name: str, sample: Sample) -> list[Result]:
     return results
 
 
-def check_credentials(settings: Settings, timeout: float) -> Result:
-    """One harmless request: the status of a job that cannot exist.
-
-    404 means the keys were accepted (the API looked for the job); 401/403
-    means they were not. A single attempt with a short timeout: the service
-    itself retries forever, the preflight must answer.
-    """
-    url = settings.gameball_base_url + JOB_PATH.format(job_id=f"customer-sync-check-{uuid.uuid4()}")
-    headers = {
-        "APIKey": settings.gameball_api_key.get_secret_value(),
-        "SecretKey": settings.gameball_secret_key.get_secret_value(),
-        "Accept": "application/json",
-    }
-    name = "API credentials"
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return Result(
-            FAIL,
-            name,
-            f"{settings.gameball_base_url} did not answer within {timeout:g} s "
-            f"({type(exc).__name__}); check GAMEBALL_BASE_URL and the network path",
-        )
-    code = response.status_code
-    if code in (401, 403):
-        return Result(
-            FAIL,
-            name,
-            f"rejected by {settings.gameball_base_url} (HTTP {code}); "
-            "check GAMEBALL_API_KEY and GAMEBALL_SECRET_KEY",
-        )
-    if code == 404 or 200 <= code < 300:
-        return Result(OK, name, f"accepted by {settings.gameball_base_url}")
-    return Result(
-        FAIL,
-        name,
-        f"{settings.gameball_base_url} answered HTTP {code}; is GAMEBALL_BASE_URL the API root?",
-    )
-
-
 def run_checks(
     args: argparse.Namespace, emit: Callable[[Result], None], environ: dict[str, str] | None = None
 ) -> int:
@@ -328,9 +275,9 @@ def run_checks(
         for result in check_records(settings, metadata, mapping, args.timeout):
             results.append(result)
             emit(result)
-    credentials = check_credentials(settings, args.timeout)
-    results.append(credentials)
-    emit(credentials)
+    for result in check_api(settings, args.timeout):
+        results.append(result)
+        emit(result)
     return 1 if any(r.mark == FAIL for r in results) else 0
 
 

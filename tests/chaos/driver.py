@@ -212,9 +212,10 @@ def wait_committed(
     return False
 
 
-def chaos_simulator(seed: int) -> SimulatorConfig:
+def chaos_simulator(seed: int, job_api: str = "both") -> SimulatorConfig:
     return SimulatorConfig(
         seed=seed,
+        job_api=job_api,
         latency_seconds=0.005,
         job_duration_seconds=1.5,
         rate_limit_rate=0.03,
@@ -328,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     broker = start_broker(args.broker)
     try:
-        with RunningSimulator(chaos_simulator(sim_seed)) as simulator:
+        with RunningSimulator(chaos_simulator(sim_seed, args.job_api)) as simulator:
             if isinstance(broker, KafkaCluster):
                 broker.create_topics(
                     {topic: args.partitions, dlq: 3}, config={"min.insync.replicas": "2"}
@@ -597,6 +598,13 @@ def main(argv: list[str] | None = None) -> int:
         "coordinator are killed instead (kafka)",
     )
     add("--protocol", choices=GROUP_PROTOCOLS, default="classic", help="rebalance protocol")
+    add(
+        "--job-api",
+        choices=("batch", "batches", "both"),
+        default="both",
+        help="the job dialect(s) the simulator serves; the service runs GAMEBALL_JOB_API=auto "
+        "(both)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.gameball.simulator import RunningSimulator
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.tools.embedded_broker import free_port
 from tests.brokers.apache import KafkaNode
 from tests.integration.commands import customer_sync, tool_env
@@ -38,6 +38,8 @@ def test_a_working_setup_passes_every_check(broker: KafkaNode, simulator: Runnin
         f"✓ group {topic}-group",
         f"· records of {topic}",
         "✓ API credentials",
+        "✓ API version",
+        "✓ job API",
     ]
     assert f"source topic {topic}: 3 partition(s)" in out.stdout
     assert lines[-1] == "all checks passed"
@@ -218,3 +220,73 @@ def test_a_mapping_that_finds_no_customer_in_the_records_fails(
         "(check FIELD_MAPPING_FILE)"
     ) in out.stdout, out.stdout
     assert f"· records of {topic}: no schema in the events" in out.stdout
+
+
+def api_lines(out: object) -> dict[str, str]:
+    """The API lines of a check's output, by name: ``{"job API": "✓ job API: ..."}``."""
+    lines = str(getattr(out, "stdout", "")).splitlines()
+    names = ("API credentials", "API version", "job API")
+    return {name: line for line in lines for name in names if line[2:].startswith(name + ":")}
+
+
+@pytest.mark.parametrize(
+    ("served", "job_api", "expected", "code"),
+    [
+        ("batches", "auto", "✓ job API: batches answers (GET /batches/{id}/status); "
+                            "GAMEBALL_JOB_API=auto will choose it", 0),
+        ("batch", "auto", "✓ job API: batch answers (GET /batch/{jobId}); "
+                          "GAMEBALL_JOB_API=auto will choose it", 0),
+        ("batches", "batches", "✓ job API: batches answers (GET /batches/{id}/status), "
+                               "as configured", 0),
+        ("batches", "batch", "✗ job API: batch is configured but its route is absent, and "
+                             "batches answers", 1),
+    ],
+)  # fmt: skip
+def test_check_says_which_job_dialect_answers(
+    broker: KafkaNode, served: str, job_api: str, expected: str, code: int
+) -> None:
+    topic = topics(broker)
+    with RunningSimulator(SimulatorConfig(job_api=served)) as simulator:
+        env = tool_env(broker, simulator.base_url, topic, GAMEBALL_JOB_API=job_api)
+        out = customer_sync("check", env=env)
+    out.assert_no_traceback()
+    lines = api_lines(out)
+    assert lines["job API"].startswith(expected), out.stdout
+    absent = "batch" if served == "batches" else "batches"
+    assert f"{absent}: HTTP 404, no JSON (absent)" in lines["job API"]
+    assert f"{served}: HTTP 404, JSON (the route exists)" in lines["job API"]
+    assert lines["API credentials"].startswith("✓ API credentials: accepted by")
+    assert lines["API version"] == "✓ API version: v4.0 (GAMEBALL_API_VERSION), not refused"
+    assert out.code == code, out
+    if code:
+        assert f"set GAMEBALL_JOB_API={served} or auto" in lines["job API"]
+
+
+def test_check_says_to_set_v41_where_the_account_refuses_v40(broker: KafkaNode) -> None:
+    topic = topics(broker)
+    config = SimulatorConfig(min_api_version="v4.1", error_envelope=True)
+    with RunningSimulator(config) as simulator:
+        env = tool_env(broker, simulator.base_url, topic)
+        refused = customer_sync("check", env=env)
+        accepted = customer_sync("check", env={**env, "GAMEBALL_API_VERSION": "v4.1"})
+    refused.assert_no_traceback()
+    assert refused.code == 1, refused
+    line = api_lines(refused)["API version"]
+    assert line.startswith("✗ API version: v4.0 refused (HTTP 403, requestId "), line
+    assert line.endswith("set GAMEBALL_API_VERSION=v4.1"), line
+    assert accepted.code == 0, accepted
+    assert api_lines(accepted)["API version"].startswith("✓ API version: v4.1")
+    assert api_lines(accepted)["job API"].startswith("✓ job API: batch answers")
+
+
+def test_rejected_keys_are_named_with_the_gameball_code(broker: KafkaNode) -> None:
+    topic = topics(broker)
+    config = SimulatorConfig(error_envelope=True, secret_key="the-right-one")
+    with RunningSimulator(config) as simulator:
+        out = customer_sync("check", env=tool_env(broker, simulator.base_url, topic))
+    assert out.code == 1, out
+    line = api_lines(out)["API credentials"]
+    assert line.startswith("✗ API credentials: ")
+    assert "HTTP 403, code 1002, requestId " in line
+    assert line.endswith("check GAMEBALL_SECRET_KEY (batch calls need both keys)"), line
+    assert "the-right-one" not in out.stdout + out.stderr

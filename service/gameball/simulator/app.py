@@ -1,4 +1,9 @@
-"""The simulator's HTTP surface: the three batch endpoints and the ``/_sim`` controls.
+"""The simulator's HTTP surface: the batch endpoints, in both job dialects, and ``/_sim``.
+
+Job status and stop are served in the dialect(s) ``job_api`` names (``batch``:
+``GET``/``DELETE /batch/{jobId}``; ``batches``: ``GET /batches/{id}/status``,
+``POST /batches/{id}/stop``). A dialect not served answers like an absent route
+does: a bare ``404 Not Found``, before any credentials are looked at.
 
 Plain Starlette endpoints (no middleware: ``BaseHTTPMiddleware`` costs more
 than a whole batch validation), every body serialised with orjson.
@@ -10,7 +15,9 @@ import asyncio
 import dataclasses
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -22,13 +29,16 @@ from starlette.routing import Route
 
 from service.gameball.models import BatchRequest
 from service.gameball.simulator.config import SimulatorConfig
+from service.gameball.simulator.documents import BATCHES_STATES, STOPPED_MESSAGE
 from service.gameball.simulator.gate import passes
 from service.gameball.simulator.state import SimulatorState
 
 MAX_REPORTED_ERRORS = 10
 """Validation errors spelled out in a 400's ``message`` (up to 100 more go to ``errors``)."""
 SERVER_ERRORS = (500, 502, 503)
-API_PREFIXES = ("/api/v4.0", "/api/v4")
+API_PREFIXES = ("/api/v4.0", "/api/v4", "/api/v4.1")
+ENVELOPE_CODES = {400: 3000, 401: 1001, 403: 1002, 500: 5000, 503: 5003}
+"""The error envelope's ``code`` per status (Gameball's "Status and Error Codes"); others: none."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -39,8 +49,27 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def _message(status: int, text: str) -> Response:
-    return json_response({"message": text}, status)
+def _message(
+    status: int, text: str, config: SimulatorConfig | None = None, *, coded: bool = True
+) -> Response:
+    """``{"message"}``, or Gameball's envelope when ``config.error_envelope`` is on."""
+    if config is None or not config.error_envelope or status < 400:
+        return json_response({"message": text}, status)
+    code = ENVELOPE_CODES.get(status) if coded else None
+    return json_response(envelope(status, text, code), status)
+
+
+def envelope(status: int, text: str, code: int | None) -> dict[str, Any]:
+    try:
+        kind = HTTPStatus(status).phrase.replace(" ", "")
+    except ValueError:
+        kind = "Error"
+    return {"code": code, "type": kind, "message": text, "requestId": uuid.uuid4().hex}
+
+
+def _absent() -> Response:
+    """What a server answers for a route it does not have: no JSON, no credentials asked."""
+    return Response("Not Found", 404, media_type="text/plain")
 
 
 def _matches(given: str | None, expected: str) -> bool:
@@ -98,11 +127,17 @@ class _Api:
                 status = state.rng.choice(SERVER_ERRORS)
                 if kind == "create" and state.rng.random() < 0.5:
                     return None, status
-                return _server_error(status), None
+                return _server_error(status, config), None
         if not _matches(request.headers.get("apikey"), config.api_key):
-            return _message(401, "Unauthorized: invalid or missing APIKey"), None
+            return _message(401, "Unauthorized: invalid or missing APIKey", config), None
         if not _matches(request.headers.get("secretkey"), config.secret_key):
-            return _message(403, "Forbidden: invalid or missing SecretKey"), None
+            return _message(403, "Forbidden: invalid or missing SecretKey", config), None
+        if config.min_api_version and _version(request.url.path) < config.min_api_version:
+            text = (
+                f"This account requires API version {config.min_api_version} or later "
+                "(the minimum version set in the dashboard)"
+            )
+            return _message(403, text, config, coded=False), None  # no code is documented
         if config.limited:
             wait = state.admit(request.headers.get("apikey") or "", time.monotonic())
             if wait is not None:
@@ -111,9 +146,15 @@ class _Api:
         return None, None
 
     def counted(
-        self, kind: str, handler: Callable[[Request, int | None], Awaitable[Response]]
+        self,
+        kind: str,
+        handler: Callable[[Request, int | None], Awaitable[Response]],
+        dialect: str | None = None,
     ) -> Endpoint:
         async def endpoint(request: Request) -> Response:
+            if dialect is not None and not self.state.config.serves(dialect):
+                self.state.count("absent", 404)
+                return _absent()
             response, late_fault = await self._front(request, kind)
             if response is None:
                 response = await handler(request, late_fault)
@@ -127,7 +168,7 @@ class _Api:
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _message(400, f"Invalid JSON: {exc}")
+            return _message(400, f"Invalid JSON: {exc}", self.state.config)
         try:
             if not passes(body):
                 BatchRequest.model_validate(raw)
@@ -136,10 +177,12 @@ class _Api:
             text = "; ".join(lines[:MAX_REPORTED_ERRORS])
             if len(lines) > MAX_REPORTED_ERRORS:
                 text += f"; and {len(lines) - MAX_REPORTED_ERRORS} more"
+            if self.state.config.error_envelope:
+                return json_response({**envelope(400, text, 3000), "errors": lines[:100]}, 400)
             return json_response({"message": text, "errors": lines[:100]}, 400)
         job = self.state.create_job(raw["body"])
         if late_fault is not None:
-            return _server_error(late_fault)
+            return _server_error(late_fault, self.state.config)
         return json_response({"jobId": job.id})
 
     async def status(self, request: Request, late_fault: int | None) -> Response:
@@ -147,16 +190,33 @@ class _Api:
         state.settle()
         job = state.jobs.get(request.path_params["job_id"])
         if job is None:
-            return _message(404, "Job not found")
+            return _message(404, "Job not found", state.config)
         return Response(state.document(job), media_type="application/json")
+
+    async def batches_status(self, request: Request, late_fault: int | None) -> Response:
+        state = self.state
+        state.settle()
+        job = state.jobs.get(request.path_params["job_id"])
+        if job is None:
+            return _message(404, "Batch not found", state.config)
+        return Response(state.batches_document(job), media_type="application/json")
 
     async def stop(self, request: Request, late_fault: int | None) -> Response:
         """Idempotent: stopping a terminal job answers 200 and changes nothing."""
         job = self.state.jobs.get(request.path_params["job_id"])
         if job is None:
-            return _message(404, "Job not found")
+            return _message(404, "Job not found", self.state.config)
         self.state.stop(job)
         return _message(200, "Job stopped successfully")
+
+    async def batches_stop(self, request: Request, late_fault: int | None) -> Response:
+        """``POST /batches/{id}/stop``: ``{batchId, status, message}``; idempotent too."""
+        job = self.state.jobs.get(request.path_params["job_id"])
+        if job is None:
+            return _message(404, "Batch not found", self.state.config)
+        self.state.stop(job)
+        body = {"batchId": job.id, "status": BATCHES_STATES[job.state], "message": STOPPED_MESSAGE}
+        return json_response(body)
 
     async def stats(self, request: Request) -> Response:
         return json_response(self.state.stats())
@@ -199,15 +259,21 @@ class _Api:
         return _message(200, "reset")
 
 
-def _server_error(status: int) -> Response:
+def _version(path: str) -> str:
+    """``/api/v4.1/integrations/...`` → ``v4.1`` (``/api/v4/...`` is ``v4.0``)."""
+    version = path.split("/")[2] if path.count("/") >= 2 else ""
+    return "v4.0" if version == "v4" else version
+
+
+def _server_error(status: int, config: SimulatorConfig | None = None) -> Response:
     """5xx as the wild has them: a gateway's 502 is HTML, the others JSON."""
     if status == 502:
         return Response(
             "<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html"
         )
     if status == 503:
-        return _message(503, "Service temporarily unavailable")
-    return _message(status, "Internal server error")
+        return _message(503, "Service temporarily unavailable", config)
+    return _message(status, "Internal server error", config)
 
 
 def create_app(config: SimulatorConfig) -> Starlette:
@@ -216,14 +282,18 @@ def create_app(config: SimulatorConfig) -> Starlette:
     api = _Api(state)
     routes = []
     create = api.counted("create", api.create)
-    status = api.counted("status", api.status)
-    stop = api.counted("stop", api.stop)
+    status = api.counted("status", api.status, "batch")
+    stop = api.counted("stop", api.stop, "batch")
+    batches_status = api.counted("status", api.batches_status, "batches")
+    batches_stop = api.counted("stop", api.batches_stop, "batches")
     for prefix in API_PREFIXES:
-        batch = f"{prefix}/integrations/batch"
+        batch, batches = f"{prefix}/integrations/batch", f"{prefix}/integrations/batches"
         routes += [
             Route(f"{batch}/customers", create, methods=["POST"]),
             Route(f"{batch}/{{job_id}}", status, methods=["GET"]),
             Route(f"{batch}/{{job_id}}", stop, methods=["DELETE"]),
+            Route(f"{batches}/{{job_id}}/status", batches_status, methods=["GET"]),
+            Route(f"{batches}/{{job_id}}/stop", batches_stop, methods=["POST"]),
         ]
     routes += [
         Route("/_sim/stats", api.stats, methods=["GET"]),

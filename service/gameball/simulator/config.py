@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+JOB_APIS = ("batch", "batches", "both")
+API_VERSIONS = ("v4.0", "v4.1")
 _RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
 _SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
 
@@ -42,6 +44,12 @@ class SimulatorConfig:
     limit_window_seconds: float = 30.0
     limit_retry_after: bool = True
     seed: int | None = None
+    job_api: str = "both"
+    """The job dialect(s) served: ``batch``, ``batches`` or ``both``; the other's routes 404."""
+    error_envelope: bool = False
+    """Errors as Gameball's ``{code, type, message, requestId}`` rather than ``{message}``."""
+    min_api_version: str = ""
+    """A merchant's minimum version (``v4.1``): older paths are refused with 403."""
 
     def __post_init__(self) -> None:
         for name in (*_RATES, "rate_limit_rate", "server_error_rate"):
@@ -56,6 +64,13 @@ class SimulatorConfig:
             raise ValueError("limit_per_second and limit_per_window must not be negative")
         if self.limit_window_seconds <= 0:
             raise ValueError("limit_window_seconds must be positive")
+        if self.job_api not in JOB_APIS:
+            raise ValueError(f"job_api must be one of {', '.join(JOB_APIS)}")
+        if self.min_api_version not in ("", *API_VERSIONS):
+            raise ValueError(f"min_api_version must be empty or one of {', '.join(API_VERSIONS)}")
+
+    def serves(self, dialect: str) -> bool:
+        return self.job_api in (dialect, "both")
 
     @property
     def limited(self) -> bool:
@@ -68,11 +83,11 @@ def changed(config: SimulatorConfig, changes: dict[str, Any]) -> SimulatorConfig
     for name, value in changes.items():
         if name not in names:
             raise ValueError(f"unknown setting {name!r}")
-        if name in ("api_key", "secret_key"):
+        if name in ("api_key", "secret_key", "job_api", "min_api_version"):
             ok = isinstance(value, str)
         elif name == "seed":
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-        elif name == "limit_retry_after":
+        elif name in ("limit_retry_after", "error_envelope"):
             ok = isinstance(value, bool)
         elif name in ("limit_per_second", "limit_per_window"):
             ok = isinstance(value, int) and not isinstance(value, bool)

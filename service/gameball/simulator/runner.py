@@ -1,4 +1,7 @@
-"""Running the simulator: ``serve`` for the CLI, :class:`RunningSimulator` for tests and demo."""
+"""Running the simulator: ``serve`` for the CLI, :class:`RunningSimulator` for tests and demo.
+
+Its switches and banner are :mod:`.switches`'s (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,32 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from service.errors import ConfigError
 from service.gameball.simulator.app import create_app
-from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
+from service.gameball.simulator.config import SimulatorConfig
 from service.gameball.simulator.state import SimulatorState
+from service.gameball.simulator.switches import (
+    SIMULATE_DESCRIPTION,
+    SIMULATE_EPILOG,
+    add_simulate_arguments,
+    banner,
+    config_from_args,
+)
+
+__all__ = [
+    "SIMULATE_DESCRIPTION",
+    "SIMULATE_EPILOG",
+    "RunningSimulator",
+    "add_simulate_arguments",
+    "banner",
+    "config_from_args",
+    "main",
+    "serve",
+]
 
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -181,195 +201,6 @@ class RunningSimulator:
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT_SECONDS)
         self._server = self._thread = None
-
-
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``customer-sync simulate`` switches; defaults are :class:`SimulatorConfig`'s."""
-    d = SimulatorConfig()
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    add("--port", type=int, default=8090, help="port to listen on (8090)")
-    add("--api-key", default=d.api_key, help=f"the APIKey header to accept ({d.api_key})")
-    add(
-        "--secret-key",
-        default=d.secret_key,
-        help=f"the SecretKey header to accept ({d.secret_key})",
-    )
-    add(
-        "--latency",
-        type=float,
-        default=d.latency_seconds,
-        help="seconds added to every API request (0)",
-    )
-    add(
-        "--job-duration",
-        type=float,
-        default=d.job_duration_seconds,
-        help="seconds from job creation to its end; 0 = complete at the first look (0)",
-    )
-    add(
-        "--record-failure-rate",
-        type=float,
-        default=d.record_failure_rate,
-        help="share of records failing with 'Failed to create customer' (0)",
-    )
-    add(
-        "--job-failure-rate",
-        type=float,
-        default=d.job_failure_rate,
-        help="share of jobs ending 'failed' (0)",
-    )
-    add(
-        "--stuck-job-rate",
-        type=float,
-        default=d.stuck_job_rate,
-        help="share of jobs that stop progressing halfway and stay 'running' until stopped (0)",
-    )
-    add(
-        "--stopped-job-rate",
-        type=float,
-        default=d.stopped_job_rate,
-        help="share of jobs the API stops by itself halfway, ending 'stopped' (0)",
-    )
-    add(
-        "--rate-limit-rate",
-        type=float,
-        default=d.rate_limit_rate,
-        help="share of requests answered 429 (0)",
-    )
-    add(
-        "--retry-after",
-        type=float,
-        default=d.retry_after_seconds,
-        help=f"the Retry-After of the --rate-limit-rate 429s, in seconds ({d.retry_after_seconds})",
-    )
-    add(
-        "--server-error-rate",
-        type=float,
-        default=d.server_error_rate,
-        help="share of requests answered 500/502/503; half the POSTs after creating the job (0)",
-    )
-    add(
-        "--documented-limits",
-        action="store_true",
-        help="enforce Gameball's documented rate limits for the batch endpoints: "
-        f"{DOCUMENTED_LIMITS['limit_per_second']} requests/s and "
-        f"{DOCUMENTED_LIMITS['limit_per_window']} per "
-        f"{DOCUMENTED_LIMITS['limit_window_seconds']:g} s per API key, in sliding windows",
-    )
-    add(
-        "--limit-per-second",
-        type=int,
-        default=None,
-        help="requests per second per API key, 429 beyond (0 = none; overrides the documented)",
-    )
-    add(
-        "--limit-per-window",
-        type=int,
-        default=None,
-        help="requests per --limit-window per API key, 429 beyond (0 = none; overrides the "
-        "documented)",
-    )
-    add(
-        "--limit-window",
-        type=float,
-        default=None,
-        help=f"the quota window of --limit-per-window, in seconds ({d.limit_window_seconds:g})",
-    )
-    add(
-        "--limit-without-retry-after",
-        action="store_true",
-        help="answer the limits' 429s without Retry-After, as Gameball documents none",
-    )
-    add("--seed", type=int, default=None, help="random seed for reproducible faults (none)")
-
-
-def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
-    """Raises :class:`ConfigError` (reported cleanly by the CLI) for an out-of-range value."""
-    values: dict[str, Any] = {
-        "api_key": args.api_key,
-        "secret_key": args.secret_key,
-        "latency_seconds": args.latency,
-        "job_duration_seconds": args.job_duration,
-        "record_failure_rate": args.record_failure_rate,
-        "job_failure_rate": args.job_failure_rate,
-        "stuck_job_rate": args.stuck_job_rate,
-        "stopped_job_rate": args.stopped_job_rate,
-        "rate_limit_rate": args.rate_limit_rate,
-        "retry_after_seconds": args.retry_after,
-        "server_error_rate": args.server_error_rate,
-        "limit_retry_after": not args.limit_without_retry_after,
-        "seed": args.seed,
-    }
-    if args.documented_limits:
-        values.update(DOCUMENTED_LIMITS)
-    explicit = {
-        "limit_per_second": args.limit_per_second,
-        "limit_per_window": args.limit_per_window,
-        "limit_window_seconds": args.limit_window,
-    }
-    values.update({name: value for name, value in explicit.items() if value is not None})
-    try:
-        return SimulatorConfig(**values)
-    except ValueError as exc:
-        raise ConfigError(f"simulate: {exc}") from exc
-
-
-SIMULATE_DESCRIPTION = """\
-A local stand-in for the Gameball Batch Customer API: the same paths, the
-APIKey/SecretKey headers, the 1,000-record limit and the queued -> running ->
-completed/failed job lifecycle, plus switches to provoke every failure the
-service must survive. Unauthenticated controls: GET /_sim/stats,
-GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset. --documented-limits answers 429
-past Gameball's documented rate limits, as the real API does.
-"""
-
-SIMULATE_EPILOG = """\
-examples:
-  customer-sync simulate                                  # a well-behaved API on :8090
-  customer-sync simulate --job-duration 2 --record-failure-rate 0.05
-  customer-sync simulate --rate-limit-rate 0.2 --server-error-rate 0.05 --seed 1
-  customer-sync simulate --documented-limits --limit-without-retry-after --job-duration 2
-"""
-
-
-def banner(config: SimulatorConfig, base_url: str) -> str:
-    """What a newcomer needs to point the service at the simulator, ready to paste."""
-    faults = {
-        "latency": f"{config.latency_seconds:g} s",
-        "job duration": f"{config.job_duration_seconds:g} s",
-        "record failures": f"{config.record_failure_rate:.1%}",
-        "job failures": f"{config.job_failure_rate:.1%}",
-        "stuck jobs": f"{config.stuck_job_rate:.1%}",
-        "429s": f"{config.rate_limit_rate:.1%} (Retry-After {config.retry_after_seconds:g} s)",
-        "5xx": f"{config.server_error_rate:.1%}",
-    }
-    return "\n".join(
-        [
-            f"Gameball API simulator listening on {base_url}",
-            f"  credentials   APIKey: {config.api_key}   SecretKey: {config.secret_key}",
-            "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
-            "  rate limits   " + _limits(config),
-            "  use it        export GAMEBALL_BASE_URL=" + base_url,
-            f"                export GAMEBALL_API_KEY={config.api_key} "
-            f"GAMEBALL_SECRET_KEY={config.secret_key}",
-            f"  controls      {base_url}/_sim/stats  (also /_sim/applied, /_sim/config, "
-            "/_sim/reset)",
-            "  Ctrl-C stops it.",
-        ]
-    )
-
-
-def _limits(config: SimulatorConfig) -> str:
-    if not config.limited:
-        return "none (--documented-limits enforces Gameball's)"
-    parts = []
-    if config.limit_per_second:
-        parts.append(f"{config.limit_per_second} requests/s")
-    if config.limit_per_window:
-        parts.append(f"{config.limit_per_window} per {config.limit_window_seconds:g} s")
-    answer = "with Retry-After" if config.limit_retry_after else "without Retry-After"
-    return " and ".join(parts) + f" per API key (sliding windows); 429 {answer}"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,13 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
-
 from service.gameball.models import JobState
 from service.gameball.simulator.config import SimulatorConfig, changed
+from service.gameball.simulator.documents import batch_document, batches_document
 from service.gameball.simulator.limits import KeyLimits
 
-OPERATION = "Customer Creation Batch Job"
 CREATED_MESSAGE = "Customer created successfully"
 INVALID_EMAIL = "Invalid email address"
 RECORD_FAILED = "Failed to create customer"
@@ -74,6 +72,7 @@ class Job:
     successful: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     document: bytes | None = None  # cached once terminal
+    batches_document: bytes | None = None  # the same, in the batches dialect
     stopped_at: float | None = None  # time.time() of the DELETE that stopped it
 
     @property
@@ -107,10 +106,6 @@ class Job:
 
     def finish_wall(self, index: int) -> float:
         return self.created_wall + (self.finish_time(index) - self.created)
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 class SimulatorState:
@@ -327,34 +322,29 @@ class SimulatorState:
 
     def document(self, job: Job) -> bytes:
         """The seeds' status document for ``job`` as it stands (call :meth:`settle` first)."""
-        if job.document is not None:
-            return job.document
-        with self._lock:
-            results = None
-            if job.state is not JobState.QUEUED and (job.started or job.state is JobState.FAILED):
-                results = {"successful": job.successful, "failed": job.failed}
-            body = orjson.dumps(
-                {
-                    "operation": OPERATION,
-                    "errorCount": len(job.failed),
-                    "totalCount": len(job.successful) + len(job.failed),
-                    "finishedCount": len(job.successful),
-                    "startedAt": _iso(job.created_wall + job.queue_seconds)
-                    if job.started
-                    else None,
-                    "createdAt": _iso(job.created_wall),
-                    "status": job.state.value,
-                    "response": results,
-                }
-            )
-            if job.state.terminal:
+        if job.document is None:
+            with self._lock:
+                body = batch_document(job)
+                if not job.state.terminal:
+                    return body
                 job.document = body
-            return body
+        return job.document
+
+    def batches_document(self, job: Job) -> bytes:
+        """The OpenAPI's status document (``GET /batches/{id}/status``) for ``job``."""
+        if job.batches_document is None:
+            with self._lock:
+                body = batches_document(job)
+                if not job.state.terminal:
+                    return body
+                job.batches_document = body
+        return job.batches_document
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             self.settle()
             return {
+                "job_api": self.config.job_api,
                 "jobs_created": self.jobs_created,
                 "jobs_active": len(self.active),
                 "jobs": dict(Counter(job.state.value for job in self.jobs.values())),

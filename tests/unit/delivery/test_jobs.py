@@ -262,7 +262,7 @@ def test_a_terminal_document_reads_ids_and_states_as_leniently_as_the_model() ->
 
 @pytest.mark.parametrize(
     "content",
-    [b"not json", b"[]", b'{"status": "exploded"}', b'{"status": "completed", "response": 5}'],
+    [b"not json", b"[]", b'{"state": "completed"}', b'{"status": "completed", "response": 5}'],
 )
 def test_what_is_not_a_status_document_raises_value_error(content: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the API client maps any of them to a retry
