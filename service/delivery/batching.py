@@ -97,6 +97,10 @@ def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None
         later.tags, later.tags_changed = earlier.tags, earlier.tags_changed
     elif earlier.tags_changed:  # still the set to send, whatever the later compared it with
         later.tags_changed = True
+    if earlier.tags_removed:  # still to remove, unless the later change has them again
+        kept = set(later.tags or ())
+        removed = dict.fromkeys((*earlier.tags_removed, *later.tags_removed))
+        later.tags_removed = tuple(tag for tag in removed if tag not in kept)
     if (
         earlier.partition != later.partition
         or earlier.topic != later.topic

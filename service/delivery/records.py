@@ -36,4 +36,5 @@ class PendingRecord:
     unknown: tuple[tuple[str, ...], ...] = ()
     tags: list[str] | None = None  # sent by a call of their own (tags.py); None: none to send
     tags_changed: bool = False
+    tags_removed: tuple[str, ...] = ()  # in the row's ``before``, not in its ``after``
     superseded: list[tuple[int, int]] | None = None

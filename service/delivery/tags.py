@@ -1,11 +1,14 @@
 """Tags: the one part of a nested customer that travels by a call of its own.
 
-Gameball's customer schema has no ``tags`` field (``GAMEBALL-API.md`` §2): a customer's tags
-are set with ``POST /api/{version}/integrations/customers/{customerId}/tags``, body
-``{"tags": "vip, newsletter"}``, one call per customer, never batched. With ``TAGS_SYNC``
-``changed`` (the default) or ``always``, the decoder keeps a change's tags beside its item
-(``PendingRecord.tags``) with whether they need sending (``tags_changed``), and this step sends
-them after the change's job reported it successful:
+Gameball's customer schema has no ``tags`` field (``GAMEBALL-API.md`` §2): tags are attached
+with ``POST /api/{version}/integrations/customers/{customerId}/tags``, body
+``{"tags": "vip, newsletter"}``, and removed with ``DELETE`` on the same path and body (the
+OpenAPI: attaching adds to what the customer has), one customer a call, never batched. With
+``TAGS_SYNC`` ``changed`` (the default) or ``always``, the decoder keeps a change's tags beside
+its item (``PendingRecord.tags``), whether they need sending (``tags_changed``), and the tags
+its ``before`` row had that its ``after`` row has not (``tags_removed``: known only where
+Debezium sends ``before``, under ``REPLICA IDENTITY FULL``). This step sends them after the
+change's job reported it successful:
 
 * only for a record its job delivered, so the customer exists at the API;
 * while the customer is still checked out to that batch (``batching.py``): its next change,
@@ -35,7 +38,7 @@ TAG_CALLS_IN_FLIGHT = 8
 
 def needs_tags(record: PendingRecord) -> bool:
     """Whether the record's tags still have to be sent for it to settle."""
-    return record.tags is not None and record.tags_changed
+    return (record.tags is not None and record.tags_changed) or bool(record.tags_removed)
 
 
 class TagSender:
@@ -58,9 +61,7 @@ class TagSender:
         if not due:
             return
         gate = asyncio.Semaphore(self._in_flight)
-        outcomes = await asyncio.gather(
-            *(self._send(record, record.tags or [], gate) for record in due)
-        )
+        outcomes = await asyncio.gather(*(self._send(record, gate) for record in due))
         failed = {
             id(record) for record, sent in zip(due, outcomes, strict=True) if sent is not True
         }
@@ -69,14 +70,16 @@ class TagSender:
         verdicts.succeeded = [r for r in verdicts.succeeded if id(r) not in failed]
         verdicts.rejected += [outcome for outcome in outcomes if isinstance(outcome, Rejection)]
 
-    async def _send(
-        self, record: PendingRecord, tags: list[str], gate: asyncio.Semaphore
-    ) -> Rejection | bool:
+    async def _send(self, record: PendingRecord, gate: asyncio.Semaphore) -> Rejection | bool:
         """``True``: sent; a :class:`Rejection`: refused; ``False``: no longer ours."""
+        attach = record.tags if record.tags_changed and record.tags else ()
         async with gate:
             try:
                 await self._client.set_tags(
-                    record.customer_id, tags, wanted=lambda: self._owns(record)
+                    record.customer_id,
+                    attach,
+                    record.tags_removed,
+                    wanted=lambda: self._owns(record),
                 )
             except TagsRejected as exc:
                 return Rejection(record, DeadLetterReason.TAGS_REJECTED, str(exc), None)

@@ -34,8 +34,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -204,15 +205,45 @@ class GameballClient:
         return status
 
     async def set_tags(
-        self, customer_id: str, tags: list[str], *, wanted: Callable[[], bool] | None = None
+        self,
+        customer_id: str,
+        attach: Sequence[str],
+        remove: Sequence[str] = (),
+        *,
+        wanted: Callable[[], bool] | None = None,
     ) -> None:
-        """Set a customer's tags: one comma-separated string, the whole set.
+        """Attach ``attach`` to a customer and remove ``remove`` from it.
 
-        ``wanted`` is asked before every attempt, as for :meth:`submit`.
+        ``POST .../customers/{id}/tags`` attaches (it adds to what the customer has, per the
+        OpenAPI) and ``DELETE`` on the same path removes, each with one comma-separated
+        string. ``wanted`` is asked before every attempt, as for :meth:`submit`.
         """
         path = customer_path(self._version, customer_id, "/tags")
-        body = orjson.dumps({"tags": ", ".join(tags)})
-        await self._call("tags", "POST", path, body, None, wanted)
+        if attach:
+            body = orjson.dumps({"tags": ", ".join(attach)})
+            await self._call("tags", "POST", path, body, None, wanted)
+        if remove:
+            body = orjson.dumps({"tags": ", ".join(remove)})
+            await self._call("tags", "DELETE", path, body, None, wanted)
+
+    async def read_customer(self, customer_id: str) -> tuple[dict[str, Any], bool]:
+        """The customer as the API holds it, and whether that is the complete view.
+
+        ``GET .../customers/{id}/details`` carries every attribute (the OpenAPI); where that
+        route is absent, ``GET .../customers/{id}``, which leaves personal data out. One
+        attempt each: this is the canary's question, not the delivery path's.
+        """
+        for tail, complete in (("/details", True), ("", False)):
+            path = customer_path(self._version, customer_id, tail)
+            response = await self._send("read", "GET", path)
+            if response.status_code in (404, 405) and complete:
+                continue  # no such route here (or no such customer: the plain read says which)
+            self._classify("read", response)
+            document = orjson.loads(response.content)
+            if not isinstance(document, dict):
+                raise TransientApiError("the customer read back is not a JSON object")
+            return document, complete
+        raise AssertionError("unreachable: the plain read classifies its answer")
 
     async def stop(self, job_id: str, *, spent: Spent | None = None) -> None:
         with contextlib.suppress(JobNotFound):  # already gone: stopping it is moot

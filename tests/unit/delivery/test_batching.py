@@ -365,3 +365,15 @@ def test_tags_to_send_survive_coalescing() -> None:
     batcher.add(second, now=0)
     (merged,) = batcher.take(FlushReason.TIMEOUT).records
     assert (merged.tags, merged.tags_changed) == (["vip", "new"], True)
+
+
+def test_tags_to_remove_survive_coalescing_unless_the_later_change_has_them_again() -> None:
+    batcher = Batcher(max_records=1000, max_bytes=10**6, max_wait_seconds=1)
+    first = change("a", 0)
+    first.tags, first.tags_changed, first.tags_removed = ["vip"], True, ("old", "promo")
+    batcher.add(first, now=0)
+    second = change("a", 1)
+    second.tags, second.tags_changed, second.tags_removed = ["vip", "promo"], True, ("vip2",)
+    batcher.add(second, now=0)
+    (merged,) = batcher.take(FlushReason.TIMEOUT).records
+    assert merged.tags_removed == ("old", "vip2")

@@ -25,13 +25,19 @@ class TagsApi:
     def __init__(self, refused: set[str] = frozenset(), gone: set[str] = frozenset()) -> None:
         self.refused, self.gone = refused, gone
         self.sent: list[tuple[str, list[str]]] = []
+        self.removed: list[tuple[str, tuple[str, ...]]] = []
 
-    async def set_tags(self, customer_id: str, tags: list[str], *, wanted: Any) -> None:
+    async def set_tags(
+        self, customer_id: str, tags: list[str], remove: Any = (), *, wanted: Any
+    ) -> None:
         if not wanted():
             raise SubmissionWithdrawn("tags withdrawn")
         if customer_id in self.refused:
             raise TagsRejected("tags rejected (HTTP 422): bad tag", status=422)
-        self.sent.append((customer_id, tags))
+        if tags:
+            self.sent.append((customer_id, list(tags)))
+        if remove:
+            self.removed.append((customer_id, tuple(remove)))
 
 
 def sender(api: TagsApi, gone: set[str] = frozenset()) -> TagSender:
@@ -74,3 +80,12 @@ async def test_a_record_whose_partition_went_neither_settles_nor_comes_back() ->
     assert verdicts.succeeded == [a]
     assert verdicts.rejected == []
     assert verdicts.resubmit == []
+
+
+async def test_tags_gone_from_the_row_are_removed_and_the_new_set_attached() -> None:
+    api = TagsApi()
+    dropped = record("a", ["vip"])
+    dropped.tags_removed = ("newsletter",)
+    await sender(api).deliver(Verdicts(succeeded=[dropped]))
+    assert api.sent == [("a", ["vip"])]
+    assert api.removed == [("a", ("newsletter",))]
