@@ -129,6 +129,8 @@ class Ingestor:
                     result.customer_id,
                     result.payload,
                     generation=generation,
+                    tags=result.tags,
+                    tags_changed=result.tags_changed,
                 )
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))

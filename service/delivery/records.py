@@ -12,6 +12,12 @@ class PendingRecord:
     ``payload`` is the customer already serialised as the API wants it, so a
     request body is a join of payloads and nothing is encoded twice. ``key``
     and ``value`` are the original bytes, kept for the dead-letter topic.
+
+    ``tags`` travel beside the payload in the nested shape under ``TAGS_SYNC=changed`` or
+    ``always``, for the per-customer tags call (``None``: none to send, including every
+    other setting); ``tags_changed`` says whether that call is due (see
+    :class:`~service.delivery.decoding.Customer`). Shared with the decoder's memo: never
+    mutate the list.
     """
 
     topic: str
@@ -26,3 +32,5 @@ class PendingRecord:
     failed_jobs: int = 0  # job-level failures, bounded by MAX_SUBMIT_ATTEMPTS
     enqueued_at: float = field(default=0.0)
     generation: int = 0  # the partition assignment it was consumed under (see offsets.py)
+    tags: list[str] | None = None
+    tags_changed: bool = False
