@@ -64,20 +64,16 @@ the configuration stays and the seed restarts).
 
 Layout: :mod:`.config` (what it does), :mod:`.state` (jobs on a clock, the
 applied log, counters), :mod:`.limits` (the key's rate limits), :mod:`.app`
-(the HTTP endpoints), :mod:`.runner` (``main``, the switches and the banner
-of ``customer-sync simulate``; ``serve`` to run it on a loop;
-:class:`RunningSimulator` for tests and the demo; the benchmark runs
-``customer-sync simulate`` as a process of its own and uses the controls).
+(the HTTP endpoints), :mod:`.gate` (the fast validation of a batch), :mod:`.runner`
+(``main``, the switches and the banner of ``customer-sync simulate``), :mod:`.server`
+(``serve`` to run it on a loop; :class:`RunningSimulator` for tests and the demo; the
+benchmark runs ``customer-sync simulate`` as a process of its own and uses the controls).
 """
 
 from service.gameball.simulator.app import create_app
 from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
-from service.gameball.simulator.runner import (
-    RunningSimulator,
-    add_simulate_arguments,
-    config_from_args,
-    serve,
-)
+from service.gameball.simulator.runner import add_simulate_arguments, config_from_args
+from service.gameball.simulator.server import RunningSimulator, serve
 from service.gameball.simulator.state import (
     AppliedRecord,
     Job,

@@ -17,6 +17,7 @@ import orjson
 from service.gameball.models import JobState
 from service.gameball.simulator.config import SimulatorConfig, changed
 from service.gameball.simulator.limits import KeyLimits
+from service.gameball.simulator.profiles import Profiles, email_of
 
 OPERATION = "Customer Creation Batch Job"
 CREATED_MESSAGE = "Customer created successfully"
@@ -141,6 +142,7 @@ class SimulatorState:
             self.requests: dict[str, Counter[str]] = {}
             self.limits = KeyLimits()
             self.rate_limited = 0
+            self.profiles = Profiles()  # tags, read-backs, the lenient mode's drops
 
     def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
         """Apply ``changes`` (field -> value); ``ValueError`` names what is wrong.
@@ -181,8 +183,8 @@ class SimulatorState:
         with self._lock:
             errors: list[str | None] = []
             for customer in customers:
-                email = customer.get("email")
-                if email is not None and "@" not in email:
+                email = email_of(customer)
+                if type(email) is str and "@" not in email:
                     errors.append(INVALID_EMAIL)
                 elif draw(config.record_failure_rate):
                     errors.append(RECORD_FAILED)
@@ -363,6 +365,9 @@ class SimulatorState:
                 "records_failed": self.records_failed,
                 "rate_limited": self.rate_limited,
                 "requests": {kind: dict(codes) for kind, codes in self.requests.items()},
+                "customer_shape": self.config.customer_shape,
+                "strict": self.config.strict,
+                **self.profiles.stats(),
             }
 
     def applied_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:
