@@ -50,7 +50,9 @@ def applied_versions(simulator: RunningSimulator) -> dict[str, list[int]]:
     for entry in applied(simulator):
         customer = entry["customer"]
         assert isinstance(customer, dict)
-        versions[str(entry["customerId"])].append(int(customer["custom"]["version"]))
+        versions[str(entry["customerId"])].append(
+            int(customer["customerAttributes"]["custom"]["version"])
+        )
     return versions
 
 
