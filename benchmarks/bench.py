@@ -617,7 +617,7 @@ class Bench:
                 lambda: self.simulator.stats()["records_applied"] >= 1 + count, 30, "the trickle"
             )
         latencies = sorted(
-            entry["submittedAt"] - entry["customer"]["custom"]["sentAt"]
+            entry["submittedAt"] - entry["customer"]["customerAttributes"]["custom"]["sentAt"]
             for entry in self.simulator.applied_since(1)
         )
         q = statistics.quantiles(latencies, n=100)

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
 from service.gameball.budget import Window
+from service.gameball.customer import CustomerShape, TagsSync
 from service.gameball.dialects import Endpoint
 from service.gameball.models import MAX_BATCH_RECORDS
 
@@ -171,10 +172,23 @@ class Settings(BaseSettings):
     delete_policy: Literal["skip", "dead-letter"] = Field(
         default="skip", description="what a Debezium delete (`op: d`) does: `skip` or `dead-letter`"
     )
+    gameball_customer_shape: CustomerShape = Field(
+        default="nested",
+        description="the customer item's shape: `nested` (Gameball's reference and OpenAPI: "
+        "the profile inside `customerAttributes`) or `flat` (the tutorial's); see "
+        "[Customer shapes](#customer-shapes)",
+    )
+    tags_sync: TagsSync = Field(
+        default="changed",
+        description="nested shape: how tags reach Gameball: `changed` (one tags call per "
+        "customer whose tags changed), `always` (one per change), `item` (in the batch item, "
+        "as the tutorial shows; no extra calls) or `off`; the flat shape keeps them in the item",
+    )
     field_mapping_file: Path | None = Field(
         default=None,
-        description="row-to-customer mapping, YAML or JSON: `apiField: column.path`, a column's "
-        "`type` where events carry no schema, `custom.<attribute>: column` (see Input)",
+        description="row-to-customer mapping, YAML or JSON: `api.field.path: column.path` "
+        "(`customerAttributes.city: address.city` in the nested shape), a column's `type` where "
+        "events carry no schema, `custom.<attribute>: column` (see Input)",
     )
 
     http_port: int = Field(
@@ -207,7 +221,13 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("gameball_job_api", "gameball_api_version", mode="before")
+    @field_validator(
+        "gameball_job_api",
+        "gameball_api_version",
+        "gameball_customer_shape",
+        "tags_sync",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel
 
 from service.contracts.events import DeadLetterHeaders, InputEvent
-from service.gameball.models import STATE_SYNONYMS, BatchRequest, JobCreated, JobStatus
+from service.gameball.customer import FlatBatchRequest, NestedBatchRequest
+from service.gameball.models import STATE_SYNONYMS, JobCreated, JobStatus
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 DIRECTORY = Path(__file__).resolve().parents[2] / "schemas"
@@ -54,10 +55,22 @@ def input_event() -> dict[str, Any]:
 
 def batch_request() -> dict[str, Any]:
     return _schema(
-        BatchRequest,
+        NestedBatchRequest,
         "api-batch-request",
         "Gameball batch customer request",
-        "The body of POST /api/v4.0/integrations/batch/customers: at most 1,000 customers.",
+        "The body of POST /api/v4.0/integrations/batch/customers: at most 1,000 customers, "
+        "in the nested shape of Gameball's reference and OpenAPI (GAMEBALL_CUSTOMER_SHAPE="
+        "nested, the default): the profile inside customerAttributes.",
+    )
+
+
+def flat_batch_request() -> dict[str, Any]:
+    return _schema(
+        FlatBatchRequest,
+        "api-batch-request-flat",
+        "Gameball batch customer request, the tutorial's flat shape",
+        "The body of POST /api/v4.0/integrations/batch/customers: at most 1,000 customers, "
+        "every field at the top level as the tutorial shows (GAMEBALL_CUSTOMER_SHAPE=flat).",
     )
 
 
@@ -110,6 +123,7 @@ def dead_letter_headers() -> dict[str, Any]:
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "input-event.schema.json": input_event,
     "api-batch-request.schema.json": batch_request,
+    "api-batch-request-flat.schema.json": flat_batch_request,
     "api-job-created.schema.json": job_created,
     "api-job-status.schema.json": job_status,
     "dead-letter-headers.schema.json": dead_letter_headers,

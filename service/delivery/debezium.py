@@ -52,6 +52,7 @@ from service.delivery.fields import (
     decimal_literal,
     is_variable_decimal,
     iso_day,
+    to_integer,
     variable_decimal_text,
 )
 
@@ -270,20 +271,26 @@ def converter(column: ColumnType, target: Target) -> Callable[[Any], Any]:
     if kind is Kind.JSON:
         return guess if target is Target.TEXT else lambda value: guess(_json(value))
     if kind is Kind.ARRAY:
-        if target is Target.TAGS or target is Target.ATTRIBUTE:
+        if target is Target.TAGS or target is Target.ATTRIBUTE or target is Target.LIST:
             item = converter(column.items or PLAIN, _ITEMS[target])
             return lambda value: guess([None if v is None else item(v) for v in _list(value)])
         return guess
     text = _decimal(column)  # DECIMAL, DECIMAL_TEXT, VARIABLE_DECIMAL
-    if target is Target.ATTRIBUTE:
+    if target is Target.ATTRIBUTE or target is Target.NUMBER:
         return lambda value: msgspec.Raw(text(value).encode())  # an exact JSON number
     if target is Target.TEXT or target is Target.ID:
         return text
+    if target is Target.INTEGER:
+        return lambda value: to_integer(text(value))
     return _refuse("a decimal", target)
 
 
 _SCALARS = (Target.TEXT, Target.ATTRIBUTE)
-_ITEMS = {Target.TAGS: Target.TEXT, Target.ATTRIBUTE: Target.ATTRIBUTE}
+_ITEMS = {
+    Target.TAGS: Target.TEXT,
+    Target.ATTRIBUTE: Target.ATTRIBUTE,
+    Target.LIST: Target.ATTRIBUTE,
+}
 _PER_DAY = {_MS: MS_PER_DAY, _US: US_PER_DAY, _NS: NS_PER_DAY}
 
 

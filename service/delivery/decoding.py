@@ -22,10 +22,23 @@ order) takes the full parse, which also learns the schema for next time. A plan 
 API field → converter) is built once per distinct schema and cached with it.
 
 **Validation happens exactly once.** Each mapped column has one converter that either returns
-a value of the type :class:`~service.gameball.models.ApiCustomer` requires or raises, so a
-customer built from them is valid by construction and is serialised straight to its
+a value of the type the shape's model (:mod:`service.gameball.customer`) requires or raises, so
+a customer built from them is valid by construction and is serialised straight to its
 request-body bytes with msgspec; running the pydantic model over it again would cost more than
-everything else here put together. A property test holds the normalisers to the model.
+everything else here put together. A property test holds the normalisers to both models.
+
+**The shape is resolved once** (:func:`~service.delivery.mapping.layout`): each column's entry
+in a plan says its field and whether it lands inside ``customerAttributes``, so the nested
+shape costs the row loop one more tuple item and a choice of dict.
+
+**Tags in the nested shape** (``TAGS_SYNC=changed|always``) leave the item and travel beside
+it as :attr:`Customer.tags`, with :attr:`Customer.tags_changed`: true on a create or snapshot
+read, on an update whose ``before`` row holds other tags (compared as sets of text), and on
+every update that has no ``before`` (the default ``REPLICA IDENTITY``) or no envelope at all;
+``always`` makes it always true. ``before`` is kept as raw bytes by the envelope reader and
+parsed only for an update whose ``after`` carries tags. ``tags`` is ``None`` when no tags
+column is mapped, or it is NULL or unavailable (a TOASTed value): then there is nothing to
+send, and ``tags_changed`` is false.
 
 Operations: ``c``, ``u`` and ``r`` carry the customer in ``after``; ``d`` follows
 ``DELETE_POLICY``; ``t`` (TRUNCATE, emitted only with ``skipped.operations=none``) is skipped:
@@ -36,22 +49,18 @@ operation is dead-lettered. An unchanged TOASTed value (Debezium's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import orjson
 
-from service.delivery.debezium import (
-    PLAIN,
-    UNAVAILABLE_VALUE,
-    ColumnType,
-    converter,
-    row_columns,
-)
-from service.delivery.fields import Invalid, Target, target_of, to_text
-from service.delivery.mapping import API_FIELDS, FieldMapping, Source, snake_case
+from service.config import Settings
+from service.delivery.debezium import UNAVAILABLE_VALUE, row_columns
+from service.delivery.fields import Invalid
+from service.delivery.mapping import FieldMapping, layout, load_field_mapping
+from service.delivery.rows import Path, Plan, Rows
+from service.gameball.customer import CustomerShape, TagsSync
 from service.labels import DeadLetterReason
 
 _ERROR_LIMIT = 1000
@@ -61,21 +70,23 @@ _MAX_SCHEMAS = 256
 """Distinct schemas kept; past this the cache starts over (a schema per table and version)."""
 
 
-Path = tuple[str, ...]
-"""A field's place in the API item: ``("email",)``, ``("custom", "tier")``."""
-_UNKNOWN: Any = object()
-"""A mapped column Debezium could not read (an unchanged TOASTed value)."""
-
-
 @dataclass(slots=True)  # not frozen: a frozen dataclass is built 3x slower (0.39 us)
 class Customer:
-    """A decoded customer: its id, the serialised item, and the fields the change could not
-    say (``unknown``: a column Debezium sent as its placeholder). A field absent from the item
-    and not unknown was NULL: the change says it has no value."""
+    """A customer ready to batch: its item's bytes, the fields the change could not say, and
+    its tags when they travel beside the item.
+
+    ``unknown``: paths of the fields Debezium sent as its placeholder (an unchanged TOASTed
+    value); a field absent from the item and not unknown was NULL: the change says it has no
+    value. ``tags`` may be shared with other results (memoised normalisations): read, never
+    mutate. ``tags_removed``: the tags the ``before`` row had that the ``after`` row has not.
+    """
 
     customer_id: str
     payload: bytes
     unknown: tuple[Path, ...] = ()
+    tags: list[str] | None = None
+    tags_changed: bool = False
+    tags_removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +101,16 @@ class Reject:
 
 
 Decoded = Customer | Skip | Reject
-Convert = Callable[[Any], Any]
 
 
 class _Envelope(msgspec.Struct):
-    """What the decoder reads of a Debezium envelope: ``before``, ``source`` and the
-    timestamps are skipped in C without building an object (about a third of the parse)."""
+    """What the decoder reads of a Debezium envelope: ``source`` and the timestamps are
+    skipped in C without building an object (about a third of the parse); ``before`` is
+    kept as its raw bytes, parsed only when an update's tags need comparing."""
 
     op: str | msgspec.UnsetType = msgspec.UNSET
     after: dict[str, Any] | None = None
+    before: msgspec.Raw | None = None
 
 
 _read_envelope = msgspec.json.Decoder(_Envelope).decode
@@ -107,38 +119,42 @@ _read_json = msgspec.json.decode
 _write_json = msgspec.json.encode
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How the rows of one schema become customers.
-
-    ``columns``: column name → (API field, converter) for the fields matched by name, walked
-    in the row's order; ``mapped`` and ``attributes``: the mapping file's entries, each
-    (name, column, path inside the column, converter), an attribute also with its label for
-    errors (``custom.<name>``).
-    """
-
-    columns: dict[str, tuple[str, Convert]]
-    mapped: tuple[tuple[str, str, tuple[str, ...], Convert], ...]
-    attributes: tuple[tuple[str, str, tuple[str, ...], Convert, str], ...]
-
-
 class Decoder:
     def __init__(
         self,
         mapping: FieldMapping | None = None,
         delete_policy: Literal["skip", "dead-letter"] = "skip",
         unavailable_value: str = UNAVAILABLE_VALUE,
+        *,
+        shape: CustomerShape = "nested",
+        tags_sync: TagsSync = "changed",
     ) -> None:
-        self._mapping = mapping or FieldMapping({})
+        """Raises :class:`~service.errors.ConfigError` for a mapped field ``shape`` lacks."""
+        mapping = mapping or FieldMapping({})
+        resolved = layout(mapping, shape, tags_sync)
+        rows = Rows(mapping, resolved, unavailable_value)
+        self._plan, self._map, self._tags_before = rows.plan, rows.map, rows.tags_before
+        self._tags_aside = resolved.tags_aside
+        self._tags_always = tags_sync == "always"
         self._delete_policy = delete_policy
-        self._unavailable = unavailable_value
         self._schemaless = self._plan(None)
         # Schemas as the JSON converter wrote them, by length: [(bytes, plan)].
-        self._by_length: dict[int, list[tuple[bytes, _Plan]]] = {}
+        self._by_length: dict[int, list[tuple[bytes, Plan]]] = {}
         # Schemas met only in other spellings, by their compact form.
-        self._by_dump: dict[bytes, _Plan] = {}
+        self._by_dump: dict[bytes, Plan] = {}
         # Whether the last event was a Debezium envelope: then the next one is read as one.
         self._enveloped = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Decoder:
+        """The decoder the settings describe; reads the mapping file (``ConfigError``)."""
+        path = settings.field_mapping_file
+        return cls(
+            load_field_mapping(path) if path is not None else None,
+            settings.delete_policy,
+            shape=settings.gameball_customer_shape,
+            tags_sync=settings.tags_sync,
+        )
 
     def decode(self, value: bytes | None) -> Decoded:
         try:
@@ -171,7 +187,7 @@ class Decoder:
             except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
                 envelope = None  # a tombstone, a flattened row, or bad: read it the long way
             if envelope is not None and envelope.op is not msgspec.UNSET:
-                return self._change(envelope.op, envelope.after, envelope_plan)
+                return self._change(envelope.op, envelope.after, envelope_plan, envelope.before)
         event: Any = None
         plan = known
         if plan is not None:
@@ -200,25 +216,26 @@ class Decoder:
             return Reject(DeadLetterReason.INVALID_EVENT, "payload is not an object")
         self._enveloped = "op" in event
         if self._enveloped:
-            return self._change(event["op"], event.get("after"), plan)
+            return self._change(event["op"], event.get("after"), plan, event.get("before"))
         deleted = event.get("__deleted")  # ExtractNewRecordState's rewritten delete
         if deleted is not None and (deleted == "true" or deleted is True):
             return self._delete()
-        return self._customer(event, plan)
+        return self._customer(event, plan, None, None)
 
-    def _change(self, op: Any, row: Any, plan: _Plan) -> Decoded:
-        """A Debezium change event's operation and row → its outcome."""
+    def _change(self, op: Any, row: Any, plan: Plan, before: Any) -> Decoded:
+        """A Debezium change event's operation and rows → its outcome."""
         if op == "u" or op == "c" or op == "r":
             if not isinstance(row, dict):
                 return Reject(DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row")
-            return self._customer(row, plan)
+            return self._customer(row, plan, op, before)
         if op == "d":
             return self._delete()
         if op == "t":
             return Skip("truncate")
         return Reject(DeadLetterReason.UNSUPPORTED_OPERATION, f"operation {op!r} is not supported")
 
-    def _customer(self, row: dict[str, Any], plan: _Plan) -> Decoded:
+    def _customer(self, row: dict[str, Any], plan: Plan, op: Any, before: Any) -> Decoded:
+        """``op``: the change's operation, ``None`` for a row without an envelope."""
         unknown: list[Path] = []
         try:
             customer = self._map(row, plan, unknown)
@@ -229,10 +246,17 @@ class Decoder:
             return Reject(
                 DeadLetterReason.INVALID_EVENT, "no customer id (customerId / customer_id)"
             )
+        tags = customer.pop("tags", None) if self._tags_aside else None
         # msgspec returns exactly sized bytes (orjson 3.13 returned a 4 KiB allocation
         # whatever the length: 80 MB of RSS for a 20,000-record buffer, measured), and
         # writes integers of any size exactly.
-        return Customer(customer_id, _write_json(customer), tuple(unknown) if unknown else ())
+        known = tuple(unknown) if unknown else ()
+        if tags is None:
+            return Customer(customer_id, _write_json(customer), known)
+        previous = None if op != "u" or before is None else self._tags_before(plan, before)
+        changed = self._tags_always or previous is None or sorted(previous) != sorted(tags)
+        removed = tuple(t for t in previous if t not in tags) if previous else ()
+        return Customer(customer_id, _write_json(customer), known, tags, changed, removed)
 
     def _delete(self) -> Decoded:
         if self._delete_policy == "skip":
@@ -244,7 +268,7 @@ class Decoder:
 
     # --- schemas ------------------------------------------------------------------------------
 
-    def _known_schema(self, value: bytes) -> tuple[int, _Plan | None]:
+    def _known_schema(self, value: bytes) -> tuple[int, Plan | None]:
         """The payload's start and the plan of a schema seen before, or ``(0, None)``.
 
         The split is looked for from the end first (the payload is the short part), then
@@ -261,7 +285,7 @@ class Decoder:
                 return split + len(_PAYLOAD_KEY), plan
         return 0, None
 
-    def _learn(self, value: bytes, schema: Any) -> _Plan:
+    def _learn(self, value: bytes, schema: Any) -> Plan:
         """The plan of a schema met in a fully parsed value; kept for the records after it."""
         compact = orjson.dumps(schema)
         plan = self._by_dump.get(compact)
@@ -280,113 +304,3 @@ class Decoder:
         else:
             self._by_dump[compact] = plan
         return plan
-
-    def _plan(self, columns: dict[str, ColumnType] | None) -> _Plan:
-        """Converters for every column that feeds the customer, chosen once.
-
-        ``columns`` holds the schema's typed columns (``None``: no schema). A column's type is
-        the schema's logical type if it has one, else the type the mapping file states, else
-        plain (the guessing normalisers).
-        """
-        typed = columns or {}
-        mapping = self._mapping
-
-        def convert(source: Source | None, column: str, target: Target) -> Convert:
-            stated = source.type if source is not None else None
-            if source is not None and len(source.path) > 1:
-                return converter(stated or PLAIN, target)  # a value inside a JSON column
-            return converter(typed.get(column) or stated or PLAIN, target)
-
-        by_name: dict[str, tuple[str, Convert]] = {}
-        for field in API_FIELDS:
-            if field not in mapping.fields:
-                for column in (field, snake_case(field)):
-                    by_name[column] = (field, convert(None, column, target_of(field)))
-        mapped = tuple(
-            (field, s.column, s.path[1:], convert(s, s.column, target_of(field)))
-            for field, s in mapping.fields.items()
-        )
-        attributes = tuple(
-            (name, s.column, s.path[1:], convert(s, s.column, Target.ATTRIBUTE), f"custom.{name}")
-            for name, s in mapping.attributes.items()
-        )
-        return _Plan(by_name, mapped, attributes)
-
-    # --- rows ---------------------------------------------------------------------------------
-
-    def _map(self, row: dict[str, Any], plan: _Plan, unknown: list[Path]) -> dict[str, Any]:
-        """Row → customer; every value passes its field's converter (or ``Invalid``).
-
-        A NULL column, and a column Debezium could not read (an unchanged TOASTed value:
-        the placeholder, or an array of it), are left out of the customer; the latter's
-        field is added to ``unknown``, so a coalesced earlier change can say it
-        (``batching.merge_items``).
-        """
-        customer: dict[str, Any] = {}
-        columns = plan.columns
-        unavailable = self._unavailable
-        field = ""
-        try:
-            for column, value in row.items():
-                entry = columns.get(column)
-                if entry is None or value is None:
-                    continue
-                field, convert = entry
-                if type(value) is str:
-                    if value == unavailable:
-                        unknown.append((field,))
-                        continue
-                    if convert is to_text:
-                        customer[field] = value  # the common case, without a call
-                        continue
-                elif type(value) is list and unavailable in value:
-                    unknown.append((field,))
-                    continue
-                customer[field] = convert(value)
-            if plan.mapped:
-                for field, column, path, convert in plan.mapped:
-                    value = self._column(row, column, path)
-                    if value is _UNKNOWN:
-                        unknown.append((field,))
-                    elif value is not None:
-                        customer[field] = convert(value)
-            if plan.attributes:
-                attributes = {}
-                for name, column, path, convert, label in plan.attributes:
-                    field = label
-                    value = self._column(row, column, path)
-                    if value is _UNKNOWN:
-                        unknown.append(("custom", name))
-                    elif value is not None:
-                        attributes[name] = convert(value)
-                if attributes:
-                    custom = customer.get("custom")
-                    customer["custom"] = {**custom, **attributes} if custom else attributes
-        except (Invalid, OverflowError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            raise Invalid(f"{field}: {exc}") from None
-        return customer
-
-    def _column(self, row: dict[str, Any], column: str, path: tuple[str, ...]) -> Any:
-        """A mapped column's value (or a key inside it); ``None``: absent; ``_UNKNOWN``: the
-        column is Debezium's placeholder."""
-        value = row.get(column)
-        if value is None:
-            return None
-        if value == self._unavailable or (type(value) is list and self._unavailable in value):
-            return _UNKNOWN
-        return _walk(value, path) if path else value
-
-
-def _walk(value: Any, path: tuple[str, ...]) -> Any:
-    """Keys ``path`` inside a column's value, parsing JSON text on the way (``None``: absent)."""
-    current = value
-    for part in path:
-        if isinstance(current, str):
-            try:
-                current = _read_json(current)
-            except msgspec.DecodeError:
-                return None
-        if not isinstance(current, dict):
-            return None
-        current = current.get(part)
-    return current

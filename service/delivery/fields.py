@@ -1,12 +1,15 @@
 """What each API field takes, and the normalisers that make a column value into it.
 
-The API's customer has five kinds of field (SPEC §3): the id (a non-empty string), the two
-dates (``YYYY-MM-DD``), ``tags`` (an array of strings), ``custom`` (an object) and text for
-everything else. A mapped custom attribute (``custom.<name>`` in the mapping file) is a sixth:
-any JSON value. Each normaliser here either returns a value of the type
-:class:`~service.gameball.models.ApiCustomer` requires or raises :class:`Invalid`; a customer
-built only from their results is valid by construction (a property test holds them to the
-model), which is what lets the decoder skip a pydantic pass per record.
+The API's customer has these kinds of field (SPEC §3, GAMEBALL-API.md §2): the id (a
+non-empty string), the dates (``YYYY-MM-DD``), ``tags`` (an array of strings), ``custom`` (an
+object), and text for most others; the nested shape adds numbers (``totalSpent``,
+``avgOrderAmount``), an integer (``totalOrders``), an enum (``channel``), a boolean
+(``guest``) and arrays of anything (``utms``, ``devices``, ``paymentMethods``). A mapped custom
+attribute (``custom.<name>`` in the mapping file) is one more: any JSON value. Each normaliser
+here either returns a value of the type the shape's model
+(:mod:`service.gameball.customer`) requires or raises :class:`Invalid`; a customer built only
+from their results is valid by construction (a property test holds them to both models),
+which is what lets the decoder skip a pydantic pass per record.
 
 These are the normalisers for a value whose type nothing states: no schema in the event, or
 a schema without a logical type. They read values the way CDC delivers them, and where two
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import math
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -49,6 +53,11 @@ class Target(Enum):
     OBJECT = "object"
     TEXT = "text"
     ATTRIBUTE = "attribute"  # a value inside ``custom``, mapped as ``custom.<name>``
+    NUMBER = "number"
+    INTEGER = "integer"
+    CHANNEL = "channel"
+    BOOLEAN = "boolean"
+    LIST = "array"
 
 
 _TARGETS = {
@@ -57,6 +66,14 @@ _TARGETS = {
     "joinDate": Target.DATE,
     "tags": Target.TAGS,
     "custom": Target.OBJECT,
+    "totalSpent": Target.NUMBER,
+    "avgOrderAmount": Target.NUMBER,
+    "totalOrders": Target.INTEGER,
+    "channel": Target.CHANNEL,
+    "guest": Target.BOOLEAN,
+    "utms": Target.LIST,
+    "devices": Target.LIST,
+    "paymentMethods": Target.LIST,
 }
 
 
@@ -231,6 +248,80 @@ def to_attribute(value: Any) -> Any:
     return value
 
 
+def to_number(value: Any) -> Any:
+    """A JSON number; a decimal (text, or Debezium's variable-scale) as its exact digits."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+    elif kind is str:
+        return msgspec.Raw(decimal_literal(value.strip()).encode())
+    elif kind is dict and is_variable_decimal(value):
+        return msgspec.Raw(variable_decimal_text(value).encode())
+    raise Invalid(f"{_shown(value)} is not a number")
+
+
+def to_integer(value: Any) -> int:
+    """A whole number: ``12``, ``12.0`` or ``"12.00"``; ``2.5`` is refused, never rounded."""
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]  # narrowed by the identity check
+    if kind is float and value.is_integer():
+        return int(value)
+    if kind is str or (kind is dict and is_variable_decimal(value)):
+        text = decimal_literal(value.strip()) if kind is str else variable_decimal_text(value)
+        number = Decimal(text)
+        if number == number.to_integral_value():
+            return int(number)
+    raise Invalid(f"{_shown(value)} is not an integer")
+
+
+CHANNELS = {"mobile": "mobile", "pos": "pos", "web": "web", "callcenter": "callcenter"}
+
+
+def to_channel(value: Any) -> str:
+    """One of ``mobile``, ``pos``, ``web``, ``callcenter`` (in any letter case)."""
+    if type(value) is str:
+        channel = CHANNELS.get(value) or CHANNELS.get(value.strip().lower())
+        if channel is not None:
+            return channel
+    raise Invalid(f"{_shown(value)} is not one of mobile, pos, web, callcenter")
+
+
+_BOOLEANS = {"true": True, "false": False, "t": True, "f": False, "1": True, "0": False}
+
+
+def to_boolean(value: Any) -> bool:
+    """A boolean, ``0``/``1``, or ``true``/``false`` (``t``/``f``, PostgreSQL's) as text."""
+    kind = type(value)
+    if kind is bool:
+        return value  # type: ignore[no-any-return]  # narrowed by the identity check
+    if kind is int and (value == 0 or value == 1):
+        return bool(value)
+    if kind is str:
+        answer = _BOOLEANS.get(value.strip().lower())
+        if answer is not None:
+            return answer
+    raise Invalid(f"{_shown(value)} is not a boolean")
+
+
+def to_list(value: Any) -> list[Any]:
+    """An array of any JSON values, or a JSON array in a string (a ``jsonb`` column)."""
+    if type(value) is str:
+        value = msgspec.json.decode(value)
+    if type(value) is not list:
+        raise Invalid("must be an array")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value quoted for an error, cut short: errors go into headers and logs."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 GUESS: dict[Target, Callable[[Any], Any]] = {
     Target.ID: to_id,
     Target.DATE: guess_date,
@@ -238,6 +329,11 @@ GUESS: dict[Target, Callable[[Any], Any]] = {
     Target.OBJECT: to_object,
     Target.TEXT: to_text,
     Target.ATTRIBUTE: to_attribute,
+    Target.NUMBER: to_number,
+    Target.INTEGER: to_integer,
+    Target.CHANNEL: to_channel,
+    Target.BOOLEAN: to_boolean,
+    Target.LIST: to_list,
 }
 """The normaliser of each kind of field for a value of unknown type."""
 
@@ -279,6 +375,9 @@ def variable_decimal_text(value: dict[str, Any]) -> str:
     return base64_decimal_text(value["value"], value["scale"])
 
 
+_DIGITS_LIMIT = 1000
+
+
 def decimal_literal(value: Any) -> str:
     """A decimal given as text (``decimal.handling.mode=string``) or as a JSON number, checked."""
     kind = type(value)
@@ -289,6 +388,7 @@ def decimal_literal(value: Any) -> str:
             number = Decimal(value)
         except InvalidOperation:
             raise Invalid(f"{value!r} is not a decimal number") from None
-        if number.is_finite():
+        # A finite number of sane size: "1e999999999" would spell a billion digits.
+        if number.is_finite() and -_DIGITS_LIMIT < number.adjusted() < _DIGITS_LIMIT:
             return format(number, "f")
     raise Invalid(f"{value!r} is not a decimal number")

@@ -130,6 +130,8 @@ class Ingestor:
                     result.payload,
                     generation=generation,
                     unknown=result.unknown,
+                    tags=result.tags,
+                    tags_changed=result.tags_changed,
                 )
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))

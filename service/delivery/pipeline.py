@@ -53,7 +53,6 @@ from service.delivery.decoding import Decoder
 from service.delivery.ingest import INGEST_SLICE, Ingestor
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
 from service.delivery.lag import Lag
-from service.delivery.mapping import load_field_mapping
 from service.delivery.offsets import OffsetTracker, TopicPartition
 from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
@@ -89,9 +88,6 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
         self.health = health = health or Health()
-        mapping = (
-            load_field_mapping(settings.field_mapping_file) if settings.field_mapping_file else None
-        )
         self._offsets = OffsetTracker()
         self._batcher = Batcher(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
@@ -139,7 +135,7 @@ class Pipeline:
         )
         self._ingestor = Ingestor(
             self._offsets,
-            Decoder(mapping, delete_policy=settings.delete_policy),
+            Decoder.from_settings(settings),
             self._batcher,
             self._dead_letters,
             self._settlement,

@@ -19,6 +19,12 @@ class PendingRecord:
     assignment that this one absorbed (``batching.py``), as ``(offset, timestamp_ms)``:
     their fields are merged into ``payload``, so they settle as ``coalesced`` only when
     this record settles, and travel with it in the ledger (a crash re-reads them all).
+
+    ``tags`` travel beside the payload in the nested shape under ``TAGS_SYNC=changed`` or
+    ``always``, for the per-customer tags call (``None``: none to send, including every
+    other setting); ``tags_changed`` says whether that call is due (see
+    :class:`~service.delivery.decoding.Customer`). Shared with the decoder's memo: never
+    mutate the list.
     """
 
     topic: str

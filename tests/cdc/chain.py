@@ -193,6 +193,26 @@ def as_received(value: Any) -> Any:
     return value
 
 
+TOP_LEVEL = ("customerId", "email", "mobile", "tags")
+"""What stays on top of a nested item (tags too: the CDC run sends them with TAGS_SYNC=item)."""
+
+
+def nested(customer: dict[str, Any]) -> dict[str, Any]:
+    """A customer as the ``api_*`` views spell it (the tutorial's flat names) → the nested
+    item the default shape sends: ``name`` is the profile's ``displayName``, the merge keys
+    ``email`` and ``mobile`` are on top and in the profile, the rest inside."""
+    item = {key: customer[key] for key in TOP_LEVEL if key in customer}
+    renamed = {"name": "displayName"}
+    attributes = {
+        renamed.get(key, key): value
+        for key, value in customer.items()
+        if key not in TOP_LEVEL or key in ("email", "mobile")
+    }
+    if attributes:
+        item["customerAttributes"] = attributes
+    return item
+
+
 def exact_bodies(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
     """The last version of each customer in the request bodies the API received, numbers exact.
 

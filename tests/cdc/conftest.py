@@ -78,17 +78,17 @@ SETUPS = [
         "dbz_json_crm",
         "the second source: crm.members, other column names, through FIELD_MAPPING_FILE "
         "(read from dbz_json's connector)",
-        mapping={
+        mapping={  # API field paths of the nested shape (the default)
             "customerId": "member_no",
             "email": "mail",
-            "name": "full_name",
-            "gender": "sex",
-            "dateOfBirth": "birthday",
-            "joinDate": "signed_up_at",
+            "customerAttributes.displayName": "full_name",
+            "customerAttributes.gender": "sex",
+            "customerAttributes.dateOfBirth": "birthday",
+            "customerAttributes.joinDate": "signed_up_at",
             "tags": "segments",
-            "custom": "attributes",
-            "custom.tier": "tier",
-            "custom.points": "points_balance",
+            "customerAttributes.custom": "attributes",
+            "customerAttributes.custom.tier": "tier",
+            "custom.points": "points_balance",  # the alias: the same place
         },
         source="dbz_json",
         tables=("crm.members",),
@@ -181,6 +181,9 @@ def _start_pipe(setup: SetUp, broker: KafkaNode, work: Path) -> Pipe:
         "GAMEBALL_SECRET_KEY": simulator.config.secret_key,
         "FIELD_MAPPING_FILE": str(setup.write_mapping(work)),
         "DELETE_POLICY": setup.delete_policy,
+        # The nested shape (the default); tags in the item until the per-customer tags call
+        # is delivered, so the comparison covers them too.
+        "TAGS_SYNC": "item",
         "BATCH_MAX_WAIT_SECONDS": "0.2",
         "SHUTDOWN_TIMEOUT_SECONDS": "10",
     }

@@ -211,7 +211,7 @@ def decide(value: str | None, schema_value: str | None, mapping: dict[str, str])
         right = reference(value, schema_value, mapping)
     except Exception as exc:  # noqa: BLE001 - a report, not a service
         right = ("reference failed", f"{type(exc).__name__}: {exc}")
-    got = current(Decoder(FieldMapping(mapping) if mapping else None), value)
+    got = current(Decoder(FieldMapping(mapping) if mapping else None, shape="flat"), value)
     return got, right
 
 

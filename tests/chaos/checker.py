@@ -230,7 +230,8 @@ def check(
     strangers = []
     produced_versions = {(m["c"], m["v"]) for m in manifest if m["x"] in (DELIVER, API_REJECT)}
     for entry in applied:
-        custom = entry["customer"].get("custom") or {}
+        item = entry["customer"]  # nested (the default) or flat (the tutorial's)
+        custom = (item.get("customerAttributes") or item).get("custom") or {}
         version = custom.get("version") if isinstance(custom, dict) else None
         if (entry["customerId"], version) not in produced_versions:
             strangers.append((entry["customerId"], version))

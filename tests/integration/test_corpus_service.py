@@ -109,6 +109,6 @@ def test_the_service_survives_the_corpus_and_delivers_what_follows(
                 assert case.expect["customer_id"] in applied.latest, case.name
         latest = {e.customer_id: e.version for e in after if e.customer_id}
         for customer, version in latest.items():
-            assert applied.latest[customer]["custom"]["version"] == version
+            assert applied.latest[customer]["customerAttributes"]["custom"]["version"] == version
     finally:
         service.stop()

@@ -52,7 +52,9 @@ def applied_versions(simulator: RunningSimulator) -> dict[str, list[int]]:
     for entry in applied(simulator):
         customer = entry["customer"]
         assert isinstance(customer, dict)
-        versions[str(entry["customerId"])].append(int(customer["custom"]["version"]))
+        versions[str(entry["customerId"])].append(
+            int(customer["customerAttributes"]["custom"]["version"])
+        )
     return versions
 
 
@@ -368,8 +370,7 @@ def test_an_update_that_leaves_a_toasted_value_out_keeps_the_insert_s_value(
         simulator.state.settle()
         assert simulator.state.latest["toast"] == {
             "customerId": "toast",
-            "name": "Renamed",
-            "custom": {"blob": blob},
+            "customerAttributes": {"displayName": "Renamed", "custom": {"blob": blob}},
         }
         assert service.metric("customer_sync_records_total", outcome="coalesced") == 1
         assert service.metric("customer_sync_records_total", outcome="succeeded") == 1

@@ -150,7 +150,7 @@ def test_the_api_never_sees_an_older_change_after_a_newer_one_across_a_sigkill(
 def x_history(simulator: RunningSimulator) -> list[int]:
     simulator.state.settle()
     return [
-        int(entry.customer["custom"]["version"])
+        int(entry.customer["customerAttributes"]["custom"]["version"])
         for entry in simulator.state.applied
         if entry.customer_id == "x"
     ]

@@ -46,7 +46,10 @@ def test_the_service_delivers_and_commits_on_the_demos_broker(
         simulator.state.settle()
         latest = {e.customer_id: e.version for e, _, _ in produced.events if e.customer_id}
         for customer, version in latest.items():
-            assert simulator.state.latest[customer]["custom"]["version"] == version
+            assert (
+                simulator.state.latest[customer]["customerAttributes"]["custom"]["version"]
+                == version
+            )
     finally:
         assert service.stop() == 0, service.logs()[-3000:]
 

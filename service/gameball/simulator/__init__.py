@@ -64,10 +64,11 @@ the configuration stays and the seed restarts).
 
 Layout: :mod:`.config` (what it does), :mod:`.state` (jobs on a clock, the
 applied log, counters), :mod:`.limits` (the key's rate limits), :mod:`.app`
-(the HTTP endpoints), :mod:`.runner` (``main``, the switches and the banner
-of ``customer-sync simulate``; ``serve`` to run it on a loop;
-:class:`RunningSimulator` for tests and the demo; the benchmark runs
-``customer-sync simulate`` as a process of its own and uses the controls).
+(the HTTP endpoints), :mod:`.gate` (the fast validation of a batch), :mod:`.profiles`
+(tags and read-back), :mod:`.switches` (the switches and the banner of ``customer-sync
+simulate``), :mod:`.runner` (``main``; ``serve`` to run it on a loop; :class:`RunningSimulator`
+for tests and the demo; the benchmark runs ``customer-sync simulate`` as a process of its own
+and uses the controls).
 """
 
 from service.gameball.simulator.app import create_app

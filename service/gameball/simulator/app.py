@@ -1,4 +1,5 @@
-"""The simulator's HTTP surface: the batch endpoints, in both job dialects, and ``/_sim``.
+"""The simulator's HTTP surface: the batch endpoints, in both job dialects, the customer's
+tags and read-back, and the ``/_sim`` controls.
 
 Job status and stop are served in the dialect(s) ``job_api`` names (``batch``:
 ``GET``/``DELETE /batch/{jobId}``; ``batches``: ``GET /batches/{id}/status``,
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.gameball.models import BatchRequest
+from service.gameball.customer import batch_request, unknown_fields
 from service.gameball.simulator.config import SimulatorConfig
 from service.gameball.simulator.documents import BATCHES_STATES, STOPPED_MESSAGE
 from service.gameball.simulator.gate import passes
@@ -81,12 +82,17 @@ def _seconds_header(seconds: float) -> str:
     return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
 
 
-def describe_validation(exc: ValidationError, raw: Any) -> list[str]:
-    """One line per error, naming the customer by index and ``customerId`` when known."""
+def describe_validation(exc: ValidationError, raw: Any, shape: str = "") -> list[str]:
+    """One line per error, naming the customer by index and ``customerId`` when known.
+
+    A field the strict model forbids says which shape does not define it.
+    """
     items = raw.get("body") if isinstance(raw, dict) else None
     lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = error["loc"]
+        if error["type"] == "extra_forbidden" and shape:
+            error["msg"] = f"not a field of the {shape} customer"
         if len(loc) >= 2 and loc[0] == "body" and isinstance(loc[1], int):
             index = loc[1]
             where = f"body[{index}]"
@@ -169,21 +175,77 @@ class _Api:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return _message(400, f"Invalid JSON: {exc}", self.state.config)
+        config = self.state.config
+        shape, strict = config.customer_shape, config.strict
         try:
-            if not passes(body):
-                BatchRequest.model_validate(raw)
+            if not passes(body, shape, strict=strict):
+                batch_request(shape, strict=strict).model_validate(raw)
         except ValidationError as exc:
-            lines = describe_validation(exc, raw)
+            lines = describe_validation(exc, raw, shape if strict else "")
             text = "; ".join(lines[:MAX_REPORTED_ERRORS])
             if len(lines) > MAX_REPORTED_ERRORS:
                 text += f"; and {len(lines) - MAX_REPORTED_ERRORS} more"
             if self.state.config.error_envelope:
                 return json_response({**envelope(400, text, 3000), "errors": lines[:100]}, 400)
             return json_response({"message": text, "errors": lines[:100]}, 400)
-        job = self.state.create_job(raw["body"])
+        items = raw["body"]
+        if not strict:
+            items = [self._kept(item, shape) for item in items]
+        job = self.state.create_job(items)
         if late_fault is not None:
             return _server_error(late_fault, self.state.config)
         return json_response({"jobId": job.id})
+
+    def _kept(self, item: dict[str, Any], shape: str) -> dict[str, Any]:
+        """Lenient: what a server binding ``shape`` keeps of ``item``; the rest is counted."""
+        unknown = unknown_fields(item, "flat" if shape == "flat" else "nested")
+        if not unknown:
+            return item
+        self.state.profiles.ignored.update(unknown)
+        kept = {key: value for key, value in item.items() if key not in unknown}
+        attributes = item.get("customerAttributes")
+        if shape == "nested" and isinstance(attributes, dict):
+            prefix = "customerAttributes."
+            kept["customerAttributes"] = {
+                key: value for key, value in attributes.items() if prefix + key not in unknown
+            }
+        return kept
+
+    async def tags(self, request: Request, late_fault: int | None) -> Response:
+        """``POST .../customers/{customerId}/tags`` with ``{"tags": "a, b"}`` attaches them to
+        what the customer has; ``DELETE`` with the same body removes them (the OpenAPI)."""
+        config = self.state.config
+        try:
+            raw = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _message(400, f"Invalid JSON: {exc}", config)
+        text = raw.get("tags") if isinstance(raw, dict) else None
+        if not isinstance(text, str):
+            message = 'tags: expected one comma-separated string ({"tags": "a, b"})'
+            return _message(400, message, config)
+        customer_id = request.path_params["customer_id"]
+        if request.method == "DELETE":
+            self.state.profiles.remove_tags(customer_id, text)
+        else:
+            self.state.profiles.attach_tags(customer_id, text)
+        if late_fault is not None:
+            return _server_error(late_fault, config)
+        return _message(200, "Tags updated successfully")
+
+    async def customer(self, request: Request, late_fault: int | None) -> Response:
+        """``GET .../customers/{customerId}`` and ``.../details``: the stored customer, nested,
+        with its tags (the simulator keeps no personal data apart: both show everything)."""
+        state, customer_id = self.state, request.path_params["customer_id"]
+        state.settle()
+        found = state.profiles.read(
+            customer_id, state.latest.get(customer_id), state.config.customer_shape
+        )
+        if found is None:
+            return json_response({"code": 7000, "message": "Customer not found"}, 404)
+        return json_response(found)
+
+    async def tag_log(self, request: Request) -> Response:
+        return json_response(self.state.profiles.log())
 
     async def status(self, request: Request, late_fault: int | None) -> Response:
         state = self.state
@@ -286,19 +348,26 @@ def create_app(config: SimulatorConfig) -> Starlette:
     stop = api.counted("stop", api.stop, "batch")
     batches_status = api.counted("status", api.batches_status, "batches")
     batches_stop = api.counted("stop", api.batches_stop, "batches")
+    tags = api.counted("tags", api.tags)
+    customer = api.counted("customer", api.customer)
     for prefix in API_PREFIXES:
         batch, batches = f"{prefix}/integrations/batch", f"{prefix}/integrations/batches"
+        customers = f"{prefix}/integrations/customers/{{customer_id}}"
         routes += [
             Route(f"{batch}/customers", create, methods=["POST"]),
             Route(f"{batch}/{{job_id}}", status, methods=["GET"]),
             Route(f"{batch}/{{job_id}}", stop, methods=["DELETE"]),
             Route(f"{batches}/{{job_id}}/status", batches_status, methods=["GET"]),
             Route(f"{batches}/{{job_id}}/stop", batches_stop, methods=["POST"]),
+            Route(f"{customers}/tags", tags, methods=["POST", "DELETE"]),
+            Route(customers, customer, methods=["GET"]),
+            Route(f"{customers}/details", customer, methods=["GET"]),
         ]
     routes += [
         Route("/_sim/stats", api.stats, methods=["GET"]),
         Route("/_sim/applied", api.applied, methods=["GET"]),
         Route("/_sim/rejected", api.rejected, methods=["GET"]),
+        Route("/_sim/tags", api.tag_log, methods=["GET"]),
         Route("/_sim/config", api.config, methods=["GET", "POST"]),
         Route("/_sim/reset", api.reset, methods=["POST"]),
     ]

@@ -10,8 +10,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from service.gameball.customer import SHAPES, CustomerShape
+
 JOB_APIS = ("batch", "batches", "both")
 API_VERSIONS = ("v4.0", "v4.1")
+
 _RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
 _SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
 
@@ -26,6 +29,12 @@ class SimulatorConfig:
     ``limit_*`` enforce the API key's rate limits (0: none), see ``limits.py``;
     ``limit_retry_after`` says whether their 429s carry ``Retry-After`` (the
     real API documents none).
+
+    ``customer_shape`` is the customer item the server binds (``nested``: Gameball's
+    reference; ``flat``: the tutorial's). ``strict`` refuses an item field that shape does
+    not define with a 400 naming it; lenient (``strict=False``) accepts the item, drops and
+    counts such fields (``/_sim/stats`` ``ignored_fields``) and stores the rest, which is
+    what the live API probably does.
     """
 
     api_key: str = "demo-api-key"
@@ -50,8 +59,12 @@ class SimulatorConfig:
     """Errors as Gameball's ``{code, type, message, requestId}`` rather than ``{message}``."""
     min_api_version: str = ""
     """A merchant's minimum version (``v4.1``): older paths are refused with 403."""
+    customer_shape: CustomerShape = "nested"
+    strict: bool = True
 
     def __post_init__(self) -> None:
+        if self.customer_shape not in SHAPES:
+            raise ValueError(f"customer_shape must be one of {', '.join(SHAPES)}")
         for name in (*_RATES, "rate_limit_rate", "server_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -83,11 +96,11 @@ def changed(config: SimulatorConfig, changes: dict[str, Any]) -> SimulatorConfig
     for name, value in changes.items():
         if name not in names:
             raise ValueError(f"unknown setting {name!r}")
-        if name in ("api_key", "secret_key", "job_api", "min_api_version"):
+        if name in ("api_key", "secret_key", "job_api", "min_api_version", "customer_shape"):
             ok = isinstance(value, str)
         elif name == "seed":
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-        elif name in ("limit_retry_after", "error_envelope"):
+        elif name in ("limit_retry_after", "error_envelope", "strict"):
             ok = isinstance(value, bool)
         elif name in ("limit_per_second", "limit_per_window"):
             ok = isinstance(value, int) and not isinstance(value, bool)

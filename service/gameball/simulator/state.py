@@ -16,6 +16,7 @@ from service.gameball.models import JobState
 from service.gameball.simulator.config import SimulatorConfig, changed
 from service.gameball.simulator.documents import batch_document, batches_document
 from service.gameball.simulator.limits import KeyLimits
+from service.gameball.simulator.profiles import Profiles, email_of
 
 CREATED_MESSAGE = "Customer created successfully"
 INVALID_EMAIL = "Invalid email address"
@@ -136,6 +137,7 @@ class SimulatorState:
             self.requests: dict[str, Counter[str]] = {}
             self.limits = KeyLimits()
             self.rate_limited = 0
+            self.profiles = Profiles()  # tags, read-backs, the lenient mode's drops
 
     def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
         """Apply ``changes`` (field -> value); ``ValueError`` names what is wrong.
@@ -176,8 +178,8 @@ class SimulatorState:
         with self._lock:
             errors: list[str | None] = []
             for customer in customers:
-                email = customer.get("email")
-                if email is not None and "@" not in email:
+                email = email_of(customer)
+                if type(email) is str and "@" not in email:
                     errors.append(INVALID_EMAIL)
                 elif draw(config.record_failure_rate):
                     errors.append(RECORD_FAILED)
@@ -353,6 +355,9 @@ class SimulatorState:
                 "records_failed": self.records_failed,
                 "rate_limited": self.rate_limited,
                 "requests": {kind: dict(codes) for kind, codes in self.requests.items()},
+                "customer_shape": self.config.customer_shape,
+                "strict": self.config.strict,
+                **self.profiles.stats(),
             }
 
     def applied_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from service.errors import ConfigError
+from service.gameball.customer import SHAPES
 from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
 
 
@@ -127,6 +128,19 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="refuse calls to older API versions with 403, as a merchant's minimum version does",
     )
+    add(
+        "--customer-shape",
+        choices=SHAPES,
+        default=d.customer_shape,
+        help="the customer item the API binds: nested (Gameball's reference: the profile in "
+        f"customerAttributes) or flat (the tutorial's) ({d.customer_shape})",
+    )
+    add(
+        "--lenient",
+        action="store_true",
+        help="accept item fields the shape does not define, drop them and count them in "
+        "/_sim/stats, as the live API probably does (default: strict, a 400 naming the field)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -148,6 +162,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         "job_api": args.job_api,
         "error_envelope": args.error_envelope,
         "min_api_version": args.min_api_version or "",
+        "customer_shape": args.customer_shape,
+        "strict": not args.lenient,
     }
     if args.documented_limits:
         values.update(DOCUMENTED_LIMITS)
@@ -179,6 +195,7 @@ examples:
   customer-sync simulate --job-duration 2 --record-failure-rate 0.05
   customer-sync simulate --rate-limit-rate 0.2 --server-error-rate 0.05 --seed 1
   customer-sync simulate --documented-limits --limit-without-retry-after --job-duration 2
+  customer-sync simulate --job-api batches --customer-shape flat --lenient
 """
 
 
@@ -201,6 +218,12 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
             f"  job dialect   {served} (--job-api); errors "
             + ("{code, type, message, requestId}" if config.error_envelope else "{message}")
             + (f"; minimum version {config.min_api_version}" if config.min_api_version else ""),
+            f"  customers     {config.customer_shape} shape, "
+            + (
+                "strict (a field the shape lacks: 400 naming it)"
+                if config.strict
+                else "lenient (fields the shape lacks: dropped, counted in /_sim/stats)"
+            ),
             "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
             "  rate limits   " + _limits(config),
             "  use it        export GAMEBALL_BASE_URL=" + base_url,

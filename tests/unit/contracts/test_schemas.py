@@ -53,15 +53,33 @@ def test_drift_is_detected(tmp_path: Path) -> None:
     assert schemas.main(["--check", "--directory", str(tmp_path)]) == 1
 
 
-def test_the_seeds_batch_request_is_valid_and_its_limits_hold() -> None:
-    request = seed("batch-request.json")
-    assert errors("api-batch-request.schema.json", request) == []
+@pytest.mark.parametrize(
+    "name", ["api-batch-request.schema.json", "api-batch-request-flat.schema.json"]
+)
+def test_the_seeds_batch_request_is_valid_and_its_limits_hold(name: str) -> None:
+    request = seed("batch-request.json")  # flat: the nested shape allows unknown keys too
+    assert errors(name, request) == []
     too_many = {"body": [{"customerId": str(i)} for i in range(1001)]}
-    assert errors("api-batch-request.schema.json", too_many)
-    assert errors("api-batch-request.schema.json", {"body": [{"email": "no-id@example.com"}]})
+    assert errors(name, too_many)
+    assert errors(name, {"body": [{"email": "no-id@example.com"}]})
     assert errors(
-        "api-batch-request.schema.json", {"body": [{"customerId": "1", "dateOfBirth": "1/2/90"}]}
+        name,
+        {"body": [{"customerId": "1", "dateOfBirth": "1/2/90"}]}
+        if "flat" in name
+        else {"body": [{"customerId": "1", "customerAttributes": {"dateOfBirth": "1/2/90"}}]},
     )
+
+
+def test_the_nested_schema_types_the_profile() -> None:
+    def item(**attributes: Any) -> dict[str, Any]:
+        return {"body": [{"customerId": "1", "customerAttributes": attributes}]}
+
+    name = "api-batch-request.schema.json"
+    assert errors(name, item(channel="web", totalOrders=3, totalSpent=12.5, utms=[])) == []
+    assert errors(name, item(channel="fax"))
+    assert errors(name, item(totalOrders=2.5))
+    assert errors(name, item(totalSpent="12"))
+    assert errors(name, {"body": [{"customerId": "1", "guest": "yes"}]})
 
 
 @pytest.mark.parametrize("state", ["queued", "running", "completed", "failed", "stopped"])
@@ -88,10 +106,16 @@ def test_sample_cdc_events_and_plain_customers_are_valid_input_events() -> None:
         InputEvent.model_validate_json(event.value)
     for customer in seed("batch-request.json")["body"]:
         assert errors("input-event.schema.json", customer) == []
-        # ...and the decoder agrees: the plain form in the API's shape is delivered as is.
-        decoded = Decoder(None, delete_policy="skip").decode(orjson.dumps(customer))
+        # ...and the decoder agrees: the plain form in the tutorial's shape is delivered as is
+        # in that shape, and nested in the default one.
+        decoded = Decoder(None, delete_policy="skip", shape="flat").decode(orjson.dumps(customer))
         assert isinstance(decoded, Customer)
         assert orjson.loads(decoded.payload) == customer
+        nested = Decoder(None, delete_policy="skip").decode(orjson.dumps(customer))
+        assert isinstance(nested, Customer)
+        body = {"body": [orjson.loads(nested.payload)]}
+        assert errors("api-batch-request.schema.json", body) == []
+        assert body["body"][0]["customerAttributes"]["displayName"] == customer["name"]
 
 
 def test_every_real_debezium_value_is_a_valid_input_event() -> None:
@@ -167,8 +191,10 @@ def test_the_simulator_answers_match_the_schemas_in_every_state() -> None:
     request = seed("batch-request.json")
     request["body"][1]["email"] = "no-at-sign"  # the simulator rejects it: a `failed` entry
     with (
-        RunningSimulator(
-            SimulatorConfig(seed=3, job_failure_rate=1.0, job_duration_seconds=1.0)
+        RunningSimulator(  # the seed request is the tutorial's flat shape
+            SimulatorConfig(
+                seed=3, job_failure_rate=1.0, job_duration_seconds=1.0, customer_shape="flat"
+            )
         ) as sim,
         httpx.Client(base_url=sim.base_url, headers=AUTH, timeout=5) as client,
     ):

@@ -17,6 +17,13 @@ from service.delivery.mapping import FieldMapping
 from service.labels import DeadLetterReason
 
 
+def FlatDecoder(*args: Any, **kwargs: Any) -> Decoder:
+    """The tutorial's flat shape: these tests are about reading Debezium's types, which do
+    not depend on the shape, and compare with field names as the database has them; the
+    nested default places the same values (tests/unit/delivery/test_shapes.py)."""
+    return Decoder(*args, shape="flat", **kwargs)
+
+
 def field(name: str, kind: str, logical: str | None = None, **extra: Any) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind, "optional": True, "field": name, **extra}
     if logical:
@@ -71,7 +78,7 @@ DECIMAL = "org.apache.kafka.connect.data.Decimal"
 def test_a_date_field_reads_each_logical_type_by_its_name(
     column: dict[str, Any], value: object, expected: str
 ) -> None:
-    decoder = Decoder(FieldMapping({"joinDate": "d"}))
+    decoder = FlatDecoder(FieldMapping({"joinDate": "d"}))
     value_bytes = wrapped(envelope_schema(ID, column), {"customer_id": 1, "d": value})
     assert decoded(decoder.decode(value_bytes))["joinDate"] == expected
 
@@ -101,7 +108,7 @@ def test_a_date_field_reads_each_logical_type_by_its_name(
 def test_typed_columns_become_text_or_custom_attributes(
     column: dict[str, Any], value: object, text: str, attribute: object
 ) -> None:
-    decoder = Decoder(FieldMapping({"city": "n", "custom.n": "n"}))
+    decoder = FlatDecoder(FieldMapping({"city": "n", "custom.n": "n"}))
     value_bytes = wrapped(envelope_schema(ID, column), {"customer_id": 1, "n": value})
     customer = decoded(decoder.decode(value_bytes))
     assert customer["city"] == text
@@ -120,7 +127,7 @@ def test_typed_columns_become_text_or_custom_attributes(
 def test_a_type_that_cannot_be_a_date_is_dead_lettered_naming_the_field(
     column: dict[str, Any], value: object
 ) -> None:
-    decoder = Decoder(FieldMapping({"dateOfBirth": "d"}))
+    decoder = FlatDecoder(FieldMapping({"dateOfBirth": "d"}))
     result = decoder.decode(wrapped(envelope_schema(ID, column), {"customer_id": 1, "d": value}))
     assert isinstance(result, Reject)
     assert result.reason is DeadLetterReason.INVALID_EVENT
@@ -130,7 +137,7 @@ def test_a_type_that_cannot_be_a_date_is_dead_lettered_naming_the_field(
 def test_arrays_read_their_items_type_and_drop_null_elements() -> None:
     tags = field("tags", "array", items={"type": "string", "optional": True})
     days = field("days", "array", items={"type": "int32", "name": "io.debezium.time.Date"})
-    decoder = Decoder(FieldMapping({"custom.days": "days"}))
+    decoder = FlatDecoder(FieldMapping({"custom.days": "days"}))
     value = wrapped(
         envelope_schema(ID, tags, days),
         {"customer_id": 1, "tags": ["a", None, ""], "days": [0, None]},
@@ -170,7 +177,7 @@ def test_a_schema_is_parsed_once_then_recognised_by_its_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Only the first record's value is parsed whole: the others' payloads alone."""
-    decoder = Decoder(FieldMapping({"joinDate": "d"}))
+    decoder = FlatDecoder(FieldMapping({"joinDate": "d"}))
     parsed: list[int] = []
     for name in ("_read_json", "_read_envelope"):  # every parse the decoder makes
         real = getattr(decoding, name)
@@ -184,7 +191,7 @@ def test_a_schema_is_parsed_once_then_recognised_by_its_bytes(
 
 
 def test_other_spellings_of_the_same_event_decode_the_same() -> None:
-    decoder = Decoder(FieldMapping({"joinDate": "d"}))
+    decoder = FlatDecoder(FieldMapping({"joinDate": "d"}))
     after = {"customer_id": 7, "d": 1}
     event = {"schema": SCHEMA, "payload": {"before": None, "after": after, "op": "u"}}
     spaced = json.dumps(event).encode()  # ", " and ": ": not the converter's compact form
@@ -198,7 +205,7 @@ def test_a_payload_key_inside_the_row_or_the_schema_does_not_confuse_the_split()
     payload_column = field("payload", "string")
     schema = envelope_schema(ID, field("d", "int32", "io.debezium.time.Date"), payload_column)
     schema["parameters"] = {"x": "1", "payload": "a parameter named payload"}
-    decoder = Decoder(FieldMapping({"joinDate": "d", "custom.p": "payload"}))
+    decoder = FlatDecoder(FieldMapping({"joinDate": "d", "custom.p": "payload"}))
     for _ in range(2):  # learned, then from the cache
         after = {"customer_id": 1, "d": 2, "payload": '{"payload":1}'}
         value = wrapped(schema, after)
@@ -211,7 +218,7 @@ def test_a_payload_key_inside_the_row_or_the_schema_does_not_confuse_the_split()
 
 
 def test_a_known_schema_followed_by_a_broken_payload_is_still_invalid_json() -> None:
-    decoder = Decoder()
+    decoder = FlatDecoder()
     decoder.decode(wrapped(SCHEMA, {"customer_id": 1}))
     broken = wrapped(SCHEMA, {"customer_id": 1})[:-3] + b"}"
     result = decoder.decode(broken)
@@ -221,7 +228,7 @@ def test_a_known_schema_followed_by_a_broken_payload_is_still_invalid_json() -> 
 
 def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decoding, "_MAX_SCHEMAS", 4)
-    decoder = Decoder()
+    decoder = FlatDecoder()
     for version in range(20):
         schema = {**SCHEMA, "version": version}
         assert decoded(decoder.decode(wrapped(schema, {"customer_id": version})))
@@ -231,15 +238,15 @@ def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_schema_wrapped_tombstones_deletes_and_flattened_deletes() -> None:
     assert Decoder().decode(orjson.dumps({"schema": SCHEMA, "payload": None})) == Skip("tombstone")
-    assert Decoder().decode(wrapped(SCHEMA, None, op="d")) == Skip("delete")
+    assert FlatDecoder().decode(wrapped(SCHEMA, None, op="d")) == Skip("delete")
     # ExtractNewRecordState with delete.handling.mode=rewrite: the row, marked deleted.
     flattened = orjson.dumps({"customer_id": 1, "__deleted": "true"})
-    assert Decoder().decode(flattened) == Skip("delete")
-    rejected = Decoder(delete_policy="dead-letter").decode(flattened)
+    assert FlatDecoder().decode(flattened) == Skip("delete")
+    rejected = FlatDecoder(delete_policy="dead-letter").decode(flattened)
     assert isinstance(rejected, Reject)
     assert rejected.reason is DeadLetterReason.UNSUPPORTED_OPERATION
     kept = orjson.dumps({"customer_id": 1, "__deleted": "false"})
-    assert decoded(Decoder().decode(kept)) == {"customerId": "1"}
+    assert decoded(FlatDecoder().decode(kept)) == {"customerId": "1"}
 
 
 def test_the_unavailable_placeholder_is_left_out_even_in_arrays_and_when_configured() -> None:
@@ -249,15 +256,15 @@ def test_the_unavailable_placeholder_is_left_out_even_in_arrays_and_when_configu
         "tags": ["__debezium_unavailable_value"],
         "email": "a@example.com",
     }
-    assert decoded(Decoder().decode(orjson.dumps(row))) == {
+    assert decoded(FlatDecoder().decode(orjson.dumps(row))) == {
         "customerId": "1",
         "email": "a@example.com",
     }
-    custom = Decoder(unavailable_value="~toasted~")
+    custom = FlatDecoder(unavailable_value="~toasted~")
     assert decoded(custom.decode(orjson.dumps({"customer_id": 1, "name": "~toasted~"}))) == {
         "customerId": "1"
     }
-    mapped = Decoder(FieldMapping({"custom.notes": "notes", "tags": "labels"}))
+    mapped = FlatDecoder(FieldMapping({"custom.notes": "notes", "tags": "labels"}))
     placeholder = "__debezium_unavailable_value"
     row = {"customer_id": 1, "notes": placeholder, "labels": [placeholder]}
     assert decoded(mapped.decode(orjson.dumps(row))) == {"customerId": "1"}
@@ -266,7 +273,9 @@ def test_the_unavailable_placeholder_is_left_out_even_in_arrays_and_when_configu
 def test_a_placeholder_names_its_field_unknown_and_a_null_does_not() -> None:
     """Coalescing fills what a change could not say from an earlier change, never a NULL."""
     placeholder = "__debezium_unavailable_value"
-    mapping = FieldMapping({"custom.notes": "notes", "tags": "labels", "city": "town"})
+    mapping = FieldMapping(
+        {"custom.notes": "notes", "tags": "labels", "customerAttributes.city": "town"}
+    )
     row = {
         "customer_id": 1,
         "custom": placeholder,
@@ -277,7 +286,11 @@ def test_a_placeholder_names_its_field_unknown_and_a_null_does_not() -> None:
     }
     result = Decoder(mapping).decode(orjson.dumps({"op": "u", "after": row}))
     assert isinstance(result, Customer)
-    assert set(result.unknown) == {("custom",), ("custom", "notes"), ("tags",)}
+    assert set(result.unknown) == {
+        ("customerAttributes", "custom"),
+        ("customerAttributes", "custom", "notes"),
+        ("tags",),
+    }
     plain = Decoder().decode(orjson.dumps({"op": "u", "after": {"customer_id": 1, "name": None}}))
     assert isinstance(plain, Customer)
     assert plain.unknown == ()
@@ -287,7 +300,7 @@ def test_two_schemas_of_one_length_are_told_apart_by_their_bytes() -> None:
     as_date = envelope_schema(ID, field("d", "int64", "io.debezium.time.Date"))
     as_time = envelope_schema(ID, field("d", "int64", "io.debezium.time.Time"))
     assert len(orjson.dumps(as_date)) == len(orjson.dumps(as_time))
-    decoder = Decoder(FieldMapping({"joinDate": "d", "city": "d"}))
+    decoder = FlatDecoder(FieldMapping({"joinDate": "d", "city": "d"}))
     for _ in range(2):
         date = decoded(decoder.decode(wrapped(as_date, {"customer_id": 1, "d": 1})))
         assert date["city"] == "1970-01-02"

@@ -24,6 +24,7 @@ import pytest
 from service.delivery.debezium import stated_type
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
 from service.delivery.mapping import FieldMapping, Source
+from service.gameball.customer import CustomerShape
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 ID_COLUMN_IS_ID = ("customers", "customers_uuid")  # the others name it customer_id
@@ -42,20 +43,38 @@ def table_of(record: dict[str, Any]) -> str:
     return str(record["topic"]).rsplit(".", 1)[1]
 
 
-def decoder_for(table: str, **extra: str | Source) -> Decoder:
+def decoder_for(table: str, shape: CustomerShape = "flat", **extra: str | Source) -> Decoder:
     """What a user runs for this table: ``customerId: id`` where the key column is ``id``."""
     entries: dict[str, str | Source] = {"customerId": "id"} if table in ID_COLUMN_IS_ID else {}
-    return Decoder(FieldMapping({**entries, **extra}))
+    return Decoder(FieldMapping({**entries, **extra}), shape=shape)
 
 
-def decode(record: dict[str, Any], decoder: Decoder | None = None) -> Any:
+def decode(
+    record: dict[str, Any], decoder: Decoder | None = None, shape: CustomerShape = "flat"
+) -> Any:
     value = record["value"]
-    result = (decoder or decoder_for(table_of(record))).decode(
+    result = (decoder or decoder_for(table_of(record), shape)).decode(
         None if value is None else value.encode()
     )
     if isinstance(result, Customer):
-        return orjson.loads(result.payload)
+        customer = orjson.loads(result.payload)
+        return customer if shape == "flat" else flattened(customer, result.tags)
     return result
+
+
+def flattened(customer: dict[str, Any], tags: list[str] | None) -> dict[str, Any]:
+    """A nested customer in the flat names the fixtures' ``expected_api`` uses; the merge
+    keys must be the same on top and in the profile."""
+    attributes = customer.pop("customerAttributes", {})
+    for key in ("email", "mobile"):
+        assert attributes.pop(key, None) == customer.get(key), key
+    if "displayName" in attributes:
+        attributes["name"] = attributes.pop("displayName")
+    assert not set(attributes) & set(customer), "a field both on top and in the profile"
+    flat = {**customer, **attributes}
+    if tags is not None:
+        flat["tags"] = tags
+    return flat
 
 
 def default_literal(column: dict[str, Any]) -> Any:
@@ -67,12 +86,16 @@ def default_literal(column: dict[str, Any]) -> Any:
     return match.group(1) if match else text
 
 
+@pytest.mark.parametrize("shape", ["flat", "nested"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_captured_record_becomes_what_the_database_holds(path: Path) -> None:
+def test_every_captured_record_becomes_what_the_database_holds(
+    path: Path, shape: CustomerShape
+) -> None:
+    """In both shapes: the nested customer is compared in the flat names (:func:`flattened`)."""
     doc = fixture(path)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for record in doc["records"]:
-        outcome = decode(record)
+        outcome = decode(record, shape=shape)
         assert not isinstance(outcome, Reject), (record["value"] or "")[-600:]
         if isinstance(outcome, dict):
             latest[(table_of(record), outcome["customerId"])] = outcome

@@ -15,7 +15,7 @@ from service.delivery.decoding import Customer, Decoder, Reject, Skip
 from service.delivery.fields import DAYS, guess_date
 from service.delivery.mapping import load_field_mapping
 from service.errors import ConfigError
-from service.gameball.models import ApiCustomer
+from service.gameball.customer import FlatCustomer, StrictNestedCustomer
 from service.labels import DeadLetterReason
 from service.tools.samples import change_event
 
@@ -26,18 +26,39 @@ def customer(result: object) -> dict[str, object]:
     return decoded
 
 
+ROW = {
+    "customer_id": 42,
+    "email": "a@example.com",
+    "date_of_birth": 19000,  # epoch days
+    "join_date": 1_700_000_000_000,  # epoch ms
+    "tags": "vip, newsletter,",
+    "custom": '{"points": 5}',
+    "internal_column": "dropped",
+}
+
+
 def test_debezium_row_is_normalised_like_cdc_delivers_it() -> None:
-    row = {
-        "customer_id": 42,
+    """The default, nested: the merge key on top and in the profile, tags beside the item."""
+    event = orjson.dumps({"before": None, "after": ROW, "op": "u", "ts_ms": 1})
+    result = Decoder().decode(event)
+    assert customer(result) == {
+        "customerId": "42",
         "email": "a@example.com",
-        "date_of_birth": 19000,  # epoch days
-        "join_date": 1_700_000_000_000,  # epoch ms
-        "tags": "vip, newsletter,",
-        "custom": '{"points": 5}',
-        "internal_column": "dropped",
+        "customerAttributes": {
+            "email": "a@example.com",
+            "dateOfBirth": "2022-01-08",
+            "joinDate": "2023-11-14",
+            "custom": {"points": 5},
+        },
     }
-    event = orjson.dumps({"before": None, "after": row, "op": "u", "ts_ms": 1})
-    assert customer(Decoder().decode(event)) == {
+    assert isinstance(result, Customer)
+    assert result.tags == ["vip", "newsletter"]
+
+
+def test_the_flat_shape_keeps_every_field_at_the_top_with_its_tags() -> None:
+    event = orjson.dumps({"before": None, "after": ROW, "op": "u", "ts_ms": 1})
+    result = Decoder(shape="flat").decode(event)
+    assert customer(result) == {
         "customerId": "42",
         "email": "a@example.com",
         "dateOfBirth": "2022-01-08",
@@ -45,14 +66,22 @@ def test_debezium_row_is_normalised_like_cdc_delivers_it() -> None:
         "tags": ["vip", "newsletter"],
         "custom": {"points": 5},
     }
+    assert isinstance(result, Customer)
+    assert result.tags is None  # in the item: nothing travels beside it
 
 
 def test_schema_wrapped_envelopes_and_plain_objects_are_accepted() -> None:
     wrapped = {"schema": {}, "payload": {"op": "r", "after": {"customerId": "a"}}}
     assert customer(Decoder().decode(orjson.dumps(wrapped))) == {"customerId": "a"}
     plain = {"customerId": "b", "dateOfBirth": "1990-01-01", "mobile": "+201"}
-    assert customer(Decoder().decode(orjson.dumps(plain))) == plain
-    assert customer(Decoder().decode(b"\xef\xbb\xbf" + orjson.dumps(plain))) == plain
+    nested = {
+        "customerId": "b",
+        "mobile": "+201",
+        "customerAttributes": {"dateOfBirth": "1990-01-01", "mobile": "+201"},
+    }
+    assert customer(Decoder().decode(orjson.dumps(plain))) == nested
+    assert customer(Decoder().decode(b"\xef\xbb\xbf" + orjson.dumps(plain))) == nested
+    assert customer(Decoder(shape="flat").decode(orjson.dumps(plain))) == plain
 
 
 @pytest.mark.parametrize(
@@ -89,7 +118,11 @@ def test_tombstones_and_deletes_follow_the_policy() -> None:
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_a_mapping_file_maps_any_schema(tmp_path: Path, suffix: str) -> None:
-    mapping = {"customerId": "account.id", "email": "contact.mail", "custom": "extra"}
+    mapping = {
+        "customerId": "account.id",
+        "email": "contact.mail",
+        "customerAttributes.custom": "extra",
+    }
     path = tmp_path / f"mapping{suffix}"
     path.write_text(
         orjson.dumps(mapping).decode()
@@ -101,7 +134,7 @@ def test_a_mapping_file_maps_any_schema(tmp_path: Path, suffix: str) -> None:
     assert customer(decoder.decode(orjson.dumps({"op": "c", "after": row}))) == {
         "customerId": "7",
         "email": "m@example.com",
-        "custom": {"a": 1},
+        "customerAttributes": {"email": "m@example.com", "custom": {"a": 1}},
     }
 
 
@@ -159,15 +192,61 @@ row_values = st.one_of(
 )
 
 
+nested_names = st.sampled_from(
+    [
+        "customer_id",
+        "email",
+        "mobile",
+        "name",
+        "guest",
+        "device_token",
+        "total_spent",
+        "avgOrderAmount",
+        "total_orders",
+        "channel",
+        "utms",
+        "payment_methods",
+        "last_order_date",
+        "zip",
+        "tags",
+        "custom",
+        "join_date",
+    ]
+)
+nested_values = st.one_of(
+    row_values,
+    st.sampled_from(["web", "POS", "fax", "true", "f", "12.50", "3.0", "2.5", "1e999999", "[1]"]),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.floats(),
+)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.dictionaries(field_names, row_values, max_size=7))
 def test_every_customer_the_decoder_emits_is_valid_for_the_api(row: dict[str, object]) -> None:
     """The decoder skips the pydantic pass for speed: its normalisers must be as strict."""
-    result = Decoder().decode(orjson.dumps(row))
+    result = Decoder(shape="flat").decode(orjson.dumps(row))
     if isinstance(result, Customer):
-        model = ApiCustomer.model_validate_json(result.payload)
+        model = FlatCustomer.model_validate_json(result.payload)
         assert model.customerId == result.customer_id
         assert model.model_dump(mode="json", exclude_none=True) == orjson.loads(result.payload)
+
+
+@settings(max_examples=700, deadline=None)
+@given(st.dictionaries(nested_names | field_names, nested_values, max_size=9))
+def test_every_nested_customer_the_decoder_emits_is_valid_for_the_strict_model(
+    row: dict[str, object],
+) -> None:
+    """The same promise for the default shape, held to the strict model the simulator uses."""
+    result = Decoder().decode(orjson.dumps(row))
+    if isinstance(result, Customer):
+        model = StrictNestedCustomer.model_validate_json(result.payload)
+        assert model.customerId == result.customer_id
+        assert model.model_dump(mode="json", exclude_none=True) == orjson.loads(result.payload)
+        assert "tags" not in orjson.loads(result.payload)  # TAGS_SYNC=changed: beside it
+    else:
+        assert isinstance(result, Reject), result
+        assert result.error
 
 
 def test_a_decoded_customer_holds_no_more_memory_than_its_bytes() -> None:
@@ -252,8 +331,8 @@ def test_memoised_normalisations_give_the_same_answers_and_stay_bounded() -> Non
         "join_date": 1_700_000_000_000,
         "tags": "x, y",
     }
-    first = customer(Decoder().decode(orjson.dumps(row)))
-    again = customer(Decoder().decode(orjson.dumps(row)))  # served from the memos
+    first = customer(Decoder(shape="flat").decode(orjson.dumps(row)))
+    again = customer(Decoder(shape="flat").decode(orjson.dumps(row)))  # served from the memos
     assert first == again
     assert first["dateOfBirth"] == "2022-01-08"
     assert first["tags"] == ["x", "y"]

@@ -14,14 +14,15 @@ from service.delivery.debezium import ColumnType, Kind
 from service.delivery.decoding import Customer, Decoder
 from service.delivery.mapping import Source, load_field_mapping
 from service.errors import ConfigError
+from service.gameball.customer import CustomerShape
 
 MAPPING = """\
 customerId: member_no
 email: contact.mail
-joinDate:
+customerAttributes.joinDate:
   column: signed_up
   type: timestamp-micros
-custom.tier: tier
+customerAttributes.custom.tier: tier
 custom.balance: {column: balance, type: decimal, scale: 2}
 custom.points: {column: points, type: decimal}
 custom.since: {column: since, type: date}
@@ -29,8 +30,9 @@ custom.credit: {column: credit, type: org.apache.kafka.connect.data.Decimal, sca
 """
 
 
-def decode(mapping: Path, row: dict[str, Any]) -> dict[str, Any]:
-    result = Decoder(load_field_mapping(mapping)).decode(orjson.dumps({"op": "r", "after": row}))
+def decode(mapping: Path, row: dict[str, Any], shape: CustomerShape = "nested") -> dict[str, Any]:
+    decoder = Decoder(load_field_mapping(mapping), shape=shape)
+    result = decoder.decode(orjson.dumps({"op": "r", "after": row}))
     assert isinstance(result, Customer), result
     customer: dict[str, Any] = json.loads(result.payload, parse_float=decimal.Decimal)
     return customer
@@ -40,7 +42,9 @@ def test_a_mapping_file_states_types_and_feeds_custom_attributes(tmp_path: Path)
     path = tmp_path / "mapping.yaml"
     path.write_text(MAPPING)
     mapping = load_field_mapping(path)
-    assert mapping.fields["joinDate"] == Source(("signed_up",), ColumnType(Kind.TIMESTAMP, 10**6))
+    assert mapping.fields["customerAttributes.joinDate"] == Source(
+        ("signed_up",), ColumnType(Kind.TIMESTAMP, 10**6)
+    )
     row = {
         "member_no": 12,
         "contact": '{"mail": "m@example.com"}',
@@ -56,15 +60,18 @@ def test_a_mapping_file_states_types_and_feeds_custom_attributes(tmp_path: Path)
     }
     assert decode(path, row) == {
         "customerId": "12",
-        "name": "Ada",
         "email": "m@example.com",
-        "joinDate": "1970-01-01",
-        "custom": {
-            "tier": "gold",
-            "balance": decimal.Decimal("123.45"),
-            "points": decimal.Decimal("98765.4321"),
-            "since": "2022-01-08",
-            "credit": decimal.Decimal("-0.1"),
+        "customerAttributes": {
+            "displayName": "Ada",
+            "email": "m@example.com",  # the merge key fills the profile's own too
+            "joinDate": "1970-01-01",
+            "custom": {
+                "tier": "gold",
+                "balance": decimal.Decimal("123.45"),
+                "points": decimal.Decimal("98765.4321"),
+                "since": "2022-01-08",
+                "credit": decimal.Decimal("-0.1"),
+            },
         },
     }
 
@@ -73,8 +80,9 @@ def test_custom_attributes_join_a_json_custom_column_and_win(tmp_path: Path) -> 
     path = tmp_path / "mapping.json"
     path.write_text(json.dumps({"custom.tier": "tier"}))
     row = {"customer_id": "a", "custom": '{"tier": "old", "x": 1}', "tier": "gold"}
-    assert decode(path, row)["custom"] == {"tier": "gold", "x": 1}
-    assert "custom" not in decode(path, {"customer_id": "a", "tier": None})
+    assert decode(path, row)["customerAttributes"]["custom"] == {"tier": "gold", "x": 1}
+    assert decode(path, row, "flat")["custom"] == {"tier": "gold", "x": 1}
+    assert "customerAttributes" not in decode(path, {"customer_id": "a", "tier": None})
 
 
 @pytest.mark.parametrize(
@@ -86,8 +94,9 @@ def test_custom_attributes_join_a_json_custom_column_and_win(tmp_path: Path) -> 
         ("custom.b: {column: x, scale: 2}", "custom.b: a scale needs a type"),
         ("custom.b: {column: x, type: decimal, scale: two}", "scale must be an integer"),
         ("joinDate: {column: x, kind: date}", "unknown key(s) kind"),
-        ("first.name: x", "only custom attributes have a dot"),
-        ("custom.: x", "only custom attributes have a dot"),
+        ("first.name: x", "only customerAttributes.<field> and custom attributes"),
+        ("custom.: x", "only customerAttributes.<field> and custom attributes"),
+        ("customerAttributes.a.b: x", "only customerAttributes.<field> and custom attributes"),
         ("email: contact..mail", "is not a column path"),
         ("email: 3", "must be a column path"),
         ("- a list", "must map API field names"),

@@ -1,4 +1,6 @@
-"""The simulator's msgspec gate never lets through a body ``BatchRequest`` refuses."""
+"""The simulator's msgspec gate never lets through a body the shape's model refuses.
+
+Four gates: each shape, strict (``extra="forbid"``) or lenient."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.gameball.models import MAX_BATCH_RECORDS, BatchRequest
+from service.gameball.customer import CustomerShape, batch_request
+from service.gameball.models import MAX_BATCH_RECORDS
 from service.gameball.simulator.gate import passes
+
+MODES = [("flat", False), ("flat", True), ("nested", False), ("nested", True)]
 
 FIELDS = ("customerId", "email", "name", "gender", "dateOfBirth", "joinDate", "tags", "custom")
 
@@ -47,26 +52,52 @@ customer = st.builds(
     valid,
     st.dictionaries(st.sampled_from([*FIELDS, "mobile", "extra"]), values, max_size=2),
 )
+ATTRIBUTE_FIELDS = (
+    "displayName",
+    "email",
+    "dateOfBirth",
+    "totalSpent",
+    "avgOrderAmount",
+    "totalOrders",
+    "channel",
+    "utms",
+    "custom",
+    "extra",
+)
+edge_values = values | st.sampled_from(["web", "pos", "fax", 2.5, 2.0, 3, True, [], {}])
+nested = st.builds(
+    lambda base, top, attributes: {**base, **top, "customerAttributes": attributes},
+    st.fixed_dictionaries({"customerId": st.text(min_size=1, max_size=5)}),
+    st.dictionaries(
+        st.sampled_from(["guest", "deviceToken", "tags", "name"]), edge_values, max_size=2
+    ),
+    st.dictionaries(st.sampled_from(ATTRIBUTE_FIELDS), edge_values, max_size=3) | values,
+)
 
 
-def model_accepts(body: bytes) -> bool:
+def model_accepts(body: bytes, shape: CustomerShape = "flat", strict: bool = False) -> bool:
     try:
-        BatchRequest.model_validate(orjson.loads(body))
+        batch_request(shape, strict=strict).model_validate(orjson.loads(body))
     except ValidationError:
         return False
     return True
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(customer, max_size=4) | values)
-@example([{"customerId": "c1", "dateOfBirth": "2024-01-31\n"}])
-@example([{"customerId": "c1", "tags": "vip"}])
-@example([{"customerId": ""}])
-@example({"body": []})
-def test_a_body_the_gate_passes_is_one_the_model_passes(shape: Any) -> None:
-    body = orjson.dumps(shape if isinstance(shape, dict) else {"body": shape})
-    if passes(body):
-        assert model_accepts(body)
+@pytest.mark.parametrize(("shape", "strict"), MODES)
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(customer | nested, max_size=4) | values)
+@example(body=[{"customerId": "c1", "dateOfBirth": "2024-01-31\n"}])
+@example(body=[{"customerId": "c1", "tags": "vip"}])
+@example(body=[{"customerId": ""}])
+@example(body=[{"customerId": "c1", "customerAttributes": {"channel": "fax"}}])
+@example(body=[{"customerId": "c1", "customerAttributes": {"totalOrders": 2.5}}])
+@example(body={"body": []})
+def test_a_body_the_gate_passes_is_one_the_model_passes(
+    shape: CustomerShape, strict: bool, body: Any
+) -> None:
+    content = orjson.dumps(body if isinstance(body, dict) else {"body": body})
+    if passes(content, shape, strict=strict):
+        assert model_accepts(content, shape, strict)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +125,39 @@ def test_the_gate_passes_what_the_service_sends(customers: list[dict[str, Any]])
     body = orjson.dumps({"body": customers})
     assert model_accepts(body)
     assert passes(body)
+    assert model_accepts(body, "flat", strict=True)
+    assert passes(body, "flat", strict=True)
+
+
+def test_the_strict_gates_refuse_the_other_shape_and_pass_their_own() -> None:
+    flat = orjson.dumps({"body": [{"customerId": "c1", "name": "Ada", "city": "Cairo"}]})
+    nested = orjson.dumps(
+        {
+            "body": [
+                {
+                    "customerId": "c1",
+                    "email": "a@example.com",
+                    "guest": False,
+                    "customerAttributes": {
+                        "displayName": "Ada",
+                        "email": "a@example.com",
+                        "totalSpent": 12.5,
+                        "totalOrders": 3,
+                        "channel": "web",
+                        "utms": [{"source": "x"}],
+                        "custom": {"tier": "gold"},
+                    },
+                }
+            ]
+        }
+    )
+    assert passes(nested, "nested", strict=True)
+    assert model_accepts(nested, "nested", strict=True)
+    assert not passes(flat, "nested", strict=True)
+    assert not model_accepts(flat, "nested", strict=True)
+    assert not passes(nested, "flat", strict=True)
+    assert not model_accepts(nested, "flat", strict=True)
+    assert passes(flat, "nested", strict=False)  # lenient: allowed, the server drops them
 
 
 def test_the_gate_refuses_a_body_over_the_limit_and_bytes_that_are_not_json() -> None:

@@ -28,9 +28,9 @@ from service.gameball.simulator import (
     SimulatorState,
     add_simulate_arguments,
     config_from_args,
-    runner,
     serve,
 )
+from service.gameball.simulator import runner as simulator_server
 from service.gameball.simulator.app import create_app
 from tests.helpers import wait_for
 
@@ -50,13 +50,13 @@ ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
 def customers(count: int, prefix: str = "c") -> list[dict[str, Any]]:
+    """Nested customers, the simulator's default shape (tags in the item: TAGS_SYNC=item)."""
     return [
         {
             "customerId": f"{prefix}{i}",
             "email": f"{prefix}{i}@example.com",
-            "name": f"Customer {i}",
             "tags": ["vip"],
-            "custom": {"version": i},
+            "customerAttributes": {"displayName": f"Customer {i}", "custom": {"version": i}},
         }
         for i in range(count)
     ]
@@ -181,11 +181,13 @@ def test_the_1000_record_limit(api: Api) -> None:
 
 def test_400_names_the_offending_customer(api: Api) -> None:
     body = customers(5)
-    body[3] = {"customerId": "abc", "dateOfBirth": "03/14/1990"}
+    body[3] = {"customerId": "abc", "customerAttributes": {"dateOfBirth": "03/14/1990"}}
     response = api.http.post(CREATE, json={"body": body})
     assert response.status_code == 400
     message = response.json()["message"]
-    assert message.startswith("body[3] (customerId=abc): dateOfBirth: String should match pattern")
+    assert message.startswith(
+        "body[3] (customerId=abc): customerAttributes.dateOfBirth: String should match pattern"
+    )
     wrong_type = api.http.post(CREATE, json={"body": [{"customerId": 42}]})
     assert wrong_type.status_code == 400
     assert "body[0] (customerId=42): customerId" in wrong_type.json()["message"]
@@ -428,7 +430,7 @@ def test_overlapping_jobs_report_failures_in_body_order_and_log_them_by_finish_t
     state = SimulatorState(SimulatorConfig(job_duration_seconds=1.0))
     long_body, short_body = customers(6, "a"), customers(3, "b")
     long_body[4]["email"] = short_body[1]["email"] = "not-an-address"
-    short_body[0] = {**long_body[5], "custom": {"version": "older"}}  # one customer in both
+    short_body[0] = {**long_body[5], "customerAttributes": {"custom": {"version": "older"}}}
     long = state.create_job(long_body)
     short = state.create_job(short_body)
     state.settle(max(long.created, short.created) + 0.5)  # both halfway: one interleaved step
@@ -520,14 +522,14 @@ def test_throughput_is_benchmark_grade(api: Api) -> None:
 
 def test_the_simulate_server_freezes_what_survived_once_a_second() -> None:
     app = create_app(SimulatorConfig())
-    server = runner._FreezingServer(runner._uvicorn_config(app, "127.0.0.1", 0))
+    server = simulator_server._FreezingServer(simulator_server._uvicorn_config(app, "127.0.0.1", 0))
     server.config.load()
     survivor = [{"customerId": "kept"}]
     try:
-        for tick in range(runner.FREEZE_TICKS - 1):
+        for tick in range(simulator_server.FREEZE_TICKS - 1):
             assert not asyncio.run(server.on_tick(tick))
         assert gc.get_freeze_count() == 0
-        assert not asyncio.run(server.on_tick(runner.FREEZE_TICKS - 1))
+        assert not asyncio.run(server.on_tick(simulator_server.FREEZE_TICKS - 1))
         assert gc.get_freeze_count() > 0
         assert gc.is_tracked(survivor)
         assert not any(survivor is o for o in gc.get_objects())  # frozen: no longer walked

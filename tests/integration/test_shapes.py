@@ -1,0 +1,112 @@
+"""Both customer shapes end to end on Apache Kafka, against a strict simulator.
+
+The nested default runs everywhere else (test_delivery and the rest); here the flat shape
+delivers to a flat server, and the service forced to send the flat shape to a server that
+binds the nested one fails loudly: every record dead-lettered naming the fields the server
+refused, nothing applied, never a silent success.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.tools.samples import generate
+from tests.brokers.apache import KafkaNode
+from tests.helpers import wait_for
+from tests.integration.harness import (
+    ServiceProcess,
+    fully_committed,
+    produce,
+    read_all,
+    service_env,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+
+
+def start(
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path, **extra: str
+) -> tuple[str, str, ServiceProcess]:
+    topic, group = unique("shapes"), unique("group")
+    broker.create_topics({topic: PARTITIONS, f"{topic}.dlq": 1})
+    env = service_env(broker, simulator.base_url, topic, group, **extra)
+    return topic, group, ServiceProcess(env, tmp_path / f"{unique('log')}.jsonl").start()
+
+
+def rows_by_customer(events: list[Any]) -> dict[str, dict[str, Any]]:
+    """The newest source row of each customer, as the samples wrote it."""
+    latest: dict[str, dict[str, Any]] = {}
+    for event in events:
+        envelope = orjson.loads(event.value)
+        latest[event.customer_id] = (envelope.get("payload") or envelope)["after"]
+    return latest
+
+
+def test_the_flat_shape_delivers_the_tutorial_s_item_to_a_flat_server(
+    broker: KafkaNode, tmp_path: Path
+) -> None:
+    events = list(generate(120, 40, seed=5))
+    rows = rows_by_customer(events)
+    with RunningSimulator(SimulatorConfig(seed=1, customer_shape="flat")) as simulator:
+        topic, group, service = start(broker, simulator, tmp_path, GAMEBALL_CUSTOMER_SHAPE="flat")
+        try:
+            produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+
+            def latest() -> dict[str, Any]:
+                simulator.state.settle()
+                return dict(simulator.state.latest)
+
+            wait_for(
+                lambda: all(
+                    latest().get(c, {}).get("custom", {}).get("version")
+                    == orjson.loads(row["custom"])["version"]
+                    for c, row in rows.items()
+                ),
+                60,
+                "every customer's latest change",
+            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
+            for customer_id, row in rows.items():
+                got = latest()[customer_id]
+                assert "customerAttributes" not in got
+                assert got["name"] == row["name"]
+                assert got["email"] == row["email"]
+                assert got["mobile"] == row["mobile"]
+                assert got["gender"] == row["gender"]
+                assert got["country"] == row["country"]
+                assert got.get("tags", []) == row["tags"]  # in the item: the tutorial's place
+                assert got["custom"] == orjson.loads(row["custom"])
+            assert simulator.state.rejected == []
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_flat_items_to_a_strict_nested_server_fail_loudly(
+    broker: KafkaNode, tmp_path: Path
+) -> None:
+    events = list(generate(12, 10**9, seed=9))  # one change per customer: none coalesced
+    assert len({e.customer_id for e in events}) == len(events)
+    with RunningSimulator(SimulatorConfig(seed=1)) as simulator:  # nested, strict: the default
+        topic, _group, service = start(broker, simulator, tmp_path, GAMEBALL_CUSTOMER_SHAPE="flat")
+        try:
+            produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+            letters = read_all(broker.bootstrap, f"{topic}.dlq", len(events), timeout=60)
+            assert sorted(letter.key for letter in letters) == sorted(e.key for e in events)
+            for letter in letters:
+                assert letter.headers["dlq.reason"] == "record_rejected"
+                error = letter.headers["dlq.error"]
+                assert "name: not a field of the nested customer" in error, error
+            simulator.state.settle()
+            assert simulator.state.applied == []
+            assert simulator.state.jobs_created == 0
+            assert simulator.state.requests["create"]["400"] >= len(events)
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]
