@@ -19,7 +19,7 @@ from service.errors import ConfigError, CustomerSyncError
 def _parser() -> argparse.ArgumentParser:
     from service.gameball.simulator import add_simulate_arguments
     from service.gameball.simulator.runner import SIMULATE_DESCRIPTION, SIMULATE_EPILOG
-    from service.tools import check, demo, replay
+    from service.tools import canary, check, demo, replay
 
     parser = argparse.ArgumentParser(
         prog="customer-sync",
@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
             "check",
             help="check configuration, brokers, topics, group lag and API credentials",
             description=(check.__doc__ or "").split("\n\n")[1].replace("\n", " "),
+        )
+    )
+    canary.add_arguments(
+        commands.add_parser(
+            "canary",
+            help="go-live check: one throwaway customer through the API, read back field by field",
+            description=(canary.__doc__ or "").split("\n\n")[1].replace("\n", " "),
         )
     )
     demo.add_arguments(
@@ -64,6 +71,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from service.tools.check import main as check_main
 
         return check_main(args)
+    if args.command == "canary":
+        from service.tools.canary import main as canary_main
+
+        return canary_main(args)
     if args.command == "simulate":
         from service.gameball.simulator.runner import main as simulate_main
 

@@ -44,6 +44,7 @@ JOB_RESOLUTIONS = ("completed", "failed", "stopped", "not_found", "unresolved")
 """How an inherited job (a previous owner's) was resolved (``jobs_inherited_total{resolution}``)."""
 
 JOB_OPERATIONS = ("submit", "status", "stop")
-"""The API calls a batch job takes (``api_requests_per_job{operation}``)."""
-API_OPERATIONS = (*JOB_OPERATIONS, "tags")
+"""The API calls a batch job takes (``api_requests_per_job{operation}``); beside them the
+service sends a customer's tags, and ``customer-sync canary`` reads a customer back."""
+API_OPERATIONS = (*JOB_OPERATIONS, "tags", "read")
 """The API calls the service makes (``api_requests_total{operation}``)."""

@@ -132,6 +132,7 @@ class Ingestor:
                     unknown=result.unknown,
                     tags=result.tags,
                     tags_changed=result.tags_changed,
+                    tags_removed=result.tags_removed,
                 )
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))

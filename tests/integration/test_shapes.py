@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.tools.samples import generate
+from service.tools.samples import Event, generate
 from tests.brokers.apache import KafkaNode
 from tests.helpers import wait_for
 from tests.integration.harness import (
@@ -108,5 +108,50 @@ def test_flat_items_to_a_strict_nested_server_fail_loudly(
             assert simulator.state.applied == []
             assert simulator.state.jobs_created == 0
             assert simulator.state.requests["create"]["400"] >= len(events)
+        finally:
+            assert service.stop() == 0, service.logs()[-3000:]
+
+
+def test_tags_go_by_their_own_call_and_the_record_settles_after_it(
+    broker: KafkaNode, tmp_path: Path
+) -> None:
+    """The nested default with TAGS_SYNC=changed: no tags in any item; each changed set is
+    attached by its call, a tag gone from the row's ``before`` is removed, an update whose
+    ``before`` holds the same tags sends none, and every offset is committed."""
+
+    def change(op: str, customer: str, tags: list[str], before: list[str] | None) -> bytes:
+        row = {"customer_id": customer, "email": f"{customer}@example.com", "tags": tags}
+        previous = None if before is None else {**row, "tags": before}
+        return orjson.dumps({"op": op, "before": previous, "after": row})
+
+    values = [
+        (b"a", change("c", "a", ["vip", "news"], None)),
+        (b"b", change("r", "b", ["gold"], None)),
+        (b"c", change("u", "c", ["new"], None)),  # no before: sent, it cannot be told apart
+        (b"d", change("u", "d", ["same"], ["same"])),  # unchanged: no call
+    ]
+    with RunningSimulator(SimulatorConfig(seed=1)) as simulator:
+        topic, group, service = start(broker, simulator, tmp_path)
+        try:
+            events = [Event(key, value, key.decode(), 0, "deliver") for key, value in values]
+            produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 60, "offsets")
+            later = [(b"a", change("u", "a", ["vip"], ["vip", "news"]))]
+            produce(
+                broker.bootstrap,
+                topic,
+                [Event(k, v, k.decode(), 1, "deliver") for k, v in later],
+                partitions=PARTITIONS,
+            )
+            wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 60, "offsets")
+            simulator.state.settle()
+            assert all("tags" not in item for item in simulator.state.latest.values())
+            assert simulator.state.profiles.tags == {"a": ["vip"], "b": ["gold"], "c": ["new"]}
+            log = simulator.state.profiles.log()["calls"]
+            calls = [(call["customerId"], call["tags"]) for call in log]
+            assert ("a", ["-news"]) in calls
+            assert not [c for c in calls if c[0] == "d"]
+            # a: attach, then attach vip and remove news; b and c: attach
+            assert service.metric("customer_sync_api_requests_total", operation="tags") == 5
         finally:
             assert service.stop() == 0, service.logs()[-3000:]
