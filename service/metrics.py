@@ -180,6 +180,13 @@ class Metrics:
             ["job_api", "api_version"],
             registry=r,
         )
+        self.customer_info = Gauge(
+            PREFIX + "customer_info",
+            "Always 1; the customer item the service sends (GAMEBALL_CUSTOMER_SHAPE) and how "
+            "tags travel (TAGS_SYNC)",
+            ["customer_shape", "tags_sync"],
+            registry=r,
+        )
 
         # Resolved once; the hot path uses these.
         self.succeeded = self.records.labels(outcome="succeeded")

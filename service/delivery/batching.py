@@ -81,6 +81,14 @@ def _fill(fields: dict[str, msgspec.Raw], source: dict[str, msgspec.Raw], path: 
         fields[name] = msgspec.Raw(msgspec.json.encode(inner))
 
 
+def _same_partition(one: PendingRecord, other: PendingRecord) -> bool:
+    return (
+        one.partition == other.partition
+        and one.topic == other.topic
+        and one.generation == other.generation
+    )
+
+
 def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None:
     """``later`` takes what it could not say from ``earlier``; return ``earlier`` if it settles now.
 
@@ -101,11 +109,7 @@ def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None
         kept = set(later.tags or ())
         removed = dict.fromkeys((*earlier.tags_removed, *later.tags_removed))
         later.tags_removed = tuple(tag for tag in removed if tag not in kept)
-    if (
-        earlier.partition != later.partition
-        or earlier.topic != later.topic
-        or earlier.generation != later.generation
-    ):
+    if not _same_partition(earlier, later):
         return earlier
     chain = later.superseded
     if chain is None:
@@ -179,19 +183,26 @@ class Batcher:
     def give_back(self, record: PendingRecord, now: float) -> PendingRecord | None:
         """Return a record for resubmission; return an absorbed change that settles now, if any.
 
-        Anything buffered for the customer arrived after the returned record was
-        taken, so it is newer: it absorbs the returned record.
+        Anything buffered for the customer is normally newer (it arrived after the returned
+        record was taken) and absorbs it. Not when both come back from one job: an inherited
+        job that carried a change and the earlier one it had absorbed hands back both, in
+        offset order, so within one partition the higher offset decides which is newer.
         """
         customer = record.customer_id
-        newer = self._ready.get(customer)
-        if newer is not None:
-            before = len(newer.payload)
-            settled = absorb(newer, record)
-            self._ready_bytes += len(newer.payload) - before
+        for queue in (self._ready, self._held):
+            buffered = queue.get(customer)
+            if buffered is None:
+                continue
+            newer, older = buffered, record
+            if _same_partition(buffered, record) and record.offset > buffered.offset:
+                newer, older = record, buffered
+                newer.enqueued_at = buffered.enqueued_at
+            before = len(buffered.payload)
+            settled = absorb(newer, older)
+            queue[customer] = newer
+            if queue is self._ready:
+                self._ready_bytes += len(newer.payload) - before
             return settled
-        newer = self._held.get(customer)
-        if newer is not None:
-            return absorb(newer, record)
         record.enqueued_at = now
         if customer in self._checked_out:
             self._held[customer] = record
@@ -199,6 +210,15 @@ class Batcher:
             self._ready[customer] = record
             self._ready_bytes += len(record.payload) + 1
         return None
+
+    def check_out(self, customer_ids: Iterable[str]) -> None:
+        """Hold these customers' changes until :meth:`release`, as if a job carried them."""
+        for customer in customer_ids:
+            self._checked_out.add(customer)
+            record = self._ready.pop(customer, None)
+            if record is not None:
+                self._ready_bytes -= len(record.payload) + 1
+                self._held[customer] = record
 
     def release(self, customer_ids: Iterable[str], now: float) -> None:
         """The job carrying these customers has ended: their waiting changes become eligible."""

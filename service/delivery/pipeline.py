@@ -88,6 +88,7 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
         self.health = health = health or Health()
+        metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
         self._offsets = OffsetTracker()
         self._batcher = Batcher(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
@@ -132,6 +133,7 @@ class Pipeline:
             self._batcher,
             self._settlement,
             on_release=self._on_takeover_release,
+            tags=self._tags,
         )
         self._ingestor = Ingestor(
             self._offsets,

@@ -43,7 +43,7 @@ from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
-from service.delivery.tags import needs_tags
+from service.delivery.tags import TagSender, needs_tags
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import GameballClient
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
@@ -99,8 +99,10 @@ class Takeovers:
         batcher: Batcher,
         settlement: Settlement,
         on_release: Callable[[], object],
+        tags: TagSender,
     ) -> None:
         self._client = client
+        self._tags = tags
         self._metrics = metrics
         self._offsets = offsets
         self._batcher = batcher
@@ -212,8 +214,30 @@ class Takeovers:
                 settled_by_inherited_jobs=len(verdicts.succeeded),
                 rejected_by_inherited_jobs=len(verdicts.rejected),
             )
+        tagging = [record for record in verdicts.succeeded if needs_tags(record)]
+        if tagging:
+            # The previous owner may have died between its job and the tags call: send it
+            # before these settle, with their customers checked out meanwhile, so no newer
+            # change (and no newer tag set) of theirs can overtake it.
+            verdicts.succeeded = [r for r in verdicts.succeeded if not needs_tags(r)]
+            self._batcher.check_out(record.customer_id for record in tagging)
+            task = asyncio.create_task(self._send_tags(tagging), name="takeover-tags")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._release(takeover, verdicts, final=final)
         takeover.held = []
+
+    async def _send_tags(self, records: list[PendingRecord]) -> None:
+        """The tags of records an inherited job delivered; then they settle."""
+        verdicts = Verdicts(succeeded=records)
+        try:
+            await self._tags.deliver(verdicts)
+        except Exception:  # a bug, not an API answer: redo the records, lose nothing
+            log.exception("takeover_tags_crashed", records=len(records))
+            verdicts = Verdicts(resubmit=records)
+        self._settlement.apply(verdicts)
+        self._batcher.release((record.customer_id for record in records), time.monotonic())
+        self._on_release()
 
     def _release(self, takeover: Takeover, verdicts: Verdicts, *, final: bool) -> None:
         """Held changes go to the buffer in offset order, coalescing per customer.
@@ -268,9 +292,8 @@ class Takeovers:
 def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -> Verdicts:
     """What an inherited job's terminal status says about the records it carried.
 
-    Successful: settled, unless it has tags to send (``tags.py``): the previous owner may
-    have died before sending them, and a customer upsert sent again is harmless, so it is
-    resubmitted and its tags follow. Failed in a *completed* job: the API looked at the
+    Successful: settled (after its tags call, when it has one to send: the takeover sends
+    it, see :meth:`Takeovers._send_tags`). Failed in a *completed* job: the API looked at the
     record and said no, so it is dead-lettered. Anything else (a failed,
     stopped, vanished or unresolved job, or a record it does not mention):
     resubmitted, with no attempt counted against it.
@@ -284,7 +307,7 @@ def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -
     completed = status.status is JobState.COMPLETED
     for record in records:
         if record.customer_id in successful:
-            (verdicts.resubmit if needs_tags(record) else verdicts.succeeded).append(record)
+            verdicts.succeeded.append(record)
         elif completed and record.customer_id in failed:
             verdicts.rejected.append(
                 Rejection(

@@ -29,7 +29,7 @@ from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not r
 from service.config import Settings, load_settings
 from service.delivery.consumer import committed_offsets
 from service.delivery.decoding import Decoder
-from service.delivery.mapping import FieldMapping, load_field_mapping
+from service.delivery.mapping import FieldMapping, layout, load_field_mapping
 from service.errors import ConfigError
 from service.tools.check_api import check_api
 from service.tools.check_results import FAIL, INFO, OK, WARN, Result
@@ -168,7 +168,12 @@ def check_records(
 ) -> list[Result]:
     """The newest records of each source topic, decoded as the service would decode them."""
     config = {**admin_config(settings), "group.id": f"{settings.kafka_group_id}.check"}
-    decoder = Decoder(mapping, delete_policy=settings.delete_policy)
+    decoder = Decoder(
+        mapping,
+        settings.delete_policy,
+        shape=settings.gameball_customer_shape,
+        tags_sync=settings.tags_sync,
+    )
     results = []
     for topic in settings.kafka_source_topics:
         found = metadata.topics.get(topic)
@@ -249,6 +254,7 @@ def run_checks(
             if settings.field_mapping_file is not None
             else None
         )
+        layout(mapping, settings.gameball_customer_shape, settings.tags_sync)  # fits the shape?
     except ConfigError as exc:
         emit(Result(FAIL, "configuration", f"{exc}"))
         return 2
@@ -258,7 +264,8 @@ def run_checks(
             "configuration",
             f"group {settings.kafka_group_id}, topics {', '.join(settings.kafka_source_topics)} "
             f"→ dead letters {settings.kafka_dlq_topic}"
-            + (f", mapping {settings.field_mapping_file}" if settings.field_mapping_file else ""),
+            + (f", mapping {settings.field_mapping_file}" if settings.field_mapping_file else "")
+            + f", {settings.gameball_customer_shape} customer, TAGS_SYNC={settings.tags_sync}",
         )
     )
     results: list[Result] = []

@@ -241,6 +241,9 @@ def protocol_env(protocol: GroupProtocol) -> dict[str, str]:
     return {"KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000", "KAFKA_CLIENT_HEARTBEAT_INTERVAL_MS": "1000"}
 
 
+WIDE_BUDGET = {"GAMEBALL_RATE_LIMIT_PER_SECOND": "1000", "GAMEBALL_QUOTA_REQUESTS": "30000"}
+
+
 def service_env(
     broker: Broker,
     base_url: str,
@@ -262,5 +265,10 @@ def service_env(
         "BATCH_MAX_WAIT_SECONDS": "0.3",
         "SHUTDOWN_TIMEOUT_SECONDS": "15",
         "LOG_LEVEL": "INFO",
+        # These simulators enforce no rate limit, and the default budget (Gameball's documented
+        # 12 requests/s sustained) would pace every customer's tags call (TAGS_SYNC=changed)
+        # for minutes. The budget's pacing is tested where the simulator enforces the limits
+        # (test_rate_limits, the bench's quota regimes).
+        **WIDE_BUDGET,
         **extra,
     }

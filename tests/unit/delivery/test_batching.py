@@ -377,3 +377,20 @@ def test_tags_to_remove_survive_coalescing_unless_the_later_change_has_them_agai
     batcher.add(second, now=0)
     (merged,) = batcher.take(FlushReason.TIMEOUT).records
     assert merged.tags_removed == ("old", "vip2")
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_two_changes_given_back_by_one_job_keep_the_later_whatever_the_order(
+    order: tuple[int, int],
+) -> None:
+    """An inherited job carried a change and the earlier one it had absorbed (the ledger
+    marks both with its slot); unresolved, it hands both back: the later offset must win."""
+    batcher = Batcher(max_records=1000, max_bytes=10**6, max_wait_seconds=1)
+    changes = [change("a", 3, email="old@x.io", city="Giza"), change("a", 7, email="new@x.io")]
+    changes[1].unknown = (("city",),)
+    for index in order:
+        assert batcher.give_back(changes[index], now=0) is None
+    (merged,) = batcher.take(FlushReason.TIMEOUT).records
+    assert merged.offset == 7
+    assert merged.superseded == [(3, 3)]
+    assert orjson.loads(merged.payload) == {"customerId": "a", "email": "new@x.io", "city": "Giza"}

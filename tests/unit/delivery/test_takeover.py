@@ -135,3 +135,29 @@ async def test_what_an_inherited_job_delivered_is_settled_not_redone(
     metrics = pipeline.metrics.registry.get_sample_value
     assert metrics("customer_sync_jobs_inherited_total", {"resolution": "completed"}) == 1
     assert metrics("customer_sync_records_total", {"outcome": "succeeded"}) == 2
+
+
+class TaggedMsg(Msg):
+    def value(self) -> bytes:
+        return orjson.dumps({"customerId": self.customer, "tags": ["vip"]})
+
+
+async def test_what_an_inherited_job_delivered_gets_its_tags_then_settles_not_redone(
+    pipeline: Pipeline, simulator: RunningSimulator
+) -> None:
+    """The previous owner died between its job and the tags call: the takeover sends the
+    tags of what the job delivered, and settles it, without submitting it again."""
+    simulator.state.update_config({"stuck_job_rate": 0.0})
+    job = simulator.state.create_job([{"customerId": "a"}, {"customerId": "b"}])  # completes
+    marks = bytes([Mark.JOB + 7, Mark.JOB + 7])
+    metadata, _ = encode(len(marks), {7: job.id}, marks, 4096)
+    await pipeline._rebalancer.assigned([TP], {TP: (0, metadata)})
+    pipeline._ingestor.ingest(
+        [TaggedMsg(0, "a"), TaggedMsg(1, "b")], pipeline._offsets.newest_generation
+    )
+    pipeline._takeovers.advance_all(room=1000)
+    await eventually(lambda: pipeline._offsets.commit_candidates().get(TP) is not None)
+    await eventually(lambda: pipeline._offsets.commit_candidates()[TP].offset == 2)
+    assert simulator.state.profiles.tags == {"a": ["vip"], "b": ["vip"]}
+    assert simulator.state.jobs_created == 1, "a delivered record was submitted again"
+    assert len(pipeline._batcher) == 0
