@@ -35,8 +35,12 @@ unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: lint typecheck tools kafka-jars cdc-jars postgres ## lint, typecheck, then every test (unit, integration on Apache Kafka, PostgreSQL → Debezium end to end)
-	$(BIN)/pytest --durations=10
+test: lint typecheck tools kafka-jars cdc-jars postgres ## lint, typecheck, then every tier (unit, integration on Apache Kafka, PostgreSQL → Debezium end to end)
+	$(BIN)/pytest -m "not slow" --durations=10
+
+.PHONY: test-slow
+test-slow: $(STAMP) kafka-jars ## the long runs: short chaos runs under both protocols, broker outages, the bench smoke
+	$(BIN)/pytest -m slow --durations=5
 
 # --- deployment checkers (tests/deploy, tests/integration/test_observability.py) ---
 # Each is installed once and only when missing, so `make test` stays idempotent and offline after

@@ -9,7 +9,7 @@ import pytest
 from tests.chaos.driver import main
 from tests.integration.harness import GroupProtocol
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # make test-slow
 
 
 @pytest.mark.timeout(240)
