@@ -186,10 +186,11 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig) -> Settings:
             "HTTP_PORT": str(free_port()),
             "BATCH_MAX_WAIT_SECONDS": "0.5",
             "SHUTDOWN_TIMEOUT_SECONDS": "10",
-            # The simulator enforces no rate limit here: budget for what it takes, so each
-            # tagged customer's tags call (TAGS_SYNC=changed) is not paced at Gameball's 12/s.
-            "GAMEBALL_RATE_LIMIT_PER_SECOND": "1000",
-            "GAMEBALL_QUOTA_REQUESTS": "30000",
+            # Tags ride in the item: the demo's sample rows carry tags and no ``before`` row, so
+            # under the default (TAGS_SYNC=changed) every change of a tagged customer would cost
+            # a call of its own, several times the demo's job traffic (README: Tags). The shape
+            # and the job dialect are the defaults.
+            "TAGS_SYNC": "item",
         }
     )
     # librdkafka's 'log_level' has an underscore, which KAFKA_CLIENT_* cannot spell:

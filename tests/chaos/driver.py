@@ -242,6 +242,7 @@ def chaos_env(
         MAX_SUBMIT_ATTEMPTS="5",
         SHUTDOWN_TIMEOUT_SECONDS="15",
         LOG_LEVEL="INFO",
+        TAGS_SYNC="changed",  # the default: the tags call under every fault too
     )
 
 

@@ -266,9 +266,15 @@ def service_env(
         "SHUTDOWN_TIMEOUT_SECONDS": "15",
         "LOG_LEVEL": "INFO",
         # These simulators enforce no rate limit, and the default budget (Gameball's documented
-        # 12 requests/s sustained) would pace every customer's tags call (TAGS_SYNC=changed)
-        # for minutes. The budget's pacing is tested where the simulator enforces the limits
-        # (test_rate_limits, the bench's quota regimes).
+        # 12 requests/s sustained) would pace every customer's tags call for minutes. The
+        # budget's pacing is tested where the simulator enforces the limits (test_rate_limits,
+        # the bench's quota regimes).
         **WIDE_BUDGET,
+        # The sample rows carry tags and no ``before`` row: under TAGS_SYNC=changed every
+        # change of a tagged customer costs one more request, so a fault injected per request
+        # lands on the tags calls a hundred times as often as on jobs. Tests of the job path
+        # keep tags in the item; the tags call is tested where it is the subject
+        # (test_shapes.py, the takeover's unit test, and the chaos runs: TAGS_SYNC=changed).
+        "TAGS_SYNC": "item",
         **extra,
     }

@@ -131,7 +131,7 @@ def test_tags_go_by_their_own_call_and_the_record_settles_after_it(
         (b"d", change("u", "d", ["same"], ["same"])),  # unchanged: no call
     ]
     with RunningSimulator(SimulatorConfig(seed=1)) as simulator:
-        topic, group, service = start(broker, simulator, tmp_path)
+        topic, group, service = start(broker, simulator, tmp_path, TAGS_SYNC="changed")
         try:
             events = [Event(key, value, key.decode(), 0, "deliver") for key, value in values]
             produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
