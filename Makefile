@@ -34,9 +34,12 @@ typecheck: $(STAMP) ## mypy, strict on service/
 unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit
 
+# Two workers: most of a test's time is spent waiting on brokers, processes and timeouts.
+TEST_WORKERS ?= 2
+
 .PHONY: test
 test: lint typecheck tools kafka-jars cdc-jars postgres ## lint, typecheck, then every tier (unit, integration on Apache Kafka, PostgreSQL → Debezium end to end)
-	$(BIN)/pytest -m "not slow" --durations=10
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=10
 
 .PHONY: test-slow
 test-slow: $(STAMP) kafka-jars ## the long runs: short chaos runs under both protocols, broker outages, the bench smoke

@@ -266,6 +266,7 @@ def test_kip848_consumers_join_and_share_partitions_quickly(node: KafkaNode) -> 
                 second.close()
 
 
+@pytest.mark.slow  # a broker outage: make test-slow
 def test_records_and_commits_survive_sigkill_and_restart() -> None:
     with KafkaNode() as crashing, logs_on_failure(crashing):
         topic, group = unique("durable"), unique("durable")
@@ -317,6 +318,7 @@ def test_records_and_commits_survive_sigkill_and_restart() -> None:
 # --- a cluster ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a broker outage: make test-slow
 def test_cluster_elects_a_new_leader_and_acks_all_goes_on() -> None:
     with KafkaCluster(3) as cluster, logs_on_failure(*cluster.nodes):
         topic = unique("replicated")
