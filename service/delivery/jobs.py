@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.delivery.batching import request_body
-from service.delivery.offsets import TopicPartition
+from service.delivery.offsets import PartitionKey
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
 from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
@@ -139,13 +139,13 @@ class JobTracker:
         self._durations = JobDurations(self._poll)
         # Jobs submitted and not yet terminal, with the partitions their records come from
         # and the requests they cost so far.
-        self._open: dict[str, frozenset[TopicPartition]] = {}
+        self._open: dict[str, frozenset[PartitionKey]] = {}
         self._spent: dict[str, Spent] = {}
         # Jobs this instance stopped because it gave their partitions up: their
         # records are resubmitted without losing an attempt (see stop_jobs).
         self._abandoned: set[str] = set()
 
-    def open_jobs(self, partitions: set[TopicPartition] | None = None) -> list[str]:
+    def open_jobs(self, partitions: set[PartitionKey] | None = None) -> list[str]:
         """Ids of jobs still running, all or only those carrying records of ``partitions``."""
         return [
             job_id
@@ -155,7 +155,7 @@ class JobTracker:
 
     async def stop_jobs(
         self,
-        partitions: set[TopicPartition] | None,
+        partitions: set[PartitionKey] | None,
         timeout: float,  # noqa: ASYNC109 - best effort: a late stop is logged, never raised
     ) -> int:
         """Stop (``DELETE``) the open jobs touching ``partitions``, waiting at most ``timeout``.

@@ -40,7 +40,7 @@ import structlog
 from service.delivery.batching import Batcher
 from service.delivery.jobs import Rejection, Verdicts
 from service.delivery.ledger import Ledger
-from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
+from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
@@ -61,7 +61,7 @@ RESOLVE_POLL_SECONDS = 0.5
 class Takeover:
     """One partition being taken over: its inherited ledger, jobs, and held records."""
 
-    tp: TopicPartition
+    tp: PartitionKey
     committed: int
     ledger: Ledger
     generation: int
@@ -108,7 +108,7 @@ class Takeovers:
         self._batcher = batcher
         self._settlement = settlement
         self._on_release = on_release
-        self._active: dict[TopicPartition, Takeover] = {}
+        self._active: dict[PartitionKey, Takeover] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __contains__(self, tp: object) -> bool:
@@ -117,7 +117,7 @@ class Takeovers:
     def __bool__(self) -> bool:
         return bool(self._active)
 
-    def __getitem__(self, tp: TopicPartition) -> Takeover:
+    def __getitem__(self, tp: PartitionKey) -> Takeover:
         return self._active[tp]
 
     @property
@@ -125,7 +125,7 @@ class Takeovers:
         """Changes held by every takeover: they count against the buffer."""
         return sum(len(t.held) for t in self._active.values())
 
-    def begin(self, tp: TopicPartition, committed: int, ledger: Ledger, generation: int) -> None:
+    def begin(self, tp: PartitionKey, committed: int, ledger: Ledger, generation: int) -> None:
         takeover = Takeover(tp, committed, ledger, generation, position=committed)
         takeover.unresolved = set(ledger.jobs.values())
         self._active[tp] = takeover
@@ -142,7 +142,7 @@ class Takeovers:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def drop(self, partitions: set[TopicPartition]) -> None:
+    def drop(self, partitions: set[PartitionKey]) -> None:
         """The partitions left before their takeover finished: their next owner starts over."""
         for tp in partitions:
             self._active.pop(tp, None)
@@ -158,7 +158,7 @@ class Takeovers:
             if position is not None:
                 self.advance(tp, position, room)
 
-    def advance(self, tp: TopicPartition, position: int, room: int) -> None:
+    def advance(self, tp: PartitionKey, position: int, room: int) -> None:
         """Re-read up to ``position``; release the takeover once it is ready.
 
         ``room`` is what the buffer can still take: a window that would not fit
@@ -179,7 +179,7 @@ class Takeovers:
             )
             self._flush(takeover, final=False)
 
-    def caught_up(self, tp: TopicPartition, high_watermark: int) -> None:
+    def caught_up(self, tp: PartitionKey, high_watermark: int) -> None:
         """Nothing more to read (the window's last offsets were compacted away, say)."""
         takeover = self._active.get(tp)
         if takeover is not None and takeover.position >= high_watermark:
