@@ -51,7 +51,7 @@ from service.delivery.consumer import KafkaThread, Message, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
 from service.delivery.decoding import Decoder
 from service.delivery.ingest import INGEST_SLICE, Ingestor
-from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.lag import Lag
 from service.delivery.offsets import OffsetTracker, PartitionKey
 from service.delivery.polling import PollSchedule
@@ -60,6 +60,7 @@ from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
+from service.delivery.verdicts import Verdicts
 from service.gameball.budget import RequestBudget
 from service.gameball.client import GameballClient, RetryPolicy
 from service.health import Health

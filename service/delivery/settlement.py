@@ -21,7 +21,6 @@ import time
 
 from service.delivery.batching import Batcher
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
-from service.delivery.jobs import Verdicts
 from service.delivery.offsets import (
     MARK_OUTCOMES,
     OUTCOME_MARKS,
@@ -30,6 +29,7 @@ from service.delivery.offsets import (
     PartitionKey,
 )
 from service.delivery.records import PendingRecord
+from service.delivery.verdicts import Verdicts
 from service.metrics import Metrics
 
 

@@ -38,16 +38,15 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.delivery.batching import Batcher
-from service.delivery.jobs import Rejection, Verdicts
 from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
+from service.delivery.verdicts import Verdicts, judge
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import GameballClient
-from service.gameball.models import JobState, JobStatus, result_customer, result_text
-from service.labels import DeadLetterReason
+from service.gameball.models import JobStatus
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -203,7 +202,9 @@ class Takeovers:
             else:
                 by_job.setdefault(job_id, []).append(record)
         for job_id, records in by_job.items():
-            verdicts.merge(judge(job_id, takeover.jobs.get(job_id), records))
+            # Inherited: how the job ended says nothing about these records; nothing is counted.
+            status = takeover.jobs.get(job_id)
+            verdicts.merge(judge(job_id, status, records, max_failed_jobs=None))
         takeover.held = free
         if final:
             log.info(
@@ -287,33 +288,3 @@ class Takeovers:
         log.info("inherited_job_resolved", job_id=job_id, resolution=resolution, stopped=stopped)
         if self._active.get(takeover.tp) is takeover and takeover.ready():
             self._flush(takeover, final=True)
-
-
-def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -> Verdicts:
-    """What an inherited job's terminal status says about the records it carried.
-
-    Successful: settled (after its tags call, when it has one to send: the takeover sends
-    it, see :meth:`Takeovers._send_tags`). Failed in a *completed* job: the API looked at the
-    record and said no, so it is dead-lettered. Anything else (a failed,
-    stopped, vanished or unresolved job, or a record it does not mention):
-    resubmitted, with no attempt counted against it.
-    """
-    verdicts = Verdicts()
-    if status is None or status.response is None:
-        verdicts.resubmit.extend(records)
-        return verdicts
-    successful = {result_customer(e) for e in status.response.successful}
-    failed = {result_customer(e): result_text(e) for e in status.response.failed}
-    completed = status.status is JobState.COMPLETED
-    for record in records:
-        if record.customer_id in successful:
-            verdicts.succeeded.append(record)
-        elif completed and record.customer_id in failed:
-            verdicts.rejected.append(
-                Rejection(
-                    record, DeadLetterReason.RECORD_REJECTED, failed[record.customer_id], job_id
-                )
-            )
-        else:
-            verdicts.resubmit.append(record)
-    return verdicts
