@@ -20,10 +20,10 @@ What a commit carries: the watermark is one number, and one slow job holds
 it back for every record after it. So each partition also keeps a *mark* per
 offset from the watermark up: pending, settled with its outcome, a gap (an
 offset never consumed: compaction, transaction markers), or carried by an
-in-flight job (one of the partition's job slots). :meth:`OffsetTracker.ledger`
+in-flight job (one of the partition's job slots). :meth:`OffsetTracker.window`
 hands that window and the slots' job ids to ``ledger.py``, which packs them
 into the offset commit's metadata, so the next owner can skip what was
-settled and resolve the jobs still running (``recovery.py``).
+settled and resolve the jobs still running (``takeover.py``).
 
 Generations: every assignment of a partition gets a new generation number,
 and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
@@ -94,7 +94,7 @@ class _PartitionOffsets:
     committed: int | None = None  # the last watermark the broker acknowledged
     committed_ledger: bytes | None = None  # the window that commit carried
     slots: dict[str, int] = field(default_factory=dict)  # job id -> slot
-    holding: bool = False  # inherited work unresolved: commit nothing (see recovery.py)
+    holding: bool = False  # inherited work unresolved: commit nothing (see takeover.py)
 
     def watermark(self) -> int | None:
         if self.base is None:
