@@ -17,8 +17,7 @@ from service.errors import ConfigError, CustomerSyncError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from service.gameball.simulator import add_simulate_arguments
-    from service.gameball.simulator.runner import SIMULATE_DESCRIPTION, SIMULATE_EPILOG
+    from service.gameball.simulator import cli as simulate
     from service.tools import canary, check, demo, replay
 
     parser = argparse.ArgumentParser(
@@ -47,12 +46,12 @@ def _parser() -> argparse.ArgumentParser:
             "demo", help="the whole pipeline on this machine: broker, simulator, events, live view"
         )
     )
-    add_simulate_arguments(
+    simulate.add_arguments(
         commands.add_parser(
             "simulate",
             help="run the local Gameball Batch API simulator",
-            description=SIMULATE_DESCRIPTION,
-            epilog=SIMULATE_EPILOG,
+            description=simulate.DESCRIPTION,
+            epilog=simulate.EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -76,7 +75,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return canary_main(args)
     if args.command == "simulate":
-        from service.gameball.simulator.runner import main as simulate_main
+        from service.gameball.simulator.cli import main as simulate_main
 
         return simulate_main(args)
     if args.command == "demo":

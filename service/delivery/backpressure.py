@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from service.delivery.consumer import SourceConsumer
-from service.delivery.offsets import TopicPartition
+from service.delivery.offsets import PartitionKey
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ class Backpressure:
         self._repause = self.paused
 
     def decide(
-        self, buffered: int, unacknowledged: int, owned: Sequence[TopicPartition]
+        self, buffered: int, unacknowledged: int, owned: Sequence[PartitionKey]
     ) -> Callable[[], None] | None:
         """Whether to pause or resume: the consumer call to make (on the Kafka thread), if any."""
         self._metrics.buffered_records.set(buffered)

@@ -41,7 +41,7 @@ import structlog
 
 from service.delivery.consumer import CommitResult, KafkaThread, SourceConsumer
 from service.delivery.ledger import encode
-from service.delivery.offsets import OffsetTracker, TopicPartition, Window
+from service.delivery.offsets import OffsetTracker, PartitionKey, Window
 from service.errors import KafkaError
 from service.logs import FoldedLog
 from service.metrics import Metrics
@@ -72,8 +72,8 @@ class Committer:
         self._metrics = metrics
         self._limit = metadata_limit
         self._lock = asyncio.Lock()
-        self._sent: deque[dict[TopicPartition, Window]] = deque()  # awaiting their results
-        self._on_the_way: dict[TopicPartition, Window] = {}  # the latest sent, per partition
+        self._sent: deque[dict[PartitionKey, Window]] = deque()  # awaiting their results
+        self._on_the_way: dict[PartitionKey, Window] = {}  # the latest sent, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = asyncio.Event()
         self._now = False
@@ -142,7 +142,7 @@ class Committer:
         else:
             log.debug("committed", offsets={f"{t}[{p}]": w.offset for (t, p), w in done.items()})
 
-    def commit_revoked(self, windows: dict[TopicPartition, Window]) -> dict[TopicPartition, Window]:
+    def commit_revoked(self, windows: dict[PartitionKey, Window]) -> dict[PartitionKey, Window]:
         """On the Kafka thread, inside the revoke callback: commit; return what was acknowledged.
 
         Failure is logged, not raised: the partitions go anyway, and the next
@@ -157,7 +157,7 @@ class Committer:
             return {}
         return windows
 
-    def _payload(self, tp: TopicPartition, window: Window) -> tuple[int, str]:
+    def _payload(self, tp: PartitionKey, window: Window) -> tuple[int, str]:
         """The offset and the metadata (the ledger, degraded if it must be) to commit."""
         text, level = encode(len(window.marks), window.jobs, window.marks, self._limit)
         self._metrics.commit_metadata_bytes.observe(len(text))
@@ -174,9 +174,7 @@ class Committer:
             )
         return window.offset, text
 
-    def _send_assigned(
-        self, payload: dict[TopicPartition, tuple[int, str]]
-    ) -> list[TopicPartition]:
+    def _send_assigned(self, payload: dict[PartitionKey, tuple[int, str]]) -> list[PartitionKey]:
         """On the Kafka thread: send the commit of the partitions still assigned; return them.
 
         A commit queued behind a ``consume`` that revoked partitions would

@@ -23,7 +23,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from service.delivery.offsets import TopicPartition as TP
+from service.delivery.offsets import PartitionKey
 from service.errors import KafkaError
 from service.logs import FoldedLog, LibrdkafkaLog
 
@@ -60,8 +60,8 @@ class KafkaThread:
         self._executor.shutdown(wait=True)
 
 
-RebalanceCallback = Callable[[list[TP]], None]
-CommitResult = list[tuple[TP, str | None]]
+RebalanceCallback = Callable[[list[PartitionKey]], None]
+CommitResult = list[tuple[PartitionKey, str | None]]
 """Each partition of an asynchronous commit, with its error (``None``: acknowledged)."""
 CommitCallback = Callable[[str | None, CommitResult], None]
 BrokerStateCallback = Callable[[bool], None]
@@ -182,7 +182,7 @@ class SourceConsumer:
             if self._on_broker_state is not None:
                 self._on_broker_state(ok)
 
-    def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
+    def commit(self, offsets: dict[PartitionKey, tuple[int, str]]) -> None:
         """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged.
 
         Only inside the revoke callback, where the partitions must not change
@@ -202,7 +202,7 @@ class SourceConsumer:
                 )
         self._set_broker_state(True)
 
-    def commit_async(self, offsets: dict[TP, tuple[int, str]]) -> None:
+    def commit_async(self, offsets: dict[PartitionKey, tuple[int, str]]) -> None:
         """Send a commit and return at once; its result comes to ``on_committed``.
 
         The commits made while consuming are asynchronous: a synchronous one
@@ -225,7 +225,9 @@ class SourceConsumer:
                 [((p.topic, p.partition), str(p.error) if p.error else None) for p in parts],
             )
 
-    def committed(self, partitions: Sequence[TP], timeout: float) -> dict[TP, tuple[int, str]]:
+    def committed(
+        self, partitions: Sequence[PartitionKey], timeout: float
+    ) -> dict[PartitionKey, tuple[int, str]]:
         """The group's committed offset and metadata of each partition that has one.
 
         Called from the assign callback (on the Kafka thread), where a new owner
@@ -245,18 +247,18 @@ class SourceConsumer:
             if tp.offset >= 0 and tp.error is None
         }
 
-    def pause(self, partitions: Sequence[TP]) -> None:
+    def pause(self, partitions: Sequence[PartitionKey]) -> None:
         if partitions:
             self._client.pause([TopicPartition(t, p) for t, p in partitions])
 
-    def resume(self, partitions: Sequence[TP]) -> None:
+    def resume(self, partitions: Sequence[PartitionKey]) -> None:
         if partitions:
             self._client.resume([TopicPartition(t, p) for t, p in partitions])
 
-    def assignment(self) -> list[TP]:
+    def assignment(self) -> list[PartitionKey]:
         return _tps(self._client.assignment())
 
-    def high_watermark(self, tp: TP) -> int | None:
+    def high_watermark(self, tp: PartitionKey) -> int | None:
         """The cached high watermark from the last fetch response; no network round trip."""
         try:
             _low, high = self._client.get_watermark_offsets(TopicPartition(*tp), cached=True)
@@ -331,12 +333,12 @@ def committed_offsets(
             return found
 
 
-def _parts(offsets: dict[TP, tuple[int, str]]) -> list[TopicPartition]:
+def _parts(offsets: dict[PartitionKey, tuple[int, str]]) -> list[TopicPartition]:
     return [
         TopicPartition(topic, partition, offset, metadata=metadata)
         for (topic, partition), (offset, metadata) in offsets.items()
     ]
 
 
-def _tps(parts: Sequence[TopicPartition]) -> list[TP]:
+def _tps(parts: Sequence[TopicPartition]) -> list[PartitionKey]:
     return [(p.topic, p.partition) for p in parts]

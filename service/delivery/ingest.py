@@ -32,7 +32,7 @@ from service.delivery.batching import Batcher
 from service.delivery.consumer import Message, raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
-from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
+from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.takeover import Takeovers
@@ -88,9 +88,9 @@ class Ingestor:
         add = self._batcher.add
         consumed: Tally[str] = Tally()
         tracked = 0
-        skipped: list[tuple[TopicPartition, int, int]] = []
+        skipped: list[tuple[PartitionKey, int, int]] = []
         coalesced: list[PendingRecord] = []
-        inherited: list[tuple[TopicPartition, int, int]] = []
+        inherited: list[tuple[PartitionKey, int, int]] = []
         takeovers = self._takeovers if self._takeovers else None  # fixed within a slice
         topic = ""
         for message in messages:

@@ -2,7 +2,8 @@
 
 A batch is submitted as one job, the job is polled until it is terminal or
 :attr:`JobTracker.job_timeout` passes (when: ``polling.py``), and every
-record leaves with exactly one verdict:
+record leaves with exactly one verdict (read from the job's end by
+``verdicts.py``, which a takeover's inherited jobs share):
 
 * ``succeeded`` — listed in ``response.successful`` of a terminal job;
 * ``dead letter`` — listed in ``response.failed`` of a job that *completed*
@@ -42,17 +43,17 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 
 from service.delivery.batching import request_body
-from service.delivery.offsets import TopicPartition
+from service.delivery.offsets import PartitionKey
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
+from service.delivery.verdicts import Rejection, Verdicts, judge
 from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
 from service.gameball.client import GameballClient, Spent
-from service.gameball.models import JobState, JobStatus, result_customer, result_text
+from service.gameball.models import JobState, JobStatus
 from service.labels import JOB_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
@@ -88,26 +89,6 @@ class _SentAt:
         self.at = time.monotonic()
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    record: PendingRecord
-    reason: DeadLetterReason
-    error: str
-    job_id: str | None
-
-
-@dataclass(slots=True)
-class Verdicts:
-    succeeded: list[PendingRecord] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    resubmit: list[PendingRecord] = field(default_factory=list)
-
-    def merge(self, other: Verdicts) -> None:
-        self.succeeded.extend(other.succeeded)
-        self.rejected.extend(other.rejected)
-        self.resubmit.extend(other.resubmit)
-
-
 class JobTracker:
     """Runs batches as jobs with at most ``max_jobs_in_flight`` jobs open at once."""
 
@@ -139,13 +120,13 @@ class JobTracker:
         self._durations = JobDurations(self._poll)
         # Jobs submitted and not yet terminal, with the partitions their records come from
         # and the requests they cost so far.
-        self._open: dict[str, frozenset[TopicPartition]] = {}
+        self._open: dict[str, frozenset[PartitionKey]] = {}
         self._spent: dict[str, Spent] = {}
         # Jobs this instance stopped because it gave their partitions up: their
         # records are resubmitted without losing an attempt (see stop_jobs).
         self._abandoned: set[str] = set()
 
-    def open_jobs(self, partitions: set[TopicPartition] | None = None) -> list[str]:
+    def open_jobs(self, partitions: set[PartitionKey] | None = None) -> list[str]:
         """Ids of jobs still running, all or only those carrying records of ``partitions``."""
         return [
             job_id
@@ -155,7 +136,7 @@ class JobTracker:
 
     async def stop_jobs(
         self,
-        partitions: set[TopicPartition] | None,
+        partitions: set[PartitionKey] | None,
         timeout: float,  # noqa: ASYNC109 - best effort: a late stop is logged, never raised
     ) -> int:
         """Stop (``DELETE``) the open jobs touching ``partitions``, waiting at most ``timeout``.
@@ -327,50 +308,6 @@ class JobTracker:
         *,
         timed_out: bool,
     ) -> Verdicts:
-        verdicts = Verdicts()
-        by_customer = {record.customer_id: record for record in records}
-        state = status.status if status is not None else None
-        results = status.response if status is not None else None
-        api_error: dict[str, str] = {}
-        if results is not None:
-            for entry in results.successful:
-                record = by_customer.pop(result_customer(entry), None)
-                if record is not None:
-                    verdicts.succeeded.append(record)
-            for entry in results.failed:
-                customer = result_customer(entry)
-                record = by_customer.get(customer)
-                if record is None:
-                    continue
-                if state is JobState.COMPLETED:
-                    del by_customer[customer]
-                    verdicts.rejected.append(
-                        Rejection(
-                            record, DeadLetterReason.RECORD_REJECTED, result_text(entry), job_id
-                        )
-                    )
-                else:
-                    api_error[customer] = result_text(entry)
-        # Everything left was not settled by this job: a job-level failure for it.
-        if state is JobState.FAILED:
-            reason = DeadLetterReason.JOB_FAILED
-        else:
-            reason = DeadLetterReason.RETRIES_EXHAUSTED
-        why = "timed out" if timed_out else f"ended {state.value if state else 'lost'}"
-        if status is not None and status.error is not None:
-            why += f" ({status.error})"  # the API's words on the job as a whole
-        if job_id in self._abandoned:
-            # We stopped it on purpose: that says nothing about the records.
-            verdicts.resubmit.extend(by_customer.values())
-            return verdicts
-        for customer, record in by_customer.items():
-            record.failed_jobs += 1
-            if record.failed_jobs >= self._max_attempts:
-                error = api_error.get(
-                    customer,
-                    f"job {why} without settling the record, {record.failed_jobs} times",
-                )
-                verdicts.rejected.append(Rejection(record, reason, error, job_id))
-            else:
-                verdicts.resubmit.append(record)
-        return verdicts
+        # A job this instance stopped on purpose (stop_jobs) says nothing about its records.
+        counted = None if job_id in self._abandoned else self._max_attempts
+        return judge(job_id, status, records, max_failed_jobs=counted, timed_out=timed_out)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from service.delivery.consumer import KafkaThread
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.offsets import OffsetTracker, PartitionKey
 from service.delivery.takeover import Takeovers
 from service.metrics import Metrics
 
@@ -23,7 +23,7 @@ LAG_INTERVAL = 5.0
 class Lag:
     def __init__(
         self,
-        high_watermark: Callable[[TopicPartition], int | None],
+        high_watermark: Callable[[PartitionKey], int | None],
         offsets: OffsetTracker,
         takeovers: Takeovers,
         metrics: Metrics,
@@ -34,7 +34,7 @@ class Lag:
         self._metrics = metrics
         self._last = 0.0
 
-    async def refresh(self, kafka: KafkaThread, owned: set[TopicPartition]) -> bool:
+    async def refresh(self, kafka: KafkaThread, owned: set[PartitionKey]) -> bool:
         """Every ``LAG_INTERVAL``: read the high watermarks on the Kafka thread, then update.
 
         Returns whether it was due (the fetch loop paces its other periodic checks by it).
@@ -48,11 +48,11 @@ class Lag:
         self.update(dict(zip(partitions, highs, strict=True)), owned)
         return True
 
-    def read(self, partitions: list[TopicPartition]) -> list[int | None]:
+    def read(self, partitions: list[PartitionKey]) -> list[int | None]:
         """On the Kafka thread: the cached high watermark of each partition."""
         return [self._high_watermark(tp) for tp in partitions]
 
-    def update(self, highs: dict[TopicPartition, int | None], owned: set[TopicPartition]) -> None:
+    def update(self, highs: dict[PartitionKey, int | None], owned: set[PartitionKey]) -> None:
         for tp, high in highs.items():
             if tp not in owned or high is None:
                 continue

@@ -8,7 +8,7 @@ so ``limit`` here is that setting and the ledger stays below it). The service pu
 the committed offset alone cannot say (see ``offsets.py``): one mark per
 offset from the committed one up to the last consumed one (settled and how,
 pending, or carried by a job still in flight), and the ids of those jobs. A
-new owner reads it on assignment (``recovery.py``) and does not redo what was
+new owner reads it on assignment (``takeover.py``) and does not redo what was
 settled, nor submit anything before the jobs are resolved. The idea is
 Confluent Parallel Consumer's, which keeps the offsets completed above the
 committed one in the same place.

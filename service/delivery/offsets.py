@@ -20,10 +20,10 @@ What a commit carries: the watermark is one number, and one slow job holds
 it back for every record after it. So each partition also keeps a *mark* per
 offset from the watermark up: pending, settled with its outcome, a gap (an
 offset never consumed: compaction, transaction markers), or carried by an
-in-flight job (one of the partition's job slots). :meth:`OffsetTracker.ledger`
+in-flight job (one of the partition's job slots). :meth:`OffsetTracker.window`
 hands that window and the slots' job ids to ``ledger.py``, which packs them
 into the offset commit's metadata, so the next owner can skip what was
-settled and resolve the jobs still running (``recovery.py``).
+settled and resolve the jobs still running (``takeover.py``).
 
 Generations: every assignment of a partition gets a new generation number,
 and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
@@ -48,7 +48,9 @@ from types import MappingProxyType
 
 from service.delivery.records import PendingRecord
 
-TopicPartition = tuple[str, int]
+# (topic, partition number): how the service keys its state per partition. Not
+# confluent_kafka.TopicPartition, which carries an offset and metadata; consumer.py converts.
+PartitionKey = tuple[str, int]
 
 
 class Mark:
@@ -92,7 +94,7 @@ class _PartitionOffsets:
     committed: int | None = None  # the last watermark the broker acknowledged
     committed_ledger: bytes | None = None  # the window that commit carried
     slots: dict[str, int] = field(default_factory=dict)  # job id -> slot
-    holding: bool = False  # inherited work unresolved: commit nothing (see recovery.py)
+    holding: bool = False  # inherited work unresolved: commit nothing (see takeover.py)
 
     def watermark(self) -> int | None:
         if self.base is None:
@@ -118,13 +120,13 @@ class _PartitionOffsets:
 
 def _by_assignment(
     records: Iterable[PendingRecord], *, superseded: bool = True
-) -> dict[tuple[TopicPartition, int], list[int]]:
+) -> dict[tuple[PartitionKey, int], list[int]]:
     """A batch's offsets by partition and generation (a batch spans a few of each).
 
     A record stands for the earlier changes it absorbed (``PendingRecord.superseded``):
     their offsets come along unless ``superseded`` is false.
     """
-    grouped: dict[tuple[TopicPartition, int], list[int]] = {}
+    grouped: dict[tuple[PartitionKey, int], list[int]] = {}
     for record in records:
         key = ((record.topic, record.partition), record.generation)
         offsets = grouped.get(key)
@@ -139,9 +141,9 @@ def _by_assignment(
 
 def _superseded_by_assignment(
     records: Iterable[PendingRecord],
-) -> dict[tuple[TopicPartition, int], list[int]]:
+) -> dict[tuple[PartitionKey, int], list[int]]:
     """The offsets of the changes the records absorbed, by partition and generation."""
-    grouped: dict[tuple[TopicPartition, int], list[int]] = {}
+    grouped: dict[tuple[PartitionKey, int], list[int]] = {}
     for record in records:
         if record.superseded:
             key = ((record.topic, record.partition), record.generation)
@@ -162,13 +164,13 @@ class OffsetTracker:
     """Tracks consumed records per partition and derives the commit watermark and window."""
 
     def __init__(self) -> None:
-        self._partitions: dict[TopicPartition, _PartitionOffsets] = {}
-        self._closing: set[TopicPartition] = set()
+        self._partitions: dict[PartitionKey, _PartitionOffsets] = {}
+        self._closing: set[PartitionKey] = set()
         self.newest_generation = 0
         """The generation of the latest assignment; a fetch carries it (:meth:`track`)."""
 
     def assign(
-        self, tp: TopicPartition, committed: int | None = None, *, holding: bool = False
+        self, tp: PartitionKey, committed: int | None = None, *, holding: bool = False
     ) -> None:
         """Start afresh for a partition this consumer now owns (from ``committed``, if known).
 
@@ -184,13 +186,13 @@ class OffsetTracker:
         self._partitions[tp] = state
         self._closing.discard(tp)
 
-    def release(self, tp: TopicPartition) -> None:
+    def release(self, tp: PartitionKey) -> None:
         """The inherited work is resolved: the partition's commits may carry our window."""
         state = self._partitions.get(tp)
         if state is not None:
             state.holding = False
 
-    def close(self, partitions: Iterable[TopicPartition]) -> None:
+    def close(self, partitions: Iterable[PartitionKey]) -> None:
         """The partitions are being given up: take no new work for them from now on.
 
         Between the start of a revocation and the commit that ends it, jobs of
@@ -201,7 +203,7 @@ class OffsetTracker:
         """
         self._closing.update(tp for tp in partitions if tp in self._partitions)
 
-    def takes(self, tp: TopicPartition, generation: int) -> bool:
+    def takes(self, tp: PartitionKey, generation: int) -> bool:
         """Whether a record of ``generation`` may still be buffered or resubmitted."""
         state = self._partitions.get(tp)
         return state is not None and state.generation == generation and tp not in self._closing
@@ -212,15 +214,15 @@ class OffsetTracker:
         assignments = {(r.topic, r.partition, r.generation) for r in records}
         return all(self.takes((topic, p), generation) for topic, p, generation in assignments)
 
-    def revoke(self, tp: TopicPartition) -> None:
+    def revoke(self, tp: PartitionKey) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""
         self._partitions.pop(tp, None)
         self._closing.discard(tp)
 
-    def owns(self, tp: TopicPartition) -> bool:
+    def owns(self, tp: PartitionKey) -> bool:
         return tp in self._partitions
 
-    def track(self, tp: TopicPartition, offset: int, fetched: int = _ANY_FETCH) -> int:
+    def track(self, tp: PartitionKey, offset: int, fetched: int = _ANY_FETCH) -> int:
         """Start tracking a consumed record; return its generation, or 0 when it is not ours.
 
         Not ours: its partition was revoked after the fetch, or assigned again
@@ -244,19 +246,19 @@ class OffsetTracker:
         marks.append(Mark.PENDING)
         return state.generation
 
-    def position(self, tp: TopicPartition) -> int | None:
+    def position(self, tp: PartitionKey) -> int | None:
         """One past the highest offset tracked (``None`` before the first, or when not owned)."""
         state = self._partitions.get(tp)
         if state is None or state.base is None:
             return None
         return state.base + len(state.marks)
 
-    def generation(self, tp: TopicPartition) -> int:
+    def generation(self, tp: PartitionKey) -> int:
         """The current assignment's generation of ``tp``; 0 when it is not owned."""
         state = self._partitions.get(tp)
         return 0 if state is None else state.generation
 
-    def settle(self, tp: TopicPartition, offset: int, outcome: int) -> None:
+    def settle(self, tp: PartitionKey, offset: int, outcome: int) -> None:
         """Record a settled record's outcome (a :class:`Mark` from SUCCEEDED to COALESCED)."""
         state = self._partitions.get(tp)
         if state is None or state.base is None:
@@ -281,7 +283,7 @@ class OffsetTracker:
             self._settle_offsets(grouped, Mark.COALESCED)
 
     def _settle_offsets(
-        self, grouped: dict[tuple[TopicPartition, int], list[int]], outcome: int
+        self, grouped: dict[tuple[PartitionKey, int], list[int]], outcome: int
     ) -> None:
         for (tp, generation), offsets in grouped.items():
             state = self._partitions.get(tp)
@@ -320,7 +322,7 @@ class OffsetTracker:
         for state in self._partitions.values():
             state.slots.pop(job_id, None)
 
-    def pending_count(self, tp: TopicPartition) -> int:
+    def pending_count(self, tp: PartitionKey) -> int:
         state = self._partitions.get(tp)
         if state is None or state.watermark() is None:
             return 0
@@ -328,7 +330,7 @@ class OffsetTracker:
         settled = sum(marks.count(mark, done) for mark in range(Mark.SUCCEEDED, Mark.JOB))
         return len(marks) - done - settled
 
-    def window(self, tp: TopicPartition) -> Window | None:
+    def window(self, tp: PartitionKey) -> Window | None:
         """The partition's watermark and everything a commit should say above it."""
         state = self._partitions.get(tp)
         if state is None:
@@ -341,10 +343,10 @@ class OffsetTracker:
         return Window(mark, marks, jobs)
 
     def commit_candidates(
-        self, only: set[TopicPartition] | None = None
-    ) -> dict[TopicPartition, Window]:
+        self, only: set[PartitionKey] | None = None
+    ) -> dict[PartitionKey, Window]:
         """Windows that changed since the last acknowledged commit (offset or marks)."""
-        candidates: dict[TopicPartition, Window] = {}
+        candidates: dict[PartitionKey, Window] = {}
         for tp, state in self._partitions.items():
             if (only is not None and tp not in only) or state.holding:
                 continue
@@ -358,7 +360,7 @@ class OffsetTracker:
             candidates[tp] = window
         return candidates
 
-    def committed(self, windows: dict[TopicPartition, Window]) -> None:
+    def committed(self, windows: dict[PartitionKey, Window]) -> None:
         """Record what the broker acknowledged, so the same window is not sent twice."""
         for tp, window in windows.items():
             state = self._partitions.get(tp)
@@ -368,6 +370,6 @@ class OffsetTracker:
                 state.committed = window.offset
                 state.committed_ledger = window.marks
 
-    def committed_offset(self, tp: TopicPartition) -> int | None:
+    def committed_offset(self, tp: PartitionKey) -> int | None:
         state = self._partitions.get(tp)
         return None if state is None else state.committed

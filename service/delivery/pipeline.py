@@ -51,15 +51,16 @@ from service.delivery.consumer import KafkaThread, Message, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
 from service.delivery.decoding import Decoder
 from service.delivery.ingest import INGEST_SLICE, Ingestor
-from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker, Verdicts
+from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.lag import Lag
-from service.delivery.offsets import OffsetTracker, TopicPartition
+from service.delivery.offsets import OffsetTracker, PartitionKey
 from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
+from service.delivery.verdicts import Verdicts
 from service.gameball.budget import RequestBudget
 from service.gameball.client import GameballClient, RetryPolicy
 from service.health import Health
@@ -182,7 +183,7 @@ class Pipeline:
             revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
         )
         # Batches in flight (one task each) and the partitions their records come from.
-        self._jobs: dict[asyncio.Task[None], set[TopicPartition]] = {}
+        self._jobs: dict[asyncio.Task[None], set[PartitionKey]] = {}
         self._wake = asyncio.Event()
         self._flush_now: FlushReason | None = None
         self._fetching = True
@@ -373,7 +374,7 @@ class Pipeline:
         task = asyncio.create_task(self._run_batch(batch))
         self._jobs[task] = {(r.topic, r.partition) for r in batch.records}
 
-    def _batches_touching(self, partitions: set[TopicPartition]) -> list[asyncio.Task[None]]:
+    def _batches_touching(self, partitions: set[PartitionKey]) -> list[asyncio.Task[None]]:
         return [task for task, touched in self._jobs.items() if touched & partitions]
 
     async def _run_batch(self, batch: Batch) -> None:

@@ -51,7 +51,7 @@ from service.delivery.batching import Batcher
 from service.delivery.commits import Committer
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.ledger import decode
-from service.delivery.offsets import OffsetTracker, TopicPartition, Window
+from service.delivery.offsets import OffsetTracker, PartitionKey, Window
 from service.delivery.takeover import Takeovers
 from service.gameball.budget import RequestBudget
 from service.health import Health
@@ -62,8 +62,8 @@ log = structlog.get_logger(__name__)
 REVOKE_WAIT = 10.0
 COMMITTED_TIMEOUT = 10.0
 
-BatchesTouching = Callable[[set[TopicPartition]], list[asyncio.Task[None]]]
-ReadCommitted = Callable[[list[TopicPartition], float], dict[TopicPartition, tuple[int, str]]]
+BatchesTouching = Callable[[set[PartitionKey]], list[asyncio.Task[None]]]
+ReadCommitted = Callable[[list[PartitionKey], float], dict[PartitionKey, tuple[int, str]]]
 """The group's committed ``(offset, metadata)`` per partition (on the Kafka thread)."""
 
 
@@ -78,9 +78,7 @@ class Rebalancer:
         tracker: JobTracker,
         committer: Committer,
         takeovers: Takeovers,
-        read_committed: Callable[
-            [list[TopicPartition], float], dict[TopicPartition, tuple[int, str]]
-        ],
+        read_committed: Callable[[list[PartitionKey], float], dict[PartitionKey, tuple[int, str]]],
         health: Health,
         metrics: Metrics,
         batches_touching: BatchesTouching,
@@ -105,7 +103,7 @@ class Rebalancer:
         self._topics = tuple(topics)
         self._revoke_wait = revoke_wait
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.assignment: set[TopicPartition] = set()
+        self.assignment: set[PartitionKey] = set()
         self.recount = False
         """Partitions arrived: the fetch loop should ask how many the topics have, then reshare."""
 
@@ -115,7 +113,7 @@ class Rebalancer:
 
     # ------------------------------------------------- on the Kafka thread
 
-    def on_assign(self, partitions: list[TopicPartition]) -> None:
+    def on_assign(self, partitions: list[PartitionKey]) -> None:
         """Read what the previous owners committed, then hand the partitions to the loop."""
         if self._loop is None or not partitions:
             self._on_loop(self.assigned, partitions)
@@ -127,10 +125,10 @@ class Rebalancer:
         except Exception:
             log.exception("rebalance_handler_failed", handler="assigned")
 
-    def on_lost(self, partitions: list[TopicPartition]) -> None:
+    def on_lost(self, partitions: list[PartitionKey]) -> None:
         self._on_loop(self.lost, partitions)
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[PartitionKey]) -> None:
         """The revoke callback: the loop prepares, this thread commits (see the module docstring).
 
         Every other commit runs on this thread too (``commits.py``), so none
@@ -155,8 +153,8 @@ class Rebalancer:
 
     def _on_loop(
         self,
-        handler: Callable[[list[TopicPartition]], Coroutine[None, None, None]],
-        partitions: list[TopicPartition],
+        handler: Callable[[list[PartitionKey]], Coroutine[None, None, None]],
+        partitions: list[PartitionKey],
     ) -> None:
         """Run a handler on the loop and block the Kafka thread until it is done."""
         if self._loop is None:
@@ -171,8 +169,8 @@ class Rebalancer:
 
     async def assigned(
         self,
-        partitions: list[TopicPartition],
-        committed: dict[TopicPartition, tuple[int, str]] | None = None,
+        partitions: list[PartitionKey],
+        committed: dict[PartitionKey, tuple[int, str]] | None = None,
     ) -> None:
         for tp in partitions:
             offset, metadata = (committed or {}).get(tp, (None, ""))
@@ -189,7 +187,7 @@ class Rebalancer:
         self._health.in_group = True
         log.info("partitions_assigned", partitions=names(partitions), owned=len(self.assignment))
 
-    async def lost(self, partitions: list[TopicPartition]) -> None:
+    async def lost(self, partitions: list[PartitionKey]) -> None:
         """Ownership is already gone: committing would fail, so forget, and stop the jobs.
 
         Their partitions may already be someone else's, who redoes their
@@ -205,8 +203,8 @@ class Rebalancer:
         log.warning("partitions_lost", partitions=names(partitions), jobs_stopped=stopped)
 
     async def _revoking(
-        self, partitions: list[TopicPartition]
-    ) -> tuple[dict[TopicPartition, Window], int, int]:
+        self, partitions: list[PartitionKey]
+    ) -> tuple[dict[PartitionKey, Window], int, int]:
         """Take no new work, drop the buffer, wait for jobs, stop the rest; return the windows.
 
         The partitions are closed first (``OffsetTracker.close``): while this
@@ -228,7 +226,7 @@ class Rebalancer:
         self._forget(revoked)
         return windows, len(released), stopped
 
-    def _forget(self, partitions: set[TopicPartition]) -> None:
+    def _forget(self, partitions: set[PartitionKey]) -> None:
         for tp in partitions:
             self._offsets.revoke(tp)
             with contextlib.suppress(KeyError):
@@ -255,5 +253,5 @@ class Rebalancer:
         self._budget.set_share(len(self.assignment) / total if total else 0.0)
 
 
-def names(partitions: Iterable[TopicPartition]) -> list[str]:
+def names(partitions: Iterable[PartitionKey]) -> list[str]:
     return [f"{topic}[{partition}]" for topic, partition in sorted(partitions)]

@@ -21,15 +21,15 @@ import time
 
 from service.delivery.batching import Batcher
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
-from service.delivery.jobs import Verdicts
 from service.delivery.offsets import (
     MARK_OUTCOMES,
     OUTCOME_MARKS,
     Mark,
     OffsetTracker,
-    TopicPartition,
+    PartitionKey,
 )
 from service.delivery.records import PendingRecord
+from service.delivery.verdicts import Verdicts
 from service.metrics import Metrics
 
 
@@ -113,7 +113,7 @@ class Settlement:
             self._metrics.outcome["coalesced"].inc(len(stamps))
             self._metrics.end_to_end_latency.observe_many([wall - t / 1000 for t in stamps])
 
-    def skipped(self, records: list[tuple[TopicPartition, int, int]]) -> None:
+    def skipped(self, records: list[tuple[PartitionKey, int, int]]) -> None:
         """Settle records a policy skipped: ``(partition, offset, timestamp_ms)`` each.
 
         They are settled at once, in the fetch that consumed them, so their
@@ -136,7 +136,7 @@ class Settlement:
         self._metrics.dead_lettered.inc()
         self._metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)
 
-    def inherited(self, records: list[tuple[TopicPartition, int, int]]) -> None:
+    def inherited(self, records: list[tuple[PartitionKey, int, int]]) -> None:
         """Records the previous owner had settled: ``(partition, offset, mark)`` each.
 
         Counted under their outcome, so every consumed record still ends in

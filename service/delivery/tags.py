@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from service.delivery.jobs import Rejection, Verdicts
 from service.delivery.records import PendingRecord
+from service.delivery.verdicts import Rejection, Verdicts
 from service.errors import SubmissionWithdrawn, TagsRejected
 from service.gameball.client import GameballClient
 from service.labels import DeadLetterReason

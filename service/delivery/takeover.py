@@ -38,16 +38,15 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.delivery.batching import Batcher
-from service.delivery.jobs import Rejection, Verdicts
 from service.delivery.ledger import Ledger
-from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
+from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
+from service.delivery.verdicts import Verdicts, judge
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import GameballClient
-from service.gameball.models import JobState, JobStatus, result_customer, result_text
-from service.labels import DeadLetterReason
+from service.gameball.models import JobStatus
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -61,7 +60,7 @@ RESOLVE_POLL_SECONDS = 0.5
 class Takeover:
     """One partition being taken over: its inherited ledger, jobs, and held records."""
 
-    tp: TopicPartition
+    tp: PartitionKey
     committed: int
     ledger: Ledger
     generation: int
@@ -108,7 +107,7 @@ class Takeovers:
         self._batcher = batcher
         self._settlement = settlement
         self._on_release = on_release
-        self._active: dict[TopicPartition, Takeover] = {}
+        self._active: dict[PartitionKey, Takeover] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __contains__(self, tp: object) -> bool:
@@ -117,7 +116,7 @@ class Takeovers:
     def __bool__(self) -> bool:
         return bool(self._active)
 
-    def __getitem__(self, tp: TopicPartition) -> Takeover:
+    def __getitem__(self, tp: PartitionKey) -> Takeover:
         return self._active[tp]
 
     @property
@@ -125,7 +124,7 @@ class Takeovers:
         """Changes held by every takeover: they count against the buffer."""
         return sum(len(t.held) for t in self._active.values())
 
-    def begin(self, tp: TopicPartition, committed: int, ledger: Ledger, generation: int) -> None:
+    def begin(self, tp: PartitionKey, committed: int, ledger: Ledger, generation: int) -> None:
         takeover = Takeover(tp, committed, ledger, generation, position=committed)
         takeover.unresolved = set(ledger.jobs.values())
         self._active[tp] = takeover
@@ -142,7 +141,7 @@ class Takeovers:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def drop(self, partitions: set[TopicPartition]) -> None:
+    def drop(self, partitions: set[PartitionKey]) -> None:
         """The partitions left before their takeover finished: their next owner starts over."""
         for tp in partitions:
             self._active.pop(tp, None)
@@ -158,7 +157,7 @@ class Takeovers:
             if position is not None:
                 self.advance(tp, position, room)
 
-    def advance(self, tp: TopicPartition, position: int, room: int) -> None:
+    def advance(self, tp: PartitionKey, position: int, room: int) -> None:
         """Re-read up to ``position``; release the takeover once it is ready.
 
         ``room`` is what the buffer can still take: a window that would not fit
@@ -179,7 +178,7 @@ class Takeovers:
             )
             self._flush(takeover, final=False)
 
-    def caught_up(self, tp: TopicPartition, high_watermark: int) -> None:
+    def caught_up(self, tp: PartitionKey, high_watermark: int) -> None:
         """Nothing more to read (the window's last offsets were compacted away, say)."""
         takeover = self._active.get(tp)
         if takeover is not None and takeover.position >= high_watermark:
@@ -203,7 +202,9 @@ class Takeovers:
             else:
                 by_job.setdefault(job_id, []).append(record)
         for job_id, records in by_job.items():
-            verdicts.merge(judge(job_id, takeover.jobs.get(job_id), records))
+            # Inherited: how the job ended says nothing about these records; nothing is counted.
+            status = takeover.jobs.get(job_id)
+            verdicts.merge(judge(job_id, status, records, max_failed_jobs=None))
         takeover.held = free
         if final:
             log.info(
@@ -287,33 +288,3 @@ class Takeovers:
         log.info("inherited_job_resolved", job_id=job_id, resolution=resolution, stopped=stopped)
         if self._active.get(takeover.tp) is takeover and takeover.ready():
             self._flush(takeover, final=True)
-
-
-def judge(job_id: str, status: JobStatus | None, records: list[PendingRecord]) -> Verdicts:
-    """What an inherited job's terminal status says about the records it carried.
-
-    Successful: settled (after its tags call, when it has one to send: the takeover sends
-    it, see :meth:`Takeovers._send_tags`). Failed in a *completed* job: the API looked at the
-    record and said no, so it is dead-lettered. Anything else (a failed,
-    stopped, vanished or unresolved job, or a record it does not mention):
-    resubmitted, with no attempt counted against it.
-    """
-    verdicts = Verdicts()
-    if status is None or status.response is None:
-        verdicts.resubmit.extend(records)
-        return verdicts
-    successful = {result_customer(e) for e in status.response.successful}
-    failed = {result_customer(e): result_text(e) for e in status.response.failed}
-    completed = status.status is JobState.COMPLETED
-    for record in records:
-        if record.customer_id in successful:
-            verdicts.succeeded.append(record)
-        elif completed and record.customer_id in failed:
-            verdicts.rejected.append(
-                Rejection(
-                    record, DeadLetterReason.RECORD_REJECTED, failed[record.customer_id], job_id
-                )
-            )
-        else:
-            verdicts.resubmit.append(record)
-    return verdicts

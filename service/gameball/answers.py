@@ -59,11 +59,6 @@ class ErrorBody:
     json: bool = False
     """The body was a JSON object (a server's answer, not a gateway's bare page)."""
 
-    def log_fields(self) -> dict[str, object]:
-        """Its code and request id, for a log line (absent when the API sent none)."""
-        fields = (("code", self.code), ("request_id", self.request_id))
-        return {k: v for k, v in fields if v is not None}
-
     @property
     def enveloped(self) -> bool:
         """It carried Gameball's envelope (a ``code`` or a ``requestId``)."""
@@ -252,7 +247,7 @@ def _logged(operation: str, error: ErrorBody, status: int) -> None:
         )
 
 
-def log_fields(exc: ApiError) -> dict[str, object]:
+def log_fields(answer: ErrorBody | ApiError) -> dict[str, object]:
     """The envelope's code and request id, for a log line (absent when the API sent none)."""
-    fields = (("code", exc.code), ("request_id", exc.request_id))
+    fields = (("code", answer.code), ("request_id", answer.request_id))
     return {k: v for k, v in fields if v is not None}

@@ -78,6 +78,9 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_RECHECK = 15.0
 """Seconds between two checks of accepted credentials (rejected ones: every 2 s)."""
+TIMEOUT_SECONDS = 30.0
+"""A request's read, write and pool timeout; a connection gets ``CONNECT_SECONDS``."""
+CONNECT_SECONDS = 10.0
 _TOO_MANY_REQUESTS = 429
 _ERROR_TEXT_LIMIT = 1000
 
@@ -100,7 +103,7 @@ class GameballClient:
 
     def __init__(
         self,
-        endpoint: str | Endpoint,
+        endpoint: Endpoint,
         api_key: SecretStr,
         secret_key: SecretStr,
         *,
@@ -109,12 +112,9 @@ class GameballClient:
         retry: RetryPolicy | None = None,
         budget: RequestBudget | None = None,
         max_connections: int = 32,
-        timeout_seconds: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``transport`` replaces the network (``httpx.MockTransport`` in unit tests)."""
-        if isinstance(endpoint, str):
-            endpoint = Endpoint(endpoint)
         self._metrics = metrics
         self._health = health
         self._retry = retry or RetryPolicy()
@@ -130,7 +130,7 @@ class GameballClient:
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
-            timeout=httpx.Timeout(timeout_seconds, connect=10.0),
+            timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_SECONDS),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -149,16 +149,15 @@ class GameballClient:
         self,
         body: bytes,
         *,
-        operation: str = "customers",
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
     ) -> str:
-        """Create a batch job of ``operation``; return its id. ``spent`` counts the requests.
+        """Create a batch job of customers; return its id. ``spent`` counts the requests.
 
         ``wanted`` is asked just before every attempt is sent, after the budget's wait:
         when it says no, :class:`SubmissionWithdrawn` is raised and nothing more is sent.
         """
-        path = submit_path(self._version, operation)
+        path = submit_path(self._version)
         response = await self._call("submit", "POST", path, body, spent, wanted)
         try:
             return JobCreated.model_validate_json(response.content).job_id
@@ -272,14 +271,14 @@ class GameballClient:
                 await self.verify_credentials()
             await asyncio.sleep(CREDENTIALS_RECHECK if self._health.credentials_ok else 2.0)
 
-    async def verify_credentials(self) -> bool:
-        """One harmless request (the status of a job that does not exist).
+    async def verify_credentials(self) -> None:
+        """One harmless request (the status of a job that does not exist), for readiness.
 
         Any answer but a refusal (401/403, a configuration code, a minimum-version
         refusal, or a 405 from the configured dialect's route) means the keys were
         accepted. Under ``auto`` an absent route (404/405) makes it ask the other
-        dialect. Transient failures count as unknown: the previous verdict stands, and
-        the return value is ``True`` only if that verdict was an acceptance.
+        dialect. The verdict goes to ``health.credentials_ok``; a transient failure is
+        none, and the previous verdict stands.
         """
         dialects = self._routes.candidates()
         for index, dialect in enumerate(dialects):
@@ -287,7 +286,7 @@ class GameballClient:
             try:
                 response = await self._send("status", "GET", path)
             except TransientApiError:
-                return self._health.credentials_ok is True
+                return
             if response.status_code not in ABSENT or index == len(dialects) - 1:
                 break
         code = response.status_code
@@ -303,11 +302,9 @@ class GameballClient:
                     status=code,
                     detail=error.text,
                     hint=hint,
-                    **error.log_fields(),
+                    **log_fields(error),
                 )
-        ok = hint is None
-        self._health.credentials_ok = ok
-        return ok
+        self._health.credentials_ok = hint is None
 
     async def _call(
         self,

@@ -6,7 +6,7 @@ Gameball publishes job status and stop in two dialects (``shared/GAMEBALL-API.md
 * ``batches``, the OpenAPI's: ``GET /api/{v}/integrations/batches/{id}/status`` and
   ``POST /api/{v}/integrations/batches/{id}/stop``.
 
-Submissions are the same in both: ``POST /api/{v}/integrations/batch/{operation}``.
+Submissions are the same in both: ``POST /api/{v}/integrations/batch/customers``.
 
 What a non-2xx answer means is :mod:`service.gameball.answers`'s.
 """
@@ -63,6 +63,6 @@ def customer_path(version: str, customer_id: str, tail: str = "") -> str:
     return f"{integrations(version)}/customers/{quote(customer_id, safe='')}{tail}"
 
 
-def submit_path(version: str, operation: str = "customers") -> str:
-    """``POST`` here creates a job of ``operation`` (``customers``, ``orders``, ...)."""
-    return f"{integrations(version)}/batch/{operation}"
+def submit_path(version: str) -> str:
+    """``POST`` here creates a batch job of customers."""
+    return f"{integrations(version)}/batch/customers"

@@ -65,20 +65,14 @@ the configuration stays and the seed restarts).
 Layout: :mod:`.config` (what it does), :mod:`.state` (jobs on a clock, the
 applied log, counters), :mod:`.limits` (the key's rate limits), :mod:`.app`
 (the HTTP endpoints), :mod:`.gate` (the fast validation of a batch), :mod:`.profiles`
-(tags and read-back), :mod:`.switches` (the switches and the banner of ``customer-sync
-simulate``), :mod:`.runner` (``main``; ``serve`` to run it on a loop; :class:`RunningSimulator`
-for tests and the demo; the benchmark runs ``customer-sync simulate`` as a process of its own
-and uses the controls).
+(tags and read-back), :mod:`.runner` (the HTTP server: :class:`RunningSimulator` on a
+thread for tests and the demo), :mod:`.cli` (``customer-sync simulate``: its switches, banner
+and ``main``; the benchmark runs it as a process of its own and uses the controls).
 """
 
 from service.gameball.simulator.app import create_app
 from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
-from service.gameball.simulator.runner import (
-    RunningSimulator,
-    add_simulate_arguments,
-    config_from_args,
-    serve,
-)
+from service.gameball.simulator.runner import RunningSimulator
 from service.gameball.simulator.state import (
     AppliedRecord,
     Job,
@@ -94,8 +88,5 @@ __all__ = [
     "RunningSimulator",
     "SimulatorConfig",
     "SimulatorState",
-    "add_simulate_arguments",
-    "config_from_args",
     "create_app",
-    "serve",
 ]

@@ -1,11 +1,9 @@
-"""Running the simulator: ``serve`` for the CLI, :class:`RunningSimulator` for tests and demo.
-
-Its switches and banner are :mod:`.switches`'s (re-exported here).
+"""Running the simulator's HTTP server: :class:`RunningSimulator` on a thread for tests and
+the demo, :func:`serve_forever` for ``customer-sync simulate`` (whose command line is :mod:`.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import socket
@@ -16,28 +14,9 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
-from service.errors import ConfigError
 from service.gameball.simulator.app import create_app
 from service.gameball.simulator.config import SimulatorConfig
 from service.gameball.simulator.state import SimulatorState
-from service.gameball.simulator.switches import (
-    SIMULATE_DESCRIPTION,
-    SIMULATE_EPILOG,
-    add_simulate_arguments,
-    banner,
-    config_from_args,
-)
-
-__all__ = [
-    "SIMULATE_DESCRIPTION",
-    "SIMULATE_EPILOG",
-    "RunningSimulator",
-    "add_simulate_arguments",
-    "banner",
-    "config_from_args",
-    "main",
-    "serve",
-]
 
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -66,20 +45,39 @@ def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
     )
 
 
-async def serve(config: SimulatorConfig, host: str, port: int) -> None:
-    """Serve until cancelled (or until SIGINT/SIGTERM when run on the main thread).
+def bind(host: str, port: int, backlog: int | None = None) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: the kernel picks), listening if given a backlog.
 
-    Cancellation asks uvicorn to shut down gracefully and waits for it, so the
-    port is free again when this returns.
+    Binding before the server starts makes a taken port an ``OSError`` at once and ``port=0``
+    known at once. IPPROTO_TCP is spelled out: asyncio only sets TCP_NODELAY on accepted
+    sockets whose proto says TCP, and without it every response waits ~40 ms for a delayed ACK.
     """
-    server = uvicorn.Server(_uvicorn_config(create_app(config), host, port))
-    task = asyncio.ensure_future(server.serve())
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        if backlog is not None:
+            sock.listen(backlog)
+    except OSError:
+        sock.close()
         raise
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve_forever(config: SimulatorConfig, sock: socket.socket) -> None:
+    """Serve on a bound socket until SIGINT or SIGTERM, then close it."""
+    host, port = sock.getsockname()[:2]
+    server = _FreezingServer(_uvicorn_config(create_app(config), host, port))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class _QuickServer(uvicorn.Server):
@@ -155,19 +153,9 @@ class RunningSimulator:
         self._error: BaseException | None = None
 
     def __enter__(self) -> RunningSimulator:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP spelled out: asyncio only sets TCP_NODELAY on accepted sockets whose
-        # proto says TCP, and without it every response waits ~40 ms for a delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        self.base_url = f"http://{host}:{self.port}"
+        self.base_url = base_url(self.host, self.port)
         server = _QuickServer(_uvicorn_config(self.app, self.host, self.port))
         self._server = server
         self._thread = threading.Thread(
@@ -201,31 +189,3 @@ class RunningSimulator:
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT_SECONDS)
         self._server = self._thread = None
-
-
-def main(args: argparse.Namespace) -> int:
-    """``customer-sync simulate``: bind first (a taken port is one sentence), then serve."""
-    config = config_from_args(args)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((args.host, args.port))
-        # Listening before the banner makes it a readiness signal: a client that reads
-        # "listening on" may connect at once (queued until uvicorn's loop accepts it), so
-        # a supervisor such as the benchmark waits for that line, not for a poll to succeed.
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"simulate: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
-            "choose another --port or --host"
-        ) from None
-    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    print(banner(config, f"http://{host}:{sock.getsockname()[1]}"), flush=True)
-    server = _FreezingServer(_uvicorn_config(create_app(config), args.host, args.port))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-    return 0

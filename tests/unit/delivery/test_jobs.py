@@ -14,6 +14,7 @@ from service.delivery.polling import PollSchedule
 from service.delivery.records import PendingRecord
 from service.gameball.budget import RequestBudget, Window
 from service.gameball.client import GameballClient, RetryPolicy
+from service.gameball.dialects import Endpoint
 from service.gameball.models import JobState, JobStatus, result_customer
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.health import Health
@@ -48,7 +49,7 @@ def tracker_for(
     budget: RequestBudget | None = None,
 ) -> JobTracker:
     client = GameballClient(
-        simulator.base_url,
+        Endpoint(simulator.base_url),
         SecretStr("demo-api-key"),
         SecretStr("demo-secret-key"),
         metrics=metrics,

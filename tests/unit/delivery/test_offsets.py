@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from service.delivery.offsets import Mark, OffsetTracker, TopicPartition
+from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 
 TP = ("t", 0)
@@ -18,7 +18,7 @@ def record(offset: int, generation: int) -> PendingRecord:
     return PendingRecord(*TP, offset, 0, None, b"{}", "c", b"{}", generation=generation)
 
 
-def marks(tracker: OffsetTracker) -> dict[TopicPartition, int]:
+def marks(tracker: OffsetTracker) -> dict[PartitionKey, int]:
     """The offsets a commit would commit now."""
     return {tp: window.offset for tp, window in tracker.commit_candidates().items()}
 
@@ -315,7 +315,7 @@ def test_a_batch_is_deliverable_only_while_every_partition_and_generation_is_cur
     tracker.assign(one)
     tracker.assign(two)
 
-    def record(tp: TopicPartition, offset: int) -> PendingRecord:
+    def record(tp: PartitionKey, offset: int) -> PendingRecord:
         generation = tracker.track(tp, offset)
         return PendingRecord(
             tp[0], tp[1], offset, 0, None, b"{}", f"c{offset}", b"{}", 0, 0, 0.0, generation

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import orjson
 
 from service.config import load_settings
-from service.delivery.jobs import Verdicts
 from service.delivery.pipeline import Pipeline
+from service.delivery.verdicts import Verdicts
 from service.labels import FlushReason
 
 TP = ("t", 0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from service.delivery.jobs import Verdicts
 from service.delivery.records import PendingRecord
 from service.delivery.tags import TagSender
+from service.delivery.verdicts import Verdicts
 from service.errors import SubmissionWithdrawn, TagsRejected
 from service.gameball.client import GameballClient
 from service.labels import DeadLetterReason

@@ -15,43 +15,10 @@ from service.config import load_settings
 from service.delivery.ledger import encode
 from service.delivery.offsets import Mark
 from service.delivery.pipeline import Pipeline
-from service.delivery.records import PendingRecord
-from service.delivery.takeover import judge
-from service.gameball.models import JobState, JobStatus
+from service.gameball.models import JobState
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.labels import DeadLetterReason
 from tests.helpers import eventually
 from tests.unit.delivery.test_pipeline_rebalance import ENV, TP, Msg
-
-
-def record(customer: str, offset: int) -> PendingRecord:
-    payload = orjson.dumps({"customerId": customer})
-    return PendingRecord("t", 0, offset, 0, None, payload, customer, payload)
-
-
-def status(state: str, successful: list[str], failed: list[str]) -> JobStatus:
-    return JobStatus.model_validate(
-        {
-            "status": state,
-            "response": {
-                "successful": [{"customerId": c} for c in successful],
-                "failed": [{"customerId": c, "error": "Invalid email address"} for c in failed],
-            },
-        }
-    )
-
-
-def test_an_inherited_jobs_status_settles_rejects_or_gives_back_each_record() -> None:
-    a, b, c = record("a", 1), record("b", 2), record("c", 3)
-    done = judge("job-1", status("completed", ["a"], ["b"]), [a, b, c])
-    assert (done.succeeded, [r.record for r in done.rejected], done.resubmit) == ([a], [b], [c])
-    assert done.rejected[0].reason is DeadLetterReason.RECORD_REJECTED
-    assert done.rejected[0].job_id == "job-1"
-    # A stopped or failed job's "failed" entries say nothing about the records: redone.
-    stopped = judge("job-1", status("stopped", ["a"], ["b"]), [a, b, c])
-    assert (stopped.succeeded, stopped.rejected, stopped.resubmit) == ([a], [], [b, c])
-    # Vanished, or not terminal in time: everything is redone.
-    assert judge("job-1", None, [a, b]).resubmit == [a, b]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from service.errors import BatchRejected, JobNotFound
 from service.gameball.budget import RequestBudget, Window
 from service.gameball.client import GameballClient, RetryPolicy
+from service.gameball.dialects import Endpoint
 from service.gameball.models import JobState
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.health import Health
@@ -32,7 +33,7 @@ def client_for(
     secret: str = "demo-secret-key",
 ) -> GameballClient:
     return GameballClient(
-        simulator.base_url,
+        Endpoint(simulator.base_url),
         SecretStr(key),
         SecretStr(secret),
         metrics=metrics or Metrics(),
@@ -127,7 +128,7 @@ async def test_rejected_credentials_mark_unready_and_wait_for_a_fix(
     health = Health()
     client = client_for(simulator, health=health, secret="wrong-secret")
     try:
-        assert await client.verify_credentials() is False
+        await client.verify_credentials()
         assert health.credentials_ok is False
         submit = asyncio.create_task(client.submit(BODY))
         await asyncio.sleep(0.3)  # several slow retries happen meanwhile
@@ -154,7 +155,7 @@ async def test_errors_never_carry_the_secret(simulator: RunningSimulator) -> Non
 async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
     health = Health()
     client = GameballClient(
-        f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        Endpoint(f"http://127.0.0.1:{free_port()}"),  # nothing listens there
         SecretStr("k"),
         SecretStr("s"),
         metrics=Metrics(),
@@ -162,7 +163,7 @@ async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
         retry=FAST,
     )
     try:
-        assert await client.verify_credentials() is False
+        await client.verify_credentials()
         assert health.credentials_ok is None  # unknown, not rejected
     finally:
         await client.aclose()
@@ -181,7 +182,7 @@ async def test_a_budget_that_overestimates_the_key_learns_from_429s_instead_of_h
     budget.set_share(1.0)
     with RunningSimulator(config) as simulator:
         client = GameballClient(
-            simulator.base_url,
+            Endpoint(simulator.base_url),
             SecretStr("demo-api-key"),
             SecretStr("demo-secret-key"),
             metrics=metrics,

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import gc
 import re
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,12 +25,10 @@ from service.gameball.simulator import (
     RunningSimulator,
     SimulatorConfig,
     SimulatorState,
-    add_simulate_arguments,
-    config_from_args,
-    serve,
 )
 from service.gameball.simulator import runner as simulator_server
 from service.gameball.simulator.app import create_app
+from service.gameball.simulator.cli import add_arguments, config_from_args
 from tests.helpers import wait_for
 
 KEYS = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
@@ -539,7 +536,7 @@ def test_the_simulate_server_freezes_what_survived_once_a_second() -> None:
 
 def test_cli_switches_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
-    add_simulate_arguments(parser)
+    add_arguments(parser)
     defaults = parser.parse_args([])
     assert (defaults.host, defaults.port) == ("127.0.0.1", 8090)
     assert config_from_args(defaults) == SimulatorConfig()
@@ -575,29 +572,6 @@ def test_cli_switches_map_onto_the_config() -> None:
     )
     with pytest.raises(ConfigError, match="record_failure_rate"):
         config_from_args(parser.parse_args(["--record-failure-rate=1.5"]))
-
-
-async def test_serve_runs_until_cancelled() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    task = asyncio.create_task(serve(SimulatorConfig(), "127.0.0.1", port))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=KEYS) as client:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                response = await client.post(CREATE, json={"body": customers(1)})
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "serve() never listened"
-                await asyncio.sleep(0.01)
-        assert response.status_code == 200
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    with socket.socket() as again:
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        again.bind(("127.0.0.1", port))  # the port was released
 
 
 def test_running_simulator_reports_its_real_port_and_stops() -> None:

@@ -12,11 +12,9 @@ from service.gameball.simulator import (
     DOCUMENTED_LIMITS,
     RunningSimulator,
     SimulatorConfig,
-    add_simulate_arguments,
-    config_from_args,
 )
+from service.gameball.simulator.cli import add_arguments, banner, config_from_args
 from service.gameball.simulator.limits import KeyLimits
-from service.gameball.simulator.runner import banner
 
 KEYS = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
 STATUS = "/api/v4.0/integrations/batch/nope"  # 404: a request all the same
@@ -104,7 +102,7 @@ def test_limits_can_be_switched_at_run_time_and_are_checked() -> None:
 
 def test_the_cli_switch_enforces_the_documented_limits() -> None:
     parser = argparse.ArgumentParser()
-    add_simulate_arguments(parser)
+    add_arguments(parser)
     assert not config_from_args(parser.parse_args([])).limited
     documented = config_from_args(parser.parse_args(["--documented-limits"]))
     assert (

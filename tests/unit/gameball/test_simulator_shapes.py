@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
-from service.gameball.simulator.runner import banner
+from service.gameball.simulator.cli import banner
 
 KEYS = {"APIKey": "demo-api-key", "SecretKey": "demo-secret-key"}
 CREATE = "/api/v4.0/integrations/batch/customers"

@@ -1,4 +1,8 @@
-"""``customer-sync simulate``'s switches, its help text and the banner it prints."""
+"""``customer-sync simulate``: its switches, its help text, the banner it prints, and ``main``.
+
+The server itself is :mod:`.runner`'s; this module only turns a command line into a
+:class:`SimulatorConfig` and a bound socket, and says what it did in one banner.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,31 @@ from typing import Any
 
 from service.errors import ConfigError
 from service.gameball.customer import SHAPES
+from service.gameball.simulator import runner
 from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
 
+LISTEN_BACKLOG = 2048
 
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+
+def main(args: argparse.Namespace) -> int:
+    """Bind first (a taken port is one sentence), print the banner, then serve until Ctrl-C."""
+    config = config_from_args(args)
+    try:
+        # Listening before the banner makes it a readiness signal: a client that reads
+        # "listening on" may connect at once (queued until uvicorn's loop accepts it), so
+        # a supervisor such as the benchmark waits for that line, not for a poll to succeed.
+        sock = runner.bind(args.host, args.port, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise ConfigError(
+            f"simulate: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+            "choose another --port or --host"
+        ) from None
+    print(banner(config, runner.base_url(args.host, sock.getsockname()[1])), flush=True)
+    runner.serve_forever(config, sock)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``customer-sync simulate`` switches; defaults are :class:`SimulatorConfig`'s."""
     d = SimulatorConfig()
     add = parser.add_argument
@@ -179,7 +204,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         raise ConfigError(f"simulate: {exc}") from exc
 
 
-SIMULATE_DESCRIPTION = """\
+DESCRIPTION = """\
 A local stand-in for the Gameball Batch Customer API: the same paths (v4.0 and
 v4.1; job status and stop in either published dialect, --job-api), the
 APIKey/SecretKey headers, the 1,000-record limit and the queued -> running ->
@@ -189,7 +214,7 @@ GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset. --documented
 past Gameball's documented rate limits, as the real API does.
 """
 
-SIMULATE_EPILOG = """\
+EPILOG = """\
 examples:
   customer-sync simulate                                  # a well-behaved API on :8090
   customer-sync simulate --job-duration 2 --record-failure-rate 0.05
