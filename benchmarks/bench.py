@@ -61,7 +61,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import rebalance
 from benchmarks.simulator import SimulatorProcess
-from service.delivery.consumer import committed_offsets
+from service.delivery.broker_retry import committed_offsets
 from service.gameball.simulator import DOCUMENTED_LIMITS
 from service.tools.embedded_broker import EmbeddedBroker, free_port
 from service.tools.samples import change_event, generate
@@ -149,9 +149,10 @@ def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]]) -
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
-    producer.flush(120)
-    if errors:
-        raise RuntimeError(f"{len(errors)} produce errors, first: {errors[0]}")
+    left = producer.flush(120)
+    if errors or left:
+        first = errors[0] if errors else "no answer"
+        raise RuntimeError(f"{len(errors) + left} record(s) not acknowledged, first: {first}")
     return per_partition
 
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka import KafkaException
 
 from service.errors import KafkaError
 
@@ -62,8 +62,25 @@ NEVER_TRANSIENT = frozenset(
 )
 """Unknown topics fail at once, whatever librdkafka's ``retriable()`` says of them."""
 
+NO_ANSWER = frozenset(
+    {RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TIMED_OUT}
+)
 RETRY_FIRST_SECONDS = 0.05
 RETRY_MAX_SECONDS = 0.5
+
+
+class BrokerCallFailed(KafkaError):
+    """A broker call that failed: at once (``transient`` false) or at its deadline.
+
+    ``name`` and ``reason`` are librdkafka's (``NOT_LEADER_FOR_PARTITION``, "Broker: Not
+    leader for partition"), for a tool that words the sentence its own way.
+    """
+
+    def __init__(self, message: str, *, name: str, reason: str, transient: bool) -> None:
+        super().__init__(message)
+        self.name = name
+        self.reason = reason
+        self.transient = transient
 
 
 def is_transient(error: object) -> bool:
@@ -86,10 +103,10 @@ def with_broker_retry(call: Callable[[float], T], *, what: str, timeout: float) 
     """``call(seconds_left)``, asked again while it raises a transient ``KafkaException``.
 
     Each attempt is given the time left, so the whole never takes much more than ``timeout``;
-    the pause between attempts grows from 50 ms to 0.5 s. Raises
-    :class:`~service.errors.KafkaError`, one sentence starting with ``what`` (say
-    "reading the end of orders[2]"), at once for an answer that is not transient, and once
-    ``timeout`` is spent for one that is. Other exceptions pass through.
+    the pause between attempts grows from 50 ms to 0.5 s. Raises :class:`BrokerCallFailed`,
+    one sentence starting with ``what`` (say "reading the end of orders[2]"), at once for an
+    answer that is not transient, and once ``timeout`` is spent for one that is. Other
+    exceptions pass through.
     """
     deadline = time.monotonic() + timeout
     pause = RETRY_FIRST_SECONDS
@@ -100,17 +117,45 @@ def with_broker_retry(call: Callable[[float], T], *, what: str, timeout: float) 
             error = exc.args[0] if exc.args else None
             name, reason = _describe(error)
             if not is_transient(error):
-                raise KafkaError(f"{what} failed: {reason} ({name})") from exc
+                raise BrokerCallFailed(
+                    f"{what} failed: {reason} ({name})", name=name, reason=reason, transient=False
+                ) from exc
             left = deadline - time.monotonic()
             if left <= 0:
-                raise KafkaError(
-                    f"{what} failed: the brokers still answered {name} ({reason}) after "
-                    f"{timeout:g} s of asking again; they are starting, electing a leader or "
-                    "moving a coordinator, or out of reach: try again, or run "
-                    "`customer-sync check`"
+                code = error.code() if isinstance(error, RdKafkaError) else None
+                problem = (
+                    f"no answer from the brokers within {timeout:g} s ({reason})"
+                    if code in NO_ANSWER
+                    else f"the brokers still answered {name} ({reason}) after {timeout:g} s"
+                )
+                raise BrokerCallFailed(
+                    f"{what} failed: {problem}", name=name, reason=reason, transient=True
                 ) from exc
         time.sleep(min(pause, left))
         pause = min(pause * 2, RETRY_MAX_SECONDS)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """A partition's low and high watermarks, asked of its leader (not the client's cache)."""
+
+    def ask(left: float) -> tuple[int, int]:
+        low, high = consumer.get_watermark_offsets(partition, timeout=left, cached=False)
+        return int(low), int(high)
+
+    where = f"{partition.topic}[{partition.partition}]"
+    return with_broker_retry(ask, what=f"reading the end of {where}", timeout=timeout)
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float
+) -> list[TopicPartition]:
+    """The committed offsets of ``consumer``'s group (it need not join it)."""
+
+    def ask(left: float) -> list[TopicPartition]:
+        found: list[TopicPartition] = consumer.committed(partitions, timeout=left)
+        return found
+
+    return with_broker_retry(ask, what="reading the committed offsets", timeout=timeout)
 
 
 def _describe(error: object) -> tuple[str, str]:

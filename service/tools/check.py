@@ -4,8 +4,10 @@ Meant as the Kubernetes init container (same image, same environment as the
 service): it fails the pod early, with a sentence an operator can act on,
 instead of letting ``run`` start and retry forever. librdkafka retries an
 unreachable broker forever by design, which is right for the service and
-wrong for a preflight, so every network call here has a short deadline and
-is made exactly once.
+wrong for a preflight, so every network call here has a short deadline
+(``--timeout``): what a broker answers while it starts, elects a leader or
+loads a coordinator is asked again within it, never beyond
+(:mod:`service.delivery.broker_retry`), and a missing topic fails at once.
 
 What fails the check (exit 1): the configuration, the field-mapping file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
@@ -22,15 +24,22 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not re-exported
 
 from service.config import Settings, load_settings
-from service.delivery.consumer import committed_offsets
+from service.delivery.broker_retry import (
+    BrokerCallFailed,
+    ask_again_if_transient,
+    committed_offsets,
+    is_transient,
+    watermarks,
+    with_broker_retry,
+)
 from service.delivery.decoding import Decoder
 from service.delivery.mapping import FieldMapping, layout, load_field_mapping
-from service.errors import ConfigError
+from service.errors import ConfigError, KafkaError
 from service.tools.check_api import check_api
 from service.tools.check_results import FAIL, INFO, OK, WARN, Result
 from service.tools.sampling import SAMPLE, Sample, newest
@@ -71,23 +80,40 @@ def create_topic_hint(settings: Settings, topic: str) -> str:
     )
 
 
+def _topics(settings: Settings) -> list[str]:
+    return [*settings.kafka_source_topics, settings.kafka_dlq_topic]
+
+
 def check_broker(settings: Settings, timeout: float) -> tuple[Result, ClusterMetadata | None]:
+    """Cluster metadata, asked again while a configured topic has no leader yet, within
+    ``timeout``: then the last answer stands and :func:`check_topics` says what is wrong."""
     admin = AdminClient(admin_config(settings))
+    last: ClusterMetadata | None = None
+
+    def lookup(left: float) -> ClusterMetadata:
+        nonlocal last
+        last = admin.list_topics(timeout=left)
+        for topic in _topics(settings):
+            found = last.topics.get(topic)
+            if found is not None:
+                ask_again_if_transient(found.error)
+        return last
+
     try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        error = exc.args[0]
-        reason = error.str() if hasattr(error, "str") else str(error)
-        return (
-            Result(
-                FAIL,
-                "brokers",
-                f"no answer from {settings.kafka_bootstrap_servers} within {timeout:g} s "
-                f"({reason}); check KAFKA_BOOTSTRAP_SERVERS, the network path and the "
-                "KAFKA_CLIENT_SECURITY_* / SASL settings",
-            ),
-            None,
-        )
+        metadata = with_broker_retry(lookup, what="asking for metadata", timeout=timeout)
+    except BrokerCallFailed as exc:
+        if last is None:
+            return (
+                Result(
+                    FAIL,
+                    "brokers",
+                    f"no answer from {settings.kafka_bootstrap_servers} within {timeout:g} s "
+                    f"({exc.reason}); check KAFKA_BOOTSTRAP_SERVERS, the network path and the "
+                    "KAFKA_CLIENT_SECURITY_* / SASL settings",
+                ),
+                None,
+            )
+        metadata = last
     return (
         Result(
             OK,
@@ -104,7 +130,16 @@ def check_topics(settings: Settings, metadata: ClusterMetadata) -> list[Result]:
     wanted.append((settings.kafka_dlq_topic, "dead-letter topic"))
     for topic, role in wanted:
         found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
+        if found is not None and found.error is not None and is_transient(found.error):
+            results.append(
+                Result(
+                    FAIL,
+                    f"{role} {topic}",
+                    f"exists but is not served yet ({found.error.name()}: a leader is being "
+                    "elected); check again in a minute, or the brokers' logs if it stays",
+                )
+            )
+        elif found is None or found.error is not None:
             results.append(
                 Result(
                     FAIL,
@@ -135,19 +170,16 @@ def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> 
     }
     consumer = Consumer(config)  # never subscribes: it does not join the group
     try:
-        committed = committed_offsets(consumer, parts, timeout)
         lag, unstarted = 0, 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=timeout
-            )
+        for tp in committed_offsets(consumer, parts, timeout):
+            low, high = watermarks(consumer, TopicPartition(tp.topic, tp.partition), timeout)
             if tp.offset < 0:
                 unstarted += 1
                 lag += max(0, high - low)
             else:
                 lag += max(0, high - tp.offset)
-    except KafkaException as exc:
-        return Result(INFO, name, f"lag unknown ({exc.args[0]}); not a failure")
+    except KafkaError as exc:
+        return Result(INFO, name, f"lag unknown ({exc}); not a failure")
     finally:
         consumer.close()
     note = (
@@ -180,7 +212,12 @@ def check_records(
         if found is None or found.error is not None:
             continue
         sample = Sample()
-        for value in newest(config, topic, sorted(found.partitions), timeout):
+        try:
+            values = newest(config, topic, sorted(found.partitions), timeout)
+        except KafkaError as exc:
+            results.append(Result(WARN, f"records of {topic}", f"not looked at: {exc}"))
+            continue
+        for value in values:
             sample.add(value, decoder)
         results.extend(describe_sample(f"records of {topic}", sample))
     return results

@@ -44,11 +44,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from service.config import Settings
-from service.delivery.consumer import committed_offsets
+from service.delivery.broker_retry import (
+    BrokerCallFailed,
+    ask_again_if_transient,
+    committed_offsets,
+    watermarks,
+    with_broker_retry,
+)
 from service.errors import KafkaError
 from service.labels import DeadLetterReason
 from service.tools.check import admin_config
@@ -204,19 +211,27 @@ class Reader:
             "auto.offset.reset": "earliest",
         }
         self._consumer = Consumer(config)
-        try:
-            self._assign(self._consumer)
-        except KafkaException as exc:
-            raise KafkaError(
-                f"no answer from {self.settings.kafka_bootstrap_servers} within "
-                f"{self.timeout:g} s ({exc.args[0]}); "
-                "run `customer-sync check` to see what is wrong"
-            ) from None
+        self._assign(self._consumer)
 
     def _assign(self, consumer: Consumer) -> None:
+        """Every partition from its start; raises :class:`KafkaError`, one sentence, when the
+        brokers cannot answer within ``timeout`` (transient answers are asked again)."""
         topic = self.settings.kafka_dlq_topic
-        metadata = consumer.list_topics(topic, timeout=self.timeout)
-        found = metadata.topics.get(topic)
+
+        def lookup(left: float) -> Any:
+            found = consumer.list_topics(topic, timeout=left).topics.get(topic)
+            if found is not None:
+                ask_again_if_transient(found.error)
+            return found
+
+        try:
+            found = with_broker_retry(lookup, what=f"looking up {topic}", timeout=self.timeout)
+        except BrokerCallFailed as exc:
+            raise KafkaError(
+                f"no answer from {self.settings.kafka_bootstrap_servers} within "
+                f"{self.timeout:g} s ({exc.reason}); "
+                "run `customer-sync check` to see what is wrong"
+            ) from None
         if found is None or found.error is not None or not found.partitions:
             raise KafkaError(
                 f"the dead-letter topic {topic!r} does not exist (KAFKA_DLQ_TOPIC); "
@@ -230,7 +245,7 @@ class Reader:
                     starts[tp.partition] = tp.offset
         assign = []
         for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout)
+            low, high = watermarks(consumer, tp, self.timeout)
             start = starts[tp.partition]
             start = low if start == OFFSET_BEGINNING else max(start, low)
             self.partitions[tp.partition] = _Partition(start, high, start)
@@ -306,12 +321,17 @@ class Reader:
         """Record the position of every partition in the reader's group (synchronous)."""
         topic = self.settings.kafka_dlq_topic
         offsets = [TopicPartition(topic, p, part.position) for p, part in self.partitions.items()]
+        consumer = self._require()
         try:
-            results = self._require().commit(offsets=offsets, asynchronous=False) or []
-        except KafkaException as exc:
+            # The same offsets again after a transient answer (a loading coordinator): idempotent.
+            results = with_broker_retry(
+                lambda _left: consumer.commit(offsets=offsets, asynchronous=False) or [],
+                what="recording the replay position",
+                timeout=self.timeout,
+            )
+        except KafkaError as exc:
             raise KafkaError(
-                f"could not record the replay position ({exc.args[0]}); the records are "
-                "replayed (acknowledged): a new run would replay them again"
+                f"{exc}; the records are replayed (acknowledged): a new run would replay them again"
             ) from None
         failed = [r for r in results if r.error]
         if failed:

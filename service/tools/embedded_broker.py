@@ -13,11 +13,14 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from service.delivery.broker_retry import with_broker_retry
 from service.errors import CustomerSyncError
 
 MISSING = (
@@ -31,6 +34,50 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def create_topics(
+    admin: AdminClient,
+    names: Mapping[str, int],
+    timeout: float,
+    *,
+    replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
+) -> None:
+    """Create topics ({name: partitions}); existing ones are left alone.
+
+    A broker that has just started may answer a transient error first (no controller yet, a
+    timeout): asked again within ``timeout``, where an attempt that did create a topic makes
+    the next one answer TOPIC_ALREADY_EXISTS, which is success. Then one sentence
+    (:class:`~service.delivery.broker_retry.BrokerCallFailed`).
+    """
+
+    def create(left: float) -> None:
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=dict(config or {}),
+                )
+                for name, partitions in names.items()
+            ],
+            operation_timeout=left,
+            request_timeout=left,
+        )
+        for future in futures.values():
+            try:
+                future.result(timeout=left + 5)
+            except KafkaException as exc:
+                if not _already_exists(exc.args[0]):
+                    raise
+
+    with_broker_retry(create, what=f"creating the topics {sorted(names)}", timeout=timeout)
+
+
+def _already_exists(error: object) -> bool:
+    return isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
 
 
 class EmbeddedBroker:
@@ -86,16 +133,7 @@ class EmbeddedBroker:
 
     def create_topics(self, names: dict[str, int], timeout: float = 10.0) -> None:
         """Create topics with the given partition counts (existing ones are left alone)."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        futures = admin.create_topics(
-            [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in names.items()]
-        )
-        for name, future in futures.items():
-            try:
-                future.result(timeout=timeout)
-            except Exception as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+        create_topics(AdminClient({"bootstrap.servers": self.bootstrap}), names, timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -7,12 +7,13 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.config import Settings, load_settings
+from service.delivery.broker_retry import ask_again_if_transient, with_broker_retry
 from service.errors import KafkaError
 from service.tools.check import admin_config
 from service.tools.dlq import (
@@ -163,11 +164,16 @@ class _Topics:
 
     def partitions(self, topic: str) -> int:
         if topic not in self._partitions:
-            try:
-                metadata = self._admin.list_topics(timeout=self._timeout)
-            except KafkaException as exc:
-                raise KafkaError(f"could not look up the topic {topic!r}: {exc.args[0]}") from None
-            found = metadata.topics.get(topic)
+
+            def lookup(left: float) -> Any:
+                found = self._admin.list_topics(timeout=left).topics.get(topic)
+                if found is not None:
+                    ask_again_if_transient(found.error)  # created a moment ago
+                return found
+
+            found = with_broker_retry(
+                lookup, what=f"looking up the topic {topic!r}", timeout=self._timeout
+            )
             ok = found is not None and found.error is None
             self._partitions[topic] = len(found.partitions) if ok and found else 0
         return self._partitions[topic]

@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from service import errors
+from service.delivery.broker_retry import watermarks
 from service.delivery.debezium import UNAVAILABLE_VALUE
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
 
@@ -92,7 +94,11 @@ def _row_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def newest(config: dict[str, Any], topic: str, partitions: list[int], timeout: float) -> list[Any]:
-    """Up to :data:`SAMPLE` of the newest values of ``topic``, read without a group's commit."""
+    """Up to :data:`SAMPLE` of the newest values of ``topic``, read without a group's commit.
+
+    Raises :class:`~service.errors.KafkaError` when the brokers cannot say where the
+    partitions end within ``timeout`` (a transient answer is asked again until then).
+    """
     consumer = Consumer({**config, "enable.auto.commit": False, "enable.partition.eof": True})
     values: list[Any] = []
     try:
@@ -100,9 +106,7 @@ def newest(config: dict[str, Any], topic: str, partitions: list[int], timeout: f
         starts: list[TopicPartition] = []
         remaining: set[int] = set()
         for partition in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
+            low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
             if high > low:
                 starts.append(TopicPartition(topic, partition, max(low, high - each)))
                 remaining.add(partition)
@@ -122,8 +126,8 @@ def newest(config: dict[str, Any], topic: str, partitions: list[int], timeout: f
                         remaining.discard(partition)
                 elif error.code() == KafkaError._PARTITION_EOF:
                     remaining.discard(partition)
-    except KafkaException:
-        return []  # the broker checks above say why
+    except KafkaException as exc:
+        raise errors.KafkaError(f"reading the newest records of {topic} failed: {exc}") from exc
     finally:
         consumer.close()
     return values

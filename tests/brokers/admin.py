@@ -1,6 +1,7 @@
 """Admin calls the tests make against a real broker: topics, coordinators, offsets.
 
-Every call retries what a starting or restarted broker answers meanwhile, within a deadline.
+Every call asks again while a starting or restarted broker gives a transient answer, within a
+deadline (``service.delivery.broker_retry``: the rule the tools follow too).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+
+from service.delivery.broker_retry import is_transient
+from service.tools import embedded_broker
 
 # librdkafka's own log lines (connection refused while a node starts, ...) go to Python logging,
 # where pytest keeps them with the test, instead of to the terminal.
@@ -48,29 +51,13 @@ def create_topics(
     ``served_by``: the addresses of every node that must know the topics before this returns
     (default: ``bootstrap``), so that a client of any of them finds them at once.
     """
-    admin = admin_client(bootstrap)
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=replication_factor,
-                config=dict(config or {}),
-            )
-            for name, partitions in names.items()
-        ],
-        operation_timeout=timeout,
-        request_timeout=timeout,
+    embedded_broker.create_topics(
+        admin_client(bootstrap),
+        names,
+        timeout,
+        replication_factor=replication_factor,
+        config=config,
     )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if not (
-                isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-            ):
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
     # Created means committed by the controller; each broker learns it a little later, on its
     # own: wait until every node in ``served_by`` serves every partition with a leader.
     deadline = time.monotonic() + timeout
@@ -106,13 +93,6 @@ def _serves(address: str, names: Mapping[str, int], deadline: float) -> bool:
     return True
 
 
-_COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
-
-
 def group_coordinator(bootstrap: str, group: str, timeout: float = 30.0) -> int:
     """The node id coordinating a consumer group, once it answers (an unknown group: DEAD).
 
@@ -131,6 +111,6 @@ def group_coordinator(bootstrap: str, group: str, timeout: float = 30.0) -> int:
         try:
             return int(future.result(timeout=remaining + 5).coordinator.id)
         except KafkaException as exc:
-            if exc.args[0].code() not in _COORDINATOR_MOVING or time.monotonic() > deadline:
+            if not is_transient(exc.args[0]) or time.monotonic() > deadline:
                 raise
         time.sleep(0.2)

@@ -49,6 +49,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from service.delivery.broker_retry import watermarks
 from tests.cdc.connect import runtime as connect_runtime
 from tests.cdc.postgres import PostgresCluster, free_port
 from tests.cdc.scenario import (
@@ -366,7 +367,8 @@ class Collector(threading.Thread):
         if not assigned:
             return False
         for topic, partition in assigned:
-            _, high = self.watermarks.get_watermark_offsets(TopicPartition(topic, partition), 5)
+            # The topics are Connect's and new: their leaders may not serve them yet.
+            _, high = watermarks(self.watermarks, TopicPartition(topic, partition), 20)
             if seen.get((topic, partition), -1) < high - 1:
                 return False
         return True

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from service.config import Settings, load_settings
 from service.delivery.pipeline import Pipeline
+from service.errors import CustomerSyncError
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.health import Health
 from service.http import build_server
@@ -72,6 +73,9 @@ def main() -> int:
                 pg.stop()
     except (KafkaUnavailable, ConnectUnavailable, PostgresError) as exc:
         console.print(f"[bold red]demo-cdc cannot start:[/] {exc}")
+        return 1
+    except CustomerSyncError as exc:  # a broker call still failing at its deadline: one sentence
+        console.print(f"[bold red]demo-cdc failed:[/] {exc}")
         return 1
 
 

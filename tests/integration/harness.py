@@ -21,7 +21,12 @@ from typing import Any, Literal, Protocol
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from service.delivery.consumer import committed_offsets
+from service.delivery.broker_retry import (
+    ask_again_if_transient,
+    committed_offsets,
+    watermarks,
+    with_broker_retry,
+)
 from service.tools.embedded_broker import free_port
 from service.tools.samples import Event
 
@@ -54,10 +59,23 @@ class Produced:
         return sum(self.per_partition.values())
 
 
-def produce(bootstrap: str, topic: str, events: Iterable[Event], *, partitions: int) -> Produced:
+def produce(
+    bootstrap: str, topic: str, events: Iterable[Event], *, partitions: int, timeout: float = 30
+) -> Produced:
+    """Produce and wait for every acknowledgement; fails in one sentence after ``timeout``.
+
+    librdkafka itself retries what a new topic or a moving leader answers, for as long as
+    ``message.timeout.ms``: that is the deadline here, and a record still unacknowledged after
+    it fails the call instead of going missing from ``Produced``.
+    """
     produced = Produced()
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "message.timeout.ms": int(timeout * 1000),
+        }
     )
     errors: list[str] = []
 
@@ -80,8 +98,13 @@ def produce(bootstrap: str, topic: str, events: Iterable[Event], *, partitions: 
                 topic, key=key, value=event.value, partition=part, on_delivery=delivered
             )
         producer.poll(0)
-    producer.flush(30)
-    assert not errors, errors
+    left = producer.flush(timeout + 5)
+    if errors or left:
+        first = errors[0] if errors else "no answer"
+        raise AssertionError(
+            f"producing to {topic}: {len(errors) + left} record(s) not acknowledged within "
+            f"{timeout:g} s (first: {first})"
+        )
     return produced
 
 
@@ -96,29 +119,35 @@ def committed_metadata(
 ) -> dict[int, tuple[int, str]]:
     """The group's committed offset and metadata (the service's ledger) per partition."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
     try:
-        offsets = committed_offsets(
-            consumer, [TopicPartition(topic, p) for p in range(partitions)], timeout=20
-        )
+        offsets = committed_offsets(consumer, parts, timeout=20)
     finally:
         consumer.close()
     return {tp.partition: (tp.offset, tp.metadata or "") for tp in offsets if tp.offset >= 0}
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's high watermark, from the broker (one past its last record)."""
+def end_offsets(bootstrap: str, topic: str, timeout: float = 20) -> dict[int, int]:
+    """Each partition's high watermark, from the broker (one past its last record).
+
+    Asked again while the broker answers what a topic created a moment ago gets (its leader
+    not yet serving: NOT_LEADER_FOR_PARTITION), within ``timeout`` per question; a topic that
+    does not exist fails at once.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("ends")})
+
+    def partitions(left: float) -> list[int]:
+        found = consumer.list_topics(topic, timeout=left).topics[topic]
+        ask_again_if_transient(found.error)
+        if found.error is not None:
+            raise AssertionError(f"the topic {topic} cannot be read: {found.error.str()}")
+        return sorted(found.partitions)
+
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for partition in metadata.partitions:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
-            )
-            ends[partition] = int(high)
+        found = with_broker_retry(partitions, what=f"looking up {topic}", timeout=timeout)
+        return {p: watermarks(consumer, TopicPartition(topic, p), timeout)[1] for p in found}
     finally:
         consumer.close()
-    return ends
 
 
 def fully_committed(bootstrap: str, group: str, topic: str) -> bool:

@@ -8,7 +8,12 @@ import pytest
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 
-from service.delivery.broker_retry import ask_again_if_transient, is_transient, with_broker_retry
+from service.delivery.broker_retry import (
+    BrokerCallFailed,
+    ask_again_if_transient,
+    is_transient,
+    with_broker_retry,
+)
 from service.errors import KafkaError
 
 
@@ -63,17 +68,29 @@ def test_each_attempt_is_given_the_time_left() -> None:
 def test_a_transient_answer_past_the_deadline_is_one_sentence() -> None:
     call = answers(RdKafkaError.NOT_LEADER_FOR_PARTITION, 1000)
     started = time.monotonic()
-    with pytest.raises(KafkaError) as caught:
+    with pytest.raises(BrokerCallFailed) as caught:
         with_broker_retry(call, what="reading the end of orders[2]", timeout=0.5)
     took = time.monotonic() - started
     message = str(caught.value)
     assert message.startswith("reading the end of orders[2] failed: ")
     assert "NOT_LEADER_FOR_PARTITION" in message
+    assert "the brokers still answered NOT_LEADER_FOR_PARTITION" in message
     assert "after 0.5 s" in message
     assert "\n" not in message
     assert 0.5 <= took < 1.5
     assert 3 <= len(call.calls) < 20  # paced, not a busy loop
     assert isinstance(caught.value.__cause__, KafkaException)
+    assert caught.value.transient
+    assert caught.value.name == "NOT_LEADER_FOR_PARTITION"
+
+
+def test_no_broker_in_reach_is_said_so() -> None:
+    call = answers(RdKafkaError._TRANSPORT, 1000)
+    with pytest.raises(BrokerCallFailed) as caught:
+        with_broker_retry(call, what="asking for metadata", timeout=0.3)
+    assert str(caught.value).startswith(
+        "asking for metadata failed: no answer from the brokers within 0.3 s ("
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,10 +104,13 @@ def test_a_transient_answer_past_the_deadline_is_one_sentence() -> None:
 def test_an_unknown_topic_fails_at_once_even_when_marked_retriable(code: int) -> None:
     call = answers(code, 5, retriable=True)
     started = time.monotonic()
-    with pytest.raises(KafkaError, match=r"^reading the end of ordres\[0\] failed: .*\(.*UNKNOWN"):
+    with pytest.raises(
+        BrokerCallFailed, match=r"^reading the end of ordres\[0\] failed: .*UNKNOWN"
+    ) as caught:
         with_broker_retry(call, what="reading the end of ordres[0]", timeout=30)
     assert len(call.calls) == 1
     assert time.monotonic() - started < 1
+    assert not caught.value.transient
 
 
 @pytest.mark.parametrize(
@@ -102,7 +122,7 @@ def test_an_unknown_topic_fails_at_once_even_when_marked_retriable(code: int) ->
 )
 def test_a_refusal_or_a_fatal_error_fails_at_once(error: RdKafkaError) -> None:
     call = Answers(error)
-    with pytest.raises(KafkaError, match=error.name()):
+    with pytest.raises(KafkaError, match=error.name()):  # a CustomerSyncError: one line
         with_broker_retry(call, what="x", timeout=30)
     assert len(call.calls) == 1
 
