@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +69,14 @@ def test_the_demo_steps_read_topics_created_a_moment_before_under_cpu_load(
         (marker,) = generate(1, 1, prefix="marker")
         produce(broker.bootstrap, setup.topics["marker"], [marker], partitions=1)
         chain.wait_for_marker(broker.bootstrap, [setup], alive=lambda: None, timeout=60)
+
+
+def test_a_topic_that_does_not_exist_fails_at_once_in_one_sentence(broker: KafkaNode) -> None:
+    typo = unique("fresh-typo")
+    started = time.monotonic()
+    with pytest.raises(AssertionError) as caught:
+        chain.records_on(broker.bootstrap, [typo])
+    assert time.monotonic() - started < 5  # not the 20 s a transient answer is given
+    assert str(caught.value) == (
+        f"the topic {typo} cannot be read: Broker: Unknown topic or partition"
+    )
