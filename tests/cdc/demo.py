@@ -109,6 +109,9 @@ def _settings(bootstrap: str, simulator: RunningSimulator, mapping: Path) -> Set
             "HTTP_PORT": str(free_port()),
             "BATCH_MAX_WAIT_SECONDS": "0.5",
             "SHUTDOWN_TIMEOUT_SECONDS": "10",
+            # Tags ride in the item, as in the end-to-end tier: the simulator's record of a
+            # customer is the item, and the per-customer tags call would leave them out of it.
+            "TAGS_SYNC": "item",
         }
     )
     return settings.model_copy(update={"kafka_client": {**settings.kafka_client, "log_level": "3"}})
@@ -203,8 +206,8 @@ def _comparison(
         table.add_column(column, overflow="fold")
     all_same = True
     for customer_id in SHOWN:
-        want = chain.as_received(rows.get(customer_id, {}))
-        got = latest.get(customer_id, {})
+        want = _flat(chain.as_received(chain.nested(rows.get(customer_id, {}))))
+        got = _flat(latest.get(customer_id, {}))
         for n, field in enumerate(sorted(set(want) | set(got))):
             same = want.get(field) == got.get(field)
             all_same &= same
@@ -217,13 +220,25 @@ def _comparison(
                 end_section=n == len(set(want) | set(got)) - 1,
             )
     console.print(table)
-    every = sum(1 for cid, row in rows.items() if latest.get(cid) == chain.as_received(row))
+    every = sum(
+        1 for cid, row in rows.items() if latest.get(cid) == chain.as_received(chain.nested(row))
+    )
     mark = "✓" if every == len(rows) else "✗"
     console.print(
         f"{mark} {every} of {len(rows)} surviving rows are, field for field, what the API holds "
         "(deleted and truncated rows keep their last change: the API has no delete)"
     )
     return all_same and every == len(rows)
+
+
+def _flat(item: dict[str, Any]) -> dict[str, Any]:
+    """The nested item's attributes as rows of their own (``customerAttributes.name``)."""
+    attributes = item.get("customerAttributes")
+    if not isinstance(attributes, dict):
+        return item
+    flat = {k: v for k, v in item.items() if k != "customerAttributes"}
+    flat.update({f"customerAttributes.{k}": v for k, v in attributes.items()})
+    return flat
 
 
 def _short(value: Any, limit: int = 48) -> str:
