@@ -51,6 +51,7 @@ def busy_cpus() -> Iterator[int]:
             spinner.wait()
 
 
+@pytest.mark.slow  # its busy loops would slow the other test worker: make test-slow
 def test_the_demo_steps_read_topics_created_a_moment_before_under_cpu_load(
     broker: KafkaNode, busy_cpus: int
 ) -> None:
