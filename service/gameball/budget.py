@@ -41,7 +41,11 @@ the limits from 429s:
   The rate itself does not change: paced inside the documented limits, a 429
   is a momentary bunching, or another application on the key, which the log
   line (``api_budget_paused``, at most once a minute) points to. A retried
-  request queues here again like any other.
+  request queues here again like any other. A slowdown on 429s (halving the
+  rate, recovering over 30 s) was measured and dropped: at the documented
+  limits neither meets a 429; against an API allowing 20/s a budget believing
+  57.6/s met 40 429s in 800 requests with the pause, 22 with the slowdown,
+  and delivered the same (14.6 and 14.9 requests/s).
 
 Why no library: aiolimiter (asyncio, a leaky bucket) has a rate fixed at
 construction and FIFO waiters; it would need priorities, a rate that changes
