@@ -106,8 +106,7 @@ class Metrics:
         )
         self.api_budget_rate = Gauge(
             PREFIX + "api_budget_requests_per_second",
-            "Requests per second this instance may send: its share of the key's limits, "
-            "slowed down after 429s",
+            "Requests per second this instance may send: its share of the key's limits",
             registry=r,
         )
         self.api_requests_per_job = Histogram(

@@ -4,67 +4,54 @@ Gameball limits each API key per resource, as a rate per second and a quota
 per 30 seconds (the batch endpoints fall under "Others": 30/s and 360 per
 30 s), and answers 429 past either, with no documented ``Retry-After``. The
 quota is the ceiling of this service: 12 requests a second sustained, for the
-whole consumer group. So the service budgets its requests instead of learning
-the limits from 429s. Why it is built the way it is:
+whole consumer group. So the service paces its requests instead of learning
+the limits from 429s:
 
-* **One token bucket, sized from every window.** A bucket of capacity ``c``
-  refilled at ``r`` per second lets through fewer than ``c + r·P`` requests in
-  any half-open interval of ``P`` seconds, wherever that interval starts. With
-  ``c + r·P = A + 1`` for a whole number ``A``, that is at most ``A``. So one
-  bucket with ``r = min over windows of (A + 1 - c) / P`` keeps inside every
-  window at once, and inside both readings of a window: the documentation does
-  not say whether the API counts in fixed windows or sliding ones, and a fixed
-  window is just one of the intervals a sliding one checks. At the documented
-  limits the quota (12/s) binds long before the rate (30/s); the rate window
-  still bounds the burst.
-* **Paced from the first request.** The burst ``c`` is a quarter of a second
-  of the sustained rate (at least one request) and a new budget starts with a
-  single token: a fresh instance paces at ~11.5 requests/s from its start
-  instead of spending a window's quota in its first seconds, which a fixed
-  30-second window would accept and a sliding one would punish for the next 30.
-* **Headroom.** Each window's allowance ``A`` is the instance's part of it,
-  less one second (:data:`JITTER_SECONDS`; a tenth of a window shorter than
-  10 s) of its sustained rate, rounded down: 12 of the quota's 360 at the
-  documented limits. The bucket paces
-  when requests are *sent*; the API counts when they *arrive*, and a request
-  held up on the way (the network, a server or a client pausing) lands later
-  than it was paced for, next to its successors. The benchmark showed it:
-  its simulator, pausing 0.4-0.7 s at a time for garbage collection, stamped
-  evenly sent requests together, and 2 % of headroom (~7 requests) met two
-  429s in eight runs.
+* **One paced rate.** The tightest sustained rate of the configured windows
+  (``requests / seconds``: the quota's 12/s at the documented limits, not the
+  30/s rate), less :data:`HEADROOM`, times this instance's share. The budget
+  paces when requests are *sent*; the API counts when they *arrive*, and a
+  request held up on its way (the network, a pause of either side) lands
+  next to its successors. The headroom (4 %: 14 of the quota's 360, about a
+  second of the rate) absorbs that; the benchmark's simulator, pausing
+  0.4-0.7 s at a time for garbage collection, met 429s with 2 %.
+* **A small burst.** Up to :data:`BURST_SECONDS` of the rate may go at once
+  (at least one request), and never more than every window has room for on
+  top of the paced rate, so the bucket stays inside each window, fixed or
+  sliding (the documentation does not say). A new budget starts with one
+  token: a fresh instance paces from its first request instead of spending a
+  window's quota in its first seconds.
 * **The group's budget without coordination.** Every instance spends the
-  share of the key's limits proportional to the source partitions it owns
+  share of the key proportional to the source partitions it owns
   (:meth:`Budget.set_share`, re-split at every assignment change): N replicas
-  together stay within the key's limits, and no instance needs to know how
-  many others there are. An instance with no partitions keeps
-  :data:`IDLE_SHARE` (one request every 10 s at the documented limits) for its
-  readiness credential check; the stops of a revocation are spent before its
-  share shrinks. Another application using the same key cannot be seen from
-  here: ``GAMEBALL_KEY_SHARE`` gives this group only part of the key.
-* **Priorities: stop, then status, then submit.** When the budget is short,
-  running jobs can finish (and abandoned ones stop) before new ones start: a
-  submission adds work, a status read settles it, and a stop keeps an
+  together stay within the key, and no instance needs to know how many others
+  there are. An instance with no partitions keeps :data:`IDLE_SHARE` (a
+  request every ~9 s at the documented limits) for its readiness credential
+  check: a share of 0 would never send it. Another application using the
+  same key cannot be seen from here: ``GAMEBALL_KEY_SHARE`` gives this group
+  only part of the key.
+* **Priorities: stop, then status, then submit, then tags.** When requests
+  queue, running jobs finish (and abandoned ones stop) before new ones start:
+  a submission adds work, a status read settles it, and a stop keeps an
   abandoned job from touching customers its successor owns. FIFO within a
   priority.
-* **A 429 is everyone's problem.** The key is throttled, not the request, so
-  the answer slows the whole budget, never a single request's own timer: with
-  ``Retry-After`` nothing is sent until it passes (the server measured the
-  excess for us); without one, the rate halves (multiplicative decrease) and
-  recovers additively, a halving in 30 s, so a budget that overestimates the
-  key converges just below it instead of retrying in lockstep. The API's
-  windows remember: for a while after a cut, requests still meet the excess
-  that caused it, so a 429 cuts again only for a request sent at least the
-  shortest window (1 s) after the last cut. A retried request queues here
-  again like any other.
+* **A 429 pauses everyone.** The key is throttled, not the request: nothing
+  is sent until ``Retry-After`` passes, or for :data:`PAUSE_SECONDS` (the
+  shortest window) when the answer has none, and the bucket restarts empty.
+  The rate itself does not change: paced inside the documented limits, a 429
+  is a momentary bunching, or another application on the key, which the log
+  line (``api_budget_paused``, at most once a minute) points to. A retried
+  request queues here again like any other. A slowdown on 429s (halving the
+  rate, recovering over 30 s) was measured and dropped: at the documented
+  limits neither meets a 429; against an API allowing 20/s a budget believing
+  57.6/s met 40 429s in 800 requests with the pause, 22 with the slowdown,
+  and delivered the same (14.6 and 14.9 requests/s).
 
-Why no library: aiolimiter (asyncio, a leaky bucket) has one window, a rate
-fixed at construction and FIFO waiters; pyrate-limiter takes several windows
-but fixes its rates per bucket (a re-split or a slowdown would drop the
-history that keeps it safe) and has no priorities; limits counts but does
-not wait. Each would need priorities, a rate that changes at run time and
-429 feedback bolted on: this module is those and a token bucket.
+Why no library: aiolimiter (asyncio, a leaky bucket) has a rate fixed at
+construction and FIFO waiters; it would need priorities, a rate that changes
+at every rebalance and the pause bolted on, which is most of this module.
 
-:class:`Budget` is the pure logic, on an injected clock (``now`` arguments),
+:class:`Budget` is the pure logic on an injected clock (``now`` arguments),
 so its tests never sleep; :class:`RequestBudget` puts it on the event loop
 with one timer.
 """
@@ -86,19 +73,18 @@ from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-JITTER_SECONDS = 1.0
-"""Every window keeps room for this long of the budget's own rate (see the module docstring)..."""
-JITTER_SHARE = 0.1
-"""... or for this share of the window, when that is less (a 1-s window)."""
+HEADROOM = 0.04
+"""The part of the tightest window's rate left unspent, for requests bunched on their way."""
 BURST_SECONDS = 0.25
-"""The bucket holds this many seconds of its sustained rate (at least one request)."""
+"""The bucket holds this many seconds of the paced rate (at least one request)."""
 IDLE_SHARE = 0.01
 """What an instance owning no partitions may spend: its credential check, no more."""
-DECREASE = 0.5
-"""A 429 without ``Retry-After`` multiplies the rate by this."""
-MIN_FACTOR = 1 / 64
-RECOVERY_SECONDS = 30.0
-"""Time to recover from one decrease, additively: one quota window."""
+PAUSE_SECONDS = 1.0
+"""Nothing goes for this long after a 429 without ``Retry-After``: the shortest window."""
+MAX_PAUSE_SECONDS = 60.0
+"""A ``Retry-After`` longer than this (two quota windows) is cut to it: asked again then."""
+LOG_INTERVAL_SECONDS = 60.0
+"""At most one ``api_budget_paused`` line this often, counting the pauses since the last."""
 _EPSILON = 1e-9
 
 
@@ -127,22 +113,8 @@ class Window:
             raise ValueError(f"a window needs requests >= 1 and seconds > 0, not {self}")
 
 
-def bucket(windows: Sequence[Window], share: float) -> tuple[float, float]:
-    """The (capacity, requests per second) that keeps ``share`` of the key inside every window."""
-    parts = [(w.requests * share, w.seconds) for w in windows]
-    rate = min(part / seconds for part, seconds in parts)
-    allowances = [
-        (max(1, math.floor(part - rate * min(JITTER_SECONDS, seconds * JITTER_SHARE))), seconds)
-        for part, seconds in parts
-    ]
-    sustained = min(allowance / seconds for allowance, seconds in allowances)
-    capacity = max(1.0, sustained * BURST_SECONDS)
-    rate = min((allowance + 1 - capacity) / seconds for allowance, seconds in allowances)
-    return capacity, rate
-
-
 class Budget:
-    """A token bucket, a slowdown factor and the waiters, by priority. Pure: time is passed in.
+    """A token bucket, a pause and the waiters by priority. Pure: time is passed in.
 
     A waiter is a *ticket*: :meth:`request` grants at once or returns one;
     :meth:`grant` hands tokens to waiting tickets, best priority first, and
@@ -162,20 +134,13 @@ class Budget:
         if not 0 < key_share <= 1:
             raise ValueError("key_share must be in (0, 1]")
         self._windows = tuple(windows)
-        self._memory = min(w.seconds for w in self._windows)
         self._key_share = key_share
-        self._share = self._clamp(share)
-        self._capacity, self._rate = bucket(self._windows, key_share * self._share)
         self._tokens = 1.0
-        self._factor = 1.0
-        # Tokens accrue from here on; it lies in the future while a Retry-After holds.
-        self._updated = now
-        self._decreased_at = -math.inf
+        self._updated = now  # tokens accrue from here on; in the future while paused
         self._queue: list[tuple[int, int]] = []  # (priority, ticket); lazily cleaned
         self._pending: set[int] = set()
         self._tickets = itertools.count()
-
-    # ------------------------------------------------------------ the rate
+        self._pace(share)
 
     @property
     def share(self) -> float:
@@ -183,14 +148,18 @@ class Budget:
         return self._share
 
     @property
-    def factor(self) -> float:
-        """1.0, or less while recovering from 429s without ``Retry-After``."""
-        return self._factor
+    def rate(self) -> float:
+        """Requests per second this instance sends, sustained."""
+        return self._rate
 
-    def rate(self, now: float) -> float:
-        """Requests per second this instance may send, sustained, as of ``now``."""
-        self._refill(now)
-        return self._rate * self._factor
+    @property
+    def burst(self) -> float:
+        """Requests that may go at once after a quiet spell."""
+        return self._burst
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
 
     def set_share(self, share: float, now: float) -> None:
         """Re-split: the instance now owns ``share`` of the source partitions.
@@ -199,34 +168,30 @@ class Budget:
         instances the partitions came from spent their part of the window.
         """
         self._refill(now)
-        self._share = self._clamp(share)
-        self._capacity, self._rate = bucket(self._windows, self._key_share * self._share)
-        self._tokens = min(self._tokens, self._capacity)
+        self._pace(share)
 
-    @staticmethod
-    def _clamp(share: float) -> float:
-        return min(1.0, max(IDLE_SHARE, share))
+    def _pace(self, share: float) -> None:
+        self._share = min(1.0, max(IDLE_SHARE, share))
+        part = self._key_share * self._share
+        windows = self._windows
+        self._rate = (1 - HEADROOM) * part * min(w.requests / w.seconds for w in windows)
+        # A bucket lets at most burst + rate * P through in any P seconds: each window's room.
+        room = min(w.requests * part - self._rate * w.seconds for w in windows)
+        self._burst = max(1.0, min(BURST_SECONDS * self._rate, room))
+        self._tokens = min(self._tokens, self._burst)
 
     def _refill(self, now: float) -> None:
-        elapsed = now - self._updated
-        if elapsed <= 0:
-            return
-        # Tokens at the factor of the interval's start: the lower one, so the safe side.
-        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate * self._factor)
-        if self._factor < 1.0:
-            self._factor = min(1.0, self._factor + elapsed * (1 - DECREASE) / RECOVERY_SECONDS)
-        self._updated = now
+        if now > self._updated:
+            self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+            self._updated = now
 
-    # ------------------------------------------------------------ waiting
-
-    @property
-    def waiting(self) -> int:
-        return len(self._pending)
+    def _ready(self, now: float) -> bool:
+        return now >= self._updated and self._tokens >= 1 - _EPSILON
 
     def request(self, priority: int, now: float) -> int | None:
         """``None`` when a request may go at once; otherwise a ticket to wait with."""
         self._refill(now)
-        if not self._pending and now >= self._updated and self._tokens >= 1 - _EPSILON:
+        if not self._pending and self._ready(now):
             self._tokens -= 1
             return None
         ticket = next(self._tickets)
@@ -238,55 +203,40 @@ class Budget:
         """The waiter gave up (its task was cancelled)."""
         self._pending.discard(ticket)
 
-    def refund(self, now: float) -> None:
-        """A granted request was not sent after all: its token goes back."""
-        self._refill(now)
-        self._tokens = min(self._capacity, self._tokens + 1)
-
     def grant(self, now: float) -> tuple[list[int], float | None]:
         """Tickets that may go now, best priority first; then seconds until the next could."""
         self._refill(now)
         granted: list[int] = []
-        queue = self._queue
-        while queue:
-            _, ticket = queue[0]
+        while self._queue:
+            _, ticket = self._queue[0]
             if ticket not in self._pending:
-                heapq.heappop(queue)
+                heapq.heappop(self._queue)
                 continue
-            if now < self._updated or self._tokens < 1 - _EPSILON:
+            if not self._ready(now):
                 break
-            heapq.heappop(queue)
+            heapq.heappop(self._queue)
             self._pending.discard(ticket)
             self._tokens -= 1
             granted.append(ticket)
         if not self._pending:
             return granted, None
-        needed = max(0.0, 1 - self._tokens)
-        return granted, max(0.0, self._updated - now) + needed / (self._rate * self._factor)
+        return granted, max(0.0, self._updated - now) + max(0.0, 1 - self._tokens) / self._rate
 
-    # ------------------------------------------------------------ feedback
+    def throttled(self, now: float, retry_after: float | None) -> float | None:
+        """The API answered 429: nothing goes for a while. The seconds of a new pause, or ``None``.
 
-    def throttled(self, now: float, *, retry_after: float | None, sent_at: float) -> bool:
-        """The API answered 429 to a request sent at ``sent_at``; return whether the rate dropped.
-
-        With ``retry_after`` nothing goes before it passes, and the bucket
-        restarts empty. Without it, the rate is cut, unless the request was
-        sent before the last cut or within the shortest window after it: the
-        API's window still held the excess that caused that cut.
+        A pause already running is only extended (the answers to requests in
+        flight when it began report the same excess).
         """
         self._refill(now)
-        if retry_after is not None:
-            resume = now + retry_after
-            if resume > self._updated:
-                self._tokens = 0.0
-                self._updated = resume
-            return False
-        if sent_at <= self._decreased_at + self._memory:
-            return False
-        self._factor = max(MIN_FACTOR, self._factor * DECREASE)
-        self._decreased_at = now
-        self._tokens = min(self._tokens, 0.0)
-        return True
+        pause = PAUSE_SECONDS if retry_after is None else min(retry_after, MAX_PAUSE_SECONDS)
+        resume = now + pause
+        if resume <= self._updated:
+            return None
+        began = self._updated <= now
+        self._tokens = 0.0
+        self._updated = resume
+        return pause if began else None
 
 
 class RequestBudget:
@@ -305,7 +255,8 @@ class RequestBudget:
         self._metrics = metrics
         self._futures: dict[int, asyncio.Future[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._wake_at = math.inf
+        self._pauses = 0  # since the last api_budget_paused line
+        self._logged_at = -math.inf
         self._publish()
 
     @property
@@ -313,7 +264,7 @@ class RequestBudget:
         return self._budget.share
 
     def rate(self) -> float:
-        return self._budget.rate(self._clock())
+        return self._budget.rate
 
     async def acquire(self, operation: str) -> float:
         """Wait until a request for ``operation`` may be sent; return that moment (the clock's)."""
@@ -348,17 +299,19 @@ class RequestBudget:
         self._publish()
         self._pump()
 
-    def throttled(self, retry_after: float | None, sent_at: float) -> None:
-        """A 429 came anyway (see :meth:`Budget.throttled`)."""
-        if self._budget.throttled(self._clock(), retry_after=retry_after, sent_at=sent_at):
+    def throttled(self, retry_after: float | None) -> None:
+        """A 429 came anyway: every request waits (see :meth:`Budget.throttled`)."""
+        now = self._clock()
+        if self._budget.throttled(now, retry_after) is not None:
+            self._pauses += 1
+        if self._pauses and now - self._logged_at >= LOG_INTERVAL_SECONDS:
             log.warning(
-                "api_budget_slowed",
-                factor=round(self._budget.factor, 4),
-                requests_per_second=round(self.rate(), 3),
-                hint="429 without Retry-After: is another application using this API key? "
-                "see GAMEBALL_KEY_SHARE",
+                "api_budget_paused",
+                pauses=self._pauses,
+                retry_after=retry_after,
+                hint="is another application using this API key? see GAMEBALL_KEY_SHARE",
             )
-        self._publish()
+            self._pauses, self._logged_at = 0, now
         self._pump()
 
     def close(self) -> None:
@@ -372,30 +325,17 @@ class RequestBudget:
 
     def _pump(self) -> None:
         """Grant what may go, then sleep until the next waiter could."""
-        while True:
-            granted, wait = self._budget.grant(self._clock())
-            refunded = False
-            for ticket in granted:
-                future = self._futures.pop(ticket)
-                if future.done():  # cancelled after the grant was decided: not sent
-                    self._budget.refund(self._clock())
-                    refunded = True
-                else:
-                    future.set_result(None)
-            if not refunded:
-                break
-        self._publish()
-        if wait is None:
-            return
-        wake_at = self._clock() + wait
-        if self._timer is not None and self._wake_at <= wake_at:
-            return
+        granted, wait = self._budget.grant(self._clock())
+        for ticket in granted:
+            future = self._futures.pop(ticket)
+            if not future.done():  # cancelled as it was granted: its token is lost, safely
+                future.set_result(None)
         if self._timer is not None:
             self._timer.cancel()
-        self._wake_at = wake_at
-        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+        self._timer = (
+            None if wait is None else asyncio.get_running_loop().call_later(wait, self._on_timer)
+        )
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._wake_at = math.inf
         self._pump()

@@ -8,7 +8,7 @@ so callers only ever see an answer or a verdict about the data:
 * transient failures (no answer, timeouts, 408, 5xx and unexpected
   statuses) back off exponentially with full jitter, or wait exactly what
   ``Retry-After`` asks;
-* a 429 is reported to the budget, which slows every request down (it is the
+* a 429 is reported to the budget, which pauses every request (it is the
   key that is throttled, not the request), and the request queues there
   again at once: no timer of its own (without a budget, it backs off like
   any transient failure);
@@ -344,7 +344,8 @@ class GameballClient:
         sending: Callable[[], None] | None = None,
     ) -> httpx.Response:
         budget = self._budget
-        sent_at = await budget.acquire(operation) if budget is not None else 0.0
+        if budget is not None:
+            await budget.acquire(operation)
         if wanted is not None and not wanted():
             raise SubmissionWithdrawn(f"{operation} withdrawn: its records are no longer ours")
         if spent is not None:
@@ -361,7 +362,7 @@ class GameballClient:
             self._metrics.api_duration[operation].observe(time.perf_counter() - started)
         self._metrics.api_requests.labels(operation=operation, code=str(response.status_code)).inc()
         if response.status_code == _TOO_MANY_REQUESTS and budget is not None:
-            budget.throttled(retry_after(response), sent_at)
+            budget.throttled(retry_after(response))
         return response
 
     def _classify(
