@@ -14,7 +14,7 @@ import structlog
 
 from service import __version__
 from service.config import Settings
-from service.delivery.pipeline import Pipeline
+from service.delivery.pipeline import Pipeline, Until
 from service.health import Health
 from service.http import build_server
 from service.logs import configure_logging
@@ -102,11 +102,15 @@ def _await_chain(coroutine: object) -> str:
     return " > ".join(steps) or "finished"
 
 
-async def serve(settings: Settings) -> None:
-    """Run the pipeline and its HTTP endpoints until SIGTERM/SIGINT, then drain (SPEC §2)."""
+async def serve(settings: Settings, until: Until | None = None) -> None:
+    """Run the pipeline and its HTTP endpoints until SIGTERM/SIGINT, then drain (SPEC §2).
+
+    ``until``: a bounded run (``--until-idle``, ``--max-records``) also ends by itself
+    once what it read is settled and committed, through the same shutdown.
+    """
     metrics = Metrics()
     health = Health()
-    pipeline = Pipeline(settings, metrics=metrics, health=health)
+    pipeline = Pipeline.from_settings(settings, metrics=metrics, health=health)
     server = build_server(metrics, health, settings.http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,7 +133,7 @@ async def serve(settings: Settings) -> None:
     )
     watchdog.start()
     try:
-        await pipeline.run(stop)
+        await pipeline.run(stop, until=until)
     finally:
         watchdog.finished()
         server.should_exit = True
@@ -145,6 +149,6 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, until: Until | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, until))

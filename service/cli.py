@@ -26,7 +26,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"customer-sync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the service (configured by environment variables)")
+    run = commands.add_parser(
+        "run",
+        help="run the service (configured by environment variables)",
+        description=(
+            "Run the service. With --until-idle or --max-records it is a bounded run "
+            "(a one-off backfill): it stops once everything it read is delivered (or "
+            "dead-lettered) and committed, leaves the group and exits 0."
+        ),
+    )
+    run.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="stop once every assigned partition is read to its end, settled and committed",
+    )
+    run.add_argument(
+        "--max-records",
+        type=_positive,
+        metavar="N",
+        help="read at most N records; stop once they are settled and committed",
+    )
     check.add_arguments(
         commands.add_parser(
             "check",
@@ -59,12 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from service.app import run
         from service.config import load_settings
+        from service.delivery.pipeline import Until
 
-        run(load_settings())
+        bounded = args.until_idle or args.max_records is not None
+        until = Until(idle=args.until_idle, records=args.max_records) if bounded else None
+        run(load_settings(), until)
         return 0
     if args.command == "check":
         from service.tools.check import main as check_main

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from service.delivery.consumer import SourceConsumer
+from service.delivery.edges import Consumer
 from service.delivery.offsets import PartitionKey
 from service.metrics import Metrics
 
@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 
 class Backpressure:
-    def __init__(self, consumer: SourceConsumer, metrics: Metrics, limit: int) -> None:
+    def __init__(self, consumer: Consumer, metrics: Metrics, limit: int) -> None:
         self._consumer = consumer
         self._metrics = metrics
         self._limit = limit

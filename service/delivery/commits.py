@@ -39,9 +39,11 @@ from collections import deque
 
 import structlog
 
-from service.delivery.consumer import CommitResult, KafkaThread, SourceConsumer
+from service.delivery.consumer import KafkaThread
+from service.delivery.edges import CommitResult, Consumer
 from service.delivery.ledger import encode
 from service.delivery.offsets import OffsetTracker, PartitionKey, Window
+from service.delivery.records import PendingRecord
 from service.errors import KafkaError
 from service.logs import FoldedLog
 from service.metrics import Metrics
@@ -60,7 +62,7 @@ class Committer:
     def __init__(
         self,
         offsets: OffsetTracker,
-        consumer: SourceConsumer,
+        consumer: Consumer,
         kafka_thread: KafkaThread,
         metrics: Metrics,
         *,
@@ -89,6 +91,16 @@ class Committer:
     def soon(self) -> None:
         """Something settled, or a job was created: commit within ``COMMIT_MIN_GAP``."""
         self._due.set()
+
+    def job_created(self, job_id: str, records: list[PendingRecord]) -> None:
+        """A job now carries these records: its id rides in the next commit's ledger, soon."""
+        self._offsets.carried(job_id, records)
+        self.soon()
+
+    @property
+    def in_flight(self) -> int:
+        """Commits sent whose result has not come back yet."""
+        return len(self._sent)
 
     async def run(self) -> None:
         while True:

@@ -17,29 +17,23 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from service.delivery.offsets import PartitionKey
+from service.delivery.edges import (
+    BrokerStateCallback,
+    CommitCallback,
+    Message,
+    RebalanceCallback,
+)
+from service.delivery.offsets import PartitionKey as TP
 from service.errors import KafkaError
 from service.logs import FoldedLog, LibrdkafkaLog
 
 log = structlog.get_logger(__name__)
-
-
-class Message(Protocol):
-    """The part of ``confluent_kafka.Message`` the pipeline uses (stubbable in unit tests)."""
-
-    def error(self) -> Any: ...
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
 
 
 P = ParamSpec("P")
@@ -60,12 +54,6 @@ class KafkaThread:
         self._executor.shutdown(wait=True)
 
 
-RebalanceCallback = Callable[[list[PartitionKey]], None]
-CommitResult = list[tuple[PartitionKey, str | None]]
-"""Each partition of an asynchronous commit, with its error (``None``: acknowledged)."""
-CommitCallback = Callable[[str | None, CommitResult], None]
-BrokerStateCallback = Callable[[bool], None]
-
 _BROKER_DOWN = frozenset({RdKafkaError._TRANSPORT, RdKafkaError._ALL_BROKERS_DOWN})
 _COORDINATOR_MOVING = frozenset(
     {
@@ -80,24 +68,13 @@ PARTITION_COUNT_TIMEOUT = 2.0
 
 
 class SourceConsumer:
-    def __init__(
-        self,
-        config: dict[str, str | int | bool],
-        topics: Sequence[str],
-        *,
-        on_assign: RebalanceCallback,
-        on_revoke: RebalanceCallback,
-        on_lost: RebalanceCallback,
-        on_broker_state: BrokerStateCallback | None = None,
-        on_committed: CommitCallback | None = None,
-    ) -> None:
+    """The :class:`~service.delivery.edges.Consumer` on confluent-kafka."""
+
+    def __init__(self, config: dict[str, str | int | bool], topics: Sequence[str]) -> None:
         self._config = config
-        self._on_committed = on_committed
         self._topics = list(topics)
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost
-        self._on_broker_state = on_broker_state
+        self._on_committed: CommitCallback | None = None
+        self._on_broker_state: BrokerStateCallback | None = None
         self.broker_ok = True
         self.partition_counts: dict[str, int] = {}
         """Partitions of each source topic, as of the last assignment (the budget's denominator)."""
@@ -111,7 +88,18 @@ class SourceConsumer:
             raise KafkaError("the consumer is not started")
         return self._consumer
 
-    def start(self) -> None:
+    def start(
+        self,
+        *,
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+        on_committed: CommitCallback,
+        on_broker_state: BrokerStateCallback,
+    ) -> None:
+        """Create the client and subscribe, with the callbacks librdkafka runs in ``consume``."""
+        self._on_committed = on_committed
+        self._on_broker_state = on_broker_state
         config = {
             **self._config,
             "error_cb": self._on_error,
@@ -121,9 +109,9 @@ class SourceConsumer:
         self._consumer = Consumer(config)
         self._consumer.subscribe(
             self._topics,
-            on_assign=lambda _c, parts: self._on_assign(_tps(parts)),
-            on_revoke=lambda _c, parts: self._on_revoke(_tps(parts)),
-            on_lost=lambda _c, parts: self._on_lost(_tps(parts)),
+            on_assign=lambda _c, parts: on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: on_lost(_tps(parts)),
         )
 
     def refresh_partition_counts(self) -> bool:
@@ -182,7 +170,7 @@ class SourceConsumer:
             if self._on_broker_state is not None:
                 self._on_broker_state(ok)
 
-    def commit(self, offsets: dict[PartitionKey, tuple[int, str]]) -> None:
+    def commit(self, offsets: dict[TP, tuple[int, str]]) -> None:
         """Synchronous commit of ``(offset, metadata)`` per partition; returns once acknowledged.
 
         Only inside the revoke callback, where the partitions must not change
@@ -202,7 +190,7 @@ class SourceConsumer:
                 )
         self._set_broker_state(True)
 
-    def commit_async(self, offsets: dict[PartitionKey, tuple[int, str]]) -> None:
+    def commit_async(self, offsets: dict[TP, tuple[int, str]]) -> None:
         """Send a commit and return at once; its result comes to ``on_committed``.
 
         The commits made while consuming are asynchronous: a synchronous one
@@ -225,9 +213,7 @@ class SourceConsumer:
                 [((p.topic, p.partition), str(p.error) if p.error else None) for p in parts],
             )
 
-    def committed(
-        self, partitions: Sequence[PartitionKey], timeout: float
-    ) -> dict[PartitionKey, tuple[int, str]]:
+    def committed(self, partitions: Sequence[TP], timeout: float) -> dict[TP, tuple[int, str]]:
         """The group's committed offset and metadata of each partition that has one.
 
         Called from the assign callback (on the Kafka thread), where a new owner
@@ -247,24 +233,36 @@ class SourceConsumer:
             if tp.offset >= 0 and tp.error is None
         }
 
-    def pause(self, partitions: Sequence[PartitionKey]) -> None:
+    def pause(self, partitions: Sequence[TP]) -> None:
         if partitions:
             self._client.pause([TopicPartition(t, p) for t, p in partitions])
 
-    def resume(self, partitions: Sequence[PartitionKey]) -> None:
+    def resume(self, partitions: Sequence[TP]) -> None:
         if partitions:
             self._client.resume([TopicPartition(t, p) for t, p in partitions])
 
-    def assignment(self) -> list[PartitionKey]:
+    def assignment(self) -> list[TP]:
         return _tps(self._client.assignment())
 
-    def high_watermark(self, tp: PartitionKey) -> int | None:
+    def high_watermark(self, tp: TP) -> int | None:
         """The cached high watermark from the last fetch response; no network round trip."""
         try:
             _low, high = self._client.get_watermark_offsets(TopicPartition(*tp), cached=True)
         except KafkaException:
             return None
         return int(high) if high >= 0 else None
+
+    def position(self, tp: TP) -> int | None:
+        """One past the last record ``consume`` returned of ``tp`` (``None`` before the first).
+
+        Past transaction markers too: it reaches the high watermark of a topic
+        written transactionally, where the last offset is a marker, not a record.
+        """
+        try:
+            (part,) = self._client.position([TopicPartition(*tp)])
+        except KafkaException:
+            return None
+        return int(part.offset) if part.offset >= 0 else None
 
     def close(self) -> None:
         """Leave the group (runs the revoke callback first). Runs on the Kafka thread."""
@@ -333,12 +331,12 @@ def committed_offsets(
             return found
 
 
-def _parts(offsets: dict[PartitionKey, tuple[int, str]]) -> list[TopicPartition]:
+def _parts(offsets: dict[TP, tuple[int, str]]) -> list[TopicPartition]:
     return [
         TopicPartition(topic, partition, offset, metadata=metadata)
         for (topic, partition), (offset, metadata) in offsets.items()
     ]
 
 
-def _tps(parts: Sequence[TopicPartition]) -> list[PartitionKey]:
+def _tps(parts: Sequence[TopicPartition]) -> list[TP]:
     return [(p.topic, p.partition) for p in parts]

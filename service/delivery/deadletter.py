@@ -30,6 +30,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import Message as RdMessage
 
+from service.delivery.edges import DeadLetterProducer, ProducerFactory
 from service.labels import DeadLetterReason
 from service.logs import FoldedLog, LibrdkafkaLog
 from service.metrics import Metrics
@@ -86,6 +87,10 @@ class DeadLetter:
 OnWritten = Callable[[DeadLetter], None]
 
 
+def _written_nowhere(_letter: DeadLetter) -> None:
+    raise RuntimeError("DeadLetterWriter.start() was not called")
+
+
 class DeadLetterWriter:
     def __init__(
         self,
@@ -93,13 +98,14 @@ class DeadLetterWriter:
         topic: str,
         *,
         metrics: Metrics,
-        on_written: OnWritten,
+        producer: ProducerFactory | None = None,
     ) -> None:
         self._config = config
         self._topic = topic
         self._metrics = metrics
-        self._on_written = on_written
-        self._producer: Producer | None = None
+        self._new_producer: ProducerFactory = producer or Producer
+        self._on_written: OnWritten = _written_nowhere
+        self._producer: DeadLetterProducer | None = None
         self._in_flight = 0
         self._folded = FoldedLog(log)
 
@@ -108,8 +114,10 @@ class DeadLetterWriter:
         """Dead letters produced and not yet acknowledged."""
         return self._in_flight
 
-    def start(self) -> None:
-        self._producer = Producer(
+    def start(self, on_written: OnWritten) -> None:
+        """Create the producer; ``on_written`` hears of each acknowledged dead letter."""
+        self._on_written = on_written
+        self._producer = self._new_producer(
             {**self._config, "error_cb": self._on_error, "logger": LibrdkafkaLog(self._folded)}
         )
 
@@ -193,7 +201,7 @@ class DeadLetterWriter:
         )
         self.send(letter.without_value())
 
-    def _require(self) -> Producer:
+    def _require(self) -> DeadLetterProducer:
         if self._producer is None:
             raise RuntimeError("DeadLetterWriter.start() was not called")
         return self._producer

@@ -29,9 +29,10 @@ import structlog
 from confluent_kafka import KafkaError as RdKafkaError
 
 from service.delivery.batching import Batcher
-from service.delivery.consumer import Message, raise_if_fatal
+from service.delivery.consumer import raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
+from service.delivery.edges import Message
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement

@@ -47,12 +47,13 @@ from collections.abc import Callable
 import structlog
 
 from service.delivery.batching import request_body
+from service.delivery.edges import GameballApi
 from service.delivery.offsets import PartitionKey
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
 from service.delivery.verdicts import Rejection, Verdicts, judge
 from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
-from service.gameball.client import GameballClient, Spent
+from service.gameball.client import Spent
 from service.gameball.models import JobState, JobStatus
 from service.labels import JOB_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
@@ -94,7 +95,7 @@ class JobTracker:
 
     def __init__(
         self,
-        client: GameballClient,
+        client: GameballApi,
         metrics: Metrics,
         *,
         max_jobs_in_flight: int,

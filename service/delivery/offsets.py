@@ -139,18 +139,6 @@ def _by_assignment(
     return grouped
 
 
-def _superseded_by_assignment(
-    records: Iterable[PendingRecord],
-) -> dict[tuple[PartitionKey, int], list[int]]:
-    """The offsets of the changes the records absorbed, by partition and generation."""
-    grouped: dict[tuple[PartitionKey, int], list[int]] = {}
-    for record in records:
-        if record.superseded:
-            key = ((record.topic, record.partition), record.generation)
-            grouped.setdefault(key, []).extend(offset for offset, _ in record.superseded)
-    return grouped
-
-
 @dataclass(frozen=True, slots=True)
 class Window:
     """A partition's state above its watermark, as a commit carries it."""
@@ -258,42 +246,33 @@ class OffsetTracker:
         state = self._partitions.get(tp)
         return 0 if state is None else state.generation
 
-    def settle(self, tp: PartitionKey, offset: int, outcome: int) -> None:
-        """Record a settled record's outcome (a :class:`Mark` from SUCCEEDED to COALESCED)."""
+    def settle(
+        self,
+        tp: PartitionKey,
+        offsets: int | Iterable[int],
+        mark: int,
+        *,
+        generation: int | None = None,
+    ) -> None:
+        """Settle offsets as ``mark`` (a :class:`Mark` from SUCCEEDED to COALESCED).
+
+        The one way an offset becomes settled (``settlement.py`` decides which
+        and counts them). ``generation``: the assignment the records were
+        consumed under; settled only if it is still the partition's current one
+        (see the module docstring). ``None`` means the current one, for records
+        settled in the very fetch that tracked them. An offset below the
+        watermark or beyond the tracked ones is left as it is.
+        """
         state = self._partitions.get(tp)
         if state is None or state.base is None:
             return  # settled after revocation: the new owner will redo it
-        index = offset - state.base
-        if state.done <= index < len(state.marks):
-            state.marks[index] = outcome
-
-    def settle_all(self, records: Iterable[PendingRecord], outcome: int) -> None:
-        """:meth:`settle` records of a batch, those of their partition's current generation.
-
-        The changes each record absorbed settle with it, as ``COALESCED``.
-        """
-        records = list(records)
-        self._settle_offsets(_by_assignment(records, superseded=False), outcome)
-        self.settle_superseded(records)
-
-    def settle_superseded(self, records: Iterable[PendingRecord]) -> None:
-        """Settle the earlier changes these records absorbed as ``COALESCED``, not the records."""
-        grouped = _superseded_by_assignment(records)
-        if grouped:
-            self._settle_offsets(grouped, Mark.COALESCED)
-
-    def _settle_offsets(
-        self, grouped: dict[tuple[PartitionKey, int], list[int]], outcome: int
-    ) -> None:
-        for (tp, generation), offsets in grouped.items():
-            state = self._partitions.get(tp)
-            if state is None or state.base is None or state.generation != generation:
-                continue
-            marks, base, done = state.marks, state.base, state.done
-            end = len(marks)
-            for offset in offsets:
-                if done <= offset - base < end:
-                    marks[offset - base] = outcome
+        if generation is not None and state.generation != generation:
+            return  # a copy of an earlier assignment: the current copy settles it
+        marks, base, done = state.marks, state.base, state.done
+        end = len(marks)
+        for offset in (offsets,) if isinstance(offsets, int) else offsets:
+            if done <= offset - base < end:
+                marks[offset - base] = mark
 
     def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
         """A job was created for these records (a stale generation's copies are not ours)."""

@@ -30,7 +30,12 @@ Tasks on the loop:
 * **one task per batch** — :meth:`JobTracker.deliver`, the tags it delivered
   (:meth:`TagSender.deliver`), then settle;
 * **commit** — :class:`~service.delivery.commits.Committer`;
-* **housekeeping** — serves dead-letter acknowledgements, liveness, lag.
+* **housekeeping** — serves dead-letter acknowledgements, liveness, lag;
+* **until** — only in a bounded run (:class:`Until`): ends the run once
+  everything read is settled and committed.
+
+The parts are built by ``assembly.py`` (:meth:`Pipeline.from_settings`) and
+handed in; the pipeline only runs them.
 """
 
 from __future__ import annotations
@@ -39,33 +44,24 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import structlog
 
 from service.config import Settings
-from service.delivery.backpressure import Backpressure
-from service.delivery.batching import Batch, Batcher
-from service.delivery.commits import Committer
-from service.delivery.consumer import KafkaThread, Message, SourceConsumer
-from service.delivery.deadletter import DeadLetterWriter
-from service.delivery.decoding import Decoder
-from service.delivery.ingest import INGEST_SLICE, Ingestor
-from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
-from service.delivery.lag import Lag
-from service.delivery.offsets import OffsetTracker, PartitionKey
+from service.delivery.assembly import Parts, build
+from service.delivery.batching import Batch
+from service.delivery.edges import Consumer, GameballApi, Message, ProducerFactory
+from service.delivery.ingest import INGEST_SLICE
+from service.delivery.jobs import STOP_JOBS_WAIT
+from service.delivery.offsets import PartitionKey
 from service.delivery.polling import PollSchedule
-from service.delivery.rebalance import REVOKE_WAIT, Rebalancer
-from service.delivery.records import PendingRecord
-from service.delivery.settlement import Settlement
-from service.delivery.tags import TagSender
-from service.delivery.takeover import Takeovers
 from service.delivery.verdicts import Verdicts
-from service.gameball.budget import RequestBudget
-from service.gameball.client import GameballClient, RetryPolicy
+from service.gameball.client import RetryPolicy
 from service.health import Health
-from service.labels import FlushReason
-from service.metrics import Metrics
+from service.labels import OUTCOMES, FlushReason
+from service.metrics import PREFIX, Metrics
 from service.waiting import wait_event
 
 log = structlog.get_logger(__name__)
@@ -74,132 +70,134 @@ CONSUME_MAX = 2000
 CONSUME_TIMEOUT = 0.1
 HOUSEKEEPING_INTERVAL = 0.02
 TASKS_EXIT_WAIT = 2.0
+IDLE_QUIET_SECONDS = 1.0
+"""A bounded run's idle: no record arrived for this long (and the rest of :class:`Until`)."""
+UNTIL_CHECK_INTERVAL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Until:
+    """When a bounded run ends (``customer-sync run --until-idle``, ``--max-records``).
+
+    ``idle``: everything there was to read is read, settled and committed. Precisely, all of:
+
+    * at least one partition is assigned, and no record arrived for ``quiet`` seconds;
+    * nothing is buffered, no batch is in flight, no takeover is under way, no
+      dead letter awaits its acknowledgement;
+    * every settled watermark was committed and acknowledged: none is pending
+      (changed since its last commit) or on its way;
+    * for every assigned partition, the high watermark is known (from a fetch
+      response) and the consumer's position has reached it (a partition nothing
+      was read from stands at its committed offset), with no fetch returned
+      meanwhile; and the offset the broker acknowledged as committed is one past
+      the last record read: every record read is settled and committed.
+
+    The position, not the committed offset, is compared with the high
+    watermark: on a topic written transactionally the last offset is a
+    transaction marker, never a record, and the commit stops one short of it.
+
+    An instance that owns no partition is never idle: run a bounded run as the
+    group's only member (a backfill's own group, say).
+
+    ``records``: after this many records were read (fetches are cut to it), once
+    they are all settled and committed as above, whether or not the end was reached.
+
+    Either way the run then shuts down as on SIGTERM: leaves the group, closes.
+    """
+
+    idle: bool = False
+    records: int | None = None
+    quiet: float = IDLE_QUIET_SECONDS
 
 
 class Pipeline:
-    def __init__(
-        self,
+    """Runs the parts ``assembly.py`` built: the tasks listed in the module docstring."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.settings = parts.settings
+        self.metrics = parts.metrics
+        self.health = parts.health
+        self._offsets = parts.offsets
+        self._batcher = parts.batcher
+        self._budget = parts.budget
+        self._client = parts.client
+        self._consumer = parts.consumer
+        self._kafka_thread = parts.kafka_thread
+        self._dead_letters = parts.dead_letters
+        self._settlement = parts.settlement
+        self._committer = parts.committer
+        self._tracker = parts.tracker
+        self._tags = parts.tags
+        self._takeovers = parts.takeovers
+        self._ingestor = parts.ingestor
+        self._backpressure = parts.backpressure
+        self._lag = parts.lag
+        self._jobs = parts.in_flight  # the batches being delivered, one task each
+        self._rebalancer = parts.rebalancer
+        self._wake = parts.progress.wake
+        self._flush_now: FlushReason | None = None
+        self._fetching = True
+        self._read = 0  # records consumed (a bounded run counts them)
+        self._last_read = time.monotonic()
+        self._records_left: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
         settings: Settings,
         *,
         metrics: Metrics | None = None,
         health: Health | None = None,
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics = metrics or Metrics()
-        self.health = health = health or Health()
-        metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
-        self._offsets = OffsetTracker()
-        self._batcher = Batcher(
-            settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
+        client: GameballApi | None = None,
+        consumer: Consumer | None = None,
+        producer: ProducerFactory | None = None,
+    ) -> Pipeline:
+        """A pipeline built by ``assembly.py``; the edges given replace the real ones."""
+        return cls(
+            build(
+                settings,
+                metrics=metrics,
+                health=health,
+                retry=retry,
+                poll=poll,
+                client=client,
+                consumer=consumer,
+                producer=producer,
+            )
         )
-        # The key's limits, split between the group's instances by the partitions they own.
-        self._budget = RequestBudget(
-            settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
-        )
-        self._client = GameballClient(
-            settings.gameball_endpoint,
-            settings.gameball_api_key,
-            settings.gameball_secret_key,
-            metrics=metrics,
-            health=health,
-            retry=retry,
-            budget=self._budget,
-            max_connections=max(8, settings.max_jobs_in_flight * 2),
-        )
-        self._tags = TagSender(self._client, self._current)
-        self._tracker = JobTracker(
-            self._client,
-            metrics,
-            max_jobs_in_flight=settings.max_jobs_in_flight,
-            job_timeout=settings.job_timeout_seconds,
-            max_submit_attempts=settings.max_submit_attempts,
-            poll=poll,
-            on_created=self._job_created,
-            on_ended=self._offsets.ended,
-            owns=self._offsets.takes_all,
-        )
-        self._dead_letters = DeadLetterWriter(
-            settings.producer_config(),
-            settings.kafka_dlq_topic,
-            metrics=metrics,
-            on_written=lambda letter: self._settlement.dead_lettered(letter),
-        )
-        self._settlement = Settlement(self._offsets, self._batcher, self._dead_letters, metrics)
-        self._takeovers = Takeovers(
-            self._client,
-            metrics,
-            self._offsets,
-            self._batcher,
-            self._settlement,
-            on_release=self._on_takeover_release,
-            tags=self._tags,
-        )
-        self._ingestor = Ingestor(
-            self._offsets,
-            Decoder.from_settings(settings),
-            self._batcher,
-            self._dead_letters,
-            self._settlement,
-            metrics,
-            self._takeovers,
-        )
-        self._kafka_thread = KafkaThread()
-        self._consumer = SourceConsumer(
-            settings.consumer_config(),
-            settings.kafka_source_topics,
-            on_assign=lambda tps: self._rebalancer.on_assign(tps),
-            on_revoke=lambda tps: self._rebalancer.on_revoke(tps),
-            on_lost=lambda tps: self._rebalancer.on_lost(tps),
-            on_broker_state=lambda ok: setattr(health, "broker_ok", ok),
-            on_committed=lambda error, results: self._committer.acknowledged(error, results),
-        )
-        self._lag = Lag(
-            lambda tp: self._consumer.high_watermark(tp), self._offsets, self._takeovers, metrics
-        )
-        self._backpressure = Backpressure(self._consumer, metrics, settings.max_buffered_records)
-        self._committer = Committer(
-            self._offsets,
-            self._consumer,
-            self._kafka_thread,
-            metrics,
-            metadata_limit=settings.commit_metadata_max_bytes,
-        )
-        self._rebalancer = Rebalancer(
-            offsets=self._offsets,
-            batcher=self._batcher,
-            tracker=self._tracker,
-            committer=self._committer,
-            takeovers=self._takeovers,
-            read_committed=self._consumer.committed,
-            health=health,
-            metrics=metrics,
-            batches_touching=self._batches_touching,
-            on_assigned=lambda: self._backpressure.assigned(),
-            budget=self._budget,
-            partition_counts=lambda: self._consumer.partition_counts,
-            topics=settings.kafka_source_topics,
-            revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
-        )
-        # Batches in flight (one task each) and the partitions their records come from.
-        self._jobs: dict[asyncio.Task[None], set[PartitionKey]] = {}
-        self._wake = asyncio.Event()
-        self._flush_now: FlushReason | None = None
-        self._fetching = True
+
+    @property
+    def records_read(self) -> int:
+        """Records consumed since the run began."""
+        return self._read
 
     # ------------------------------------------------------------------ run
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then shut down gracefully (SPEC §2)."""
+    async def run(self, stop: asyncio.Event | None = None, *, until: Until | None = None) -> None:
+        """Run until ``stop`` is set (or ``until`` says), then shut down gracefully (SPEC §2)."""
+        stop = stop or asyncio.Event()
         self._rebalancer.bind(asyncio.get_running_loop())
-        self._dead_letters.start()
-        await self._kafka_thread.call(self._consumer.start)
+        self._dead_letters.start(self._settlement.dead_lettered)
+        rebalancer = self._rebalancer
+        await self._kafka_thread.call(
+            self._consumer.start,
+            on_assign=rebalancer.on_assign,
+            on_revoke=rebalancer.on_revoke,
+            on_lost=rebalancer.on_lost,
+            on_committed=self._committer.acknowledged,
+            on_broker_state=self._broker_state,
+        )
         log.info(
             "pipeline_started",
             topics=list(self.settings.kafka_source_topics),
             group=self.settings.kafka_group_id,
+            until_idle=bool(until and until.idle),
+            max_records=until.records if until else None,
         )
+        self._records_left = until.records if until else None
+        self._last_read = time.monotonic()
         fetch = asyncio.create_task(self._fetch(), name="fetch")
         workers = [
             asyncio.create_task(self._dispatch(), name="dispatch"),
@@ -207,17 +205,99 @@ class Pipeline:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._client.watch_credentials(), name="credentials"),
         ]
-        stopped = asyncio.create_task(stop.wait(), name="stop")
+        ending: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait(), name="stop")]
+        if until is not None and (until.idle or until.records is not None):
+            ending.append(asyncio.create_task(self._until(until), name="until"))
         done, _ = await asyncio.wait(
-            [stopped, fetch, *workers], return_when=asyncio.FIRST_COMPLETED
+            [*ending, fetch, *workers], return_when=asyncio.FIRST_COMPLETED
         )
-        failure = next((t.exception() for t in done if t is not stopped and t.exception()), None)
+        failure = next((t.exception() for t in done if t not in ending and t.exception()), None)
+        if failure is None:  # the until task may have failed too (a Kafka call)
+            failure = next((t.exception() for t in done if t in ending and t.exception()), None)
         if failure is not None:
             log.critical("pipeline_task_failed", error=repr(failure))
-        stopped.cancel()
+        for task in ending:
+            task.cancel()
         await self._shutdown(fetch, workers)
         if failure is not None:
             raise failure
+
+    def _broker_state(self, ok: bool) -> None:
+        self.health.broker_ok = ok
+
+    async def _until(self, until: Until) -> None:
+        """Return once ``until`` is met (see :class:`Until`)."""
+        while True:
+            # The conditions are state several tasks change: a short poll, as in _shutdown.
+            await asyncio.sleep(UNTIL_CHECK_INTERVAL)
+            if until.records is not None and self._read >= until.records:
+                if self._settled():
+                    self._finished("max_records")
+                    return
+            elif until.idle and await self._idle(until.quiet):
+                self._finished("idle")
+                return
+
+    def _finished(self, reason: str) -> None:
+        """The one line a bounded run (a backfill) ends with: what it read and what became of it."""
+        sample = self.metrics.registry.get_sample_value
+        log.info(
+            "run_finished",
+            reason=reason,
+            records_read=self._read,
+            consumed=int(
+                sum(
+                    sample(f"{PREFIX}records_consumed_total", {"topic": topic}) or 0
+                    for topic in self.settings.kafka_source_topics
+                )
+            ),
+            outcomes={
+                outcome: int(sample(f"{PREFIX}records_total", {"outcome": outcome}) or 0)
+                for outcome in OUTCOMES
+            },
+            ready=self.health.ready()[0],
+        )
+
+    def _settled(self) -> bool:
+        """Nothing held, nothing in flight, and every settled watermark acknowledged."""
+        return not (
+            self._batcher
+            or self._jobs
+            or self._takeovers
+            or self._dead_letters.in_flight
+            or self._committer.in_flight
+            or self._offsets.commit_candidates()
+        )
+
+    async def _idle(self, quiet: float) -> bool:
+        assigned = sorted(self._rebalancer.assignment)
+        if not assigned or time.monotonic() - self._last_read < quiet or not self._settled():
+            return False
+        read = self._read
+        ends = await self._kafka_thread.call(self._ends, assigned)
+        if self._read != read:  # a fetch came back meanwhile (its records are ahead of ends)
+            return False
+        return all(self._at_end(tp, *end) for tp, end in zip(assigned, ends, strict=True))
+
+    def _ends(self, partitions: list[PartitionKey]) -> list[tuple[int | None, int | None]]:
+        """On the Kafka thread: each partition's (consumer position, cached high watermark)."""
+        return [
+            (self._consumer.position(tp), self._consumer.high_watermark(tp)) for tp in partitions
+        ]
+
+    def _at_end(self, tp: PartitionKey, position: int | None, high: int | None) -> bool:
+        """Read to the end, and all of it settled and committed: the commit is one past it.
+
+        The commit is compared with what was read, not with the high watermark,
+        and only :meth:`_settled` would not do: work the pipeline does not count
+        as held (the tags of a takeover's inherited job) keeps records unsettled.
+        """
+        if high is None:
+            return False
+        mine = self._offsets.position(tp)  # one past the last record read (None: none, no commit)
+        if position is None:  # nothing consumed yet: it stands where it was assigned from
+            position = mine or 0
+        return position >= high and (mine is None or self._offsets.committed_offset(tp) == mine)
 
     async def _shutdown(self, fetch: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         """Stop fetching, drain the buffer, wait for jobs, flush dead letters, commit and leave.
@@ -250,7 +330,7 @@ class Pipeline:
                 None, timeout=max(0.5, min(STOP_JOBS_WAIT, deadline - time.monotonic() - 1.0))
             )
         self._takeovers.cancel()
-        tasks = [*workers, *self._jobs]
+        tasks = [*workers, *self._jobs.tasks()]
         for task in tasks:
             task.cancel()
         # Bounded: a task that survived its cancel must not keep close() from running.
@@ -290,11 +370,24 @@ class Pipeline:
         ahead: asyncio.Future[tuple[Sequence[Message], int]] | None = None
         try:
             while self._fetching:
-                messages, fetched = await (ahead or kafka.call(self._consume))
+                wanted = self._wanted()
+                if not wanted and ahead is None:  # a bounded run has read its records
+                    await kafka.call(self._serve_only)
+                    self.health.last_poll = time.monotonic()
+                    continue
+                messages, fetched = await (ahead or kafka.call(self._consume, wanted))
                 self.health.last_poll = time.monotonic()
+                if messages:
+                    self._read += len(messages)
+                    self._last_read = time.monotonic()
+                wanted = self._wanted()
                 held = len(self._batcher) + self._takeovers.held + self._dead_letters.in_flight
                 room = held + len(messages) < limit and not self._backpressure.paused
-                ahead = asyncio.ensure_future(kafka.call(self._consume)) if room else None
+                ahead = (
+                    asyncio.ensure_future(kafka.call(self._consume, wanted))
+                    if room and wanted
+                    else None
+                )
                 for start in range(0, len(messages), INGEST_SLICE):
                     self._ingestor.ingest(messages[start : start + INGEST_SLICE], fetched)
                     if self._takeovers:
@@ -302,18 +395,38 @@ class Pipeline:
                     self._wake.set()
                     self._committer.soon()
                     await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
+                if not wanted:
+                    log.info("fetching_stopped", reason="max_records", records=self._read)
                 await self._after_fetch()
         finally:
             if ahead is not None:  # its records are not tracked: the next owner reads them
                 ahead.cancel()
 
-    def _consume(self) -> tuple[Sequence[Message], int]:
+    def _serve_only(self) -> None:
+        """On the Kafka thread, once a bounded run has read its records: serve, take nothing.
+
+        ``consume`` must go on being called: rebalance callbacks and commit
+        results come in it, and a member that stops calling it leaves the group.
+        The partitions are paused; a record that comes anyway (from a partition
+        assigned since) is not tracked, so nothing at or past it is committed:
+        the next run reads it.
+        """
+        self._consumer.pause(self._consumer.assignment())
+        self._consumer.consume(1, CONSUME_TIMEOUT)
+
+    def _wanted(self) -> int:
+        """How many records the next fetch may return: a bounded run stops at its count."""
+        if self._records_left is None:
+            return CONSUME_MAX
+        return max(0, min(CONSUME_MAX, self._records_left - self._read))
+
+    def _consume(self, wanted: int) -> tuple[Sequence[Message], int]:
         """On the Kafka thread: a fetch, and the newest generation once it returned.
 
         A partition assigned again while the fetch waits to be ingested is
         re-read by the new assignment: :meth:`OffsetTracker.track` drops these.
         """
-        return self._consumer.consume(CONSUME_MAX, CONSUME_TIMEOUT), self._offsets.newest_generation
+        return self._consumer.consume(wanted, CONSUME_TIMEOUT), self._offsets.newest_generation
 
     async def _after_fetch(self) -> None:
         """Pause or resume, count the partitions after an assignment, and read the lag."""
@@ -332,20 +445,6 @@ class Pipeline:
         due = await self._lag.refresh(kafka, self._rebalancer.assignment)
         if due and self._rebalancer.assignment and not self._rebalancer.partitions_total():
             self._rebalancer.recount = True  # the lookup failed: ask again at the next lag read
-
-    # ------------------------------------------------- job ledger, takeovers
-
-    def _on_takeover_release(self) -> None:
-        self._wake.set()
-        self._committer.soon()
-
-    def _current(self, record: PendingRecord) -> bool:
-        """Whether ``record`` is of its partition's current assignment (it may still settle)."""
-        return self._offsets.generation((record.topic, record.partition)) == record.generation
-
-    def _job_created(self, job_id: str, records: list[PendingRecord]) -> None:
-        self._offsets.carried(job_id, records)
-        self._committer.soon()
 
     # ---------------------------------------------------- batch, submit, track
 
@@ -372,10 +471,7 @@ class Pipeline:
         self.metrics.flushed[batch.reason].inc()
         self.metrics.batch_records.observe(len(batch.records))
         task = asyncio.create_task(self._run_batch(batch))
-        self._jobs[task] = {(r.topic, r.partition) for r in batch.records}
-
-    def _batches_touching(self, partitions: set[PartitionKey]) -> list[asyncio.Task[None]]:
-        return [task for task, touched in self._jobs.items() if touched & partitions]
+        self._jobs.add(task, {(r.topic, r.partition) for r in batch.records})
 
     async def _run_batch(self, batch: Batch) -> None:
         """Deliver one batch, then settle: the step from a batch to settled offsets."""
@@ -392,7 +488,7 @@ class Pipeline:
             self._settlement.apply(verdicts)
         finally:
             self._batcher.release((r.customer_id for r in records), time.monotonic())
-            self._jobs.pop(cast("asyncio.Task[None]", asyncio.current_task()), None)
+            self._jobs.discard(cast("asyncio.Task[None]", asyncio.current_task()))
             if not self._jobs and not self._batcher:
                 self._committer.drained()
             else:

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from service.delivery.batching import Batcher
 from service.delivery.commits import Committer
+from service.delivery.edges import Consumer
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
 from service.delivery.ledger import decode
 from service.delivery.offsets import OffsetTracker, PartitionKey, Window
@@ -62,9 +64,62 @@ log = structlog.get_logger(__name__)
 REVOKE_WAIT = 10.0
 COMMITTED_TIMEOUT = 10.0
 
-BatchesTouching = Callable[[set[PartitionKey]], list[asyncio.Task[None]]]
-ReadCommitted = Callable[[list[PartitionKey], float], dict[PartitionKey, tuple[int, str]]]
-"""The group's committed ``(offset, metadata)`` per partition (on the Kafka thread)."""
+
+class InFlight:
+    """The batches being delivered (one task each) and the partitions their records come from."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[None], set[PartitionKey]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Task[None], partitions: set[PartitionKey]) -> None:
+        self._tasks[task] = partitions
+
+    def discard(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
+    def touching(self, partitions: set[PartitionKey]) -> list[asyncio.Task[None]]:
+        return [task for task, touched in self._tasks.items() if touched & partitions]
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """Everything this instance holds for its partitions: what a rebalance must settle or drop."""
+
+    offsets: OffsetTracker
+    batcher: Batcher
+    takeovers: Takeovers
+    tracker: JobTracker
+    in_flight: InFlight
+
+
+class KeyShare:
+    """This instance's part of the key's budget: partitions owned / partitions there are.
+
+    Partitions are weighed alike (a hot partition costs its owner more of its
+    share). Until the brokers have said how many there are, the instance keeps
+    the idle share: safe for the group; the fetch loop asks (again every
+    ``LAG_INTERVAL`` while they do not answer).
+    """
+
+    def __init__(self, budget: RequestBudget, consumer: Consumer, topics: Sequence[str]) -> None:
+        self._budget = budget
+        self._consumer = consumer
+        self._topics = tuple(topics)
+
+    def partitions_total(self) -> int:
+        """Partitions of the source topics, as the brokers last said (0: not known yet)."""
+        counts = self._consumer.partition_counts
+        return sum(counts.get(topic, 0) for topic in self._topics)
+
+    def update(self, owned: int) -> None:
+        total = self.partitions_total()
+        self._budget.set_share(owned / total if total else 0.0)
 
 
 class Rebalancer:
@@ -72,35 +127,27 @@ class Rebalancer:
 
     def __init__(
         self,
-        *,
-        offsets: OffsetTracker,
-        batcher: Batcher,
-        tracker: JobTracker,
+        holdings: Holdings,
+        consumer: Consumer,
         committer: Committer,
-        takeovers: Takeovers,
-        read_committed: Callable[[list[PartitionKey], float], dict[PartitionKey, tuple[int, str]]],
+        share: KeyShare,
+        *,
         health: Health,
         metrics: Metrics,
-        batches_touching: BatchesTouching,
         on_assigned: Callable[[], None],
-        budget: RequestBudget,
-        partition_counts: Callable[[], Mapping[str, int]],
-        topics: Sequence[str],
         revoke_wait: float = REVOKE_WAIT,
     ) -> None:
-        self._offsets = offsets
-        self._batcher = batcher
-        self._tracker = tracker
+        self._offsets = holdings.offsets
+        self._batcher = holdings.batcher
+        self._tracker = holdings.tracker
+        self._takeovers = holdings.takeovers
+        self._in_flight = holdings.in_flight
+        self._consumer = consumer
         self._committer = committer
-        self._takeovers = takeovers
-        self._read_committed = read_committed
+        self._share = share
         self._health = health
         self._metrics = metrics
-        self._batches_touching = batches_touching
         self._on_assigned = on_assigned
-        self._budget = budget
-        self._partition_counts = partition_counts
-        self._topics = tuple(topics)
         self._revoke_wait = revoke_wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assignment: set[PartitionKey] = set()
@@ -118,7 +165,7 @@ class Rebalancer:
         if self._loop is None or not partitions:
             self._on_loop(self.assigned, partitions)
             return
-        committed = self._read_committed(partitions, COMMITTED_TIMEOUT)
+        committed = self._consumer.committed(partitions, COMMITTED_TIMEOUT)
         future = asyncio.run_coroutine_threadsafe(self.assigned(partitions, committed), self._loop)
         try:
             future.result()
@@ -217,7 +264,7 @@ class Rebalancer:
         self._offsets.close(revoked)
         released = self._batcher.drop_partitions(revoked)
         self._takeovers.drop(revoked)
-        waiting = self._batches_touching(revoked)
+        waiting = self._in_flight.touching(revoked)
         if waiting and not self._health.stopping:
             await asyncio.wait(waiting, timeout=self._revoke_wait)
         stopped = await self._tracker.stop_jobs(revoked, timeout=STOP_JOBS_WAIT)
@@ -238,19 +285,11 @@ class Rebalancer:
 
     def partitions_total(self) -> int:
         """Partitions of the source topics, as the brokers last said (0: not known yet)."""
-        counts = self._partition_counts()
-        return sum(counts.get(topic, 0) for topic in self._topics)
+        return self._share.partitions_total()
 
     def reshare(self) -> None:
-        """This instance's part of the key's budget: partitions owned / partitions there are.
-
-        Partitions are weighed alike (a hot partition costs its owner more of
-        its share). Until the brokers have said how many there are, the
-        instance keeps the idle share: safe for the group; the fetch loop asks
-        (again every ``LAG_INTERVAL`` while they do not answer).
-        """
-        total = self.partitions_total()
-        self._budget.set_share(len(self.assignment) / total if total else 0.0)
+        """Re-split the key's budget after the assignment (or the partition counts) changed."""
+        self._share.update(len(self.assignment))
 
 
 def names(partitions: Iterable[PartitionKey]) -> list[str]:

@@ -13,6 +13,13 @@ in ``offsets.py``): a record whose partition was revoked, or revoked and
 assigned back, has a newer copy that is the one to deliver, dead-letter or
 settle. A record delivered by a job is counted as succeeded either way: it
 was.
+
+Every settlement goes through :meth:`OffsetTracker.settle`, the one write of a
+settled mark, from one of this class's doors: a batch's verdicts
+(:meth:`Settlement.apply`, also for what an inherited job decided), records a
+policy skipped or a change superseded, a dead letter's acknowledgement, and
+what a previous owner's ledger says it had settled. Each door says which
+outcome it counts; the generation check is the tracker's.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from service.delivery.offsets import (
 from service.delivery.records import PendingRecord
 from service.delivery.verdicts import Verdicts
 from service.metrics import Metrics
+
+Assignment = tuple[PartitionKey, int]
+"""A partition and the generation of its assignment: the unit a settlement is checked against."""
 
 
 class Settlement:
@@ -90,7 +100,7 @@ class Settlement:
         if not records:
             return
         wall = time.time()
-        self._offsets.settle_all(records, OUTCOME_MARKS[outcome])
+        self._mark(records, OUTCOME_MARKS[outcome], absorbed_only=False)
         self._metrics.end_to_end_latency.observe_many(
             [wall - r.timestamp_ms / 1000 for r in records]
         )
@@ -99,13 +109,30 @@ class Settlement:
 
     def absorbed(self, records: list[PendingRecord]) -> None:
         """Settle the earlier changes these records absorbed (``coalesced``), not the records."""
-        current = self._offsets.generation
-        records = [
-            r for r in records if r.superseded and current((r.topic, r.partition)) == r.generation
-        ]
+        records = [r for r in records if r.superseded]
         if records:
-            self._offsets.settle_superseded(records)
-            self._count_absorbed(records, time.time())
+            self._mark(records, Mark.COALESCED, absorbed_only=True)
+            current = self._offsets.generation
+            self._count_absorbed(
+                [r for r in records if current((r.topic, r.partition)) == r.generation],
+                time.time(),
+            )
+
+    def _mark(self, records: list[PendingRecord], mark: int, *, absorbed_only: bool) -> None:
+        """Settle records as ``mark`` and what they absorbed as COALESCED, per assignment."""
+        own: dict[Assignment, list[int]] = {}
+        absorbed: dict[Assignment, list[int]] = {}
+        for r in records:
+            key = ((r.topic, r.partition), r.generation)
+            if not absorbed_only:
+                own.setdefault(key, []).append(r.offset)
+            if r.superseded:
+                absorbed.setdefault(key, []).extend(offset for offset, _ in r.superseded)
+        settle = self._offsets.settle
+        for (tp, generation), offsets in own.items():
+            settle(tp, offsets, mark, generation=generation)
+        for (tp, generation), offsets in absorbed.items():
+            settle(tp, offsets, Mark.COALESCED, generation=generation)
 
     def _count_absorbed(self, records: list[PendingRecord], wall: float) -> None:
         stamps = [stamp for r in records if r.superseded for _, stamp in r.superseded]
@@ -131,8 +158,7 @@ class Settlement:
     def dead_lettered(self, letter: DeadLetter) -> None:
         """The broker acknowledged a dead letter: its source record is settled."""
         tp = (letter.topic, letter.partition)
-        if self._offsets.generation(tp) == letter.generation:
-            self._offsets.settle(tp, letter.offset, Mark.DEAD_LETTERED)
+        self._offsets.settle(tp, letter.offset, Mark.DEAD_LETTERED, generation=letter.generation)
         self._metrics.dead_lettered.inc()
         self._metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)
 

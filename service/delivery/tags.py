@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from service.delivery.edges import GameballApi
 from service.delivery.records import PendingRecord
 from service.delivery.verdicts import Rejection, Verdicts
 from service.errors import SubmissionWithdrawn, TagsRejected
-from service.gameball.client import GameballClient
 from service.labels import DeadLetterReason
 
 TAG_CALLS_IN_FLIGHT = 8
@@ -46,7 +46,7 @@ class TagSender:
 
     def __init__(
         self,
-        client: GameballClient,
+        client: GameballApi,
         owns: Callable[[PendingRecord], bool],
         *,
         in_flight: int = TAG_CALLS_IN_FLIGHT,

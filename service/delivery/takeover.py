@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.delivery.batching import Batcher
+from service.delivery.edges import GameballApi
 from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
@@ -45,7 +46,6 @@ from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
 from service.delivery.verdicts import Verdicts, judge
 from service.errors import ApiError, JobNotFound
-from service.gameball.client import GameballClient
 from service.gameball.models import JobStatus
 from service.metrics import Metrics
 
@@ -92,7 +92,7 @@ class Takeovers:
 
     def __init__(
         self,
-        client: GameballClient,
+        client: GameballApi,
         metrics: Metrics,
         offsets: OffsetTracker,
         batcher: Batcher,

@@ -200,7 +200,7 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig) -> Settings:
 
 async def _run(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     metrics, health = Metrics(), Health()
-    pipeline = Pipeline(settings, metrics=metrics, health=health)
+    pipeline = Pipeline.from_settings(settings, metrics=metrics, health=health)
     server = build_server(metrics, health, settings.http_port, host="127.0.0.1")
     metrics_url = f"http://127.0.0.1:{settings.http_port}/metrics"
     stop = asyncio.Event()

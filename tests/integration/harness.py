@@ -6,6 +6,7 @@ asks the broker (end offsets, committed offsets), never counts it on the side.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from service.delivery.broker_retry import (
     ask_again_if_transient,
@@ -177,7 +178,9 @@ def read_all(
             "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([topic])
+    # Assigned, not subscribed: no group to join (seconds of rebalance delay on each call).
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     records: list[DeadLetterRecord] = []
     deadline = time.monotonic() + timeout
     try:
@@ -193,6 +196,20 @@ def read_all(
     return records
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What a bounded run reported as it ended: what it read and what became of each record."""
+
+    consumed: int
+    outcomes: dict[str, int]
+    ready: bool
+    """Whether the service was ready when it found itself done (before it began to stop)."""
+
+    @property
+    def settled(self) -> int:
+        return sum(self.outcomes.values())
+
+
 class ServiceProcess:
     """``customer-sync run`` as a real process, configured by environment variables."""
 
@@ -202,12 +219,39 @@ class ServiceProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServiceProcess:
+    def start(self, *args: str) -> ServiceProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "run"], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "service.cli", "run", *args],
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
         return self
+
+    def run_until_idle(self, timeout: float = 120) -> RunSummary:
+        """``customer-sync run --until-idle``: everything on the topic delivered, settled and
+        committed, then a clean exit (0). Returns the run's closing summary."""
+        self.start("--until-idle")
+        try:
+            code = self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"not idle within {timeout}s:\n{self.logs()[-3000:]}") from None
+        assert code == 0, self.logs()[-3000:]
+        return self.summary()
+
+    def summary(self) -> RunSummary:
+        """The ``run_finished`` line a bounded run ends with."""
+        for line in reversed(self.logs().splitlines()):
+            if '"run_finished"' in line:
+                event = json.loads(line)
+                return RunSummary(
+                    consumed=event["consumed"],
+                    outcomes=event["outcomes"],
+                    ready=event["ready"],
+                )
+        raise AssertionError(f"no run_finished line:\n{self.logs()[-3000:]}")
 
     def get(self, path: str) -> httpx.Response | None:
         try:

@@ -63,6 +63,19 @@ def everything_applied(simulator: RunningSimulator, expected: dict[str, int]) ->
     return all(latest.get(c) == v for c, v in expected.items())
 
 
+def service_for(
+    broker: KafkaNode,
+    simulator: RunningSimulator,
+    topic: str,
+    group: str,
+    tmp_path: Path,
+    **extra: str,
+) -> ServiceProcess:
+    """The service, not started: for a bounded run (``run_until_idle``)."""
+    env = service_env(broker, simulator.base_url, topic, group, **extra)
+    return ServiceProcess(env, tmp_path / f"service-{unique('log')}.jsonl")
+
+
 def start_service(
     broker: KafkaNode,
     simulator: RunningSimulator,
@@ -90,20 +103,12 @@ def test_5000_events_over_6_partitions_are_delivered_and_committed(
         broker.bootstrap, topic, generate(5000, 1500, seed=11), partitions=PARTITIONS
     )
     assert produced.total == 5000
-    service = start_service(broker, simulator, topic, group, tmp_path)
-    try:
-        expected = latest_versions(produced)
-        wait_for(
-            lambda: everything_applied(simulator, expected), 90, "every customer's latest change"
-        )
-        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
-        wait_for(lambda: service.ready(), 10, "readiness")
-        consumed = service.metric("customer_sync_records_consumed_total")
-        outcomes = service.metric("customer_sync_records_total")
-        assert consumed == outcomes == 5000
-        assert service.metric("customer_sync_records_total", outcome="dead_lettered") == 0
-    finally:
-        assert service.stop() == 0, service.logs()[-3000:]
+    summary = service_for(broker, simulator, topic, group, tmp_path).run_until_idle(120)
+    assert everything_applied(simulator, latest_versions(produced))
+    assert fully_committed(broker.bootstrap, group, topic)
+    assert summary.ready
+    assert summary.consumed == summary.settled == 5000
+    assert summary.outcomes["dead_lettered"] == 0
 
 
 def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
@@ -125,37 +130,30 @@ def test_bad_events_are_dead_lettered_with_reason_bytes_and_source(
     )
     events = good[:150] + bad + [rejected, tombstone, deleted] + good[150:]
     produced = produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
-    service = start_service(broker, simulator, topic, group, tmp_path)
-    try:
-        expected_letters = len(bad) + 1
-        letters = read_all(broker.bootstrap, f"{topic}.dlq", expected_letters, timeout=60)
-        assert len(letters) == expected_letters
-        by_value = {letter.value: letter for letter in letters}
-        where = {(e.value, e.key): (p, o) for e, p, o in produced.events}
-        for event in [*bad, rejected]:
-            letter = by_value[event.value]  # original bytes, unchanged
-            assert letter.key == event.key
-            assert letter.headers["dlq.reason"] == event.expected
-            assert letter.headers["dlq.error"]
-            partition, offset = where[(event.value, event.key)]
-            assert letter.headers["dlq.source.topic"] == topic
-            assert letter.headers["dlq.source.partition"] == str(partition)
-            assert letter.headers["dlq.source.offset"] == str(offset)
-            assert int(letter.headers["dlq.source.timestamp"]) > 0
-        api_letter = by_value[rejected.value]
-        assert api_letter.headers["dlq.error"] == "Invalid email address"
-        assert api_letter.headers["dlq.job.id"]
-        assert api_letter.headers["dlq.attempts"] == "1"
-        expected = latest_versions(produced)
-        wait_for(lambda: everything_applied(simulator, expected), 60, "good events delivered")
-        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 30, "offsets")
-        assert service.metric("customer_sync_records_total", outcome="skipped") == 2
-        assert (
-            service.metric("customer_sync_records_total", outcome="dead_lettered")
-            == expected_letters
-        )
-    finally:
-        assert service.stop() == 0, service.logs()[-3000:]
+    summary = service_for(broker, simulator, topic, group, tmp_path).run_until_idle(120)
+    expected_letters = len(bad) + 1
+    letters = read_all(broker.bootstrap, f"{topic}.dlq", expected_letters, timeout=60)
+    assert len(letters) == expected_letters
+    by_value = {letter.value: letter for letter in letters}
+    where = {(e.value, e.key): (p, o) for e, p, o in produced.events}
+    for event in [*bad, rejected]:
+        letter = by_value[event.value]  # original bytes, unchanged
+        assert letter.key == event.key
+        assert letter.headers["dlq.reason"] == event.expected
+        assert letter.headers["dlq.error"]
+        partition, offset = where[(event.value, event.key)]
+        assert letter.headers["dlq.source.topic"] == topic
+        assert letter.headers["dlq.source.partition"] == str(partition)
+        assert letter.headers["dlq.source.offset"] == str(offset)
+        assert int(letter.headers["dlq.source.timestamp"]) > 0
+    api_letter = by_value[rejected.value]
+    assert api_letter.headers["dlq.error"] == "Invalid email address"
+    assert api_letter.headers["dlq.job.id"]
+    assert api_letter.headers["dlq.attempts"] == "1"
+    assert everything_applied(simulator, latest_versions(produced))
+    assert fully_committed(broker.bootstrap, group, topic)
+    assert summary.outcomes["skipped"] == 2
+    assert summary.outcomes["dead_lettered"] == expected_letters
 
 
 def test_sigkill_mid_stream_loses_nothing(
@@ -364,15 +362,12 @@ def test_an_update_that_leaves_a_toasted_value_out_keeps_the_insert_s_value(
     }
     events = [Event(b"toast", orjson.dumps(v), "toast", 0, "deliver") for v in (insert, update)]
     produce(broker.bootstrap, topic, events, partitions=PARTITIONS)
-    service = start_service(broker, simulator, topic, group, tmp_path)
-    try:
-        wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 60, "offsets")
-        simulator.state.settle()
-        assert simulator.state.latest["toast"] == {
-            "customerId": "toast",
-            "customerAttributes": {"displayName": "Renamed", "custom": {"blob": blob}},
-        }
-        assert service.metric("customer_sync_records_total", outcome="coalesced") == 1
-        assert service.metric("customer_sync_records_total", outcome="succeeded") == 1
-    finally:
-        assert service.stop() == 0, service.logs()[-3000:]
+    summary = service_for(broker, simulator, topic, group, tmp_path).run_until_idle(60)
+    assert fully_committed(broker.bootstrap, group, topic)
+    simulator.state.settle()
+    assert simulator.state.latest["toast"] == {
+        "customerId": "toast",
+        "customerAttributes": {"displayName": "Renamed", "custom": {"blob": blob}},
+    }
+    assert summary.outcomes["coalesced"] == 1
+    assert summary.outcomes["succeeded"] == 1

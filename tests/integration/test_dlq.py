@@ -65,10 +65,8 @@ def dead_letter(broker: Broker, topic: str, items: list[DeadLetter]) -> None:
         }
     )
     written: list[DeadLetter] = []
-    writer = DeadLetterWriter(
-        settings.producer_config(), f"{topic}.dlq", metrics=Metrics(), on_written=written.append
-    )
-    writer.start()
+    writer = DeadLetterWriter(settings.producer_config(), f"{topic}.dlq", metrics=Metrics())
+    writer.start(written.append)
     for item in items:
         writer.send(item)
     assert writer.flush(10) == 0

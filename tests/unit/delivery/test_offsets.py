@@ -279,7 +279,9 @@ def test_the_changes_a_record_absorbed_ride_in_its_job_and_settle_with_it() -> N
     assert window.marks == bytes([Mark.PENDING, *[Mark.JOB + slot] * 3])
     tracker.ended("job-a", [merged])  # the job did not settle it: all three are pending again
     assert tracker.commit_candidates()[TP].marks == bytes([Mark.PENDING] * 4)
-    tracker.settle_all([merged], Mark.SUCCEEDED)
+    # Delivered: Settlement settles it and what it absorbed (test_settlement.py).
+    tracker.settle(TP, 3, Mark.SUCCEEDED, generation=generation)
+    tracker.settle(TP, [1, 2], Mark.COALESCED, generation=generation)
     window = tracker.commit_candidates()[TP]
     assert window.marks == bytes([Mark.PENDING, Mark.COALESCED, Mark.COALESCED, Mark.SUCCEEDED])
 

@@ -1,75 +1,51 @@
-"""Settlement across a revoke and a re-assignment of the same partition (no broker needed).
+"""Partitions leaving and coming back, through the consumer's rebalance callbacks.
 
-The pipeline's rebalance handlers and settlement are plain methods on the
-loop; the consumer is never started here, so commits fail quietly and only
-the offset tracker's commit candidates are observed.
+The fake consumer runs the callbacks inside ``consume`` on the Kafka thread,
+as librdkafka does; the pipeline's handlers hand them to the loop and wait.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
 
-import orjson
-
-from service.config import load_settings
-from service.delivery.pipeline import Pipeline
-from service.delivery.verdicts import Verdicts
-from service.labels import FlushReason
+from tests.helpers import eventually
+from tests.unit.delivery.fakes import FakeApi, change, rig, running
 
 TP = ("t", 0)
-ENV = {
-    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-    "GAMEBALL_API_KEY": "k",
-    "GAMEBALL_SECRET_KEY": "s",
-    "GAMEBALL_BASE_URL": "http://127.0.0.1:1",
-}
 
 
-@dataclass
-class Msg:
-    _offset: int
-    customer: str
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TP[0]
-
-    def partition(self) -> int:
-        return TP[1]
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-    def key(self) -> bytes:
-        return self.customer.encode()
-
-    def value(self) -> bytes:
-        return orjson.dumps({"customerId": self.customer, "custom": {"v": self._offset}})
+async def test_a_revoked_partition_commits_what_is_settled_in_the_callback() -> None:
+    r = rig()
+    r.consumer.async_commits_fail = True  # only the revoke's own commit can land
+    r.consumer.append(TP, change("a"))
+    r.consumer.append(TP, change("b"))
+    async with running(r):
+        await eventually(lambda: r.api.delivered == ["a", "b"])
+        assert r.consumer.group == {}
+        r.consumer.rebalance("revoke", [TP])
+        await eventually(lambda: TP in r.consumer.group)
+        assert r.consumer.committed_offsets() == {TP: 2}
+        # Assigned back (or to the next owner): it reads on from the commit, redoing nothing.
+        r.consumer.async_commits_fail = False
+        r.consumer.append(TP, change("c"))
+        r.consumer.rebalance("assign", [TP])
+        await eventually(lambda: r.consumer.committed_offsets() == {TP: 3})
+    assert r.api.delivered == ["a", "b", "c"]
 
 
-async def test_a_job_from_a_previous_assignment_cannot_settle_the_new_owners_records() -> None:
-    pipeline = Pipeline(load_settings(ENV))
-    await pipeline._rebalancer.assigned([TP])
-    pipeline._ingestor.ingest([Msg(0, "a"), Msg(1, "b")], pipeline._offsets.newest_generation)
-    old_job = pipeline._batcher.take(FlushReason.TIMEOUT)  # a@0 and b@1 go out in one job
-    # The partition goes away while that job runs (lost, or revoked after REVOKE_WAIT) ...
-    await pipeline._rebalancer.lost([TP])
-    # ... and comes back: the consumer re-reads from the committed offset (0).
-    await pipeline._rebalancer.assigned([TP])
-    pipeline._ingestor.ingest(
-        [Msg(0, "a"), Msg(1, "b")], pipeline._offsets.newest_generation
-    )  # the new copies wait behind the old job
-    # The old job ends: a succeeded, b was not settled by it (stopped) and is given back.
-    a, b = old_job.records
-    pipeline._settlement.apply(Verdicts(succeeded=[a], resubmit=[b]))
-    pipeline._batcher.release(["a", "b"], 0.0)
-    # Nothing of the new assignment has settled: only the current generation may
-    # settle its records, so the watermark stays at 0. (The old b used to be settled
-    # as "coalesced" against the new copy of itself, and the pipeline committed 2: a
-    # crash then lost b; an old job settling the new a@0 would commit 1.)
-    assert pipeline._offsets.commit_candidates()[TP].offset == 0
+async def test_a_lost_partitions_jobs_are_stopped_and_nothing_of_it_is_committed() -> None:
+    api = FakeApi()
+    api.status_gate = asyncio.Event()  # the job runs on: its status is not known yet
+    r = rig(api=api)
+    r.consumer.append(TP, change("a"))
+    async with running(r):
+        await eventually(lambda: bool(api.jobs))
+        r.consumer.rebalance("lose", [TP])
+        # Someone else owns it now and redoes "a": our job must not go on applying it.
+        await eventually(lambda: api.stopped == ["job-1"])
+        api.status_gate.set()
+        await eventually(lambda: r.count("customer_sync_records_total", outcome="succeeded") == 1)
+        turns = r.consumer.consumes
+        await eventually(lambda: r.consumer.consumes > turns + 5)
+    # Ownership was already gone: nothing past what was committed before is committed.
+    assert all(commit[TP][0] == 0 for commit in r.consumer.commits if TP in commit)

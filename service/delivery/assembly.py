@@ -1,0 +1,213 @@
+"""Building the pipeline from its parts, in one pass, each part before those that use it.
+
+The order is the dependency order, so no part needs a reference to one built
+later:
+
+1. the books: offsets, the buffer, the key's request budget;
+2. the edges (``edges.py``): the API client, the consumer, the dead-letter
+   writer and its producer. Given ones (fakes in unit tests) are used as they are;
+3. what turns verdicts into settled offsets and commits them: settlement,
+   the committer (which also hears of each job created, for the ledger), and
+   the :class:`Progress` signal that wakes the dispatcher after a release;
+4. what produces verdicts: jobs, tags, takeovers; then ingest, backpressure, lag;
+5. the rebalancer, over everything the instance holds for its partitions.
+
+The two callbacks that point back up the chain, the consumer's (rebalance,
+commit results) and the dead-letter writer's (acknowledgements), are given
+when those edges *start* (:meth:`Pipeline.run`), as librdkafka's own are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.delivery.backpressure import Backpressure
+from service.delivery.batching import Batcher
+from service.delivery.commits import Committer
+from service.delivery.consumer import KafkaThread, SourceConsumer
+from service.delivery.deadletter import DeadLetterWriter
+from service.delivery.decoding import Decoder
+from service.delivery.edges import Consumer, GameballApi, ProducerFactory
+from service.delivery.ingest import Ingestor
+from service.delivery.jobs import JobTracker
+from service.delivery.lag import Lag
+from service.delivery.offsets import OffsetTracker
+from service.delivery.polling import PollSchedule
+from service.delivery.rebalance import REVOKE_WAIT, Holdings, InFlight, KeyShare, Rebalancer
+from service.delivery.records import PendingRecord
+from service.delivery.settlement import Settlement
+from service.delivery.tags import TagSender
+from service.delivery.takeover import Takeovers
+from service.gameball.budget import RequestBudget
+from service.gameball.client import GameballClient, RetryPolicy
+from service.health import Health
+from service.metrics import Metrics
+
+
+class Progress:
+    """Work was settled or released: the dispatcher looks at the buffer again, a commit follows."""
+
+    def __init__(self, committer: Committer) -> None:
+        self.wake = asyncio.Event()
+        self._committer = committer
+
+    def __call__(self) -> None:
+        self.wake.set()
+        self._committer.soon()
+
+
+class Current:
+    """Whether a record is of its partition's current assignment (it may still settle)."""
+
+    def __init__(self, offsets: OffsetTracker) -> None:
+        self._offsets = offsets
+
+    def __call__(self, record: PendingRecord) -> bool:
+        return self._offsets.generation((record.topic, record.partition)) == record.generation
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Every part of one pipeline, built and wired (see the module docstring)."""
+
+    settings: Settings
+    metrics: Metrics
+    health: Health
+    offsets: OffsetTracker
+    batcher: Batcher
+    budget: RequestBudget
+    client: GameballApi
+    consumer: Consumer
+    kafka_thread: KafkaThread
+    dead_letters: DeadLetterWriter
+    settlement: Settlement
+    committer: Committer
+    progress: Progress
+    tracker: JobTracker
+    tags: TagSender
+    takeovers: Takeovers
+    ingestor: Ingestor
+    backpressure: Backpressure
+    lag: Lag
+    in_flight: InFlight
+    rebalancer: Rebalancer
+
+
+def build(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
+    retry: RetryPolicy | None = None,
+    poll: PollSchedule | None = None,
+    client: GameballApi | None = None,
+    consumer: Consumer | None = None,
+    producer: ProducerFactory | None = None,
+) -> Parts:
+    """The parts of a pipeline for ``settings``; ``client``, ``consumer``, ``producer`` replace
+    the real edges (the API over HTTP, confluent-kafka's consumer and producer)."""
+    metrics = metrics or Metrics()
+    health = health or Health()
+    metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
+
+    # 1. The books.
+    offsets = OffsetTracker()
+    batcher = Batcher(
+        settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
+    )
+    # The key's limits, split between the group's instances by the partitions they own.
+    budget = RequestBudget(
+        settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
+    )
+
+    # 2. The edges.
+    if client is None:
+        client = GameballClient(
+            settings.gameball_endpoint,
+            settings.gameball_api_key,
+            settings.gameball_secret_key,
+            metrics=metrics,
+            health=health,
+            retry=retry,
+            budget=budget,
+            max_connections=max(8, settings.max_jobs_in_flight * 2),
+        )
+    if consumer is None:
+        consumer = SourceConsumer(settings.consumer_config(), settings.kafka_source_topics)
+    kafka_thread = KafkaThread()
+    dead_letters = DeadLetterWriter(
+        settings.producer_config(), settings.kafka_dlq_topic, metrics=metrics, producer=producer
+    )
+
+    # 3. Settling and committing.
+    settlement = Settlement(offsets, batcher, dead_letters, metrics)
+    committer = Committer(
+        offsets, consumer, kafka_thread, metrics, metadata_limit=settings.commit_metadata_max_bytes
+    )
+    progress = Progress(committer)
+
+    # 4. What produces verdicts, and what feeds it.
+    tags = TagSender(client, Current(offsets))
+    tracker = JobTracker(
+        client,
+        metrics,
+        max_jobs_in_flight=settings.max_jobs_in_flight,
+        job_timeout=settings.job_timeout_seconds,
+        max_submit_attempts=settings.max_submit_attempts,
+        poll=poll,
+        on_created=committer.job_created,
+        on_ended=offsets.ended,
+        owns=offsets.takes_all,
+    )
+    takeovers = Takeovers(
+        client, metrics, offsets, batcher, settlement, on_release=progress, tags=tags
+    )
+    ingestor = Ingestor(
+        offsets,
+        Decoder.from_settings(settings),
+        batcher,
+        dead_letters,
+        settlement,
+        metrics,
+        takeovers,
+    )
+    backpressure = Backpressure(consumer, metrics, settings.max_buffered_records)
+    lag = Lag(consumer.high_watermark, offsets, takeovers, metrics)
+
+    # 5. Partitions arriving and leaving.
+    in_flight = InFlight()
+    rebalancer = Rebalancer(
+        Holdings(offsets, batcher, takeovers, tracker, in_flight),
+        consumer,
+        committer,
+        KeyShare(budget, consumer, settings.kafka_source_topics),
+        health=health,
+        metrics=metrics,
+        on_assigned=backpressure.assigned,
+        revoke_wait=min(REVOKE_WAIT, settings.shutdown_timeout_seconds),
+    )
+    return Parts(
+        settings=settings,
+        metrics=metrics,
+        health=health,
+        offsets=offsets,
+        batcher=batcher,
+        budget=budget,
+        client=client,
+        consumer=consumer,
+        kafka_thread=kafka_thread,
+        dead_letters=dead_letters,
+        settlement=settlement,
+        committer=committer,
+        progress=progress,
+        tracker=tracker,
+        tags=tags,
+        takeovers=takeovers,
+        ingestor=ingestor,
+        backpressure=backpressure,
+        lag=lag,
+        in_flight=in_flight,
+        rebalancer=rebalancer,
+    )
