@@ -127,15 +127,15 @@ def column_type(schema: Any) -> ColumnType:
     if type(schema) is not dict:
         return PLAIN
     name = schema.get("name")
-    if name is not None:
+    if type(name) is str:  # anything else names no logical type (and would not hash)
         known = _LOGICAL.get(name)
         if known is not None:
             return known
         if name == DECIMAL_NAME:
             parameters = schema.get("parameters") or {}
             try:
-                scale = int(parameters.get("scale", 0))
-            except (TypeError, ValueError):
+                scale = int(parameters["scale"]) if "scale" in parameters else 0
+            except (TypeError, ValueError, OverflowError):  # parameters not an object, too
                 return PLAIN
             if schema.get("type") == "bytes":
                 return ColumnType(Kind.DECIMAL, scale=scale)

@@ -340,9 +340,13 @@ GUESS: dict[Target, Callable[[Any], Any]] = {
 
 # --- decimals --------------------------------------------------------------------------------
 
+_DIGITS_LIMIT = 1000
+
 
 def unscaled_text(unscaled: int, scale: int) -> str:
     """``unscaled * 10**-scale`` as a plain decimal literal: exact, never an exponent."""
+    if not -_DIGITS_LIMIT < scale < _DIGITS_LIMIT:  # 10**-1e9 would take minutes and gigabytes
+        raise Invalid(f"a decimal's scale of {scale} is out of range")
     if scale <= 0:
         return str(unscaled * 10**-scale)
     sign = "-" if unscaled < 0 else ""
@@ -373,9 +377,6 @@ def is_variable_decimal(value: dict[str, Any]) -> bool:
 
 def variable_decimal_text(value: dict[str, Any]) -> str:
     return base64_decimal_text(value["value"], value["scale"])
-
-
-_DIGITS_LIMIT = 1000
 
 
 def decimal_literal(value: Any) -> str:
