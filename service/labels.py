@@ -22,6 +22,8 @@ class DeadLetterReason(StrEnum):
     JOB_FAILED = "job_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
     TAGS_REJECTED = "tags_rejected"
+    DECODER_FAULT = "decoder_fault"
+    """A bug of ours met this record (the decoder raised what bad input never does)."""
 
 
 class FlushReason(StrEnum):

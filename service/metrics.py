@@ -122,6 +122,24 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.decoder_faults = Counter(
+            PREFIX + "decoder_faults_total",
+            "Records the decoder failed on with an internal fault (a bug, not bad input): "
+            "dead-lettered with reason decoder_fault, each logged as decoder_fault",
+            registry=r,
+        )
+        self.dead_letter_breaker_open = Gauge(
+            PREFIX + "dead_letter_breaker_open",
+            "1 while the dead-letter breaker holds the consumer: more than DLQ_BREAKER_RATIO of "
+            "the last DLQ_BREAKER_WINDOW records were dead-lettered",
+            registry=r,
+        )
+        self.dead_letter_breaker_trips = Counter(
+            PREFIX + "dead_letter_breaker_trips_total",
+            "Times the dead-letter breaker opened (again after each cooldown that found it still "
+            "failing)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             PREFIX + "consumer_lag_records",
             "High watermark minus committed offset",

@@ -40,6 +40,10 @@ parsed only for an update whose ``after`` carries tags. ``tags`` is ``None`` whe
 column is mapped, or it is NULL or unavailable (a TOASTed value): then there is nothing to
 send, and ``tags_changed`` is false.
 
+**Bad input is not a bug.** What a malformed record raises becomes its reason where it is
+read, or at the end (:data:`MALFORMED`); any other exception is an internal fault, dead-lettered
+as ``decoder_fault`` and logged with its stack trace (:meth:`Decoder.decode`).
+
 Operations: ``c``, ``u`` and ``r`` carry the customer in ``after``; ``d`` follows
 ``DELETE_POLICY``; ``t`` (TRUNCATE, emitted only with ``skipped.operations=none``) is skipped:
 it names no customer, so there is nothing to deliver and nothing a replay could fix. Any other
@@ -49,11 +53,13 @@ operation is dead-lettered. An unchanged TOASTed value (Debezium's
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import orjson
+import structlog
 
 from service.config import Settings
 from service.delivery.debezium import UNAVAILABLE_VALUE, row_columns
@@ -62,8 +68,25 @@ from service.delivery.mapping import FieldMapping, layout, load_field_mapping
 from service.delivery.rows import Path, Plan, Rows
 from service.gameball.customer import CustomerShape, TagsSync
 from service.labels import DeadLetterReason
+from service.logs import FoldedLog
+from service.metrics import Metrics
+
+log = structlog.get_logger(__name__)
 
 _ERROR_LIMIT = 1000
+MALFORMED = (Invalid, msgspec.DecodeError, UnicodeError)
+"""What a malformed record raises, beyond what the decoder turns into a reason where it reads.
+
+:class:`~service.delivery.fields.Invalid` is the normalisers' one way of refusing a value
+(:mod:`service.delivery.rows` turns their ``ValueError`` and ``OverflowError`` into it, with
+the field's name); ``msgspec.DecodeError`` (``ValidationError`` among them) is JSON that does
+not parse or does not fit; ``UnicodeError`` is text that is not UTF-8. ``RecursionError``
+(nesting too deep) is bad input too. Anything else, ``TypeError``, ``KeyError``,
+``AttributeError`` included, is a decoder fault: the normalisers check types before they
+use them, so those mean a bug.
+"""
+FAULT_LOG_EVERY = 30.0
+"""Seconds between two stack traces of the same fault (the same exception at the same place)."""
 _SCHEMA_PREFIX = b'{"schema":'
 _PAYLOAD_KEY = b',"payload":'
 _MAX_SCHEMAS = 256
@@ -128,8 +151,11 @@ class Decoder:
         *,
         shape: CustomerShape = "nested",
         tags_sync: TagsSync = "changed",
+        metrics: Metrics | None = None,
     ) -> None:
         """Raises :class:`~service.errors.ConfigError` for a mapped field ``shape`` lacks."""
+        self._metrics = metrics
+        self._fault_log = FoldedLog(log, every=FAULT_LOG_EVERY)
         mapping = mapping or FieldMapping({})
         resolved = layout(mapping, shape, tags_sync)
         rows = Rows(mapping, resolved, unavailable_value)
@@ -146,7 +172,7 @@ class Decoder:
         self._enveloped = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Decoder:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Decoder:
         """The decoder the settings describe; reads the mapping file (``ConfigError``)."""
         path = settings.field_mapping_file
         return cls(
@@ -154,17 +180,51 @@ class Decoder:
             settings.delete_policy,
             shape=settings.gameball_customer_shape,
             tags_sync=settings.tags_sync,
+            metrics=metrics,
         )
 
     def decode(self, value: bytes | None) -> Decoded:
+        """The record's outcome; never raises.
+
+        Bad input is ``invalid_json``, ``invalid_event`` or ``unsupported_operation``. Any
+        other exception is a bug of ours (a normaliser that crashes), not a fault of the
+        record: it is logged with its stack trace as ``decoder_fault``, counted
+        (``decoder_faults_total``), and the record is dead-lettered with reason
+        ``decoder_fault``, to be replayed once the bug is fixed. Many of those in a row trip
+        the dead-letter breaker (``breaker.py``) instead of emptying the topic into the
+        dead-letter topic.
+        """
         try:
             return self._decode(value)
         except RecursionError:
             return Reject(DeadLetterReason.INVALID_EVENT, "the event is nested too deeply")
-        except Exception as exc:  # noqa: BLE001 - last resort: bad input never crashes us
+        except MALFORMED as exc:
             return Reject(
                 DeadLetterReason.INVALID_EVENT, f"{type(exc).__name__}: {exc}"[:_ERROR_LIMIT]
             )
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: dead-lettered, never a crash
+            return self._fault(exc)
+
+    def _fault(self, exc: Exception) -> Reject:
+        error = f"{type(exc).__name__}: {exc}"
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        self._fault_log(
+            "error",
+            "decoder_fault",
+            f"{type(exc).__name__} in {where}",  # folded by place: one stack per bug
+            detail=error[:_ERROR_LIMIT],
+            exc_info=exc,
+            hint="a bug in customer-sync, not in the record: it is dead-lettered with reason "
+            "decoder_fault; replay those once fixed (customer-sync dlq replay --reason "
+            "decoder_fault)",
+        )
+        if self._metrics is not None:
+            self._metrics.decoder_faults.inc()
+        return Reject(
+            DeadLetterReason.DECODER_FAULT,
+            f"customer-sync failed on this record (a bug, not bad input): {error}"[:_ERROR_LIMIT],
+        )
 
     def _decode(self, value: bytes | None) -> Decoded:
         if value is None:
@@ -287,7 +347,10 @@ class Decoder:
 
     def _learn(self, value: bytes, schema: Any) -> Plan:
         """The plan of a schema met in a fully parsed value; kept for the records after it."""
-        compact = orjson.dumps(schema)
+        try:
+            compact = orjson.dumps(schema)
+        except orjson.JSONEncodeError:  # an integer past 64 bits, or nesting past orjson's limit
+            compact = _write_json(schema)
         plan = self._by_dump.get(compact)
         if plan is not None:
             return plan

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import traceback
 import tracemalloc
 from pathlib import Path
 
@@ -10,13 +12,15 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
-from service.delivery.fields import DAYS, guess_date
+from service.delivery.fields import DAYS, GUESS, Target, guess_date
 from service.delivery.mapping import load_field_mapping
 from service.errors import ConfigError
 from service.gameball.customer import FlatCustomer, StrictNestedCustomer
 from service.labels import DeadLetterReason
+from service.metrics import Metrics
 from service.tools.samples import change_event
 
 
@@ -150,7 +154,7 @@ def test_a_bad_mapping_file_names_the_variable(tmp_path: Path) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_decode_never_raises_on_arbitrary_bytes(value: bytes) -> None:
-    assert isinstance(Decoder().decode(value), Customer | Skip | Reject)
+    _assert_one_outcome(value)
 
 
 json_values = st.recursive(
@@ -182,7 +186,7 @@ field_names = st.sampled_from(
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(field_names, json_values, max_size=6))
 def test_decode_never_raises_on_arbitrary_rows(row: dict[str, object]) -> None:
-    assert isinstance(Decoder().decode(orjson.dumps(row)), Customer | Skip | Reject)
+    _assert_one_outcome(orjson.dumps(row))
 
 
 row_values = st.one_of(
@@ -275,14 +279,15 @@ def customer_payload(result: object) -> bytes:
 
 
 def _assert_one_outcome(value: bytes | None) -> None:
-    """Every input ends as exactly one of the three, each well-formed."""
+    """Every input ends as exactly one of the three, each well-formed, and bad input is
+    never taken for a bug of ours (``decoder_fault``)."""
     result = Decoder().decode(value)
     if isinstance(result, Customer):
         customer = orjson.loads(result.payload)
         assert customer["customerId"] == result.customer_id
         assert result.customer_id.strip()
     elif isinstance(result, Reject):
-        assert result.reason in set(DeadLetterReason)
+        assert result.reason in set(DeadLetterReason) - {DeadLetterReason.DECODER_FAULT}
         assert result.error
     else:
         assert isinstance(result, Skip)
@@ -324,6 +329,45 @@ def test_arbitrary_bytes_and_text_end_in_one_well_formed_outcome(value: bytes) -
     _assert_one_outcome(value)
 
 
+column_schemas = st.fixed_dictionaries(
+    {"field": field_names | nested_names},
+    optional={
+        "name": st.sampled_from(
+            [
+                "io.debezium.time.Date",
+                "io.debezium.time.MicroTimestamp",
+                "io.debezium.data.Json",
+                "io.debezium.data.VariableScaleDecimal",
+                "org.apache.kafka.connect.data.Decimal",
+            ]
+        )
+        | json_values,
+        "type": st.sampled_from(["bytes", "array", "int64", "string"]) | json_values,
+        "parameters": st.fixed_dictionaries({}, optional={"scale": json_values | st.integers()})
+        | json_values,
+        "items": json_values,
+        "default": json_values | st.integers(),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(column_schemas, max_size=5) | json_values,
+    row=st.dictionaries(nested_names | field_names, nested_values, max_size=6),
+    compact=st.booleans(),
+)
+def test_arbitrary_schemas_end_in_one_outcome(fields: object, row: object, compact: bool) -> None:
+    """A schema's metadata is input too: odd names, parameters and huge defaults are not bugs."""
+    document = {"schema": {"type": "struct", "fields": fields}, "payload": row}
+    try:
+        value = orjson.dumps(document) if compact else json.dumps(document).encode()
+    except (TypeError, ValueError):  # a number JSON cannot carry; nothing to decode
+        return
+    _assert_one_outcome(value)
+    _assert_one_outcome(value)  # again, with the schema cached
+
+
 def test_memoised_normalisations_give_the_same_answers_and_stay_bounded() -> None:
     row = {
         "customer_id": "a",
@@ -339,3 +383,80 @@ def test_memoised_normalisations_give_the_same_answers_and_stay_bounded() -> Non
     for day in range(DAYS.limit + 10):
         guess_date(day)
     assert len(DAYS) <= DAYS.limit
+
+
+# --- internal faults are not bad input ---------------------------------------------------------
+
+
+def _broken_email(value: object) -> str:
+    raise KeyError("a normaliser bug")
+
+
+def test_a_normaliser_bug_is_a_decoder_fault_logged_with_its_stack_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(GUESS, Target.TEXT, _broken_email)  # before the decoder builds its plan
+    metrics = Metrics()
+    decoder = Decoder(metrics=metrics)
+    with capture_logs() as logs:
+        result = decoder.decode(b'{"customerId": "a", "email": "a@example.com"}')
+    assert isinstance(result, Reject)
+    assert result.reason is DeadLetterReason.DECODER_FAULT
+    assert "KeyError" in result.error
+    assert "a bug" in result.error
+    [fault] = [entry for entry in logs if entry["event"] == "decoder_fault"]
+    assert fault["log_level"] == "error"
+    stack = "".join(traceback.format_exception(fault["exc_info"]))
+    assert "_broken_email" in stack  # the stack says where the bug is
+    assert "_broken_email" in fault["error"]
+    assert metrics.registry.get_sample_value("customer_sync_decoder_faults_total") == 1
+
+
+def test_a_fault_repeating_on_every_record_is_counted_each_time_and_logged_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(GUESS, Target.TEXT, _broken_email)
+    metrics = Metrics()
+    decoder = Decoder(metrics=metrics)
+    with capture_logs() as logs:
+        for i in range(50):
+            decoder.decode(orjson.dumps({"customerId": str(i), "email": f"{i}@example.com"}))
+    assert metrics.registry.get_sample_value("customer_sync_decoder_faults_total") == 50
+    assert [entry["event"] for entry in logs] == ["decoder_fault"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{nope", DeadLetterReason.INVALID_JSON),
+        (b'{"customerId": "a", "dateOfBirth": "2024-02-30"}', DeadLetterReason.INVALID_EVENT),
+        (
+            b'{"schema": {"type": "struct", "fields": [{"field": "x", "name": []}]}, "payload": '
+            b'{"customerId": "a"}}',
+            None,
+        ),
+        (
+            b'{"schema": {"type": "struct", "x": 18446744073709551616}, "payload": '
+            b'{"customerId": "a"}}',
+            None,
+        ),
+        (
+            b'{"customerId": "a", "name": {"scale": -10000000, "value": "AQ=="}}',
+            DeadLetterReason.INVALID_EVENT,
+        ),
+    ],
+)
+def test_malformed_records_are_bad_input_not_faults(
+    value: bytes, reason: DeadLetterReason | None
+) -> None:
+    """Including what used to reach the catch-all only by crashing (found by fuzzing it)."""
+    metrics = Metrics()
+    with capture_logs() as logs:
+        result = Decoder(metrics=metrics).decode(value)
+    if reason is None:
+        assert customer(result) == {"customerId": "a"}
+    else:
+        assert isinstance(result, Reject)
+        assert result.reason is reason
+    assert metrics.registry.get_sample_value("customer_sync_decoder_faults_total") == 0
+    assert logs == []
