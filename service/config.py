@@ -172,6 +172,23 @@ class Settings(BaseSettings):
     delete_policy: Literal["skip", "dead-letter"] = Field(
         default="skip", description="what a Debezium delete (`op: d`) does: `skip` or `dead-letter`"
     )
+    dlq_breaker_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="the dead-letter breaker opens when more than this part of the last "
+        "`DLQ_BREAKER_WINDOW` records were dead-lettered: the partitions pause, readiness "
+        "fails, nothing more is committed; `1.0` switches it off",
+    )
+    dlq_breaker_window: int = Field(
+        default=1000, ge=1, description="records the dead-letter breaker looks back over"
+    )
+    dlq_breaker_cooldown_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long the dead-letter breaker holds the records before it lets them "
+        "through again (the next dead letter re-checks it)",
+    )
     gameball_customer_shape: CustomerShape = Field(
         default="nested",
         description="the customer item's shape: `nested` (Gameball's reference and OpenAPI: "

@@ -2,9 +2,10 @@
 
 Liveness asks "is the loop turning and the consumer answering?": a stuck
 loop is what a restart fixes. Readiness asks "can this instance do useful
-work?": it has joined the group and the API accepts its credentials. A
-credentials problem makes the pod unready, never dead: restarting it would
-not fix the keys, and it must keep its data.
+work?": it has joined the group, the API accepts its credentials, and the
+dead-letter breaker is closed (``delivery/breaker.py``). A credentials
+problem or an open breaker makes the pod unready, never dead: restarting it
+would not fix the keys, and it must keep its data.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Health:
     last_loop: float = field(default_factory=time.monotonic)
     last_poll: float = field(default_factory=time.monotonic)
     stopping: bool = False
+    dead_letter_breaker_open: bool = False
 
     def alive(self) -> tuple[bool, dict[str, object]]:
         now = time.monotonic()
@@ -32,9 +34,11 @@ class Health:
 
     def ready(self) -> tuple[bool, dict[str, object]]:
         ok = self.in_group and self.credentials_ok is True and self.broker_ok and not self.stopping
+        ok = ok and not self.dead_letter_breaker_open
         return ok, {
             "in_group": self.in_group,
             "credentials_accepted": self.credentials_ok,
             "broker_reachable": self.broker_ok,
             "stopping": self.stopping,
+            "dead_letter_breaker_open": self.dead_letter_breaker_open,
         }

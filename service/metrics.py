@@ -134,12 +134,6 @@ class Metrics:
             "the last DLQ_BREAKER_WINDOW records were dead-lettered",
             registry=r,
         )
-        self.dead_letter_breaker_trips = Counter(
-            PREFIX + "dead_letter_breaker_trips_total",
-            "Times the dead-letter breaker opened (again after each cooldown that found it still "
-            "failing)",
-            registry=r,
-        )
         self.consumer_lag = Gauge(
             PREFIX + "consumer_lag_records",
             "High watermark minus committed offset",

@@ -28,6 +28,7 @@ from service.delivery.batching import Batcher
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
+from service.delivery.breaker import DeadLetterBreaker
 from service.delivery.decoding import Decoder
 from service.delivery.edges import Consumer, GameballApi, ProducerFactory
 from service.delivery.ingest import Ingestor
@@ -83,6 +84,7 @@ class Parts:
     kafka_thread: KafkaThread
     dead_letters: DeadLetterWriter
     settlement: Settlement
+    breaker: DeadLetterBreaker
     committer: Committer
     progress: Progress
     tracker: JobTracker
@@ -143,8 +145,14 @@ def build(
 
     # 3. Settling and committing.
     settlement = Settlement(offsets, batcher, dead_letters, metrics)
+    breaker = DeadLetterBreaker.from_settings(settings)
     committer = Committer(
-        offsets, consumer, kafka_thread, metrics, metadata_limit=settings.commit_metadata_max_bytes
+        offsets,
+        consumer,
+        kafka_thread,
+        metrics,
+        metadata_limit=settings.commit_metadata_max_bytes,
+        hold=breaker.is_open,  # nothing is committed while the breaker is open
     )
     progress = Progress(committer)
 
@@ -166,12 +174,13 @@ def build(
     )
     ingestor = Ingestor(
         offsets,
-        Decoder.from_settings(settings),
+        Decoder.from_settings(settings, metrics),
         batcher,
         dead_letters,
         settlement,
         metrics,
         takeovers,
+        breaker,
     )
     backpressure = Backpressure(consumer, metrics, settings.max_buffered_records)
     lag = Lag(consumer.high_watermark, offsets, takeovers, metrics)
@@ -200,6 +209,7 @@ def build(
         kafka_thread=kafka_thread,
         dead_letters=dead_letters,
         settlement=settlement,
+        breaker=breaker,
         committer=committer,
         progress=progress,
         tracker=tracker,

@@ -7,6 +7,9 @@ called, and returns nothing for paused partitions), so a full buffer never
 costs a rebalance. Resuming at half, not just below the limit, keeps the
 consumer from flapping.
 
+The dead-letter breaker (``breaker.py``) holds the consumer paused the same way, whatever
+the load, for as long as it is open.
+
 Partitions assigned while paused arrive unpaused (librdkafka assigns them
 after the callback returns): :meth:`Backpressure.assigned` makes the next
 decision pause them too.
@@ -38,19 +41,27 @@ class Backpressure:
         self._repause = self.paused
 
     def decide(
-        self, buffered: int, unacknowledged: int, owned: Sequence[PartitionKey]
+        self,
+        buffered: int,
+        unacknowledged: int,
+        owned: Sequence[PartitionKey],
+        *,
+        hold: bool = False,
     ) -> Callable[[], None] | None:
-        """Whether to pause or resume: the consumer call to make (on the Kafka thread), if any."""
+        """Whether to pause or resume: the consumer call to make (on the Kafka thread), if any.
+
+        ``hold``: stay paused whatever the load (the dead-letter breaker is open).
+        """
         self._metrics.buffered_records.set(buffered)
         load = buffered + unacknowledged
         parts = list(owned)
         repause, self._repause = self._repause, False
-        if not self.paused and load >= self._limit:
+        if not self.paused and (load >= self._limit or hold):
             self.paused = True
             self._metrics.consumer_paused.set(1)
-            log.info("consumer_paused", buffered=buffered, unacknowledged=unacknowledged)
+            log.info("consumer_paused", buffered=buffered, unacknowledged=unacknowledged, held=hold)
             return lambda: self._consumer.pause(parts)
-        if self.paused and load <= self._limit // 2:
+        if self.paused and load <= self._limit // 2 and not hold:
             self.paused = False
             self._metrics.consumer_paused.set(0)
             log.info("consumer_resumed", buffered=buffered)

@@ -27,6 +27,9 @@ module decides *when* and *on which thread*:
   in ``consume``, in the order the commits were sent, and are matched to
   what was sent in that order.
 
+Nothing is committed while the dead-letter breaker is open (``breaker.py``), on any
+path: what it let through before it opened is all a restart or a new owner skips.
+
 Commits are serialised by a lock so one never regresses another, and a
 window already on its way is not sent again until its result is known.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -67,7 +71,10 @@ class Committer:
         metrics: Metrics,
         *,
         metadata_limit: int,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``hold``: while it says so, commit nothing (the dead-letter breaker is open)."""
+        self._hold = hold
         self._offsets = offsets
         self._consumer = consumer
         self._kafka_thread = kafka_thread
@@ -118,6 +125,8 @@ class Committer:
         async with self._lock:
             self._loop = asyncio.get_running_loop()
             self._last = time.monotonic()
+            if self._hold():
+                return
             windows = {
                 tp: window
                 for tp, window in self._offsets.commit_candidates().items()
@@ -161,6 +170,15 @@ class Committer:
         owner re-reads from the last window that did make it.
         """
         if not windows:
+            return {}
+        if self._hold():
+            log.warning(
+                "revoke_commit_withheld",
+                partitions=[f"{t}[{p}]" for t, p in sorted(windows)],
+                offsets=[w.offset for _, w in sorted(windows.items())],
+                reason="the dead-letter breaker is open: nothing more is committed; the next "
+                "owner re-reads these partitions from their last commit",
+            )
             return {}
         try:
             self._consumer.commit({tp: self._payload(tp, w) for tp, w in windows.items()})

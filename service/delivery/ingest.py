@@ -10,6 +10,11 @@ happen to it (``offsets.py``), then decoded, then routed:
 * a record that cannot become a customer goes to the dead-letter topic, and
   settles on the broker's acknowledgement.
 
+While the dead-letter breaker is open (``breaker.py``) nothing is ingested: the record that
+opened it is the last one routed, and the rest of its fetch, and whatever is fetched before
+the consumer is paused, waits in :attr:`Ingestor.held`, in order, untracked, until the
+pipeline hands it back (:meth:`Ingestor.unhold`).
+
 A partition being taken over from a previous owner (``takeover.py``) routes
 differently: a record its ledger shows settled is counted and skipped without
 being decoded, and a change is held by the takeover instead of buffered.
@@ -22,13 +27,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError as RdKafkaError
 
 from service.delivery.batching import Batcher
+from service.delivery.breaker import DeadLetterBreaker, Example
 from service.delivery.consumer import raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
@@ -67,7 +74,12 @@ class Ingestor:
         settlement: Settlement,
         metrics: Metrics,
         takeovers: Takeovers,
+        breaker: DeadLetterBreaker | None = None,
     ) -> None:
+        self._breaker = breaker if breaker is not None and breaker.enabled else None
+        self.held: deque[tuple[Sequence[Message], int]] = deque()
+        """Fetched while the breaker is open, with their fetch's generation: not yet ingested."""
+        self._front = 0  # where the rest of a resumed slice goes back: before the newer ones
         self._takeovers = takeovers
         self._offsets = offsets
         self._decoder = decoder
@@ -77,12 +89,42 @@ class Ingestor:
         self._metrics = metrics
         self._error_logged: dict[str, float] = {}
 
-    def ingest(self, messages: Iterable[Message], fetched: int) -> None:
-        """Track, decode and route one slice of a fetch.
+    def unhold(self) -> tuple[Sequence[Message], int] | None:
+        """The oldest records held while the breaker was open, once it lets them through.
+
+        Ingest them with ``resumed=True``: should the breaker open again meanwhile, what is
+        left of them goes back in front of the records held after them.
+        """
+        if not self.held or (self._breaker is not None and self._breaker.is_open()):
+            return None
+        self._front = 0
+        return self.held.popleft()
+
+    @property
+    def held_records(self) -> int:
+        return sum(len(messages) for messages, _ in self.held)
+
+    def _hold(self, messages: Sequence[Message], fetched: int, resumed: bool) -> None:
+        if not messages:
+            return
+        if resumed:
+            self.held.insert(self._front, (messages, fetched))
+            self._front += 1
+        else:
+            self.held.append((messages, fetched))
+
+    def ingest(self, messages: Sequence[Message], fetched: int, *, resumed: bool = False) -> None:
+        """Track, decode and route one slice of a fetch (or hold it: the breaker is open).
 
         ``fetched``: the newest assignment generation when the fetch returned
         (:meth:`OffsetTracker.track`); records of partitions assigned again since are not ours.
+        ``resumed``: the slice is of records :meth:`unhold` gave back, older than any held.
         """
+        breaker = self._breaker
+        if breaker is not None and (breaker.is_open() or (self.held and not resumed)):
+            self._hold(messages, fetched, resumed)
+            return
+        decoded = counted = 0  # records decoded; of them, told to the breaker
         now = time.monotonic()
         track = self._offsets.track
         decode = self._decoder.decode
@@ -94,7 +136,7 @@ class Ingestor:
         inherited: list[tuple[PartitionKey, int, int]] = []
         takeovers = self._takeovers if self._takeovers else None  # fixed within a slice
         topic = ""
-        for message in messages:
+        for index, message in enumerate(messages):
             error = message.error()
             if error is not None:
                 self._log_consumer_error(error)
@@ -118,6 +160,7 @@ class Ingestor:
                 slot = mark - Mark.JOB  # carried by an inherited job (negative: none)
             value = message.value()
             result = decode(value)
+            decoded += 1
             timestamp_ms = message.timestamp()[1]
             if type(result) is Customer:
                 record = PendingRecord(
@@ -159,6 +202,15 @@ class Ingestor:
                         generation=generation,
                     )
                 )
+                if breaker is not None:
+                    example = Example(topic, partition, offset, result.error)
+                    tripped = breaker.dead_lettered(decoded - counted - 1, result.reason, example)
+                    counted = decoded
+                    if tripped:
+                        self._hold(messages[index + 1 :], fetched, resumed)
+                        break
+        if breaker is not None:
+            breaker.passed(decoded - counted)
         consumed[topic] += tracked
         for topic, count in consumed.items():
             if count:

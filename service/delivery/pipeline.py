@@ -130,6 +130,7 @@ class Pipeline:
         self._tags = parts.tags
         self._takeovers = parts.takeovers
         self._ingestor = parts.ingestor
+        self._breaker = parts.breaker
         self._backpressure = parts.backpressure
         self._lag = parts.lag
         self._jobs = parts.in_flight  # the batches being delivered, one task each
@@ -370,26 +371,32 @@ class Pipeline:
         ahead: asyncio.Future[tuple[Sequence[Message], int]] | None = None
         try:
             while self._fetching:
+                resumed = self._ingestor.unhold()  # what the dead-letter breaker held, first
                 wanted = self._wanted()
-                if not wanted and ahead is None:  # a bounded run has read its records
+                if resumed is not None:
+                    messages, fetched = resumed
+                elif not wanted and ahead is None:  # a bounded run has read its records
                     await kafka.call(self._serve_only)
                     self.health.last_poll = time.monotonic()
                     continue
-                messages, fetched = await (ahead or kafka.call(self._consume, wanted))
-                self.health.last_poll = time.monotonic()
-                if messages:
-                    self._read += len(messages)
-                    self._last_read = time.monotonic()
-                wanted = self._wanted()
-                held = len(self._batcher) + self._takeovers.held + self._dead_letters.in_flight
-                room = held + len(messages) < limit and not self._backpressure.paused
-                ahead = (
-                    asyncio.ensure_future(kafka.call(self._consume, wanted))
-                    if room and wanted
-                    else None
-                )
+                else:
+                    messages, fetched = await (ahead or kafka.call(self._consume, wanted))
+                    self.health.last_poll = time.monotonic()
+                    if messages:
+                        self._read += len(messages)
+                        self._last_read = time.monotonic()
+                    wanted = self._wanted()
+                    held = len(self._batcher) + self._takeovers.held + self._dead_letters.in_flight
+                    room = held + len(messages) < limit and not self._backpressure.paused
+                    ahead = (
+                        asyncio.ensure_future(kafka.call(self._consume, wanted))
+                        if room and wanted
+                        else None
+                    )
                 for start in range(0, len(messages), INGEST_SLICE):
-                    self._ingestor.ingest(messages[start : start + INGEST_SLICE], fetched)
+                    self._ingestor.ingest(
+                        messages[start : start + INGEST_SLICE], fetched, resumed=bool(resumed)
+                    )
                     if self._takeovers:
                         self._takeovers.advance_all(self.settings.max_buffered_records // 2)
                     self._wake.set()
@@ -431,10 +438,14 @@ class Pipeline:
     async def _after_fetch(self) -> None:
         """Pause or resume, count the partitions after an assignment, and read the lag."""
         kafka = self._kafka_thread
+        hold = self._breaker.is_open()
+        self.health.dead_letter_breaker_open = hold
+        self.metrics.dead_letter_breaker_open.set(hold)
         change = self._backpressure.decide(
             len(self._batcher) + self._takeovers.held,
             self._dead_letters.in_flight,
             sorted(self._rebalancer.assignment),
+            hold=hold,
         )
         if change is not None:
             await kafka.call(change)
