@@ -183,7 +183,12 @@ class Committer:
         try:
             self._consumer.commit({tp: self._payload(tp, w) for tp, w in windows.items()})
         except KafkaError as exc:
-            log.warning("commit_failed", error=str(exc), partitions=len(windows))
+            log.warning(
+                "commit_failed",
+                error=str(exc),
+                partitions=len(windows),
+                not_committed=[f"{t}[{p}]@{w.offset}" for (t, p), w in sorted(windows.items())],
+            )
             return {}
         return windows
 

@@ -155,11 +155,21 @@ class JobTracker:
             asyncio.ensure_future(self._client.stop(job_id, spent=self._spent.get(job_id)))
             for job_id in job_ids
         ]
-        done, pending = await asyncio.wait(stops, timeout=timeout)
+        _, pending = await asyncio.wait(stops, timeout=timeout)
         for task in pending:
             task.cancel()
-        failed = len(pending) + sum(1 for task in done if task.exception() is not None)
-        log.warning("jobs_stopped", jobs=len(job_ids), not_confirmed=failed)
+        unconfirmed = [
+            job_id
+            for job_id, task in zip(job_ids, stops, strict=True)
+            if task in pending or task.exception() is not None
+        ]
+        log.warning(
+            "jobs_stopped",
+            jobs=len(job_ids),
+            not_confirmed=len(unconfirmed),
+            # What could not be done: these may still be running at the API.
+            left_unstopped=unconfirmed,
+        )
         return len(job_ids)
 
     async def deliver(self, records: list[PendingRecord]) -> Verdicts:

@@ -41,7 +41,6 @@ handed in; the pipeline only runs them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -311,8 +310,15 @@ class Pipeline:
         deadline = started + self.settings.shutdown_timeout_seconds
         self.health.stopping = True
         self._fetching = False
-        with contextlib.suppress(Exception):
+        try:
             await fetch
+        except Exception as exc:  # noqa: BLE001 - run() reports and raises it after the drain
+            log.warning(
+                "shutdown_fetch_failed",
+                error=repr(exc),
+                not_done="records it had fetched and not yet ingested are not delivered here: "
+                "the next owner re-reads them",
+            )
         log.info("shutdown_draining", buffered=len(self._batcher), jobs=len(self._jobs))
         self._flush_now = FlushReason.SHUTDOWN
         self._wake.set()
@@ -352,6 +358,7 @@ class Pipeline:
             abandoned_jobs=abandoned,
             unsubmitted=len(self._batcher),
             dead_letters_unacknowledged=unacknowledged,
+            held_by_breaker=self._ingestor.held_records,
         )
 
     # ------------------------------------------------------- consume, decode

@@ -64,6 +64,15 @@ log = structlog.get_logger(__name__)
 REVOKE_WAIT = 10.0
 COMMITTED_TIMEOUT = 10.0
 
+NOT_DONE = {
+    "assigned": "the partitions were not set up: their records are read and ignored, and "
+    "nothing is committed for them, until the next rebalance",
+    "revoke": "no revoke commit for these partitions: the next owner re-reads them from their "
+    "last commit; jobs carrying their records may be left running (see jobs_stopped)",
+    "lost": "their buffered records may not be dropped nor their jobs stopped: a job of ours "
+    "may still apply older changes beside the next owner's",
+}
+"""What a rebalance handler that failed could not do, as its log line says."""
 
 class InFlight:
     """The batches being delivered (one task each) and the partitions their records come from."""
@@ -170,7 +179,12 @@ class Rebalancer:
         try:
             future.result()
         except Exception:
-            log.exception("rebalance_handler_failed", handler="assigned")
+            log.exception(
+                "rebalance_handler_failed",
+                handler="assigned",
+                partitions=names(partitions),
+                not_done=NOT_DONE["assigned"],
+            )
 
     def on_lost(self, partitions: list[PartitionKey]) -> None:
         self._on_loop(self.lost, partitions)
@@ -187,16 +201,23 @@ class Rebalancer:
         try:
             prepared = asyncio.run_coroutine_threadsafe(self._revoking(partitions), loop)
             offsets, released, stopped = prepared.result()
-            acknowledged = self._committer.commit_revoked(offsets)
-            log.info(
-                "partitions_revoked",
-                partitions=names(partitions),
-                released=released,
-                jobs_stopped=stopped,
-                committed=len(acknowledged),
-            )
         except Exception:
-            log.exception("rebalance_handler_failed", handler="revoke")
+            log.exception(
+                "rebalance_handler_failed",
+                handler="revoke",
+                partitions=names(partitions),
+                not_done=NOT_DONE["revoke"],
+            )
+            return
+        acknowledged = self._committer.commit_revoked(offsets)
+        log.info(
+            "partitions_revoked",
+            partitions=names(partitions),
+            released=released,
+            jobs_stopped=stopped,
+            committed=len(acknowledged),
+            not_committed=names(set(offsets) - set(acknowledged)),
+        )
 
     def _on_loop(
         self,
@@ -210,7 +231,12 @@ class Rebalancer:
         try:
             future.result()
         except Exception:
-            log.exception("rebalance_handler_failed", handler=handler.__name__)
+            log.exception(
+                "rebalance_handler_failed",
+                handler=handler.__name__,
+                partitions=names(partitions),
+                not_done=NOT_DONE.get(handler.__name__, "unknown"),
+            )
 
     # ------------------------------------------------------- on the loop
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from service.delivery.jobs import JobTracker
 from service.delivery.polling import PollSchedule
@@ -302,3 +304,21 @@ async def test_a_submission_retrying_when_its_partitions_go_is_withdrawn_unsent(
     assert simulator.state.stats()["requests"]["create"] == {"429": 1}  # the retry never went
     assert verdicts.resubmit == records
     assert [r.attempts for r in records] == [0] * 5
+
+
+async def test_a_stop_the_api_never_confirms_is_logged_by_its_job_id() -> None:
+    """What shutdown and revocation could not do must be in the log: which jobs still run."""
+    metrics = Metrics()
+    with RunningSimulator(SimulatorConfig(job_duration_seconds=30, seed=4)) as simulator:
+        tracker = tracker_for(simulator, metrics)
+        delivering = asyncio.create_task(tracker.deliver([record("a", 0)]))
+        await eventually(lambda: len(tracker.open_jobs()) == 1)
+        [job_id] = tracker.open_jobs()
+    # The API is gone: the stop is retried until the deadline, then given up.
+    with capture_logs() as logs:
+        assert await tracker.stop_jobs(None, timeout=0.5) == 1
+    [line] = [entry for entry in logs if entry["event"] == "jobs_stopped"]
+    assert line["left_unstopped"] == [job_id]
+    delivering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivering
