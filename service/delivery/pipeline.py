@@ -6,6 +6,7 @@ is a module of its own:
 =============  ==================================================================
 consume        ``consumer.py`` — the confluent-kafka adapter and its one thread
 decode, route  ``ingest.py`` (``decoding.py``, ``mapping.py``) — track, decode, buffer
+               ``breaker.py`` — too many dead letters: hold, pause, commit nothing
 batch          ``batching.py`` — coalescing, flush rules, customers checked out
 submit, track  ``jobs.py`` — one batch as a job, polled to a verdict per record
                ``tags.py`` — a delivered customer's tags, by a call of their own
