@@ -24,6 +24,7 @@ REQUIRED = {
     "CustomerSyncCredentialsRejected",
     "CustomerSyncNoCommits",
     "CustomerSyncJobsStuck",
+    "CustomerSyncDeadLetterBreakerOpen",
 }
 
 
