@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batcher
+from service.delivery.breaker import DeadLetterBreaker
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread, SourceConsumer
 from service.delivery.deadletter import DeadLetterWriter
-from service.delivery.breaker import DeadLetterBreaker
 from service.delivery.decoding import Decoder
 from service.delivery.edges import Consumer, GameballApi, ProducerFactory
 from service.delivery.ingest import Ingestor

@@ -74,6 +74,7 @@ NOT_DONE = {
 }
 """What a rebalance handler that failed could not do, as its log line says."""
 
+
 class InFlight:
     """The batches being delivered (one task each) and the partitions their records come from."""
 

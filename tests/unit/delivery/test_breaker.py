@@ -7,7 +7,7 @@ from structlog.testing import capture_logs
 from service.config import load_settings
 from service.delivery.breaker import DeadLetterBreaker, Example
 from service.labels import DeadLetterReason
-from tests.unit.delivery.test_pipeline_rebalance import ENV
+from tests.unit.delivery.fakes import ENV
 
 FAULT = DeadLetterReason.DECODER_FAULT
 JSON = DeadLetterReason.INVALID_JSON
