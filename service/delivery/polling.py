@@ -43,7 +43,9 @@ class PollSchedule:
     max_seconds: float = 30.0
     """The longest wait before any read, and the estimate's cap."""
     up: float = 1.2
+    """A first read that finds the job running raises the estimate to this times its own."""
     down: float = 0.99
+    """One that finds it ended lowers it to this times its own."""
 
 
 class JobDurations:
@@ -88,9 +90,7 @@ class JobPolls:
         "reads",
     )
 
-    def __init__(
-        self, schedule: PollSchedule, durations: JobDurations, records: int, submitted: float
-    ) -> None:
+    def __init__(self, durations: JobDurations, records: int, submitted: float) -> None:
         self._durations = durations
         self._records = records
         self._submitted = submitted

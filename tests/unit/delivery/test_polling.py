@@ -64,7 +64,7 @@ def run(
     def submit(at: float) -> None:
         nonlocal submitted
         submitted += 1
-        polls = JobPolls(SCHEDULE, durations, records, submitted=at)
+        polls = JobPolls(durations, records, submitted=at)
         heapq.heappush(events, (at + polls.first_delay(), next(order), polls, at))
 
     for slot in range(min(in_flight, jobs)):  # spread over a job's duration, as a stream is
@@ -112,7 +112,7 @@ def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up
 
 def test_jobs_started_before_any_finished_follow_the_first_that_does() -> None:
     durations = JobDurations(SCHEDULE)
-    waiting = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    waiting = JobPolls(durations, 1000, submitted=0.0)
     assert waiting.first_delay() == SCHEDULE.initial_seconds  # nothing to go by yet
     run(durations, 2.0, 1)  # another job, submitted at the same time, ends
     assert durations.expected is not None
@@ -129,7 +129,7 @@ def test_a_stuck_job_raises_the_estimate_by_one_step_only() -> None:
     run(durations, 2.0, 200, in_flight=4)
     before = durations.expected
     assert before is not None
-    stuck = JobPolls(SCHEDULE, durations, 1000, submitted=1e4)
+    stuck = JobPolls(durations, 1000, submitted=1e4)
     now = 1e4 + stuck.first_delay()
     while now < 1e4 + 900.0:
         now += stuck.running(now, now, status(500))
@@ -140,7 +140,7 @@ def test_a_stuck_job_raises_the_estimate_by_one_step_only() -> None:
 def test_a_job_that_runs_long_is_read_more_and_more_rarely() -> None:
     durations = JobDurations(SCHEDULE)
     run(durations, 2.0, 20)
-    polls = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    polls = JobPolls(durations, 1000, submitted=0.0)
     now, gaps = polls.first_delay(), []
     while now < 900.0:  # JOB_TIMEOUT_SECONDS: stuck halfway, as the simulator's stuck jobs are
         gap = polls.running(now, now, status(500))
@@ -152,7 +152,7 @@ def test_a_job_that_runs_long_is_read_more_and_more_rarely() -> None:
 
 
 def test_a_job_reporting_everything_but_not_yet_terminal_is_not_hammered() -> None:
-    polls = JobPolls(SCHEDULE, JobDurations(SCHEDULE), 1000, submitted=0.0)
+    polls = JobPolls(JobDurations(SCHEDULE), 1000, submitted=0.0)
     polls.first_delay()
     # The progress says "due now" at every read; the age decides how often anyway.
     assert polls.running(40.0, 40.0, status(1000)) == pytest.approx(2.0)
@@ -161,12 +161,12 @@ def test_a_job_reporting_everything_but_not_yet_terminal_is_not_hammered() -> No
 def test_progress_predicts_the_end_from_one_read_and_from_two() -> None:
     durations = JobDurations(SCHEDULE)
     durations.first(10.0)  # the estimate says nothing useful for this job
-    one = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    one = JobPolls(durations, 1000, submitted=0.0)
     one.first_delay()
     # One read: the rate since the submission (queue time included, so it errs late).
     assert one.running(1.9, 1.9, status(950)) == pytest.approx(50 * 1.9 / 950)
     # Two reads: the rate between them, 250 records in 0.1 s, 2,500 a second.
-    two = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    two = JobPolls(durations, 1000, submitted=0.0)
     two.first_delay()
     two.running(0.2, 0.2, status(150))
     assert two.running(0.3, 0.3, status(400)) == pytest.approx(600 / 2500)
@@ -176,7 +176,7 @@ def test_a_slow_answer_does_not_make_the_job_look_slower() -> None:
     """The status is as of when the read was sent; the next read counts from then."""
     durations = JobDurations(SCHEDULE)
     durations.first(10.0)
-    polls = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+    polls = JobPolls(durations, 1000, submitted=0.0)
     polls.first_delay()
     # Sent at 1.0 s, half done: due at 2.0 s; answered at 1.4 s, so 0.6 s from then.
     assert polls.running(1.0, 1.4, status(500)) == pytest.approx(0.6)
@@ -194,8 +194,8 @@ def test_no_duration_however_absurd_takes_a_read_outside_its_bounds(seconds: flo
         durations.learn(seconds, hit=hit)
         assert durations.expected is not None
         assert low <= durations.expected <= high
-        assert low <= JobPolls(SCHEDULE, durations, 1000, submitted=0.0).first_delay() <= high
-    polls = JobPolls(SCHEDULE, durations, 1000, submitted=0.0)
+        assert low <= JobPolls(durations, 1000, submitted=0.0).first_delay() <= high
+    polls = JobPolls(durations, 1000, submitted=0.0)
     polls.first_delay()
     for done in (0, 1, 500, 1000):
         assert low <= polls.running(seconds, seconds, status(done)) <= high
