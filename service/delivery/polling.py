@@ -8,12 +8,15 @@ after its submission. When that read finds the job still running (a miss)
 the estimate grows to ``up`` times what that job was predicted with; when it
 finds the job ended (a hit) it shrinks to ``down`` times that. Both steps are
 taken from the job's own prediction, not from the current estimate, so jobs
-in flight together, predicted alike, move it once, not once each: it moves
-a step per job duration at any concurrency, and settles where one round of
-misses comes every ``ln(up) / ln(1/down)`` (~18) job durations. With the
-defaults that is ~1.05 reads a job, each noticed ~10 % of its duration late.
-A slowdown is followed within a few rounds (20 % each); a speed-up costs
-only latency, 1 % a round.
+in flight together, predicted alike, move it once, not once each; and a hit
+predicted before a raise (those jobs ended sooner than the one that missed)
+does not take the raise back. So the estimate moves a step per job duration
+at any concurrency. With jobs of steady duration it settles where a round
+of misses comes every ``ln(up) / ln(1/down)`` (~10) job durations: ~1.1
+reads a job, each noticed ~5 % of its duration late. With durations that
+vary it sits at the slow end of them: ~1.02 reads, noticed later by about
+the spread. A slowdown is followed within a few rounds (10 % each); a
+speed-up costs only latency, 1 % a round.
 
 Before any job has ended there is nothing to go by: first reads come after
 ``initial_seconds``, and the first job to end starts the estimate between
@@ -42,7 +45,7 @@ class PollSchedule:
     """The shortest wait before any read, and the estimate's floor (the first before a job ends)."""
     max_seconds: float = 30.0
     """The longest wait before any read, and the estimate's cap."""
-    up: float = 1.2
+    up: float = 1.1
     """A first read that finds the job running raises the estimate to this times its own."""
     down: float = 0.99
     """One that finds it ended lowers it to this times its own."""
@@ -66,9 +69,10 @@ class JobDurations:
         """A job's first read, sent ``predicted`` seconds after its submission, hit or missed."""
         if self.expected is None:
             return
-        step = self._schedule.down if hit else self._schedule.up
-        moved = self.clamp(predicted * step)
-        self.expected = min(self.expected, moved) if hit else max(self.expected, moved)
+        if not hit:
+            self.expected = max(self.expected, self.clamp(predicted * self._schedule.up))
+        elif predicted >= self.expected:  # a hit planned before a raise says nothing against it
+            self.expected = min(self.expected, self.clamp(predicted * self._schedule.down))
 
     def first(self, lasted: float) -> None:
         """The first job to end lasted about ``lasted`` seconds: the estimate starts there."""

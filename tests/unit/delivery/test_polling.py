@@ -6,6 +6,7 @@ import functools
 import heapq
 import itertools
 import math
+import random
 from dataclasses import dataclass
 
 import orjson
@@ -54,9 +55,14 @@ def run(
     in_flight: int = 1,
     records: int = 1000,
     start: float = 0.0,
+    jitter: float = 0.0,
 ) -> Run:
-    """``jobs`` simulated jobs, ``in_flight`` at a time (a new one as one ends), on a fake clock."""
-    events: list[tuple[float, int, JobPolls, float]] = []
+    """``jobs`` simulated jobs, ``in_flight`` at a time (a new one as one ends), on a fake clock.
+
+    Each job lasts ``duration``, give or take a random ``jitter`` share of it.
+    """
+    events: list[tuple[float, int, JobPolls, float, float]] = []
+    rng = random.Random(7)
     order = itertools.count()
     result = Run([], [], start)
     submitted = 0
@@ -65,23 +71,24 @@ def run(
         nonlocal submitted
         submitted += 1
         polls = JobPolls(durations, records, submitted=at)
-        heapq.heappush(events, (at + polls.first_delay(), next(order), polls, at))
+        lasts = duration * (1 + rng.uniform(-jitter, jitter))
+        heapq.heappush(events, (at + polls.first_delay(), next(order), polls, at, lasts))
 
     for slot in range(min(in_flight, jobs)):  # spread over a job's duration, as a stream is
         submit(start + duration * slot / in_flight)
     while events:
-        now, _, polls, at = heapq.heappop(events)
+        now, _, polls, at, lasts = heapq.heappop(events)
         age = now - at
-        if age >= duration:
+        if age >= lasts:
             polls.ended(now, learn=True)
             result.reads.append(polls.reads)
-            result.late.append(age - duration)
+            result.late.append(age - lasts)
             result.end = now
             if submitted < jobs:
                 submit(now)
             continue
-        delay = polls.running(now, now, status(done_at(age, duration, records)))
-        heapq.heappush(events, (now + delay, next(order), polls, at))
+        delay = polls.running(now, now, status(done_at(age, lasts, records)))
+        heapq.heappush(events, (now + delay, next(order), polls, at, lasts))
     return result
 
 
@@ -93,8 +100,18 @@ def test_a_job_of_steady_duration_costs_about_one_status_read(in_flight: int) ->
     assert jobs.reads[0] > 2, "the first job has nothing to go by"
     settled = 5 * in_flight
     assert jobs.mean_reads(skip=settled) <= 1.1
-    # ... and it is noticed soon after it ended (~10 % of its duration).
-    assert jobs.mean_late(skip=settled) < 0.15 * 2.0
+    # ... and it is noticed soon after it ended (~5 % of its duration).
+    assert jobs.mean_late(skip=settled) < 0.1 * 2.0
+
+
+@pytest.mark.parametrize("jitter", [0.05, 0.2])
+def test_jobs_of_varying_duration_cost_about_one_read_too(jitter: float) -> None:
+    """Jobs in flight together, predicted alike, end apart: the slow ones miss and raise the
+    estimate, and the fast ones, found done at a first read planned before the raise, must
+    not take it back (they did, and a fifth of the jobs missed)."""
+    jobs = run(JobDurations(SCHEDULE), 2.0, 1400, in_flight=7, jitter=jitter)
+    assert jobs.mean_reads(skip=35) <= 1.05
+    assert jobs.mean_late(skip=35) < (0.1 + jitter) * 2.0
 
 
 def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up() -> None:
@@ -102,7 +119,7 @@ def test_the_prediction_follows_the_api_when_it_slows_down_and_when_it_speeds_up
     steady = run(durations, 2.0, 100, in_flight=4)
     slow = run(durations, 6.0, 200, in_flight=4, start=steady.end)
     assert slow.mean_reads(stop=40) <= 2.5, "each slow job's progress tells its end"
-    assert slow.mean_reads(skip=40) <= 1.1, "a few rounds of misses, 20 % each, catch up"
+    assert slow.mean_reads(skip=40) <= 1.1, "a few rounds of misses, 10 % each, catch up"
     assert slow.mean_late(skip=40) < 0.15 * 6.0
     fast = run(durations, 1.0, 2000, in_flight=4, start=slow.end)
     assert fast.mean_reads() <= 1.1, "a faster API costs no extra reads..."
