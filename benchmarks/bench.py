@@ -311,6 +311,30 @@ def _api_means(samples: dict[str, float]) -> dict[str, float]:
     return means
 
 
+def _polling(samples: list[dict[str, float]], duration: float) -> dict[str, float | None]:
+    """Status reads per job, and how late a job's end is noticed, as the services saw them.
+
+    The simulator's jobs all take ``duration``; the service times a job from
+    its submission's answer to the read that found it terminal, so the mean
+    of that minus ``duration`` is the mean job-end-to-settle lateness (a
+    round trip included).
+    """
+
+    def total(name: str) -> float:
+        return sum(s.get(name, 0.0) for s in samples)
+
+    jobs = total("customer_sync_job_duration_seconds_count")
+    status = total('customer_sync_api_requests_per_job_sum{operation="status"}')
+    counted = total('customer_sync_api_requests_per_job_count{operation="status"}')
+    if not jobs or not counted:
+        return {"status_reads_per_job": None, "late_ms": None}
+    seen = total("customer_sync_job_duration_seconds_sum") / jobs
+    return {
+        "status_reads_per_job": round(status / counted, 3),
+        "late_ms": round((seen - duration) * 1000, 1),
+    }
+
+
 def quantile(samples: dict[str, float], metric: str, q: float) -> float | None:
     """``histogram_quantile`` over a scraped histogram (linear within the bucket)."""
     buckets = []
@@ -504,7 +528,8 @@ class Bench:
             time.sleep(self.sizes.api_window)
             after, jobs_after, t1 = _received(self.simulator)
             cores = self.cpu(service).cores_since(machine)
-            api = _api_means(service.samples())
+            scraped = service.samples()
+            api = _api_means(scraped)
         if jobs_after == jobs_before:
             raise RuntimeError(f"no job was submitted in the window: the topic {topic} ran dry")
         achieved = (after - before) / (t1 - t0)
@@ -519,6 +544,7 @@ class Bench:
             "ratio_to_limit": round(achieved / limit, 3),
             "cores_used": cores,
             "api": api,
+            "polling": _polling([scraped], duration),  # whole run, warm-up included
         }
 
     def quota_bound(self, topic: str) -> None:
@@ -581,6 +607,7 @@ class Bench:
                 round(s.get("customer_sync_api_budget_requests_per_second", 0), 3) for s in samples
             ],
             "requests_per_job_by_operation": by_operation,  # the services' view, whole run
+            "polling": _polling(samples, duration),  # whole run
         }
 
     def backlog(self, topic: str, produced: Counter[int]) -> None:
@@ -621,6 +648,7 @@ class Bench:
             wait_for(
                 lambda: self.simulator.stats()["records_applied"] >= 1 + count, 30, "the trickle"
             )
+            polling = _polling([service.samples()], 0.0)
         latencies = sorted(
             entry["submittedAt"] - entry["customer"]["customerAttributes"]["custom"]["sentAt"]
             for entry in self.simulator.applied_since(1)
@@ -633,6 +661,7 @@ class Bench:
             "produce_to_submit_p50_s": round(q[49], 3),
             "produce_to_submit_p99_s": round(q[98], 3),
             "target_p99_s": wait + 0.2,
+            "polling": polling,
         }
 
 
@@ -704,7 +733,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"api-bound ({r['max_jobs_in_flight']} jobs x {r['job_duration_s']} s)",
             f"{r['records_per_s']:,}",
             f"{r['ratio_to_limit']:.2f} of {r['limit_records_per_s']:,}",
-            "",
+            _polling_cell(r),
             "",
         )
     if "backlog" in results:
@@ -723,7 +752,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"quota-bound (2 instances, one key, {r['job_duration_s']:g} s jobs)",
             f"{r['records_per_s']:,}",
             f"{r['ratio_to_ceiling']:.2f} of {r['ceiling_records_per_s']:,}",
-            f"{r['requests_per_job']:.2f} requests/job, {r['rate_limited']} 429s provoked",
+            f"{r['requests_per_job']:.2f} requests/job, {r['rate_limited']} 429s provoked, "
+            + _polling_cell(r),
             "",
         )
     if "light_load" in results:
@@ -732,7 +762,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"light load ({r['rate_per_s']}/s trickle)",
             "",
             f"target p99 ≤ {r['target_p99_s']} s",
-            f"submit p50 {r['produce_to_submit_p50_s']} s, p99 {r['produce_to_submit_p99_s']} s",
+            f"submit p50 {r['produce_to_submit_p50_s']} s, p99 {r['produce_to_submit_p99_s']} s, "
+            + _polling_cell(r),
             "",
         )
     for protocol in GROUP_PROTOCOLS:
@@ -746,6 +777,14 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
                 "",
             )
     Console().print(table)
+
+
+def _polling_cell(r: dict[str, Any]) -> str:
+    polling = r.get("polling") or {}
+    return (
+        f"{polling.get('status_reads_per_job')} status reads/job, "
+        f"noticed {polling.get('late_ms')} ms late"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

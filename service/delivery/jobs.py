@@ -239,7 +239,7 @@ class JobTracker:
         metrics.jobs_in_flight.inc()
         started = time.monotonic()
         deadline = started + self.job_timeout
-        polls = JobPolls(self._poll, self._durations, len(records), started)
+        polls = JobPolls(self._durations, len(records), started)
         delay = polls.first_delay()
         sent = _SentAt()
         bound = structlog.contextvars.bound_contextvars(job_id=job_id, records=len(records))
