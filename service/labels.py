@@ -22,8 +22,6 @@ class DeadLetterReason(StrEnum):
     JOB_FAILED = "job_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
     TAGS_REJECTED = "tags_rejected"
-    DECODER_FAULT = "decoder_fault"
-    """A bug of ours met this record (the decoder raised what bad input never does)."""
 
 
 class FlushReason(StrEnum):
@@ -34,6 +32,12 @@ class FlushReason(StrEnum):
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
     REBALANCE = "rebalance"
+
+
+DECODER_FAULT = "decoder_fault"
+"""A bug of ours met a record (the decoder raised what bad input never does): the word its
+log line, the start of its ``dlq.error`` and the breaker's count use. Its ``dlq.reason`` stays
+``invalid_event``: SPEC §5's reasons are a closed set."""
 
 
 OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")

@@ -125,7 +125,7 @@ class Metrics:
         self.decoder_faults = Counter(
             PREFIX + "decoder_faults_total",
             "Records the decoder failed on with an internal fault (a bug, not bad input): "
-            "dead-lettered with reason decoder_fault, each logged as decoder_fault",
+            "dead-lettered as invalid_event with a dlq.error starting decoder_fault, each logged",
             registry=r,
         )
         self.dead_letter_breaker_open = Gauge(

@@ -10,8 +10,8 @@ So the decode outcome of every consumed record is counted over a sliding window 
 dead-lettered (counted against the full window, so the first few records of a run cannot trip
 it) the breaker *opens*: the records after the one that tripped it are held, not decoded; the
 consumer's partitions are paused (membership is kept); nothing more is committed; readiness
-fails; and one log line names the most frequent reason with an example. At most
-``RATIO x WINDOW + 1`` records are dead-lettered before it opens.
+fails; and one log line names the most frequent reason (``decoder_fault`` for a bug of ours)
+with an example. At most ``RATIO x WINDOW + 1`` records are dead-lettered before it opens.
 
 After ``DLQ_BREAKER_COOLDOWN_SECONDS`` it lets records through again, keeping its window: the
 next dead letter re-checks it and, if the window is still more than ``RATIO`` dead letters,
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import structlog
 
 from service.config import Settings
-from service.labels import DeadLetterReason
 
 log = structlog.get_logger(__name__)
 
@@ -68,9 +67,9 @@ class DeadLetterBreaker:
         self._clock = clock
         self._limit = ratio * window
         self._seen = 0  # records counted since the start
-        self._dead: deque[tuple[int, DeadLetterReason]] = deque()  # (position, reason), in window
-        self._reasons: Counter[DeadLetterReason] = Counter()  # of the dead letters in the window
-        self._examples: dict[DeadLetterReason, Example] = {}  # the latest of each reason
+        self._dead: deque[tuple[int, str]] = deque()  # (position, cause), in window
+        self._reasons: Counter[str] = Counter()  # causes of the dead letters in the window
+        self._examples: dict[str, Example] = {}  # the latest of each cause
         self._open_until: float | None = None
         self.trips = 0
 
@@ -89,7 +88,7 @@ class DeadLetterBreaker:
         """``count`` records were decoded into something other than a dead letter."""
         self._seen += count
 
-    def dead_lettered(self, passed: int, reason: DeadLetterReason, example: Example) -> bool:
+    def dead_lettered(self, passed: int, reason: str, example: Example) -> bool:
         """``passed`` records went through, then this one was dead-lettered: whether it trips.
 
         Call it only while closed (:meth:`is_open`): when it returns ``True`` the breaker is
@@ -136,14 +135,14 @@ class DeadLetterBreaker:
             "dead_letter_breaker_open",
             message=f"{len(self._dead)} of the last {min(self._seen, self.window)} records "
             f"were dead-lettered (more than DLQ_BREAKER_RATIO={self.ratio} of "
-            f"DLQ_BREAKER_WINDOW={self.window}), most of them {reason.value} ({count}), e.g. "
+            f"DLQ_BREAKER_WINDOW={self.window}), most of them {reason} ({count}), e.g. "
             f"{example}: the partitions are paused and nothing more is committed; records "
             f"flow again in {self.cooldown:g} s or on a restart (DLQ_BREAKER_RATIO=1.0 "
             "switches the breaker off)",
-            top_reason=reason.value,
+            top_reason=reason,
             example_topic=example.topic,
             example_partition=example.partition,
             example_offset=example.offset,
             example_error=example.error[:1000],
-            reasons={r.value: n for r, n in self._reasons.items() if n},
+            reasons={r: n for r, n in self._reasons.items() if n},
         )

@@ -67,7 +67,7 @@ from service.delivery.fields import Invalid
 from service.delivery.mapping import FieldMapping, layout, load_field_mapping
 from service.delivery.rows import Path, Plan, Rows
 from service.gameball.customer import CustomerShape, TagsSync
-from service.labels import DeadLetterReason
+from service.labels import DECODER_FAULT, DeadLetterReason
 from service.logs import FoldedLog
 from service.metrics import Metrics
 
@@ -121,6 +121,13 @@ class Skip:
 class Reject:
     reason: DeadLetterReason
     error: str
+    fault: bool = False
+    """A bug of ours, not bad input (the error starts with ``decoder_fault``)."""
+
+    @property
+    def cause(self) -> str:
+        """What the dead-letter breaker counts it as: its reason, or ``decoder_fault``."""
+        return DECODER_FAULT if self.fault else self.reason.value
 
 
 Decoded = Customer | Skip | Reject
@@ -190,7 +197,8 @@ class Decoder:
         other exception is a bug of ours (a normaliser that crashes), not a fault of the
         record: it is logged with its stack trace as ``decoder_fault``, counted
         (``decoder_faults_total``), and the record is dead-lettered with reason
-        ``decoder_fault``, to be replayed once the bug is fixed. Many of those in a row trip
+        ``invalid_event`` (SPEC §5's reasons are a closed set) and a ``dlq.error`` that starts
+        with ``decoder_fault``, to be replayed once the bug is fixed. Many of those in a row trip
         the dead-letter breaker (``breaker.py``) instead of emptying the topic into the
         dead-letter topic.
         """
@@ -216,14 +224,18 @@ class Decoder:
             detail=error[:_ERROR_LIMIT],
             exc_info=exc,
             hint="a bug in customer-sync, not in the record: it is dead-lettered with reason "
-            "decoder_fault; replay those once fixed (customer-sync dlq replay --reason "
-            "decoder_fault)",
+            "invalid_event and an error that starts with decoder_fault; once fixed, replay "
+            "them (customer-sync dlq replay --reason invalid_event, with --since/--until "
+            "around the fault)",
         )
         if self._metrics is not None:
             self._metrics.decoder_faults.inc()
         return Reject(
-            DeadLetterReason.DECODER_FAULT,
-            f"customer-sync failed on this record (a bug, not bad input): {error}"[:_ERROR_LIMIT],
+            DeadLetterReason.INVALID_EVENT,
+            f"{DECODER_FAULT}: customer-sync failed on this record (a bug, not bad input): {error}"[
+                :_ERROR_LIMIT
+            ],
+            fault=True,
         )
 
     def _decode(self, value: bytes | None) -> Decoded:

@@ -204,7 +204,7 @@ class Ingestor:
                 )
                 if breaker is not None:
                     example = Example(topic, partition, offset, result.error)
-                    tripped = breaker.dead_lettered(decoded - counted - 1, result.reason, example)
+                    tripped = breaker.dead_lettered(decoded - counted - 1, result.cause, example)
                     counted = decoded
                     if tripped:
                         self._hold(messages[index + 1 :], fetched, resumed)

@@ -116,10 +116,12 @@ def test_a_decoder_fault_on_every_record_opens_the_breaker_and_loses_nothing(
             assert committed(broker.bootstrap, group, topic, 1) == {0: 200}
             time.sleep(0.5)
 
-        # Exactly the window's worth in the dead-letter topic, each a decoder_fault.
+        # Exactly the window's worth in the dead-letter topic, each a decoder fault: reason
+        # invalid_event (SPEC §5's closed set), an error that says it is our bug.
         assert end_offsets(broker.bootstrap, dlq) == {0: TRIP_AFTER}
         letters = read_all(broker.bootstrap, dlq, TRIP_AFTER)
-        assert {letter.headers["dlq.reason"] for letter in letters} == {"decoder_fault"}
+        assert {letter.headers["dlq.reason"] for letter in letters} == {"invalid_event"}
+        assert all(letter.headers["dlq.error"].startswith("decoder_fault: ") for letter in letters)
         offsets = sorted(int(letter.headers["dlq.source.offset"]) for letter in letters)
         assert offsets == list(range(200, 200 + TRIP_AFTER))
         assert "KeyError" in letters[0].headers["dlq.error"]

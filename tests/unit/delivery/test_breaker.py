@@ -6,11 +6,11 @@ from structlog.testing import capture_logs
 
 from service.config import load_settings
 from service.delivery.breaker import DeadLetterBreaker, Example
-from service.labels import DeadLetterReason
+from service.labels import DECODER_FAULT, DeadLetterReason
 from tests.unit.delivery.fakes import ENV
 
-FAULT = DeadLetterReason.DECODER_FAULT
-JSON = DeadLetterReason.INVALID_JSON
+FAULT = DECODER_FAULT
+JSON = DeadLetterReason.INVALID_JSON.value
 
 
 class Clock:
