@@ -56,8 +56,6 @@ from service.gameball.customer import (
     TagsSync,
 )
 
-API_FIELDS = FLAT_FIELDS
-"""The flat shape's fields (the tutorial's, and the passthroughs the service always mapped)."""
 ATTRIBUTE_PREFIX = "custom."
 NESTED_PREFIX = ATTRIBUTES + "."
 NESTED_ATTRIBUTE_PREFIX = NESTED_PREFIX + ATTRIBUTE_PREFIX

@@ -170,11 +170,6 @@ def batch_request(shape: CustomerShape, *, strict: bool) -> type[BaseModel]:
     return (_STRICT if strict else _LENIENT)[shape]
 
 
-def customer_model(shape: CustomerShape) -> type[BaseModel]:
-    """The lenient item model of ``shape``: what every customer the decoder emits satisfies."""
-    return NestedCustomer if shape == "nested" else FlatCustomer
-
-
 # --- the field tables the decoder and the mapping read ------------------------------------
 
 NESTED_TOP: tuple[str, ...] = tuple(

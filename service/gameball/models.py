@@ -8,7 +8,6 @@ names keep the API's own camelCase spelling.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
 
@@ -28,7 +27,6 @@ MAX_BATCH_RECORDS = 1000
 """The API's documented limit of customers per batch request."""
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-_DATE_RE = re.compile(DATE_PATTERN)
 
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 
@@ -311,7 +309,3 @@ def _job_text(document: _StatusDocument) -> str:
 
 _read_status = msgspec.json.Decoder(_StatusDocument, strict=False).decode
 """Lax like the pydantic model it stands in for: an id written 42.0 is customer 42."""
-
-
-def is_api_date(value: str) -> bool:
-    return bool(_DATE_RE.match(value))

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
-from service.delivery.mapping import API_FIELDS, FieldMapping, snake_case
+from service.delivery.mapping import FieldMapping, snake_case
+from service.gameball.customer import FLAT_FIELDS as API_FIELDS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "debezium"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
