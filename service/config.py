@@ -208,6 +208,25 @@ class Settings(BaseSettings):
         "events carry no schema, `custom.<attribute>: column` (see Input)",
     )
 
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible schema registry (Confluent, Apicurio's "
+        "`/apis/ccompat/v7`): values in the Confluent wire format (a zero byte, a schema id, "
+        "Avro) are decoded by their schema; unset, such values are dead-lettered",
+    )
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        default=None, description="registry basic auth, `user:password` (never logged)"
+    )
+    schema_registry_ca_location: Path | None = Field(
+        default=None, description="CA bundle (PEM) to verify the registry's TLS certificate"
+    )
+    schema_registry_certificate_location: Path | None = Field(
+        default=None, description="client certificate (PEM) for registry mutual TLS"
+    )
+    schema_registry_key_location: Path | None = Field(
+        default=None, description="the client certificate's private key (PEM)"
+    )
+
     http_port: int = Field(
         default=8080, ge=0, le=65535, description="`/metrics`, `/healthz`, `/readyz`"
     )
@@ -252,6 +271,15 @@ class Settings(BaseSettings):
     @field_validator("gameball_base_url")
     @classmethod
     def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
@@ -339,6 +367,32 @@ class Settings(BaseSettings):
                 "enable.auto.offset.store": False,
             }
         )
+        return config
+
+    def schema_registry_config(self) -> dict[str, str | int] | None:
+        """confluent-kafka's ``SchemaRegistryClient`` settings, or ``None`` without a registry.
+
+        The client retries nothing itself (``max.retries`` 0): an unreachable registry is the
+        pipeline's to wait out (:class:`~service.errors.RegistryUnavailable`), not the decoder's.
+        """
+        if self.schema_registry_url is None:
+            return None
+        config: dict[str, str | int] = {
+            "url": self.schema_registry_url,
+            "timeout": 10,
+            "max.retries": 0,
+        }
+        if self.schema_registry_basic_auth_user_info is not None:
+            config["basic.auth.user.info"] = (
+                self.schema_registry_basic_auth_user_info.get_secret_value()
+            )
+        for key, path in (
+            ("ssl.ca.location", self.schema_registry_ca_location),
+            ("ssl.certificate.location", self.schema_registry_certificate_location),
+            ("ssl.key.location", self.schema_registry_key_location),
+        ):
+            if path is not None:
+                config[key] = str(path)
         return config
 
     def producer_config(self) -> dict[str, str | int | bool]:

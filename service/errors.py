@@ -108,3 +108,12 @@ class SubmissionWithdrawn(CustomerSyncError):
     were revoked or lost, and the next owner may already have sent newer
     changes of the same customers.
     """
+
+
+class RegistryUnavailable(CustomerSyncError):
+    """The schema registry could not be asked for a record's schema (down, unreachable,
+    refusing our credentials, answering 5xx).
+
+    Not the record's fault, so never a dead letter: the record waits, unread, and is retried
+    with backoff while the service reports not ready.
+    """

@@ -44,6 +44,14 @@ send, and ``tags_changed`` is false.
 read, or at the end (:data:`MALFORMED`); any other exception is an internal fault, dead-lettered
 as ``decoder_fault`` and logged with its stack trace (:meth:`Decoder.decode`).
 
+**Avro from a schema registry** (the Confluent wire format: a zero byte, a schema id, Avro) is
+told apart per record by its first byte, which no JSON value has; it is read by
+:mod:`service.delivery.avro` into the JSON converter's values and goes through the same plan
+(one per schema id). An unknown schema id or a record its schema does not read is
+``invalid_event``; a registry that cannot be asked raises
+:class:`~service.errors.RegistryUnavailable`, the one exception :meth:`Decoder.decode` lets
+through: the record is not at fault and must be retried, not dead-lettered.
+
 Operations: ``c``, ``u`` and ``r`` carry the customer in ``after``; ``d`` follows
 ``DELETE_POLICY``; ``t`` (TRUNCATE, emitted only with ``skipped.operations=none``) is skipped:
 it names no customer, so there is nothing to deliver and nothing a replay could fix. Any other
@@ -62,10 +70,12 @@ import orjson
 import structlog
 
 from service.config import Settings
+from service.delivery.avro import AvroReader, NotItsSchema, UnknownSchema, json_form, schema_id
 from service.delivery.debezium import UNAVAILABLE_VALUE, row_columns
 from service.delivery.fields import Invalid
 from service.delivery.mapping import FieldMapping, layout, load_field_mapping
 from service.delivery.rows import Path, Plan, Rows
+from service.errors import RegistryUnavailable
 from service.gameball.customer import CustomerShape, TagsSync
 from service.labels import DECODER_FAULT, DeadLetterReason
 from service.logs import FoldedLog
@@ -159,8 +169,13 @@ class Decoder:
         shape: CustomerShape = "nested",
         tags_sync: TagsSync = "changed",
         metrics: Metrics | None = None,
+        avro: AvroReader | None = None,
     ) -> None:
-        """Raises :class:`~service.errors.ConfigError` for a mapped field ``shape`` lacks."""
+        """Raises :class:`~service.errors.ConfigError` for a mapped field ``shape`` lacks.
+
+        ``avro``: the reader of wire-format values (``None``: no registry, such values are
+        dead-lettered).
+        """
         self._metrics = metrics
         self._fault_log = FoldedLog(log, every=FAULT_LOG_EVERY)
         mapping = mapping or FieldMapping({})
@@ -177,17 +192,22 @@ class Decoder:
         self._by_dump: dict[bytes, Plan] = {}
         # Whether the last event was a Debezium envelope: then the next one is read as one.
         self._enveloped = True
+        self._avro = avro
+        # Avro schema id → (plan, the columns fastavro gives in another form than JSON)
+        self._avro_plans: dict[int, tuple[Plan, tuple[str, ...]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Decoder:
         """The decoder the settings describe; reads the mapping file (``ConfigError``)."""
         path = settings.field_mapping_file
+        registry = settings.schema_registry_config()
         return cls(
             load_field_mapping(path) if path is not None else None,
             settings.delete_policy,
             shape=settings.gameball_customer_shape,
             tags_sync=settings.tags_sync,
             metrics=metrics,
+            avro=AvroReader.from_config(registry) if registry is not None else None,
         )
 
     def decode(self, value: bytes | None) -> Decoded:
@@ -201,9 +221,14 @@ class Decoder:
         with ``decoder_fault``, to be replayed once the bug is fixed. Many of those in a row trip
         the dead-letter breaker (``breaker.py``) instead of emptying the topic into the
         dead-letter topic.
+
+        Raises :class:`~service.errors.RegistryUnavailable` (and nothing else): an Avro
+        record's schema could not be fetched; retry the record later.
         """
         try:
             return self._decode(value)
+        except RegistryUnavailable:
+            raise
         except RecursionError:
             return Reject(DeadLetterReason.INVALID_EVENT, "the event is nested too deeply")
         except MALFORMED as exc:
@@ -241,6 +266,8 @@ class Decoder:
     def _decode(self, value: bytes | None) -> Decoded:
         if value is None:
             return Skip("tombstone")
+        if value.startswith(b"\x00"):
+            return self._decode_avro(value)
         if value.startswith(b"\xef\xbb\xbf"):
             value = value[3:]
         known = None  # the plan of the schema this value carries, if seen before
@@ -290,6 +317,46 @@ class Decoder:
         if self._enveloped:
             return self._change(event["op"], event.get("after"), plan, event.get("before"))
         deleted = event.get("__deleted")  # ExtractNewRecordState's rewritten delete
+        if deleted is not None and (deleted == "true" or deleted is True):
+            return self._delete()
+        return self._customer(event, plan, None, None)
+
+    def _decode_avro(self, value: bytes) -> Decoded:
+        """A value in the Confluent wire format → its outcome, through its schema's plan."""
+        sid = schema_id(value)
+        if sid is None:
+            return Reject(DeadLetterReason.INVALID_EVENT, "a zero byte without a schema id")
+        if self._avro is None:
+            return Reject(
+                DeadLetterReason.INVALID_EVENT,
+                f"Avro of schema id {sid} (Confluent wire format), but SCHEMA_REGISTRY_URL is "
+                "not set",
+            )
+        try:
+            known = self._avro_plans.get(sid)
+            if known is None:
+                columns, other = self._avro.schema(sid)
+                if len(self._avro_plans) >= _MAX_SCHEMAS:
+                    self._avro_plans.clear()
+                plan = self._schemaless if columns is None else self._plan(columns)
+                known = self._avro_plans[sid] = (plan, other)
+            event = self._avro.read(value, sid)
+        except (UnknownSchema, NotItsSchema) as exc:
+            return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
+        plan, other = known
+        if event is None:
+            return Skip("tombstone")
+        if not isinstance(event, dict):
+            return Reject(DeadLetterReason.INVALID_EVENT, "the Avro value is not a record")
+        if "op" in event:
+            row, before = event.get("after"), event.get("before")
+            if other:
+                _to_json_form(row, other)
+                _to_json_form(before, other)
+            return self._change(event["op"], row, plan, before)
+        if other:
+            _to_json_form(event, other)
+        deleted = event.get("__deleted")
         if deleted is not None and (deleted == "true" or deleted is True):
             return self._delete()
         return self._customer(event, plan, None, None)
@@ -379,3 +446,12 @@ class Decoder:
         else:
             self._by_dump[compact] = plan
         return plan
+
+
+def _to_json_form(row: Any, columns: tuple[str, ...]) -> None:
+    """Puts ``columns`` of an Avro row (a fresh dict, ours) into the JSON converter's form."""
+    if type(row) is dict:
+        for column in columns:
+            value = row.get(column)
+            if value is not None:
+                row[column] = json_form(value)

@@ -214,3 +214,29 @@ def test_a_consumer_tuning_does_not_reach_the_dead_letter_producer(variable: str
         logger.removeHandler(keep)
     assert len(warnings) == 1, warnings
     assert "check.crcs" in warnings[0]
+
+
+def test_the_schema_registry_settings_become_the_clients_and_its_password_stays_hidden() -> None:
+    assert load_settings(BASE).schema_registry_config() is None
+    s = load_settings(
+        {
+            **BASE,
+            "SCHEMA_REGISTRY_URL": "https://registry.example:8081/",
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "reader:registry-pw-1",
+            "SCHEMA_REGISTRY_CA_LOCATION": "/etc/ssl/ca.pem",
+            "SCHEMA_REGISTRY_CERTIFICATE_LOCATION": "/etc/ssl/client.pem",
+            "SCHEMA_REGISTRY_KEY_LOCATION": "/etc/ssl/client.key",
+        }
+    )
+    config = s.schema_registry_config()
+    assert config is not None
+    assert config["url"] == "https://registry.example:8081"
+    assert config["basic.auth.user.info"] == "reader:registry-pw-1"
+    assert config["ssl.ca.location"] == "/etc/ssl/ca.pem"
+    assert config["ssl.certificate.location"] == "/etc/ssl/client.pem"
+    assert config["ssl.key.location"] == "/etc/ssl/client.key"
+    assert "registry-pw-1" not in repr(s)
+    assert "registry-pw-1" not in str(s.model_dump())
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, "SCHEMA_REGISTRY_URL": "registry:8081"})
+    assert "SCHEMA_REGISTRY_URL" in str(caught.value)
