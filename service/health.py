@@ -24,6 +24,7 @@ class Health:
     last_poll: float = field(default_factory=time.monotonic)
     stopping: bool = False
     dead_letter_breaker_open: bool = False
+    schema_registry_unavailable: bool = False
 
     def alive(self) -> tuple[bool, dict[str, object]]:
         now = time.monotonic()
@@ -34,11 +35,12 @@ class Health:
 
     def ready(self) -> tuple[bool, dict[str, object]]:
         ok = self.in_group and self.credentials_ok is True and self.broker_ok and not self.stopping
-        ok = ok and not self.dead_letter_breaker_open
+        ok = ok and not self.dead_letter_breaker_open and not self.schema_registry_unavailable
         return ok, {
             "in_group": self.in_group,
             "credentials_accepted": self.credentials_ok,
             "broker_reachable": self.broker_ok,
             "stopping": self.stopping,
             "dead_letter_breaker_open": self.dead_letter_breaker_open,
+            "schema_registry_unavailable": self.schema_registry_unavailable,
         }

@@ -15,6 +15,12 @@ opened it is the last one routed, and the rest of its fetch, and whatever is fet
 the consumer is paused, waits in :attr:`Ingestor.held`, in order, untracked, until the
 pipeline hands it back (:meth:`Ingestor.unhold`).
 
+A record whose schema registry cannot be reached (:class:`~service.errors.RegistryUnavailable`)
+is not the record's fault: it is untracked again and held, with the rest of its slice, the
+same way, and retried with backoff (:data:`REGISTRY_RETRY_FIRST` doubling to
+:data:`REGISTRY_RETRY_MAX`); meanwhile :attr:`Ingestor.registry_waiting` is true, which the
+pipeline turns into a paused consumer and a not-ready service.
+
 A partition being taken over from a previous owner (``takeover.py``) routes
 differently: a record its ledger shows settled is counted and skipped without
 being decoded, and a change is held by the takeover instead of buffered.
@@ -25,6 +31,7 @@ updated once per slice.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter as Tally
 from collections import deque
@@ -44,6 +51,7 @@ from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.takeover import Takeovers
+from service.errors import RegistryUnavailable
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -60,6 +68,10 @@ slot of 16 in flight a fifth of its time (API-bound ratio 0.65, submits 113 ms,
 reads 86 ms); slices of 100: 0.79, 51 ms and 49 ms, with the CPU-bound rate
 unchanged (measured back to back, same run order).
 """
+REGISTRY_RETRY_FIRST = 1.0
+"""Seconds before a record held for an unreachable schema registry is first tried again."""
+REGISTRY_RETRY_MAX = 30.0
+"""The longest wait between two tries (the wait doubles from the first, with jitter)."""
 CONSUMER_ERROR_LOG_EVERY = 30.0
 """Seconds between two log lines of the same consumer error (they can come per fetch)."""
 
@@ -88,6 +100,33 @@ class Ingestor:
         self._settlement = settlement
         self._metrics = metrics
         self._error_logged: dict[str, float] = {}
+        self._registry_failures = 0  # tries in a row that found the schema registry unreachable
+        self._registry_retry_at = 0.0
+
+    @property
+    def registry_waiting(self) -> bool:
+        """A record waits for the schema registry (unreachable at its last try)."""
+        return self._registry_failures > 0
+
+    def _blocked(self) -> bool:
+        """Whether held records must stay held: the breaker is open or the registry's wait."""
+        if self._breaker is not None and self._breaker.is_open():
+            return True
+        return self._registry_failures > 0 and time.monotonic() < self._registry_retry_at
+
+    def _registry_unavailable(self, error: RegistryUnavailable) -> None:
+        self._registry_failures += 1
+        wait = min(REGISTRY_RETRY_MAX, REGISTRY_RETRY_FIRST * 2 ** (self._registry_failures - 1))
+        wait *= random.uniform(0.75, 1.0)
+        self._registry_retry_at = time.monotonic() + wait
+        log.warning(
+            "schema_registry_unavailable",
+            error=str(error)[:500],
+            retry_in_seconds=round(wait, 1),
+            tries=self._registry_failures,
+            hint="the record waits, unread and uncommitted, and the service reports not ready "
+            "until the registry answers (SCHEMA_REGISTRY_URL)",
+        )
 
     def unhold(self) -> tuple[Sequence[Message], int] | None:
         """The oldest records held while the breaker was open, once it lets them through.
@@ -95,7 +134,7 @@ class Ingestor:
         Ingest them with ``resumed=True``: should the breaker open again meanwhile, what is
         left of them goes back in front of the records held after them.
         """
-        if not self.held or (self._breaker is not None and self._breaker.is_open()):
+        if not self.held or self._blocked():
             return None
         self._front = 0
         return self.held.popleft()
@@ -121,7 +160,7 @@ class Ingestor:
         ``resumed``: the slice is of records :meth:`unhold` gave back, older than any held.
         """
         breaker = self._breaker
-        if breaker is not None and (breaker.is_open() or (self.held and not resumed)):
+        if (self.held and not resumed) or self._blocked():
             self._hold(messages, fetched, resumed)
             return
         decoded = counted = 0  # records decoded; of them, told to the breaker
@@ -159,7 +198,14 @@ class Ingestor:
                     continue
                 slot = mark - Mark.JOB  # carried by an inherited job (negative: none)
             value = message.value()
-            result = decode(value)
+            try:
+                result = decode(value)
+            except RegistryUnavailable as exc:  # not the record's fault: read it again later
+                self._offsets.untrack(tp, offset)
+                tracked -= 1
+                self._registry_unavailable(exc)
+                self._hold(messages[index:], fetched, resumed)
+                break
             decoded += 1
             timestamp_ms = message.timestamp()[1]
             if type(result) is Customer:
@@ -209,6 +255,10 @@ class Ingestor:
                     if tripped:
                         self._hold(messages[index + 1 :], fetched, resumed)
                         break
+        else:
+            if self._registry_failures and decoded:  # the held record, first in line, decoded
+                log.info("schema_registry_reachable", tries=self._registry_failures)
+                self._registry_failures = 0
         if breaker is not None:
             breaker.passed(decoded - counted)
         consumed[topic] += tracked

@@ -234,6 +234,19 @@ class OffsetTracker:
         marks.append(Mark.PENDING)
         return state.generation
 
+    def untrack(self, tp: PartitionKey, offset: int) -> None:
+        """Forget the record just tracked, the newest of its partition: it will be read again.
+
+        For a record whose decoding has to wait (its schema registry cannot be reached): the
+        ingestor holds it, untracked, and tracks it anew when it retries.
+        """
+        state = self._partitions.get(tp)
+        if state is None or state.base is None:
+            return
+        marks = state.marks
+        if offset - state.base == len(marks) - 1 and marks[-1] == Mark.PENDING:
+            marks.pop()
+
     def position(self, tp: PartitionKey) -> int | None:
         """One past the highest offset tracked (``None`` before the first, or when not owned)."""
         state = self._partitions.get(tp)

@@ -446,9 +446,12 @@ class Pipeline:
     async def _after_fetch(self) -> None:
         """Pause or resume, count the partitions after an assignment, and read the lag."""
         kafka = self._kafka_thread
-        hold = self._breaker.is_open()
-        self.health.dead_letter_breaker_open = hold
-        self.metrics.dead_letter_breaker_open.set(hold)
+        breaker_open = self._breaker.is_open()
+        self.health.dead_letter_breaker_open = breaker_open
+        self.metrics.dead_letter_breaker_open.set(breaker_open)
+        waiting = self._ingestor.registry_waiting  # a record waits for the schema registry
+        self.health.schema_registry_unavailable = waiting
+        hold = breaker_open or waiting
         change = self._backpressure.decide(
             len(self._batcher) + self._takeovers.held,
             self._dead_letters.in_flight,

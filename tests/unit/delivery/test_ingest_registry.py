@@ -1,0 +1,102 @@
+"""Ingest while the schema registry cannot be reached: the Avro record waits, unread and
+untracked, with everything after it, and is decoded once the registry answers; nothing is
+dead-lettered (the parts of a real pipeline, a registry stand-in at the network's edge)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.config import load_settings
+from service.delivery import ingest as ingest_module
+from service.delivery.assembly import Parts, build
+from service.delivery.avro import AvroReader
+from service.delivery.decoding import Decoder
+from service.delivery.ingest import Ingestor
+from service.health import Health
+from service.labels import FlushReason
+from tests.unit.delivery.fakes import ENV, FakeApi, FakeConsumer, FakeMessage, FakeProducer, change
+from tests.unit.delivery.test_avro import Registry, wire
+
+TP = ("t", 0)
+ROW = {
+    "type": "record",
+    "name": "Value",
+    "fields": [{"name": "customer_id", "type": "string"}, {"name": "email", "type": "string"}],
+}
+
+
+def rig(registry: Registry) -> tuple[Parts, Ingestor]:
+    parts = build(
+        load_settings(ENV),
+        client=FakeApi(),
+        consumer=FakeConsumer({"t": 1}),
+        producer=FakeProducer(),
+    )
+    parts.dead_letters.start(parts.settlement.dead_lettered)
+    parts.offsets.assign(TP)
+    decoder = Decoder(avro=AvroReader(registry))
+    ingestor = Ingestor(
+        parts.offsets,
+        decoder,
+        parts.batcher,
+        parts.dead_letters,
+        parts.settlement,
+        parts.metrics,
+        parts.takeovers,
+    )
+    return parts, ingestor
+
+
+def test_an_avro_record_waits_for_the_registry_and_is_delivered_once_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "REGISTRY_RETRY_FIRST", 0.2)
+    registry = Registry()
+    avro = wire(registry, ROW, {"customer_id": "c1", "email": "c1@example.com"})
+    parts, ingestor = rig(registry)
+    generation = parts.offsets.newest_generation
+    messages = [
+        FakeMessage("t", 0, 0, b"c0", change("c0")),
+        FakeMessage("t", 0, 1, b"c1", avro),
+        FakeMessage("t", 0, 2, b"c2", change("c2")),
+    ]
+    registry.down = True
+    ingestor.ingest(messages, generation)
+    assert len(parts.batcher) == 1  # c0, before the Avro record
+    assert parts.dead_letters.in_flight == 0  # the registry being down is not the record's fault
+    assert parts.offsets.position(TP) == 1  # c1 untracked: nothing at or past it is committed
+    assert [m.offset() for held, _ in ingestor.held for m in held] == [1, 2]
+    assert ingestor.registry_waiting
+    assert ingestor.unhold() is None  # backing off
+    ingestor.ingest([FakeMessage("t", 0, 3, b"c3", change("c3"))], generation)
+    assert len(parts.batcher) == 1  # newer records wait behind the held ones
+
+    time.sleep(0.25)
+    resumed = ingestor.unhold()  # tried again, still down: held again, waiting longer
+    assert resumed is not None
+    ingestor.ingest(*resumed, resumed=True)
+    assert ingestor.registry_waiting
+    assert [m.offset() for held, _ in ingestor.held for m in held] == [1, 2, 3]
+
+    registry.down = False
+    time.sleep(0.45)  # the second wait: twice the first, at most
+    while (resumed := ingestor.unhold()) is not None:
+        ingestor.ingest(*resumed, resumed=True)
+    assert not ingestor.registry_waiting
+    assert parts.dead_letters.in_flight == 0
+    assert parts.offsets.position(TP) == 4
+    batch = parts.batcher.take(FlushReason.TIMEOUT)
+    delivered = [r.customer_id for r in batch.records]
+    assert sorted(delivered) == ["c0", "c1", "c2", "c3"]
+
+
+def test_the_service_is_not_ready_while_a_record_waits_for_the_registry() -> None:
+    health = Health()
+    health.in_group, health.credentials_ok = True, True
+    assert health.ready()[0]
+    health.schema_registry_unavailable = True
+    ready, detail = health.ready()
+    assert not ready
+    assert detail["schema_registry_unavailable"] is True
