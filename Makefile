@@ -38,7 +38,7 @@ unit: $(STAMP) ## unit tests only (no broker)
 TEST_WORKERS ?= 2
 
 .PHONY: test
-test: lint typecheck tools kafka-jars cdc-jars postgres ## lint, typecheck, then every tier (unit, integration on Apache Kafka, PostgreSQL → Debezium end to end)
+test: lint typecheck tools kafka-jars cdc-jars registry-jars postgres ## lint, typecheck, then every tier (unit, integration on Apache Kafka and Apicurio Registry, PostgreSQL → Debezium end to end)
 	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=10
 
 .PHONY: test-slow
@@ -159,6 +159,25 @@ $(CDC_STAMP): tests/cdc/pom.xml
 
 .PHONY: cdc-jars
 cdc-jars: $(CDC_STAMP) ## fetch Kafka Connect and the Debezium PostgreSQL connector once into .cache/
+
+# --- Apicurio Registry for the Avro tests (a Confluent-compatible schema registry) -----------
+# Like the broker's jars: the registry application (2.6, Java 17) is unpacked once out of Maven
+# Central into .cache/ (about 140 MB), and the stamp, named by the version tests/registry/pom.xml
+# pins, keeps later runs offline.
+APICURIO_VERSION := $(shell sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' tests/registry/pom.xml)
+APICURIO_HOME := .cache/apicurio-$(APICURIO_VERSION)
+APICURIO_STAMP := $(APICURIO_HOME)/.installed
+
+$(APICURIO_STAMP): tests/registry/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null \
+		&& [ "$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)" -ge 17 ] 2>/dev/null \
+		|| { echo "the schema registry for the Avro tests needs Java 17+ and Maven: apt-get install openjdk-17-jdk-headless maven"; exit 1; }
+	rm -rf $(APICURIO_HOME)
+	mvn -B -q -f tests/registry/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/m2 generate-resources
+	touch $(APICURIO_STAMP)
+
+.PHONY: registry-jars
+registry-jars: $(APICURIO_STAMP) ## fetch Apicurio Registry 2.6 once into .cache/ (the Avro tests' schema registry; Java 17+, Maven)
 
 .PHONY: postgres
 postgres: ## check that PostgreSQL's server is installed (tests/cdc and demo-cdc run a private cluster)

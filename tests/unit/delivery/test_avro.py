@@ -14,6 +14,7 @@ import base64
 import decimal
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def avro_type(connect: dict[str, Any], defined: set[str]) -> Any:
     kind = connect["type"]
     name = connect.get("name")
     if kind == "struct":
-        record_name = name or f"ConnectDefault{len(defined)}"
+        # Debezium's schema.name.adjustment.mode=avro: a topic prefix's "-" is no Avro name
+        record_name = re.sub(r"[^A-Za-z0-9_.]", "_", name or f"ConnectDefault{len(defined)}")
         if record_name in defined:
             written: Any = record_name
         else:

@@ -1,0 +1,131 @@
+"""Avro from a real schema registry (Apicurio 2.6, Confluent's REST API), end to end.
+
+Debezium-shaped envelopes, the captured records of ``tests/fixtures/debezium`` (every logical
+type Debezium writes for PostgreSQL), are produced as Avro by confluent-kafka's
+``AvroSerializer`` against the registry, keys too, beside one of them left in JSON. The service
+(``SCHEMA_REGISTRY_URL``) must deliver to the simulator exactly the customers the JSON path
+makes of the same records, and dead-letter an unknown schema id and a record its schema does not
+read, as ``invalid_event``, saying which.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from service.delivery.decoding import Customer, Decoder
+from service.delivery.mapping import load_field_mapping
+from service.gameball.simulator import RunningSimulator
+from tests.brokers.apache import KafkaNode
+from tests.integration.harness import (
+    ServiceProcess,
+    end_offsets,
+    read_all,
+    service_env,
+    unique,
+)
+from tests.integration.test_delivery import applied
+from tests.registry.apicurio import Apicurio
+from tests.unit.delivery.test_avro import avro_type, avro_value
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium" / "json-schemas"
+KEY_SCHEMA = {"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Apicurio]:
+    with Apicurio() as running:
+        yield running
+
+
+def customers_records() -> list[str]:
+    """The ``customers`` table's snapshot and insert, as the JSON converter wrote them."""
+    values = []
+    for case in ("snapshot", "insert"):
+        for record in json.loads((FIXTURES / f"{case}.json").read_text())["records"]:
+            if record["topic"].endswith(".customers") and record["value"] is not None:
+                values.append(record["value"])
+    return values
+
+
+def mapping_file(tmp_path: Path, columns: list[str]) -> Path:
+    """``customerId: id``, and every column in ``custom`` too, so that all are compared."""
+    path = tmp_path / "mapping.yaml"
+    lines = ["customerId: id", *(f"custom.c_{c}: {c}" for c in columns)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_avro_envelopes_reach_the_api_as_their_json_twins_and_bad_ones_are_dead_lettered(
+    broker: KafkaNode, simulator: RunningSimulator, registry: Apicurio, tmp_path: Path
+) -> None:
+    topic, group = unique("avro"), unique("avro-group")
+    broker.create_topics({topic: 1, f"{topic}.dlq": 1})
+    values = customers_records()
+    first = json.loads(values[0])
+    after = next(f for f in first["schema"]["fields"] if f["field"] == "after")
+    mapping = mapping_file(tmp_path, [f["field"] for f in after["fields"]])
+
+    with SchemaRegistryClient({"url": registry.url}) as client:
+        to_key = AvroSerializer(client, json.dumps(KEY_SCHEMA))
+        key_ctx = SerializationContext(topic, MessageField.KEY)
+        value_ctx = SerializationContext(topic, MessageField.VALUE)
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        keys: dict[int, bytes] = {}
+        for index, value in enumerate(values):
+            event = json.loads(value)
+            customer_id = event["payload"]["after"]["id"]
+            keys[customer_id] = to_key({"id": customer_id}, key_ctx)
+            if index == 1:  # one left in JSON: formats are told apart per record
+                producer.produce(topic, value.encode(), keys[customer_id])
+                continue
+            to_value = AvroSerializer(client, json.dumps(avro_type(event["schema"], set())))
+            avro = to_value(avro_value(event["schema"], event["payload"]), value_ctx)
+            assert avro is not None
+            assert avro[0] == 0  # the Confluent wire format
+            producer.produce(topic, avro, keys[customer_id])
+        unknown = b"\x00" + (999_999).to_bytes(4, "big") + avro[5:]
+        producer.produce(topic, unknown, b"unknown-id")
+        producer.produce(topic, avro[:30], b"cut-short")
+        assert producer.flush(30) == 0
+    assert end_offsets(broker.bootstrap, topic) == {0: len(values) + 2}
+
+    env = service_env(
+        broker,
+        simulator.base_url,
+        topic,
+        group,
+        SCHEMA_REGISTRY_URL=registry.url,
+        FIELD_MAPPING_FILE=str(mapping),
+    )
+    service = ServiceProcess(env, tmp_path / "service.jsonl")
+    summary = service.run_until_idle(120)
+    assert summary.outcomes["dead_lettered"] == 2, service.logs()[-3000:]
+
+    decoder = Decoder(load_field_mapping(mapping), shape="nested", tags_sync="item")
+    expected: dict[str, Any] = {}
+    for value in values:
+        result = decoder.decode(value.encode())
+        assert isinstance(result, Customer)
+        expected[result.customer_id] = orjson.loads(result.payload)
+    delivered = {str(entry["customerId"]): entry["customer"] for entry in applied(simulator)}
+    assert sorted(delivered) == sorted(expected)
+    for customer_id, item in expected.items():
+        assert delivered[customer_id] == item, customer_id
+
+    dead = {r.key: r.headers for r in read_all(broker.bootstrap, f"{topic}.dlq", 2)}
+    assert dead[b"unknown-id"]["dlq.reason"] == "invalid_event"
+    assert "schema id 999999" in dead[b"unknown-id"]["dlq.error"]
+    assert dead[b"cut-short"]["dlq.reason"] == "invalid_event"
+    assert "does not read as Avro of schema id" in dead[b"cut-short"]["dlq.error"]
