@@ -11,6 +11,7 @@ read, as ``invalid_event``, saying which.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -26,6 +27,7 @@ from service.delivery.decoding import Customer, Decoder
 from service.delivery.mapping import load_field_mapping
 from service.gameball.simulator import RunningSimulator
 from tests.brokers.apache import KafkaNode
+from tests.helpers import wait_for
 from tests.integration.harness import (
     ServiceProcess,
     end_offsets,
@@ -35,7 +37,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_delivery import applied
 from tests.registry.apicurio import Apicurio
-from tests.unit.delivery.test_avro import avro_type, avro_value
+from tests.unit.delivery.test_avro import Registry, avro_type, avro_value, wire
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +131,60 @@ def test_avro_envelopes_reach_the_api_as_their_json_twins_and_bad_ones_are_dead_
     assert "schema id 999999" in dead[b"unknown-id"]["dlq.error"]
     assert dead[b"cut-short"]["dlq.reason"] == "invalid_event"
     assert "does not read as Avro of schema id" in dead[b"cut-short"]["dlq.error"]
+
+
+ROW = {
+    "type": "record",
+    "name": "Value",
+    "fields": [
+        {"name": "customer_id", "type": "string"},
+        {"name": "email", "type": "string"},
+        {"name": "date_of_birth", "type": {"type": "int", "connect.name": "io.debezium.time.Date"}},
+    ],
+}
+
+
+def readiness(service: ServiceProcess) -> dict[str, Any]:
+    response = service.get("/readyz")
+    return {} if response is None else dict(response.json())
+
+
+def test_while_the_registry_cannot_be_reached_records_wait_unready_and_none_is_dead_lettered(
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    topic, group = unique("avro-down"), unique("avro-down-group")
+    broker.create_topics({topic: 1, f"{topic}.dlq": 1})
+    late = Apicurio()  # its port is the service's registry; nothing listens there yet
+    ids = ["d1", "d2", "d3"]
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for customer_id in ids:  # schema id 1: the first a fresh Apicurio gives out
+        row = {"customer_id": customer_id, "email": f"{customer_id}@example.com"}
+        producer.produce(topic, wire(Registry(), ROW, {**row, "date_of_birth": 11016}))
+    assert producer.flush(30) == 0
+    assert end_offsets(broker.bootstrap, topic) == {0: 3}
+    env = service_env(broker, simulator.base_url, topic, group, SCHEMA_REGISTRY_URL=late.url)
+    service = ServiceProcess(env, tmp_path / "service.jsonl").start()
+    try:
+        wait_for(
+            lambda: readiness(service).get("schema_registry_unavailable"),
+            60,
+            "the service to report the registry unavailable",
+        )
+        assert readiness(service)["ok"] is False
+        time.sleep(3)  # retried meanwhile (1 s, then 2 s), never dead-lettered
+        assert '"schema_registry_unavailable"' in service.logs()
+        assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
+        assert applied(simulator) == []
+        with late, SchemaRegistryClient({"url": late.url}) as client:
+            assert client.register_schema(f"{topic}-value", Schema(json.dumps(ROW), "AVRO")) == 1
+            wait_for(
+                lambda: len(applied(simulator)) == len(ids), 90, "the waiting records delivered"
+            )
+            wait_for(lambda: service.ready(), 30, "the service ready again")
+        delivered = {str(e["customerId"]): e["customer"] for e in applied(simulator)}
+        assert sorted(delivered) == ids
+        assert delivered["d1"]["customerAttributes"]["dateOfBirth"] == "2000-02-29"
+        assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
+        assert '"schema_registry_reachable"' in service.logs()
+    finally:
+        service.stop()

@@ -46,8 +46,9 @@ def runner_jar() -> Path:
 class Apicurio:
     """One Apicurio Registry process on 127.0.0.1, started by ``with`` and stopped after it."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        """``port``: where to listen (a free one by default), chosen before it starts."""
+        self.port = port or free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="apicurio-", suffix=".log", delete=False)  # noqa: SIM115 - kept open for the child's lifetime
 
