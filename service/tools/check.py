@@ -12,8 +12,9 @@ loads a coordinator is asked again within it, never beyond
 What fails the check (exit 1): the configuration, the field-mapping file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
 the credentials or the version or not answering, the configured job dialect
-absent where the other answers, and a source topic whose newest records
-none can become a customer (a wrong mapping; see :mod:`service.tools.sampling`).
+absent where the other answers, a source topic whose newest records
+none can become a customer (a wrong mapping; see :mod:`service.tools.sampling`), and a
+schema registry (``SCHEMA_REGISTRY_URL``) that cannot be reached or refuses the credentials.
 What does not: consumer-group lag, reported for information only (lag is
 normal after a deploy and must not gate a rollout), and what the sample
 warns about (``!``). An unusable configuration exits 2, like ``run``.
@@ -29,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata  # typed here, not re-exported
 
 from service.config import Settings, load_settings
+from service.delivery.avro import AvroReader
 from service.delivery.broker_retry import (
     BrokerCallFailed,
     ask_again_if_transient,
@@ -39,8 +41,9 @@ from service.delivery.broker_retry import (
 )
 from service.delivery.decoding import Decoder
 from service.delivery.mapping import FieldMapping, layout, load_field_mapping
-from service.errors import ConfigError, KafkaError
+from service.errors import ConfigError, KafkaError, RegistryUnavailable
 from service.tools.check_api import check_api
+from service.tools.check_registry import check_registry
 from service.tools.check_results import FAIL, INFO, OK, WARN, Result
 from service.tools.sampling import SAMPLE, Sample, newest
 
@@ -200,11 +203,13 @@ def check_records(
 ) -> list[Result]:
     """The newest records of each source topic, decoded as the service would decode them."""
     config = {**admin_config(settings), "group.id": f"{settings.kafka_group_id}.check"}
+    registry = settings.schema_registry_config()
     decoder = Decoder(
         mapping,
         settings.delete_policy,
         shape=settings.gameball_customer_shape,
         tags_sync=settings.tags_sync,
+        avro=None if registry is None else AvroReader.from_config(registry),
     )
     results = []
     for topic in settings.kafka_source_topics:
@@ -217,8 +222,12 @@ def check_records(
         except KafkaError as exc:
             results.append(Result(WARN, f"records of {topic}", f"not looked at: {exc}"))
             continue
-        for value in values:
-            sample.add(value, decoder)
+        try:
+            for value in values:
+                sample.add(value, decoder)
+        except RegistryUnavailable as exc:
+            results.append(Result(WARN, f"records of {topic}", f"not decoded: {exc}"))
+            continue
         results.extend(describe_sample(f"records of {topic}", sample))
     return results
 
@@ -320,6 +329,9 @@ def run_checks(
             results.append(result)
             emit(result)
     for result in check_api(settings, args.timeout):
+        results.append(result)
+        emit(result)
+    for result in check_registry(settings, args.timeout):
         results.append(result)
         emit(result)
     return 1 if any(r.mark == FAIL for r in results) else 0

@@ -23,9 +23,13 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from service.config import load_settings
 from service.delivery.decoding import Customer, Decoder
 from service.delivery.mapping import load_field_mapping
 from service.gameball.simulator import RunningSimulator
+from service.tools.check_registry import check_registry
+from service.tools.check_results import FAIL, INFO, OK
+from service.tools.embedded_broker import free_port
 from tests.brokers.apache import KafkaNode
 from tests.helpers import wait_for
 from tests.integration.harness import (
@@ -188,3 +192,28 @@ def test_while_the_registry_cannot_be_reached_records_wait_unready_and_none_is_d
         assert '"schema_registry_reachable"' in service.logs()
     finally:
         service.stop()
+
+
+def test_check_reports_the_registry_and_the_source_topics_subjects(
+    registry: Apicurio, tmp_path: Path
+) -> None:
+    topic = unique("avro-check")
+    with SchemaRegistryClient({"url": registry.url}) as client:
+        client.register_schema(f"{topic}-value", Schema(json.dumps(ROW), "AVRO"))
+    base = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "KAFKA_SOURCE_TOPICS": f"{topic},{topic}-json",
+        "GAMEBALL_API_KEY": "k",
+        "GAMEBALL_SECRET_KEY": "s",
+    }
+    up = check_registry(load_settings({**base, "SCHEMA_REGISTRY_URL": registry.url}), 5)
+    assert [(r.mark, r.name, r.detail) for r in up[1:]] == [
+        (INFO, f"subjects of {topic}", f"{topic}-value"),
+        (INFO, f"subjects of {topic}-json", "none (its values may be JSON)"),
+    ]
+    assert up[0].mark == OK
+    down_url = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    (down,) = check_registry(load_settings({**base, "SCHEMA_REGISTRY_URL": down_url}), 5)
+    assert down.mark == FAIL
+    assert "cannot be reached" in down.detail
+    assert check_registry(load_settings(base), 5) == []
