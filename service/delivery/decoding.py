@@ -1,4 +1,5 @@
-"""Kafka value → API customer, a skip, or a dead-letter reason. Never raises.
+"""Kafka value → API customer, a skip, or a dead-letter reason. Never raises, but for a schema
+registry that cannot be reached (:class:`~service.errors.RegistryUnavailable`).
 
 Accepts a Debezium envelope (optionally ``{"schema", "payload"}``-wrapped), a flattened row
 (``ExtractNewRecordState``), a plain customer object, or a tombstone (SPEC §3).
