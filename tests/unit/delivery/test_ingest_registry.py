@@ -4,6 +4,7 @@ dead-lettered (the parts of a real pipeline, a registry stand-in at the network'
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -16,7 +17,18 @@ from service.delivery.decoding import Decoder
 from service.delivery.ingest import Ingestor
 from service.health import Health
 from service.labels import FlushReason
-from tests.unit.delivery.fakes import ENV, FakeApi, FakeConsumer, FakeMessage, FakeProducer, change
+from service.tools.embedded_broker import free_port
+from tests.helpers import eventually
+from tests.unit.delivery.fakes import (
+    ENV,
+    FakeApi,
+    FakeConsumer,
+    FakeMessage,
+    FakeProducer,
+    change,
+    running,
+)
+from tests.unit.delivery.fakes import rig as pipeline_rig
 from tests.unit.delivery.test_avro import Registry, wire
 
 TP = ("t", 0)
@@ -100,3 +112,21 @@ def test_the_service_is_not_ready_while_a_record_waits_for_the_registry() -> Non
     ready, detail = health.ready()
     assert not ready
     assert detail["schema_registry_unavailable"] is True
+
+
+async def test_the_pipeline_pauses_unready_and_commits_nothing_past_a_record_that_waits() -> None:
+    """The real registry client, pointed at a loopback port nothing listens on."""
+    r = pipeline_rig(env={"SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"})
+    for i in range(5):
+        r.consumer.append(TP, change(f"c{i}"))
+    r.consumer.append(TP, wire(Registry(), ROW, {"customer_id": "c5", "email": "c5@example.com"}))
+    r.consumer.append(TP, change("c6"))
+    async with running(r):
+        await eventually(lambda: r.pipeline.health.ready()[1]["schema_registry_unavailable"])
+        assert not r.pipeline.health.ready()[0]
+        await eventually(lambda: r.consumer.paused == {TP})
+        await eventually(lambda: r.consumer.committed_offsets() == {TP: 5})
+        await asyncio.sleep(2.0)  # two commit intervals: nothing at or past the waiting record
+        assert r.consumer.committed_offsets() == {TP: 5}
+        assert r.producer.written == []
+        assert r.api.delivered == [f"c{i}" for i in range(5)]
