@@ -159,7 +159,16 @@ class Committer:
             if self._on_the_way.get(tp) is window:
                 del self._on_the_way[tp]
         if error is not None or len(done) < len(sent):
-            log.warning("commit_failed", error=error, partitions=len(sent) - len(done))
+            failed = {tp: why for tp, why in results if why is not None and tp in sent}
+            log.warning(
+                "commit_failed",
+                error=error,
+                partitions=len(sent) - len(done),
+                not_committed={
+                    f"{t}[{p}]@{sent[t, p].offset}": failed.get((t, p), error)
+                    for t, p in sorted(set(sent) - set(done))
+                },
+            )
         else:
             log.debug("committed", offsets={f"{t}[{p}]": w.offset for (t, p), w in done.items()})
 

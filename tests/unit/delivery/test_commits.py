@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread
@@ -83,6 +84,19 @@ async def test_a_failed_commit_is_sent_again(books: Books) -> None:
     books.consumer.async_commits_fail = False
     await books.committer.commit()
     assert books.consumer.committed_offsets() == {TP: 1}
+
+
+async def test_a_failed_commit_says_which_partitions_and_why(books: Books) -> None:
+    # A commit whose partitions failed one by one has no error of its own: the line must say
+    # which partition, up to which offset, and the broker's answer for it.
+    books.offsets.track(TP, 0)
+    books.offsets.settle(TP, 0, Mark.SUCCEEDED)
+    books.consumer.async_commits_fail = True
+    with capture_logs() as logs:
+        await books.committer.commit()
+        await books.results()
+    [failed] = [entry for entry in logs if entry["event"] == "commit_failed"]
+    assert failed["not_committed"] == {"t[0]@1": "NOT_COORDINATOR"}
 
 
 async def test_a_partition_no_longer_assigned_is_not_committed(books: Books) -> None:
