@@ -228,6 +228,9 @@ class FakeConsumer:
     def high_watermark(self, tp: PartitionKey) -> int | None:
         return len(self.logs[tp]) if tp in self._assigned else None
 
+    def end_offset(self, tp: PartitionKey, timeout: float) -> int | None:
+        return len(self.logs[tp]) if tp in self.logs else None
+
     def position(self, tp: PartitionKey) -> int | None:
         return self._position.get(tp) if tp in self._assigned else None
 
