@@ -18,7 +18,9 @@ from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol
 
 # `make test` runs on two pytest-xdist workers (``--dist loadgroup``). Each worker starts its
 # own broker; the end-to-end tier shares one PostgreSQL and one Kafka Connect, so all of it
-# goes to one worker.
+# should go to one worker. It does not yet: under pytest 9 and pytest-xdist 3.8 the group
+# never reaches the node id, and each worker that runs an end-to-end test sets the tier up.
+# The fix (``--dist loadfile``: one file holds the tier) awaits a clean-clone run.
 WHOLE_ON_ONE_WORKER = ("cdc",)
 
 
