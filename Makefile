@@ -39,7 +39,7 @@ TEST_WORKERS ?= 2
 
 .PHONY: test
 test: lint typecheck tools kafka-jars cdc-jars registry-jars postgres ## lint, typecheck, then every tier (unit, integration on Apache Kafka and Apicurio Registry, PostgreSQL → Debezium end to end)
-	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=10
+	$(BIN)/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 .PHONY: test-slow
 test-slow: $(STAMP) kafka-jars ## the long runs: short chaos runs under both protocols, broker outages, the bench smoke

@@ -16,17 +16,10 @@ from service.tools.embedded_broker import EmbeddedBroker
 from tests.brokers.apache import KafkaNode
 from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol
 
-# `make test` runs on two pytest-xdist workers (``--dist loadgroup``). Each worker starts its
-# own broker; the end-to-end tier shares one PostgreSQL and one Kafka Connect, so all of it
-# goes to one worker.
-WHOLE_ON_ONE_WORKER = ("cdc",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        tier = item.path.parent.name
-        if tier in WHOLE_ON_ONE_WORKER:
-            item.add_marker(pytest.mark.xdist_group(tier))
+# `make test` runs on two pytest-xdist workers with ``--dist loadfile``: each worker starts
+# its own broker (the session fixture below), and a test file runs whole on one worker. The
+# end-to-end tier keeps its one PostgreSQL and one Kafka Connect that way: the tests that share
+# them (``cdc_run``) are all in ``tests/cdc/test_end_to_end.py``.
 
 
 @pytest.fixture(scope="session")

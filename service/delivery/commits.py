@@ -81,7 +81,10 @@ class Committer:
         self._metrics = metrics
         self._limit = metadata_limit
         self._lock = asyncio.Lock()
-        self._sent: deque[dict[PartitionKey, Window]] = deque()  # awaiting their results
+        # Commits sent and awaiting their results, oldest first. Appended and popped on the
+        # Kafka thread only, where sends and results are ordered: on the loop a result can
+        # arrive before the coroutine that sent the commit resumes.
+        self._sent: deque[dict[PartitionKey, Window]] = deque()
         self._on_the_way: dict[PartitionKey, Window] = {}  # the latest sent, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = asyncio.Event()
@@ -135,31 +138,44 @@ class Committer:
             if not windows:
                 return
             payload = {tp: self._payload(tp, window) for tp, window in windows.items()}
+            # On the way before it is sent: its result may reach the loop before this resumes.
+            self._on_the_way.update(windows)
+            sent: list[PartitionKey] = []
             try:
-                sent = await self._kafka_thread.call(self._send_assigned, payload)
+                sent = await self._kafka_thread.call(self._send_assigned, payload, windows)
             except KafkaError as exc:
                 log.warning("commit_failed", error=str(exc), partitions=len(payload))
-                return
-            if sent:  # nothing sent, no result will come
-                self._sent.append({tp: windows[tp] for tp in sent})
-                self._on_the_way.update({tp: windows[tp] for tp in sent})
+            for tp in windows.keys() - set(sent):  # not sent: no result will come
+                if self._on_the_way.get(tp) is windows[tp]:
+                    del self._on_the_way[tp]
 
     def acknowledged(self, error: str | None, results: CommitResult) -> None:
         """An asynchronous commit's result, on the Kafka thread (``consume``): to the loop."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._acknowledged, error, results)
-
-    def _acknowledged(self, error: str | None, results: CommitResult) -> None:
         if not self._sent:
-            return  # sent before a revocation forgot it, or by another path
+            return  # sent by another path (none today: the revoke callback commits synchronously)
         sent = self._sent.popleft()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._acknowledged, sent, error, results)
+
+    def _acknowledged(
+        self, sent: dict[PartitionKey, Window], error: str | None, results: CommitResult
+    ) -> None:
         done = {tp: sent[tp] for tp, failed in results if failed is None and tp in sent}
         self._offsets.committed(done)
         for tp, window in sent.items():
             if self._on_the_way.get(tp) is window:
                 del self._on_the_way[tp]
         if error is not None or len(done) < len(sent):
-            log.warning("commit_failed", error=error, partitions=len(sent) - len(done))
+            failed = {tp: why for tp, why in results if why is not None and tp in sent}
+            log.warning(
+                "commit_failed",
+                error=error,
+                partitions=len(sent) - len(done),
+                not_committed={
+                    f"{t}[{p}]@{sent[t, p].offset}": failed.get((t, p), error)
+                    for t, p in sorted(set(sent) - set(done))
+                },
+            )
         else:
             log.debug("committed", offsets={f"{t}[{p}]": w.offset for (t, p), w in done.items()})
 
@@ -209,14 +225,23 @@ class Committer:
             )
         return window.offset, text
 
-    def _send_assigned(self, payload: dict[PartitionKey, tuple[int, str]]) -> list[PartitionKey]:
+    def _send_assigned(
+        self, payload: dict[PartitionKey, tuple[int, str]], windows: dict[PartitionKey, Window]
+    ) -> list[PartitionKey]:
         """On the Kafka thread: send the commit of the partitions still assigned; return them.
 
         A commit queued behind a ``consume`` that revoked partitions would
         otherwise write their older watermarks over what the revoke callback
-        committed.
+        committed. What is sent is recorded here, before the send, so its result (served
+        by a later ``consume`` on this thread) always finds it.
         """
         assigned = set(self._consumer.assignment())
         owned = {tp: entry for tp, entry in payload.items() if tp in assigned}
-        self._consumer.commit_async(owned)
+        if owned:
+            self._sent.append({tp: windows[tp] for tp in owned})
+            try:
+                self._consumer.commit_async(owned)
+            except BaseException:
+                self._sent.pop()
+                raise
         return list(owned)

@@ -252,6 +252,22 @@ class SourceConsumer:
             return None
         return int(high) if high >= 0 else None
 
+    def end_offset(self, tp: TP, timeout: float) -> int | None:
+        """The partition's high watermark as its leader says it now (one round trip).
+
+        ``None`` when the broker does not answer in time or answers an error: the caller asks
+        again later. The cached value (:meth:`high_watermark`) is what the last fetch
+        response said, which before the first fetch with records can be 0 on a partition
+        that holds some.
+        """
+        try:
+            _low, high = self._client.get_watermark_offsets(
+                TopicPartition(*tp), timeout=timeout, cached=False
+            )
+        except KafkaException:
+            return None
+        return int(high) if high >= 0 else None
+
     def position(self, tp: TP) -> int | None:
         """One past the last record ``consume`` returned of ``tp`` (``None`` before the first).
 

@@ -14,7 +14,7 @@ which is what lets the decoder skip a pydantic pass per record.
 These are the normalisers for a value whose type nothing states: no schema in the event, or
 a schema without a logical type. They read values the way CDC delivers them, and where two
 encodings look alike (an epoch-day date and an epoch-millisecond timestamp near 1970) they
-guess by magnitude; README's "Input" section lists what cannot be told apart. When the type is
+guess by magnitude; docs/input.md lists what cannot be told apart. When the type is
 known, :mod:`service.delivery.debezium` converts exactly and falls back to these only for
 plain values.
 """
@@ -141,7 +141,7 @@ def iso_day(text: str) -> str:
 
 
 def guess_date(value: Any) -> str:
-    """A date whose encoding nothing states, guessed by magnitude (README lists the limits).
+    """A date whose encoding nothing states, guessed by magnitude (docs/input.md lists the limits).
 
     Debezium sends epoch days (``date``), milliseconds (``timestamp(0-3)``), microseconds
     (``timestamp``, ``timestamp(4-6)``) or nanoseconds. Each unit is read where it gives a date

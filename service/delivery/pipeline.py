@@ -73,6 +73,7 @@ TASKS_EXIT_WAIT = 2.0
 IDLE_QUIET_SECONDS = 1.0
 """A bounded run's idle: no record arrived for this long (and the rest of :class:`Until`)."""
 UNTIL_CHECK_INTERVAL = 0.1
+END_OFFSET_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +282,15 @@ class Pipeline:
         return all(self._at_end(tp, *end) for tp, end in zip(assigned, ends, strict=True))
 
     def _ends(self, partitions: list[PartitionKey]) -> list[tuple[int | None, int | None]]:
-        """On the Kafka thread: each partition's (consumer position, cached high watermark)."""
+        """On the Kafka thread: each partition's (consumer position, high watermark).
+
+        The watermark is asked of the broker, not read from the last fetch response: before
+        a fetch has returned records that cached value can say 0 of a partition that holds
+        some, and the run would end having read nothing.
+        """
         return [
-            (self._consumer.position(tp), self._consumer.high_watermark(tp)) for tp in partitions
+            (self._consumer.position(tp), self._consumer.end_offset(tp, END_OFFSET_TIMEOUT))
+            for tp in partitions
         ]
 
     def _at_end(self, tp: PartitionKey, position: int | None, high: int | None) -> bool:

@@ -24,8 +24,9 @@ Meanwhile nothing of the partition is committed, so if this instance dies
 too, the ledger it inherited is still there for the next one. Two bounds
 keep a takeover from blocking a partition for good: a job that cannot be
 resolved in ``RESOLVE_SECONDS`` counts as unresolved (its records are
-resubmitted, and the job, told to stop, may still apply its own), and a
-window larger than half the buffer is released in parts, each coalesced.
+resubmitted, and the job, told to stop, may still apply its own), and once
+the takeovers under way hold half the buffer between them, they release what
+they hold in parts, each coalesced.
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ class Takeovers:
             task.cancel()
 
     def advance_all(self, room: int) -> None:
-        """After a slice of fetched records: advance every takeover to what was re-read."""
+        """After a slice of fetched records: advance every takeover to what was re-read.
+
+        ``room``: what all of them may hold together (see :meth:`advance`).
+        """
         for tp in list(self._active):
             position = self._offsets.position(tp)
             if position is not None:
@@ -160,8 +164,13 @@ class Takeovers:
     def advance(self, tp: PartitionKey, position: int, room: int) -> None:
         """Re-read up to ``position``; release the takeover once it is ready.
 
-        ``room`` is what the buffer can still take: a window that would not fit
-        is released in parts (once the jobs are resolved), or it would stall.
+        ``room``: what every takeover together may hold. Past it, a takeover whose
+        jobs are resolved releases what it holds (a part of its window, coalesced)
+        instead of waiting for the rest. Held records count against the buffer, and
+        the consumer resumes only once the load is down to half of it: takeovers
+        holding more than that between them, each waiting for the rest of its own
+        window, would keep the consumer paused for good (no room of its own is
+        enough: three windows of 40 % each did it).
         """
         takeover = self._active.get(tp)
         if takeover is None:
@@ -169,7 +178,7 @@ class Takeovers:
         takeover.position = max(takeover.position, position)
         if takeover.ready():
             self._flush(takeover, final=True)
-        elif not takeover.unresolved and len(takeover.held) >= room:
+        elif not takeover.unresolved and self.held >= room:
             log.warning(
                 "takeover_window_released_in_parts",
                 partition=f"{tp[0]}[{tp[1]}]",

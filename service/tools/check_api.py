@@ -1,7 +1,7 @@
 """``customer-sync check``'s API lines: the credentials, the version and the job dialect.
 
 One status read of a job that cannot exist (:data:`CHECK_JOB_ID`), in each job
-dialect, tells all three (README: "What check concludes"):
+dialect, tells all three (docs/api.md: "What check concludes"):
 
 * the credentials: refused by 401/403 or a configuration code (1000-1002, 6000,
   8000); accepted when a job route answered as present;

@@ -187,7 +187,7 @@ def test_a_hung_job_costs_the_new_owner_only_its_own_records(
         settled = 50 + 20 + 5000 - held_at - carried
         wait_for(lambda: hung.id in ledger_jobs(broker, group, topic), 10, "a ledger with the job")
         # The kill comes once the ledger says everything else is settled: what settled
-        # after the last commit is the one thing a crash may still cost (README).
+        # after the last commit is the one thing a crash may still cost (docs/guarantees.md).
         wait_for(lambda: ledger_settled(broker, group, topic) == settled, 10, "the whole ledger")
         jobs_before = set(simulator.state.jobs)
         first.signal(stop)

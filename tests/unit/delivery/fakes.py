@@ -110,6 +110,9 @@ class FakeConsumer:
         high watermark counts them."""
         self.fetch_max = 2000
         """Records one ``consume`` returns at most (librdkafka's fetch sizes)."""
+        self.partition_fetch_max = 2000
+        """Records of one partition one ``consume`` returns at most: below ``fetch_max``, a
+        fetch spans the partitions, as librdkafka's ``max.partition.fetch.bytes`` makes it."""
         self._assigned: list[PartitionKey] = []
         self._position: dict[PartitionKey, int] = {}
         self._events: deque[tuple[str, list[PartitionKey]]] = deque()
@@ -190,6 +193,7 @@ class FakeConsumer:
                     continue
                 position = self._position[tp]
                 room = min(max_messages, self.fetch_max) - len(messages)
+                room = min(room, self.partition_fetch_max)
                 taken = self.logs[tp][position : position + max(0, room)]
                 messages.extend(m for m in taken if m._timestamp >= 0)  # markers are not records
                 self._position[tp] = position + len(taken)
@@ -227,6 +231,9 @@ class FakeConsumer:
 
     def high_watermark(self, tp: PartitionKey) -> int | None:
         return len(self.logs[tp]) if tp in self._assigned else None
+
+    def end_offset(self, tp: PartitionKey, timeout: float) -> int | None:
+        return len(self.logs[tp]) if tp in self.logs else None
 
     def position(self, tp: PartitionKey) -> int | None:
         return self._position.get(tp) if tp in self._assigned else None

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread
@@ -83,6 +84,41 @@ async def test_a_failed_commit_is_sent_again(books: Books) -> None:
     books.consumer.async_commits_fail = False
     await books.committer.commit()
     assert books.consumer.committed_offsets() == {TP: 1}
+
+
+async def test_a_result_that_comes_back_before_the_sender_resumes_is_not_lost(
+    books: Books,
+) -> None:
+    # The commit is sent on the Kafka thread, and the next consume there (already queued)
+    # serves its result at once: its acknowledgement can reach the loop before the
+    # coroutine that sent it resumes. Lost, the window would count as on the way forever:
+    # never sent again, never known committed (a bounded run would never end).
+    books.offsets.track(TP, 0)
+    books.offsets.settle(TP, 0, Mark.SUCCEEDED)
+    for _ in range(20):  # the interleaving is the threads' to choose: try it many times
+        await asyncio.gather(books.committer.commit(), books.results())
+        await books.results()
+    assert books.offsets.committed_offset(TP) == 1
+    assert books.committer.in_flight == 0
+    books.offsets.track(TP, 1)
+    books.offsets.settle(TP, 1, Mark.SUCCEEDED)
+    await books.committer.commit()
+    await books.results()
+    assert books.consumer.committed_offsets() == {TP: 2}
+    assert books.offsets.committed_offset(TP) == 2
+
+
+async def test_a_failed_commit_says_which_partitions_and_why(books: Books) -> None:
+    # A commit whose partitions failed one by one has no error of its own: the line must say
+    # which partition, up to which offset, and the broker's answer for it.
+    books.offsets.track(TP, 0)
+    books.offsets.settle(TP, 0, Mark.SUCCEEDED)
+    books.consumer.async_commits_fail = True
+    with capture_logs() as logs:
+        await books.committer.commit()
+        await books.results()
+    [failed] = [entry for entry in logs if entry["event"] == "commit_failed"]
+    assert failed["not_committed"] == {"t[0]@1": "NOT_COORDINATOR"}
 
 
 async def test_a_partition_no_longer_assigned_is_not_committed(books: Books) -> None:

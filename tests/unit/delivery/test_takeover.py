@@ -19,7 +19,7 @@ from service.delivery.pipeline import Pipeline, Until
 from service.gameball.models import JobState
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.metrics import Metrics
-from tests.unit.delivery.fakes import ENV, FakeConsumer, FakeProducer
+from tests.unit.delivery.fakes import ENV, FakeConsumer, FakeProducer, change, rig
 
 TP = ("t", 0)
 
@@ -48,8 +48,8 @@ async def run_after(
     consumer = FakeConsumer({"t": 1})
     for _ in range(committed):
         consumer.append(TP, None)  # before the committed offset: never read
-    for change in changes:
-        consumer.append(TP, change)
+    for item in changes:
+        consumer.append(TP, item)
     consumer.group[TP] = (committed, metadata)
     pipeline = Pipeline.from_settings(
         load_settings({**ENV, **api}),
@@ -141,3 +141,26 @@ async def test_what_an_inherited_job_delivered_gets_its_tags_then_settles_not_re
     assert simulator.state.profiles.tags == {"a": ["vip"], "b": ["vip"]}
     assert simulator.state.jobs_created == 1, "a delivered record was submitted again"
     assert consumer.committed_offsets() == {TP: 2}
+
+
+async def test_takeovers_whose_windows_together_overfill_the_buffer_release_in_parts() -> None:
+    # Three partitions taken over at once, each window under half the buffer but the three
+    # over all of it: the consumer pauses with the windows half re-read. Each window waited
+    # for room of its own that the others' held records had taken, and none was released:
+    # paused, nothing buffered, no request sent, for good (a chaos run met it).
+    limit, window = 3000, 1200
+    r = rig({"t": 3}, env={"MAX_BUFFERED_RECORDS": str(limit), "BATCH_MAX_RECORDS": "500"})
+    r.consumer.partition_fetch_max = 100  # each fetch re-reads a little of every window
+    marks = bytes([Mark.PENDING]) * window
+    metadata, level = encode(window, {}, marks, 4096)
+    assert level == "full"
+    for partition in range(3):
+        tp = ("t", partition)
+        for offset in range(window + 100):
+            r.consumer.append(tp, change(f"c{partition}-{offset}", offset))
+        r.consumer.group[tp] = (0, metadata)
+
+    await r.run(within=20)
+
+    assert r.consumer.committed_offsets() == {("t", p): window + 100 for p in range(3)}
+    assert len(r.api.delivered) == 3 * (window + 100)
