@@ -46,9 +46,13 @@ class SetUp:
     mapping: dict[str, Any] = field(default_factory=dict)  # FIELD_MAPPING_FILE's entries
     tables: tuple[str, ...] = shop.TABLES  # the tables its customer-sync consumes
     delete_policy: str = "skip"
+    avro: bool = False  # Avro through a schema registry (Apicurio's converter), not JSON
 
-    def connector_config(self, pg: PostgresCluster) -> dict[str, str]:
+    def connector_config(self, pg: PostgresCluster, registry: str | None = None) -> dict[str, str]:
+        """``registry``: the registry's own API, which an Avro set-up's converter writes to."""
         assert pg.port is not None
+        if self.avro and registry is None:
+            raise ValueError(f"{self.name} writes Avro: it needs the registry's URL")
         return connector_config(
             self.name,
             port=pg.port,
@@ -56,6 +60,7 @@ class SetUp:
             tables=shop.table_include_list(),
             schemas=self.schemas,
             connector={"skipped.operations": "none", **self.connector},
+            avro_registry=registry if self.avro else None,
         )
 
     @property

@@ -26,6 +26,7 @@ from tests.cdc.postgres import PostgresCluster
 from tests.cdc.recorder import BodyRecorder
 from tests.helpers import wait_for
 from tests.integration.harness import ServiceProcess, fully_committed, protocol_env
+from tests.registry.apicurio import Apicurio, converter_plugins
 
 # Custom attributes from columns the API does not know (SPEC §3: only when the mapping says).
 ATTRIBUTES = {
@@ -73,6 +74,13 @@ SETUPS = [
         "schemas on, decimal.handling.mode=double: numbers as doubles (17 significant digits)",
         connector={"decimal.handling.mode": "double"},
         mapping=ATTRIBUTES,
+    ),
+    SetUp(
+        "dbz_avro",
+        "Avro on key and value through a schema registry (Apicurio's AvroConverter in the "
+        "Confluent wire format), precise: every type from the Avro schema",
+        mapping=ATTRIBUTES,
+        avro=True,
     ),
     SetUp(
         "dbz_json_crm",
@@ -126,8 +134,18 @@ def postgres() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture(scope="session")
+def registry() -> Iterator[Apicurio]:
+    """The schema registry the Avro set-up's converter writes to and its customer-sync reads."""
+    with Apicurio() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def cdc_run(
-    broker: KafkaNode, postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+    broker: KafkaNode,
+    postgres: PostgresCluster,
+    registry: Apicurio,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Run]:
     started = time.monotonic()
     work = tmp_path_factory.mktemp("cdc")
@@ -135,10 +153,14 @@ def cdc_run(
     for setup in SETUPS:
         broker.create_topics({setup.dlq: 1})
     pipes: dict[str, Pipe] = {}
-    worker = ConnectWorker(broker.bootstrap, [s.connector_config(postgres) for s in CONNECTORS])
+    worker = ConnectWorker(
+        broker.bootstrap,
+        [s.connector_config(postgres, registry.native_url) for s in CONNECTORS],
+        plugin_paths=(converter_plugins(),),
+    )
     try:
         for setup in SETUPS:
-            pipes[setup.name] = _start_pipe(setup, broker, work)
+            pipes[setup.name] = _start_pipe(setup, broker, work, registry)
         worker.start()
         wait_for(worker.running, 90, "every connector RUNNING")
         chain.wait_for_snapshots(broker.bootstrap, CONNECTORS, worker.alive)
@@ -164,7 +186,7 @@ def cdc_run(
         worker.stop()
 
 
-def _start_pipe(setup: SetUp, broker: KafkaNode, work: Path) -> Pipe:
+def _start_pipe(setup: SetUp, broker: KafkaNode, work: Path, registry: Apicurio) -> Pipe:
     simulator = RunningSimulator(SimulatorConfig(seed=1))
     recorder = BodyRecorder(simulator.app)
     simulator.app = recorder
@@ -186,6 +208,7 @@ def _start_pipe(setup: SetUp, broker: KafkaNode, work: Path) -> Pipe:
         "TAGS_SYNC": "item",
         "BATCH_MAX_WAIT_SECONDS": "0.2",
         "SHUTDOWN_TIMEOUT_SECONDS": "10",
+        **({"SCHEMA_REGISTRY_URL": registry.url} if setup.avro else {}),
     }
     service = ServiceProcess(env, work / f"{setup.name}.log").start()
     return Pipe(setup, simulator, recorder, service, sources)

@@ -37,6 +37,7 @@ POM = Path(__file__).with_name("pom.xml")
 CACHE = REPO_ROOT / ".cache" / "cdc"
 JVM_OPTIONS = "-Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+APICURIO_AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
 _LOG4J2 = """\
 status = warn
@@ -93,13 +94,16 @@ def connector_config(
     schemas: bool = True,
     connector: dict[str, str] | None = None,
     converter: dict[str, str] | None = None,
+    avro_registry: str | None = None,
 ) -> dict[str, str]:
     """A Debezium PostgreSQL connector as the README recommends, with per-set-up overrides.
 
     ``pgoutput`` (Debian's PostgreSQL has no ``decoderbufs``), a slot and publication of its
     own (several connectors on one database), the slot dropped on stop (a throw-away
     cluster), topics ``<name>.<schema>.<table>``, and the JSON converter on key and value
-    with ``replace.null.with.default=false`` so a NULL stays a NULL.
+    with ``replace.null.with.default=false`` so a NULL stays a NULL. ``avro_registry``: the
+    registry's own API instead, written through Apicurio's ``AvroConverter`` in the
+    Confluent wire format (the README's Avro configuration; its jars: ``make registry-jars``).
     """
     slot = re.sub(r"[^a-z0-9_]", "_", name.lower())
     config = {
@@ -122,9 +126,21 @@ def connector_config(
         **(connector or {}),
     }
     for side in ("key", "value"):
-        config[f"{side}.converter"] = "org.apache.kafka.connect.json.JsonConverter"
-        config[f"{side}.converter.schemas.enable"] = "true" if schemas else "false"
-        config[f"{side}.converter.replace.null.with.default"] = "false"
+        if avro_registry is not None:
+            config[f"{side}.converter"] = APICURIO_AVRO_CONVERTER
+            for key, value in {
+                "url": avro_registry,
+                "auto-register": "true",
+                "find-latest": "true",
+                "as-confluent": "true",  # a zero byte and a 4-byte id, as Confluent's
+                "use-id": "contentId",  # the id the Confluent-compatible API serves
+                "headers.enabled": "false",  # the id in the value, not in a header
+            }.items():
+                config[f"{side}.converter.apicurio.registry.{key}"] = value
+        else:
+            config[f"{side}.converter"] = "org.apache.kafka.connect.json.JsonConverter"
+            config[f"{side}.converter.schemas.enable"] = "true" if schemas else "false"
+            config[f"{side}.converter.replace.null.with.default"] = "false"
         for key, value in (converter or {}).items():
             config[f"{side}.converter.{key}"] = value
     return config
@@ -133,9 +149,16 @@ def connector_config(
 class ConnectWorker:
     """One standalone Connect worker running ``connectors`` (their configs), on loopback."""
 
-    def __init__(self, bootstrap: str, connectors: list[dict[str, str]]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        connectors: list[dict[str, str]],
+        plugin_paths: tuple[Path, ...] = (),
+    ) -> None:
+        """``plugin_paths``: more ``plugin.path`` entries (Apicurio's converter, say)."""
         self.bootstrap = bootstrap
         self.connectors = connectors
+        self.plugin_paths = plugin_paths
         self.rest_port = free_port()
         self.directory: Path | None = None
         self.started_at: float | None = None
@@ -168,7 +191,7 @@ class ConnectWorker:
                     "value.converter": "org.apache.kafka.connect.json.JsonConverter",
                     "offset.storage.file.filename": self.directory / "offsets",
                     "offset.flush.interval.ms": "1000",
-                    "plugin.path": plugins,
+                    "plugin.path": ",".join(str(p) for p in (plugins, *self.plugin_paths)),
                     "listeners": f"http://127.0.0.1:{self.rest_port}",
                     "rest.advertised.host.name": "127.0.0.1",
                 }.items()

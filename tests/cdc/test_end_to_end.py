@@ -1,8 +1,9 @@
 """From the first INSERT to the API: what customer-sync delivers is what the table holds.
 
 Set-ups (``conftest.SETUPS``): the JSON converter with schemas on and off, ``decimal.handling
-.mode`` precise, string and double, deletes skipped and dead-lettered, and a second source with
-other column names through ``FIELD_MAPPING_FILE``. Each test examines the session's one run.
+.mode`` precise, string and double, deletes skipped and dead-lettered, Avro through a schema
+registry (Apicurio Registry and its converter), and a second source with other column names
+through ``FIELD_MAPPING_FILE``. Each test examines the session's one run.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def test_the_api_holds_each_surviving_customer_s_latest_row_field_for_field(
                 assert got.get(field) == expected.get(field), (customer_id, field)
 
 
-@pytest.mark.parametrize("setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_json_crm"])
+@pytest.mark.parametrize(
+    "setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_avro", "dbz_json_crm"]
+)
 def test_numbers_arrive_with_their_exact_value(cdc_run: Run, setup: str) -> None:
     """Checked on the request bodies' bytes: 12345678901234567890.123456789 keeps 29 digits.
     (decimal.handling.mode=double cannot: Debezium sends 1.2345678901234567E19.)"""
@@ -135,9 +138,30 @@ def test_a_toasted_value_reaches_the_api_when_an_update_leaves_it_out(cdc_run: R
     say it. Delivered apart, the API keeps the insert's value; coalesced (the update arrives
     while the insert is still buffered), the merged change must carry it, or it never reaches
     the API at all."""
-    for setup in ("dbz_json", "dbz_plain"):
+    for setup in ("dbz_json", "dbz_plain", "dbz_avro"):
         held = chain.upserted(cdc_run.pipes[setup].recorder.bodies())
         for customer_id in shop.PLACEHOLDER_ROWS:
             expected = chain.nested(cdc_run.expected["customers"][customer_id])
             assert held[customer_id] == expected, setup
             assert len(held[customer_id]["customerAttributes"]["custom"]["blob"]) == 6400
+
+
+def test_avro_through_the_registry_reaches_the_api_as_json_does(cdc_run: Run) -> None:
+    """The same transactions, read once through the JSON converter and once as Avro from the
+    registry: the API receives the very same customers, field by field, numbers exact.
+
+    The Avro records are checked to be Avro (the Confluent wire format), so a converter that
+    quietly fell back to JSON would fail here rather than pass as a second JSON run."""
+    avro, json = cdc_run.pipes["dbz_avro"], cdc_run.pipes["dbz_json"]
+    first = read_all(cdc_run.bootstrap, avro.sources[0], expected=1)[0]
+    assert (first.key or b"")[:1] == b"\x00", "the key is not in the Avro wire format"
+    assert (first.value or b"")[:1] == b"\x00", "the value is not in the Avro wire format"
+    sent_avro = chain.exact_bodies(avro.recorder.bodies())
+    sent_json = chain.exact_bodies(json.recorder.bodies())
+    assert sent_avro, "nothing reached the API from the Avro set-up"
+    assert sent_avro.keys() == sent_json.keys()
+    for customer_id, customer in sent_json.items():
+        assert sent_avro[customer_id] == customer, customer_id
+    assert avro.service.metric("customer_sync_records_consumed_total") == json.service.metric(
+        "customer_sync_records_consumed_total"
+    )

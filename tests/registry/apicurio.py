@@ -29,12 +29,31 @@ class RegistryUnavailable(RuntimeError):
     """Apicurio cannot run here: its application or a Java 17+ runtime is missing."""
 
 
-def runner_jar() -> Path:
+def _home() -> tuple[Path, str]:
     match = re.search(r"<apicurio\.version>\s*([^<\s]+)\s*</apicurio\.version>", POM.read_text())
     if match is None:
         raise RegistryUnavailable(f"{POM} does not name an <apicurio.version>.")
     version = match.group(1)
-    home = REPO_ROOT / ".cache" / f"apicurio-{version}"
+    return REPO_ROOT / ".cache" / f"apicurio-{version}", version
+
+
+def converter_plugins() -> Path:
+    """A ``plugin.path`` entry for Kafka Connect holding Apicurio's ``AvroConverter``.
+
+    With ``apicurio.registry.as-confluent=true`` it writes the Confluent wire format (a zero
+    byte, a 4-byte schema id, Avro), registering each schema through the registry's own API.
+    """
+    home, _ = _home()
+    plugins = home / "connect-plugins"
+    if not (home / ".installed").is_file() or not (plugins / "apicurio-converter").is_dir():
+        raise RegistryUnavailable(
+            f"Apicurio's Connect converter is not in {plugins}: run `make registry-jars`."
+        )
+    return plugins
+
+
+def runner_jar() -> Path:
+    home, version = _home()
     jar = home / f"apicurio-registry-app-{version}-runner.jar"
     if not (home / ".installed").is_file() or not jar.is_file():
         raise RegistryUnavailable(
@@ -56,6 +75,11 @@ class Apicurio:
     def url(self) -> str:
         """The Confluent-compatible API, what ``SCHEMA_REGISTRY_URL`` is set to."""
         return f"http://127.0.0.1:{self.port}/apis/ccompat/v7"
+
+    @property
+    def native_url(self) -> str:
+        """The registry's own API, which Apicurio's Connect converter speaks."""
+        return f"http://127.0.0.1:{self.port}/apis/registry/v2"
 
     def logtail(self, chars: int = 3000) -> str:
         return Path(self._log.name).read_text(errors="replace")[-chars:]
