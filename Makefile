@@ -183,6 +183,8 @@ registry-jars: $(APICURIO_STAMP) ## fetch Apicurio Registry 2.6 once into .cache
 postgres: ## check that PostgreSQL's server is installed (tests/cdc and demo-cdc run a private cluster)
 	@test -x $(PG_BIN)/initdb || { echo "the end-to-end tests need PostgreSQL's server in $(PG_BIN): apt-get install postgresql (or make PG_BIN=...)"; exit 1; }
 
+FORMAT ?= json
+
 .PHONY: demo-cdc
-demo-cdc: $(STAMP) kafka-jars cdc-jars postgres ## PostgreSQL → Debezium → Kafka → customer-sync, SQL changes while you watch (needs Java, Maven, PostgreSQL)
-	$(BIN)/python -m tests.cdc.demo
+demo-cdc: $(STAMP) kafka-jars cdc-jars postgres $(if $(filter avro,$(FORMAT)),registry-jars) ## PostgreSQL → Debezium → Kafka → customer-sync, SQL changes while you watch (FORMAT=avro: Avro through a schema registry; needs Java, Maven, PostgreSQL)
+	$(BIN)/python -m tests.cdc.demo --format $(FORMAT)

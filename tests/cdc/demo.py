@@ -9,13 +9,19 @@ updates in one transaction and across, NULLs into columns with defaults, a TOAST
 delete, a TRUNCATE, a second source) while the view runs, and ends with a table that compares
 a few rows as PostgreSQL holds them with what the API received.
 
+``make demo-cdc FORMAT=avro`` (``--format avro``) has Debezium write Avro instead, through
+Apicurio Registry (started here too) and its converter in the Confluent wire format, and
+customer-sync read it by its schemas: the same rows reach the API.
+
 Needs Java 17+, Maven and PostgreSQL's server (``make demo-cdc`` fetches the jars once);
 ``make demo`` is the Python-only demo.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -45,6 +51,7 @@ from tests.cdc import chain, shop
 from tests.cdc.chain import SetUp
 from tests.cdc.connect import ConnectUnavailable, ConnectWorker
 from tests.cdc.postgres import PostgresCluster, PostgresError
+from tests.registry.apicurio import Apicurio, RegistryUnavailable, converter_plugins
 
 SETUP = SetUp(
     "shop",
@@ -61,17 +68,29 @@ SHOWN = ("1", "3", "102", "1003", "6f1c2a3e-1111-4a5b-9c3d-000000000001", "T-000
 STEP_PAUSE = 0.8  # seconds between two transactions, to watch them arrive
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cdc.demo", description=__doc__)
+    parser.add_argument(
+        "--format",
+        choices=("json", "avro"),
+        default="json",
+        help="what Debezium writes: JSON with schemas, or Avro through a schema registry",
+    )
+    avro = parser.parse_args(argv).format == "avro"
     console = Console()
     configure_logging("ERROR", "console")
     try:
         with KafkaNode() as broker:
             pg = chain.start_database()
             try:
-                return _with_database(console, broker, pg)
+                if not avro:
+                    return _with_database(console, broker, pg, None)
+                converter_plugins()  # before the registry starts: one sentence if missing
+                with Apicurio() as registry:
+                    return _with_database(console, broker, pg, registry)
             finally:
                 pg.stop()
-    except (KafkaUnavailable, ConnectUnavailable, PostgresError) as exc:
+    except (KafkaUnavailable, ConnectUnavailable, PostgresError, RegistryUnavailable) as exc:
         console.print(f"[bold red]demo-cdc cannot start:[/] {exc}")
         return 1
     except CustomerSyncError as exc:  # a broker call still failing at its deadline: one sentence
@@ -79,24 +98,45 @@ def main() -> int:
         return 1
 
 
-def _with_database(console: Console, broker: KafkaNode, pg: PostgresCluster) -> int:
+def _with_database(
+    console: Console, broker: KafkaNode, pg: PostgresCluster, registry: Apicurio | None
+) -> int:
+    """``registry``: Debezium writes Avro through it (else JSON with schemas)."""
     broker.create_topics(chain.all_topics([SETUP]))
     work = Path(tempfile.mkdtemp(prefix="demo-cdc-"))
     with RunningSimulator(SimulatorConfig(job_duration_seconds=0.2, seed=7)) as simulator:
-        settings = _settings(broker.bootstrap, simulator, SETUP.write_mapping(work))
-        worker = ConnectWorker(broker.bootstrap, [SETUP.connector_config(pg)])
+        settings = _settings(
+            broker.bootstrap,
+            simulator,
+            SETUP.write_mapping(work),
+            registry.url if registry is not None else None,
+        )
+        if registry is None:
+            worker = ConnectWorker(broker.bootstrap, [SETUP.connector_config(pg)])
+            written = "JSON with schemas"
+        else:
+            setup = dataclasses.replace(SETUP, avro=True)
+            worker = ConnectWorker(
+                broker.bootstrap,
+                [setup.connector_config(pg, registry.native_url)],
+                plugin_paths=(converter_plugins(),),
+            )
+            written = f"Avro, schemas in Apicurio Registry {registry.url}"
         console.print(
             f"[bold]customer-sync demo-cdc[/]: PostgreSQL :{pg.port} (database {chain.DBNAME}) "
-            f"→ Debezium (Kafka Connect, REST :{worker.rest_port}) → Apache Kafka "
+            f"→ Debezium (Kafka Connect, REST :{worker.rest_port}; {written}) → Apache Kafka "
             f"{broker.bootstrap} → customer-sync → API simulator {simulator.base_url}"
         )
         with worker:
             return asyncio.run(_run(console, settings, broker, pg, worker, simulator))
 
 
-def _settings(bootstrap: str, simulator: RunningSimulator, mapping: Path) -> Settings:
+def _settings(
+    bootstrap: str, simulator: RunningSimulator, mapping: Path, registry: str | None
+) -> Settings:
     settings = load_settings(
         {
+            **({"SCHEMA_REGISTRY_URL": registry} if registry is not None else {}),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "KAFKA_SOURCE_TOPICS": ",".join(SETUP.source_topics),
             "KAFKA_DLQ_TOPIC": SETUP.dlq,
