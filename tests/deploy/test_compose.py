@@ -30,6 +30,8 @@ SERVICES = {
     "prometheus",
     "grafana",
 }
+AVRO_PROFILE = {"registry", "connector-avro-init", "customer-sync-avro"}
+"""Started only with ``--profile avro``: the same table as Avro through a schema registry."""
 
 
 def mounted(service: dict[str, Any], target: str) -> Path:
@@ -51,10 +53,15 @@ def test_every_service_is_there_and_depends_only_on_services_that_exist(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert set(services) == SERVICES
+    assert set(services) == SERVICES | AVRO_PROFILE
     for name, service in services.items():
-        depends = service.get("depends_on", [])
-        assert set(depends) <= SERVICES - {name}, name
+        depends = set(service.get("depends_on", []))
+        if name in AVRO_PROFILE:
+            assert service["profiles"] == ["avro"], name
+            assert depends <= (SERVICES | AVRO_PROFILE) - {name}, name
+        else:
+            assert "profiles" not in service, name
+            assert depends <= SERVICES - {name}, f"{name} would need the avro profile"
     assert services["customer-sync"]["depends_on"]["kafka-init"]["condition"] == (
         "service_completed_successfully"
     ), "topics exist before the service starts (it never creates them)"
@@ -81,8 +88,11 @@ def test_kafka_runs_in_kraft_mode(compose: dict[str, Any]) -> None:
         assert f"--topic {topic} " in command, topic
 
 
-def test_the_service_environment_is_a_valid_spec_configuration(compose: dict[str, Any]) -> None:
-    service = compose["services"]["customer-sync"]
+@pytest.mark.parametrize("name", ["customer-sync", "customer-sync-avro"])
+def test_the_service_environment_is_a_valid_spec_configuration(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
     env = {k: str(v) for k, v in service["environment"].items()}
     names = {name.upper() for name in Settings.model_fields if name != "kafka_client"}
     assert set(env) <= names, set(env) - names
@@ -97,7 +107,7 @@ def test_the_service_environment_is_a_valid_spec_configuration(compose: dict[str
     assert args.command == "simulate"
     assert args.host == "0.0.0.0"
     assert settings.gameball_base_url == f"http://simulator:{args.port}"
-    assert f"{settings.http_port}:{settings.http_port}" in service["ports"]
+    assert any(p.endswith(f":{settings.http_port}") for p in service["ports"])
     assert service["read_only"] is True
 
 
@@ -178,3 +188,38 @@ def test_postgres_replicates_logically_and_its_table_is_created(compose: dict[st
                         "WHERE relname = 'customers' ORDER BY 1", dbname="shop")  # fmt: skip
     assert [r[0] for r in rows] == ["1", "2", "3"]
     assert rows[0][1] == "f", "REPLICA IDENTITY FULL: unchanged TOASTed values in updates"
+
+
+def test_the_avro_profile_writes_the_confluent_wire_format_the_service_reads(
+    compose: dict[str, Any],
+) -> None:
+    """The avro profile's connector is the JSON one with the converter the end-to-end tier's
+    Avro set-up uses (Apicurio's, as-confluent), writing to a topic the second customer-sync
+    reads through the same registry's Confluent-compatible API."""
+    services = compose["services"]
+    register = services["connector-avro-init"]
+    assert register["command"][-1] == "http://connect:8083/connectors/shop-avro/config"
+    config = json.loads(mounted(register, "/etc/debezium/shop-avro.json").read_text())
+    json_config = json.loads(
+        mounted(services["connector-init"], "/etc/debezium/shop.json").read_text()
+    )
+    registry = "http://registry:8080/apis/registry/v2"
+    tested = connector_config("x", port=1, dbname="x", tables="x", avro_registry=registry)
+    for key, value in tested.items():
+        if ".converter" in key:
+            assert config.get(key) == value, key
+    assert not {k for k in config if ".converter." in k and "apicurio" not in k}
+    own = {"topic.prefix", "slot.name", "publication.name"}
+    for key, value in json_config.items():
+        if ".converter" not in key and key not in own:
+            assert config[key] == value, key
+    assert all(config[k] != json_config[k] for k in own), "a slot and topics of its own"
+    topic = f"{config['topic.prefix']}.{config['table.include.list']}"
+    env = services["customer-sync-avro"]["environment"]
+    assert env["KAFKA_SOURCE_TOPICS"] == topic
+    assert env["SCHEMA_REGISTRY_URL"] == "http://registry:8080/apis/ccompat/v7"
+    command = " ".join(services["kafka-init"]["command"])
+    for needed in (topic, env["KAFKA_DLQ_TOPIC"]):
+        assert f"--topic {needed} " in command, needed
+    assert services["registry"]["image"].endswith(":2.6.13.Final"), "the registry the tests run"
+    assert services["connect"]["environment"]["ENABLE_APICURIO_CONVERTERS"] == "true"
