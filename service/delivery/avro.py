@@ -28,7 +28,7 @@ import base64
 import datetime as dt
 import decimal
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from service.delivery.debezium import PLAIN, ColumnType, column_type
@@ -76,6 +76,32 @@ class AvroReader:
         self._deserialize: Callable[[bytes], Any] = AvroDeserializer(registry)
         # id → (the row's typed columns or None, the columns Avro gives in another form)
         self._schemas: dict[int, tuple[dict[str, ColumnType] | None, tuple[str, ...]]] = {}
+        # id → what its fetch in a thread (prefetch) met, for the next schema() to raise
+        self._failed: dict[int, UnknownSchema | RegistryUnavailable] = {}
+
+    def unfetched(self, values: Iterable[bytes | None]) -> set[int]:
+        """The schema ids of these values (those in the wire format) not fetched yet."""
+        known = self._schemas
+        ids = set()
+        for value in values:
+            if value and value[0] == MAGIC:
+                sid = schema_id(value)
+                if sid is not None and sid not in known:
+                    ids.add(sid)
+        return ids
+
+    def prefetch(self, sid: int) -> None:
+        """Fetch schema ``sid`` into the cache: blocking, so in a thread, not on the loop.
+
+        The first record of a new schema would otherwise wait for the registry on the event
+        loop, and every job's HTTP exchange with it (up to the client's timeout when the
+        registry does not answer). What the fetch met is kept for the next :meth:`schema`
+        call of that id to raise, without asking the registry again.
+        """
+        try:
+            self.schema(sid)
+        except (UnknownSchema, RegistryUnavailable) as exc:
+            self._failed[sid] = exc
 
     @classmethod
     def from_config(cls, config: dict[str, str | int]) -> AvroReader:
@@ -92,6 +118,9 @@ class AvroReader:
         known = self._schemas.get(sid)
         if known is not None:
             return known
+        failed = self._failed.pop(sid, None)
+        if failed is not None:
+            raise failed
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:

@@ -63,6 +63,7 @@ operation is dead-lettered. An unchanged TOASTed value (Debezium's
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -321,6 +322,15 @@ class Decoder:
         if deleted is not None and (deleted == "true" or deleted is True):
             return self._delete()
         return self._customer(event, plan, None, None)
+
+    def schemas_to_fetch(self, values: Iterable[bytes | None]) -> set[int]:
+        """Avro schema ids among ``values`` not fetched yet (none without a registry)."""
+        return set() if self._avro is None else self._avro.unfetched(values)
+
+    def fetch_schema(self, sid: int) -> None:
+        """Fetch one schema from the registry, blocking: call it in a thread (see ``avro.py``)."""
+        if self._avro is not None:
+            self._avro.prefetch(sid)
 
     def _decode_avro(self, value: bytes) -> Decoded:
         """A value in the Confluent wire format → its outcome, through its schema's plan."""

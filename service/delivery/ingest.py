@@ -31,6 +31,7 @@ updated once per slice.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter as Tally
@@ -107,6 +108,16 @@ class Ingestor:
     def registry_waiting(self) -> bool:
         """A record waits for the schema registry (unreachable at its last try)."""
         return self._registry_failures > 0
+
+    async def fetch_schemas(self, messages: Sequence[Message]) -> None:
+        """Fetch the Avro schemas a fetch's records need and the cache lacks, in a thread.
+
+        A schema fetch is a blocking HTTP call; made by :meth:`ingest` on the loop, it would
+        hold every job's exchange for as long as the registry takes (its timeout, when it
+        does not answer). Call this before ingesting the fetch.
+        """
+        for sid in self._decoder.schemas_to_fetch(m.value() for m in messages):
+            await asyncio.to_thread(self._decoder.fetch_schema, sid)
 
     def _blocked(self) -> bool:
         """Whether held records must stay held: the breaker is open or the registry's wait."""

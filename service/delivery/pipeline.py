@@ -408,6 +408,7 @@ class Pipeline:
                         if room and wanted
                         else None
                     )
+                await self._ingestor.fetch_schemas(messages)
                 for start in range(0, len(messages), INGEST_SLICE):
                     self._ingestor.ingest(
                         messages[start : start + INGEST_SLICE], fetched, resumed=bool(resumed)

@@ -14,6 +14,7 @@ import base64
 import decimal
 import io
 import json
+import threading
 import re
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,19 @@ def avro_value(connect: dict[str, Any], value: Any) -> Any:
 
 
 class Registry:
-    """Stands in for ``SchemaRegistryClient``: schemas by id, 404 for others, or down."""
+    """Stands in for ``SchemaRegistryClient``: schemas by id, 404 for others, or down.
+
+    Like the client, it keeps a schema once fetched by id: ``asked`` and ``threads`` count
+    the questions that would have gone over the network.
+    """
 
     def __init__(self) -> None:
         self.schemas: dict[int, str] = {}
         self.down = False
         self.asked = 0
+        self.threads: list[str] = []
+        """The thread each question was asked on."""
+        self._fetched: dict[int, Schema] = {}
 
     def register(self, schema: Any) -> int:
         text = json.dumps(schema)
@@ -141,12 +149,17 @@ class Registry:
     def get_schema(
         self, schema_id: int, subject_name: str | None = None, fmt: str | None = None
     ) -> Schema:
+        cached = self._fetched.get(schema_id)
+        if cached is not None:
+            return cached
         self.asked += 1
+        self.threads.append(threading.current_thread().name)
         if self.down:
             raise ConnectionRefusedError(111, "Connection refused")
         if schema_id not in self.schemas:
             raise SchemaRegistryError(404, 40403, "Schema not found")
-        return Schema(self.schemas[schema_id], "AVRO")
+        schema = self._fetched[schema_id] = Schema(self.schemas[schema_id], "AVRO")
+        return schema
 
 
 def wire(registry: Registry, schema: Any, value: Any) -> bytes:

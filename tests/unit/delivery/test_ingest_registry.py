@@ -5,6 +5,7 @@ dead-lettered (the parts of a real pipeline, a registry stand-in at the network'
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -130,3 +131,35 @@ async def test_the_pipeline_pauses_unready_and_commits_nothing_past_a_record_tha
         assert r.consumer.committed_offsets() == {TP: 5}
         assert r.producer.written == []
         assert r.api.delivered == [f"c{i}" for i in range(5)]
+
+
+async def test_the_schemas_of_a_fetch_are_fetched_off_the_loop_and_failures_not_asked_again() -> (
+    None
+):
+    # A schema fetch blocks for as long as the registry takes; on the loop it would hold
+    # every job's HTTP exchange. The pipeline asks before it ingests a fetch, in a thread.
+    registry = Registry()
+    good = wire(registry, ROW, {"customer_id": "c1", "email": "c1@example.com"})
+    unknown = bytes([0, 0, 0, 0, 99]) + good[5:]  # schema id 99: not in the registry
+    parts, ingestor = rig(registry)
+    messages = [
+        FakeMessage("t", 0, 0, b"c1", good),
+        FakeMessage("t", 0, 1, b"x", unknown),
+        FakeMessage("t", 0, 2, b"c2", change("c2")),
+    ]
+
+    await ingestor.fetch_schemas(messages)
+    loop_thread = threading.current_thread().name
+    assert registry.asked == 2
+    assert loop_thread not in registry.threads
+
+    ingestor.ingest(messages, parts.offsets.newest_generation)
+    assert registry.asked == 2, "the registry was asked again on the loop"
+    assert len(parts.batcher) == 2  # c1 (Avro) and c2 (JSON)
+    parts.dead_letters.poll(0)  # the producer acknowledges the dead letter
+    assert parts.metrics.registry.get_sample_value(
+        "customer_sync_records_total", {"outcome": "dead_lettered"}
+    ) == 1, "the unknown schema id is dead-lettered, as when asked on the loop"
+
+    await ingestor.fetch_schemas(messages[:1])  # schema 1 is cached: nothing to ask
+    assert registry.asked == 2
