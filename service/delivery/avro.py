@@ -98,6 +98,7 @@ class AvroReader:
         registry does not answer). What the fetch met is kept for the next :meth:`schema`
         call of that id to raise, without asking the registry again.
         """
+        self._failed.pop(sid, None)  # an older failure nobody acted on: ask again
         try:
             self.schema(sid)
         except (UnknownSchema, RegistryUnavailable) as exc:
