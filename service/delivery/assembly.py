@@ -170,7 +170,14 @@ def build(
         owns=offsets.takes_all,
     )
     takeovers = Takeovers(
-        client, metrics, offsets, batcher, settlement, on_release=progress, tags=tags
+        client,
+        metrics,
+        offsets,
+        batcher,
+        settlement,
+        on_release=progress,
+        tags=tags,
+        room=settings.max_buffered_records // 2,  # the load the consumer resumes at
     )
     ingestor = Ingestor(
         offsets,

@@ -414,7 +414,7 @@ class Pipeline:
                         messages[start : start + INGEST_SLICE], fetched, resumed=bool(resumed)
                     )
                     if self._takeovers:
-                        self._takeovers.advance_all(self.settings.max_buffered_records // 2)
+                        self._takeovers.advance_all()
                     self._wake.set()
                     self._committer.soon()
                     await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices

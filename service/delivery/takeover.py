@@ -100,7 +100,9 @@ class Takeovers:
         settlement: Settlement,
         on_release: Callable[[], object],
         tags: TagSender,
+        room: int,
     ) -> None:
+        """``room``: how many held records all takeovers together may keep (see :meth:`advance`)."""
         self._client = client
         self._tags = tags
         self._metrics = metrics
@@ -108,6 +110,7 @@ class Takeovers:
         self._batcher = batcher
         self._settlement = settlement
         self._on_release = on_release
+        self._room = room
         self._active: dict[PartitionKey, Takeover] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -151,27 +154,27 @@ class Takeovers:
         for task in self._tasks:
             task.cancel()
 
-    def advance_all(self, room: int) -> None:
-        """After a slice of fetched records: advance every takeover to what was re-read.
-
-        ``room``: what all of them may hold together (see :meth:`advance`).
-        """
+    def advance_all(self) -> None:
+        """After a slice of fetched records: advance every takeover to what was re-read."""
         for tp in list(self._active):
             position = self._offsets.position(tp)
             if position is not None:
-                self.advance(tp, position, room)
+                self.advance(tp, position)
 
-    def advance(self, tp: PartitionKey, position: int, room: int) -> None:
+    def advance(self, tp: PartitionKey, position: int, room: int | None = None) -> None:
         """Re-read up to ``position``; release the takeover once it is ready.
 
-        ``room``: what every takeover together may hold. Past it, a takeover whose
-        jobs are resolved releases what it holds (a part of its window, coalesced)
-        instead of waiting for the rest. Held records count against the buffer, and
-        the consumer resumes only once the load is down to half of it: takeovers
-        holding more than that between them, each waiting for the rest of its own
-        window, would keep the consumer paused for good (no room of its own is
-        enough: three windows of 40 % each did it).
+        ``room`` (the constructor's unless given): what every takeover together may hold.
+        Past it, a takeover whose jobs are resolved releases what it holds (a part of its
+        window, coalesced) instead of waiting for the rest. Held records count against the
+        buffer, and the consumer resumes only once the load is down to half of it:
+        takeovers holding more than that between them, each waiting for the rest of its
+        own window, would keep the consumer paused for good (no room of its own is
+        enough: three windows of 40 % each did it). For the same reason the last of a
+        takeover's jobs to resolve advances it too: while paused nothing is fetched, and a
+        window held whole would wait for a fetch that never comes.
         """
+        room = self._room if room is None else room
         takeover = self._active.get(tp)
         if takeover is None:
             return
@@ -295,5 +298,5 @@ class Takeovers:
         takeover.jobs[job_id] = status
         takeover.unresolved.discard(job_id)
         log.info("inherited_job_resolved", job_id=job_id, resolution=resolution, stopped=stopped)
-        if self._active.get(takeover.tp) is takeover and takeover.ready():
-            self._flush(takeover, final=True)
+        if self._active.get(takeover.tp) is takeover:
+            self.advance(takeover.tp, takeover.position)

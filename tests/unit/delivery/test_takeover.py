@@ -19,7 +19,8 @@ from service.delivery.pipeline import Pipeline, Until
 from service.gameball.models import JobState
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.metrics import Metrics
-from tests.unit.delivery.fakes import ENV, FakeConsumer, FakeProducer, change, rig
+from tests.helpers import eventually
+from tests.unit.delivery.fakes import ENV, FakeApi, FakeConsumer, FakeProducer, change, rig
 
 TP = ("t", 0)
 
@@ -164,3 +165,33 @@ async def test_takeovers_whose_windows_together_overfill_the_buffer_release_in_p
 
     assert r.consumer.committed_offsets() == {("t", p): window + 100 for p in range(3)}
     assert len(r.api.delivered) == 3 * (window + 100)
+
+
+async def test_a_window_over_the_buffer_is_released_once_its_inherited_job_resolves() -> None:
+    # The inherited job is read first; meanwhile the window is re-read and held until the
+    # consumer pauses on it. Nothing is fetched while paused, so the release cannot wait
+    # for the next fetch: the job's resolution itself must let the window go, in parts.
+    limit, window = 2000, 2600
+    api = FakeApi()
+    api.jobs["job-old"] = ["c-0"]  # the previous owner's job: it carried offset 0
+    api.status_gate = asyncio.Event()
+    r = rig(env={"MAX_BUFFERED_RECORDS": str(limit), "BATCH_MAX_RECORDS": "500"}, api=api)
+    marks = bytes([Mark.JOB + 0]) + bytes([Mark.PENDING]) * (window - 1)
+    metadata, level = encode(window, {0: "job-old"}, marks, 4096)
+    assert level == "full"
+    for offset in range(window):
+        r.consumer.append(TP, change(f"c-{offset}", offset))
+    r.consumer.group[TP] = (0, metadata)
+
+    async def resolve_once_paused() -> None:
+        await eventually(lambda: bool(r.consumer.paused))
+        assert api.status_gate is not None
+        api.status_gate.set()
+
+    resolver = asyncio.create_task(resolve_once_paused())
+    await r.run(within=20)
+    await resolver
+
+    assert r.consumer.committed_offsets() == {TP: window}
+    # c-0 was the inherited job's, which completed: settled, not redone; the rest once each.
+    assert sorted(api.delivered) == sorted(f"c-{o}" for o in range(1, window))
