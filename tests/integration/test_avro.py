@@ -41,6 +41,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_delivery import applied
 from tests.registry.apicurio import Apicurio
+from tests.registry.guarded import GuardedRegistry
 from tests.unit.delivery.test_avro import Registry, avro_type, avro_value, wire
 
 pytestmark = pytest.mark.integration
@@ -217,3 +218,55 @@ def test_check_reports_the_registry_and_the_source_topics_subjects(
     assert down.mark == FAIL
     assert "cannot be reached" in down.detail
     assert check_registry(load_settings(base), 5) == []
+
+
+def test_a_registry_behind_tls_and_basic_auth_is_read_and_its_password_never_logged(
+    broker: KafkaNode, simulator: RunningSimulator, registry: Apicurio, tmp_path: Path
+) -> None:
+    """As Confluent Cloud or a secured Apicurio is reached: HTTPS with a private CA, and a
+    user and password. ``check`` passes with them and fails on a wrong password; the service
+    decodes through them, and the password appears in no log line."""
+    topic, group = unique("avro-tls"), unique("avro-tls-group")
+    broker.create_topics({topic: 1, f"{topic}.dlq": 1})
+    password = "s3cret-pa55-9f4e"
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    with SchemaRegistryClient({"url": registry.url}) as client:
+        to_value = AvroSerializer(client, json.dumps(ROW))
+        context = SerializationContext(topic, MessageField.VALUE)
+        for customer_id in ("t1", "t2"):
+            row = {"customer_id": customer_id, "email": f"{customer_id}@example.com"}
+            producer.produce(topic, to_value({**row, "date_of_birth": 11016}, context))
+    assert producer.flush(30) == 0
+
+    with GuardedRegistry(registry.url, "customer-sync", password, tmp_path) as guarded:
+        secured = {
+            "SCHEMA_REGISTRY_URL": guarded.url,
+            "SCHEMA_REGISTRY_CA_LOCATION": str(guarded.ca),
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": f"customer-sync:{password}",
+        }
+        base = {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "KAFKA_SOURCE_TOPICS": topic,
+            "GAMEBALL_API_KEY": "k",
+            "GAMEBALL_SECRET_KEY": "s",
+        }
+        (ok, *_) = check_registry(load_settings({**base, **secured}), 5)
+        assert ok.mark == OK, ok.detail
+        wrong = {**secured, "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "customer-sync:wrong"}
+        (refused,) = check_registry(load_settings({**base, **wrong}), 5)
+        assert refused.mark == FAIL
+        assert "refused the credentials" in refused.detail
+        assert "wrong" not in refused.detail
+        untrusted = {k: v for k, v in secured.items() if k != "SCHEMA_REGISTRY_CA_LOCATION"}
+        (unverified,) = check_registry(load_settings({**base, **untrusted}), 5)
+        assert unverified.mark == FAIL, "a certificate no configured CA signed was trusted"
+
+        env = service_env(broker, simulator.base_url, topic, group, **secured)
+        service = ServiceProcess(env, tmp_path / "service.jsonl")
+        summary = service.run_until_idle(120)
+        passed = guarded.passed
+    assert summary.outcomes["succeeded"] == 2, service.logs()[-3000:]
+    delivered = {str(e["customerId"]) for e in applied(simulator)}
+    assert delivered == {"t1", "t2"}
+    assert passed > 0, "the service did not go through the guarded registry"
+    assert password not in service.logs()
