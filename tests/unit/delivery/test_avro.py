@@ -14,8 +14,8 @@ import base64
 import decimal
 import io
 import json
-import threading
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
