@@ -157,9 +157,12 @@ async def test_the_schemas_of_a_fetch_are_fetched_off_the_loop_and_failures_not_
     assert registry.asked == 2, "the registry was asked again on the loop"
     assert len(parts.batcher) == 2  # c1 (Avro) and c2 (JSON)
     parts.dead_letters.poll(0)  # the producer acknowledges the dead letter
-    assert parts.metrics.registry.get_sample_value(
-        "customer_sync_records_total", {"outcome": "dead_lettered"}
-    ) == 1, "the unknown schema id is dead-lettered, as when asked on the loop"
+    assert (
+        parts.metrics.registry.get_sample_value(
+            "customer_sync_records_total", {"outcome": "dead_lettered"}
+        )
+        == 1
+    ), "the unknown schema id is dead-lettered, as when asked on the loop"
 
     await ingestor.fetch_schemas(messages[:1])  # schema 1 is cached: nothing to ask
     assert registry.asked == 2
