@@ -8,6 +8,7 @@ through ``FIELD_MAPPING_FILE``. Each test examines the session's one run.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ def surviving(run: Run, setup_name: str) -> dict[str, dict[str, Any]]:
     return {cid: c for t in setup.tables for cid, c in run.expected[t].items()}
 
 
-@pytest.mark.parametrize("setup", [s.name for s in SETUPS])
+@pytest.mark.parametrize("setup", [s.name for s in SETUPS if not s.avro])
 def test_the_api_holds_each_surviving_customer_s_latest_row_field_for_field(
     cdc_run: Run, setup: str
 ) -> None:
@@ -48,9 +49,7 @@ def test_the_api_holds_each_surviving_customer_s_latest_row_field_for_field(
                 assert got.get(field) == expected.get(field), (customer_id, field)
 
 
-@pytest.mark.parametrize(
-    "setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_avro", "dbz_json_crm"]
-)
+@pytest.mark.parametrize("setup", ["dbz_json", "dbz_plain", "dbz_string", "dbz_json_crm"])
 def test_numbers_arrive_with_their_exact_value(cdc_run: Run, setup: str) -> None:
     """Checked on the request bodies' bytes: 12345678901234567890.123456789 keeps 29 digits.
     (decimal.handling.mode=double cannot: Debezium sends 1.2345678901234567E19.)"""
@@ -148,20 +147,74 @@ def test_a_toasted_value_reaches_the_api_when_an_update_leaves_it_out(cdc_run: R
 
 def test_avro_through_the_registry_reaches_the_api_as_json_does(cdc_run: Run) -> None:
     """The same transactions, read once through the JSON converter and once as Avro from the
-    registry: the API receives the very same customers, field by field, numbers exact.
+    registry: the API receives the very same customers, field by field, numbers exact, but
+    for what the Avro converter itself changes.
 
-    The Avro records are checked to be Avro (the Confluent wire format), so a converter that
-    quietly fell back to JSON would fail here rather than pass as a second JSON run."""
+    Apicurio's converter 2.6 writes a NULL in a column that has a DEFAULT as that default
+    (its AvroData reads ``Struct.get``, and has no ``ignore.default.for.nullables``): the
+    JSON converter, with ``replace.null.with.default=false``, leaves the field out. Those
+    fields, and only those, may differ, and only that way. The Avro records are checked to be
+    Avro (the Confluent wire format), so a converter that quietly fell back to JSON would
+    fail here rather than pass as a second JSON run."""
     avro, json = cdc_run.pipes["dbz_avro"], cdc_run.pipes["dbz_json"]
     first = read_all(cdc_run.bootstrap, avro.sources[0], expected=1)[0]
     assert (first.key or b"")[:1] == b"\x00", "the key is not in the Avro wire format"
     assert (first.value or b"")[:1] == b"\x00", "the value is not in the Avro wire format"
-    sent_avro = chain.exact_bodies(avro.recorder.bodies())
-    sent_json = chain.exact_bodies(json.recorder.bodies())
-    assert sent_avro, "nothing reached the API from the Avro set-up"
+    sent_avro = _received(avro.recorder.bodies())
+    sent_json = _received(json.recorder.bodies())
     assert sent_avro.keys() == sent_json.keys()
-    for customer_id, customer in sent_json.items():
-        assert sent_avro[customer_id] == customer, customer_id
-    assert avro.service.metric("customer_sync_records_consumed_total") == json.service.metric(
-        "customer_sync_records_consumed_total"
-    )
+    differences = {
+        customer_id: _differences(sent_json[customer_id], sent_avro[customer_id])
+        for customer_id in sent_json
+    }
+    defaulted = {cid: found for cid, found in differences.items() if found}
+    for customer_id, found in defaulted.items():
+        for path, (in_json, in_avro) in found.items():
+            assert in_json is _ABSENT, (customer_id, path, in_json, in_avro)
+            assert path in COLUMN_DEFAULTS, (customer_id, path, in_avro)
+            assert in_avro == COLUMN_DEFAULTS[path], (customer_id, path, in_avro)
+    # The rows whose latest version holds a NULL in a column with a DEFAULT, and no other:
+    # 2 (every nullable column NULL), 3 (country, vip), 102 (written for this), 1002 (NULLs)
+    # and 1003 (gender set to NULL by an update).
+    assert set(defaulted) == {"2", "3", "102", "1002", "1003"}, defaulted
+    points = sent_avro["3"]["customerAttributes"]["custom"]["points"]
+    assert str(points) == "12345678901234567890.123456789"
+    consumed = "customer_sync_records_consumed_total"
+    assert avro.service.metric(consumed) == json.service.metric(consumed)
+
+
+def _received(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
+    """Each customer's last item, numbers exact; for a row whose update left a TOASTed value
+    out, what an upserting API holds instead (whether that update was coalesced with its
+    insert or sent apart is timing)."""
+    last, held = chain.exact_bodies(bodies), chain.upserted(bodies)
+    return {cid: held[cid] if cid in shop.PLACEHOLDER_ROWS else item for cid, item in last.items()}
+
+
+# The shop's columns with a DEFAULT (tests/cdc/shop.py), as the API receives the default.
+COLUMN_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("customerAttributes", "country"): "EG",
+    ("customerAttributes", "gender"): "unknown",
+    ("customerAttributes", "custom", "tier"): "bronze",
+    ("customerAttributes", "custom", "balance"): Decimal("0.00"),
+    ("customerAttributes", "custom", "vip"): False,
+}
+_ABSENT = object()
+
+
+def _differences(
+    json_item: dict[str, Any], avro_item: dict[str, Any], at: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], tuple[Any, Any]]:
+    """Where two items differ, leaf by leaf (an object one side lacks counts as empty):
+    path → (JSON's value, Avro's), ``_ABSENT`` where one has none."""
+    found: dict[tuple[str, ...], tuple[Any, Any]] = {}
+    for key in sorted(set(json_item) | set(avro_item)):
+        mine, theirs = json_item.get(key, _ABSENT), avro_item.get(key, _ABSENT)
+        present = [value for value in (mine, theirs) if value is not _ABSENT]
+        if all(isinstance(value, dict) for value in present):
+            empty: dict[str, Any] = {}
+            inner = (empty if mine is _ABSENT else mine, empty if theirs is _ABSENT else theirs)
+            found.update(_differences(*inner, (*at, key)))
+        elif mine != theirs:
+            found[(*at, key)] = (mine, theirs)
+    return found
