@@ -198,6 +198,38 @@ def as_received(value: Any) -> Any:
     return value
 
 
+def with_column_defaults(
+    expected: dict[str, Any], received: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """``expected`` with a column's DEFAULT where its row holds NULL and ``received`` holds
+    that very default: what Apicurio's ``AvroConverter`` writes for such a NULL
+    (``shop.COLUMN_DEFAULTS``). Returns the item and how many fields were filled."""
+    item = _copy(expected)  # ours to change
+    filled = 0
+    for path, default in shop.COLUMN_DEFAULTS.items():
+        given: Any = received
+        for key in path:
+            given = given.get(key, _MISSING) if isinstance(given, dict) else _MISSING
+        if given is _MISSING or given != default:
+            continue
+        holder = item
+        for key in path[:-1]:
+            holder = holder.setdefault(key, {})
+        if path[-1] not in holder:
+            holder[path[-1]] = given
+            filled += 1
+    return item, filled
+
+
+_MISSING = object()
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
 TOP_LEVEL = ("customerId", "email", "mobile", "tags")
 """What stays on top of a nested item (tags too: the CDC run sends them with TAGS_SYNC=item)."""
 

@@ -8,7 +8,6 @@ through ``FIELD_MAPPING_FILE``. Each test examines the session's one run.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -171,8 +170,8 @@ def test_avro_through_the_registry_reaches_the_api_as_json_does(cdc_run: Run) ->
     for customer_id, found in defaulted.items():
         for path, (in_json, in_avro) in found.items():
             assert in_json is _ABSENT, (customer_id, path, in_json, in_avro)
-            assert path in COLUMN_DEFAULTS, (customer_id, path, in_avro)
-            assert in_avro == COLUMN_DEFAULTS[path], (customer_id, path, in_avro)
+            assert path in shop.COLUMN_DEFAULTS, (customer_id, path, in_avro)
+            assert in_avro == shop.COLUMN_DEFAULTS[path], (customer_id, path, in_avro)
     # The rows whose latest version holds a NULL in a column with a DEFAULT, and no other:
     # 2 (every nullable column NULL), 3 (country, vip), 102 (written for this), 1002 (NULLs)
     # and 1003 (gender set to NULL by an update).
@@ -191,14 +190,6 @@ def _received(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
     return {cid: held[cid] if cid in shop.PLACEHOLDER_ROWS else item for cid, item in last.items()}
 
 
-# The shop's columns with a DEFAULT (tests/cdc/shop.py), as the API receives the default.
-COLUMN_DEFAULTS: dict[tuple[str, ...], Any] = {
-    ("customerAttributes", "country"): "EG",
-    ("customerAttributes", "gender"): "unknown",
-    ("customerAttributes", "custom", "tier"): "bronze",
-    ("customerAttributes", "custom", "balance"): Decimal("0.00"),
-    ("customerAttributes", "custom", "vip"): False,
-}
 _ABSENT = object()
 
 
