@@ -113,6 +113,7 @@ class Takeovers:
         self._room = room
         self._active: dict[PartitionKey, Takeover] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False  # shutting down: no job is asked about any more
 
     def __contains__(self, tp: object) -> bool:
         return tp in self._active
@@ -140,6 +141,8 @@ class Takeovers:
             jobs=len(ledger.jobs),
             ledger="full" if ledger.marks is not None else "jobs only",
         )
+        if self._stopped:
+            return  # assigned while leaving (close() serves one last rebalance): the next owner
         for job_id in takeover.unresolved:
             task = asyncio.create_task(self._resolve(takeover, job_id), name=f"resolve-{job_id}")
             self._tasks.add(task)
@@ -151,6 +154,10 @@ class Takeovers:
             self._active.pop(tp, None)
 
     def cancel(self) -> None:
+        """Shutting down: stop resolving, and start no resolution for a partition assigned
+        from now on (the API client is closed after the consumer, whose close() may still
+        serve an assignment: a resolution started then failed on the closed client)."""
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
 
