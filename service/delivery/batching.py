@@ -25,6 +25,7 @@ returned record, which then settles with it.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -113,8 +114,9 @@ def absorb(later: PendingRecord, earlier: PendingRecord) -> PendingRecord | None
         return earlier
     chain = later.superseded
     if chain is None:
-        chain = later.superseded = []
-    chain.append((earlier.offset, earlier.timestamp_ms))
+        chain = later.superseded = array("q")
+    chain.append(earlier.offset)
+    chain.append(earlier.timestamp_ms)
     if earlier.superseded:
         chain.extend(earlier.superseded)
         earlier.superseded = None

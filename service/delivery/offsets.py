@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from service.delivery.records import PendingRecord
+from service.delivery.records import PendingRecord, superseded_offsets
 
 # (topic, partition number): how the service keys its state per partition. Not
 # confluent_kafka.TopicPartition, which carries an offset and metadata; consumer.py converts.
@@ -135,7 +135,7 @@ def _by_assignment(
         else:
             offsets.append(record.offset)
         if superseded and record.superseded:
-            offsets.extend(offset for offset, _ in record.superseded)
+            offsets.extend(superseded_offsets(record))
     return grouped
 
 

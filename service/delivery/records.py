@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 
@@ -16,7 +17,10 @@ class PendingRecord:
     ``unknown`` names the fields the change could not say (Debezium's placeholder for an
     unchanged TOASTed value), as paths into the item: a coalesced earlier change fills them.
     ``superseded`` holds the earlier changes of the same customer, partition and
-    assignment that this one absorbed (``batching.py``), as ``(offset, timestamp_ms)``:
+    assignment that this one absorbed (``batching.py``), as ``offset, timestamp_ms`` pairs
+    laid out flat in an ``array('q')`` (16 bytes a change, where a tuple of two ints cost
+    about 120: a backlog compacted in memory holds several per customer; see
+    :func:`superseded_offsets`):
     their fields are merged into ``payload``, so they settle as ``coalesced`` only when
     this record settles, and travel with it in the ledger (a crash re-reads them all).
 
@@ -43,4 +47,19 @@ class PendingRecord:
     tags: list[str] | None = None  # sent by a call of their own (tags.py); None: none to send
     tags_changed: bool = False
     tags_removed: tuple[str, ...] = ()  # in the row's ``before``, not in its ``after``
-    superseded: list[tuple[int, int]] | None = None
+    superseded: array[int] | None = None
+
+
+def superseded_offsets(record: PendingRecord) -> array[int]:
+    """The offsets of the earlier changes ``record`` absorbed (empty: none)."""
+    chain = record.superseded
+    return chain[0::2] if chain else _NONE
+
+
+def superseded_stamps(record: PendingRecord) -> array[int]:
+    """The Kafka timestamps (ms) of the earlier changes ``record`` absorbed."""
+    chain = record.superseded
+    return chain[1::2] if chain else _NONE
+
+
+_NONE: array[int] = array("q")

@@ -35,7 +35,7 @@ from service.delivery.offsets import (
     OffsetTracker,
     PartitionKey,
 )
-from service.delivery.records import PendingRecord
+from service.delivery.records import PendingRecord, superseded_offsets, superseded_stamps
 from service.delivery.verdicts import Verdicts
 from service.metrics import Metrics
 
@@ -127,7 +127,7 @@ class Settlement:
             if not absorbed_only:
                 own.setdefault(key, []).append(r.offset)
             if r.superseded:
-                absorbed.setdefault(key, []).extend(offset for offset, _ in r.superseded)
+                absorbed.setdefault(key, []).extend(superseded_offsets(r))
         settle = self._offsets.settle
         for (tp, generation), offsets in own.items():
             settle(tp, offsets, mark, generation=generation)
@@ -135,7 +135,7 @@ class Settlement:
             settle(tp, offsets, Mark.COALESCED, generation=generation)
 
     def _count_absorbed(self, records: list[PendingRecord], wall: float) -> None:
-        stamps = [stamp for r in records if r.superseded for _, stamp in r.superseded]
+        stamps = [stamp for r in records if r.superseded for stamp in superseded_stamps(r)]
         if stamps:
             self._metrics.outcome["coalesced"].inc(len(stamps))
             self._metrics.end_to_end_latency.observe_many([wall - t / 1000 for t in stamps])

@@ -9,8 +9,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from service.delivery.batching import Batcher
-from service.delivery.records import PendingRecord
+from service.delivery.records import PendingRecord, superseded_offsets, superseded_stamps
 from service.labels import FlushReason
+
+
+def pairs(record: PendingRecord) -> list[tuple[int, int]]:
+    """The earlier changes ``record`` absorbed, as ``(offset, timestamp_ms)``."""
+    return list(zip(superseded_offsets(record), superseded_stamps(record), strict=True))
 
 
 def record(customer: str, offset: int, partition: int = 0, size: int = 0) -> PendingRecord:
@@ -58,7 +63,7 @@ def test_a_later_change_of_a_customer_absorbs_the_earlier_one() -> None:
     assert batcher.add(record("a", 2), now=5) is None  # nothing settles before the merged change
     batch = batcher.take(FlushReason.TIMEOUT)
     assert [(r.customer_id, r.offset) for r in batch.records] == [("a", 2), ("b", 1)]
-    assert batch.records[0].superseded == [(0, 0)]  # settles when offset 2 settles
+    assert pairs(batch.records[0]) == [(0, 0)]  # settles when offset 2 settles
     # the customer keeps its age: it has been waiting since the first change
     assert batch.records[0].enqueued_at == 0
 
@@ -153,7 +158,7 @@ def test_a_change_of_another_partition_is_merged_but_settles_at_once() -> None:
     later = change("a", 7, partition=0, unknown=(("city",),), email="e@x.io")
     assert batcher.add(later, now=0) is first
     (merged,) = batcher.take(FlushReason.TIMEOUT).records
-    assert merged.superseded is None
+    assert pairs(merged) == []
     assert orjson.loads(merged.payload) == {"customerId": "a", "email": "e@x.io", "city": "Giza"}
 
 
@@ -180,7 +185,7 @@ def test_a_returned_record_is_absorbed_by_a_newer_buffered_change() -> None:
     assert batcher.give_back(old, now=2) is None
     batcher.release(["a"], now=2)
     (merged,) = batcher.take(FlushReason.TIMEOUT).records
-    assert (merged.offset, merged.superseded) == (5, [(0, 0)])
+    assert (merged.offset, pairs(merged)) == (5, [(0, 0)])
     assert orjson.loads(merged.payload) == {"customerId": "a", "email": "new@x.io", "city": "Cairo"}
 
 
@@ -316,13 +321,13 @@ class BatcherModel(RuleBasedStateMachine):
             *self.dropped,
         ]
         found = [(r.partition, r.offset) for r in places]
-        found += [(r.partition, offset) for r in places for offset, _ in r.superseded or ()]
+        found += [(r.partition, offset) for r in places for offset, _ in pairs(r)]
         assert sorted(found) == sorted((r.partition, r.offset) for r in self.added)
 
     @invariant()
     def an_absorbed_change_keeps_every_field_it_said(self) -> None:
         for r in self.buffered():
-            said = {f"f{offset}" for offset, _ in r.superseded or ()} | {f"f{r.offset}"}
+            said = {f"f{offset}" for offset, _ in pairs(r)} | {f"f{r.offset}"}
             assert said <= set(orjson.loads(r.payload))
 
     @invariant()
@@ -392,5 +397,5 @@ def test_two_changes_given_back_by_one_job_keep_the_later_whatever_the_order(
         assert batcher.give_back(changes[index], now=0) is None
     (merged,) = batcher.take(FlushReason.TIMEOUT).records
     assert merged.offset == 7
-    assert merged.superseded == [(3, 3)]
+    assert pairs(merged) == [(3, 3)]
     assert orjson.loads(merged.payload) == {"customerId": "a", "email": "new@x.io", "city": "Giza"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -272,7 +273,7 @@ def test_the_changes_a_record_absorbed_ride_in_its_job_and_settle_with_it() -> N
     for offset in (1, 2, 3):
         tracker.track(TP, offset)
     merged = record(3, generation)
-    merged.superseded = [(1, 0), (2, 0)]
+    merged.superseded = array("q", [1, 0, 2, 0])
     tracker.carried("job-a", [merged])
     window = tracker.commit_candidates()[TP]
     slot = window.marks[1] - Mark.JOB
