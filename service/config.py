@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     max_buffered_records: int = Field(
         default=20_000, ge=1, description="records held in memory before the consumer pauses"
     )
+    compaction_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=0,
+        description="while quota-bound, how much memory the buffer may fill reading a backlog "
+        "ahead, one change per customer (0: off; see README, Compaction)",
+    )
     job_timeout_seconds: float = Field(
         default=900.0, gt=0, description="then stop the job and resubmit its records"
     )

@@ -146,6 +146,16 @@ class Metrics:
         self.consumer_paused = Gauge(
             PREFIX + "consumer_paused", "1 while backpressure pauses the consumer", registry=r
         )
+        self.buffered_bytes = Gauge(
+            PREFIX + "buffered_bytes",
+            "Estimated memory held by buffered records (the bound COMPACTION_MAX_BYTES keeps)",
+            registry=r,
+        )
+        self.compaction_active = Gauge(
+            PREFIX + "compaction_active",
+            "1 while a backlog is read ahead and compacted (quota-bound)",
+            registry=r,
+        )
         self.end_to_end_latency = BatchHistogram(
             PREFIX + "end_to_end_latency_seconds",
             "From the record's Kafka timestamp to its settlement",
@@ -223,6 +233,7 @@ class Metrics:
             op: self.api_requests_per_job.labels(operation=op) for op in JOB_OPERATIONS
         }
         self.consumer_paused.set(0)
+        self.compaction_active.set(0)
         self.inherited = {
             outcome: self.records_inherited.labels(outcome=outcome) for outcome in OUTCOMES
         }

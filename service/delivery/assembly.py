@@ -9,7 +9,7 @@ later:
 3. what turns verdicts into settled offsets and commits them: settlement,
    the committer (which also hears of each job created, for the ledger), and
    the :class:`Progress` signal that wakes the dispatcher after a release;
-4. what produces verdicts: jobs, tags, takeovers; then ingest, backpressure, lag;
+4. what produces verdicts: jobs, tags, takeovers; then compaction, ingest, backpressure, lag;
 5. the rebalancer, over everything the instance holds for its partitions.
 
 The two callbacks that point back up the chain, the consumer's (rebalance,
@@ -27,8 +27,9 @@ from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batcher
 from service.delivery.breaker import DeadLetterBreaker
 from service.delivery.commits import Committer
+from service.delivery.compaction import Compaction
 from service.delivery.consumer import KafkaThread, SourceConsumer
-from service.delivery.deadletter import DeadLetterWriter
+from service.delivery.deadletter import DeadLetterWriter, Reread
 from service.delivery.decoding import Decoder
 from service.delivery.edges import Consumer, GameballApi, ProducerFactory
 from service.delivery.ingest import Ingestor
@@ -38,6 +39,7 @@ from service.delivery.offsets import OffsetTracker
 from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Holdings, InFlight, KeyShare, Rebalancer
 from service.delivery.records import PendingRecord
+from service.delivery.reread import SourceReader
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
@@ -91,6 +93,8 @@ class Parts:
     tags: TagSender
     takeovers: Takeovers
     ingestor: Ingestor
+    compaction: Compaction
+    source_reader: SourceReader | None
     backpressure: Backpressure
     lag: Lag
     in_flight: InFlight
@@ -107,9 +111,11 @@ def build(
     client: GameballApi | None = None,
     consumer: Consumer | None = None,
     producer: ProducerFactory | None = None,
+    reread: Reread | None = None,
 ) -> Parts:
-    """The parts of a pipeline for ``settings``; ``client``, ``consumer``, ``producer`` replace
-    the real edges (the API over HTTP, confluent-kafka's consumer and producer)."""
+    """The parts of a pipeline for ``settings``; ``client``, ``consumer``, ``producer``,
+    ``reread`` replace the real edges (the API over HTTP, confluent-kafka's consumer and
+    producer, the reader of a dead letter's source value)."""
     metrics = metrics or Metrics()
     health = health or Health()
     metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
@@ -136,11 +142,19 @@ def build(
             budget=budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
         )
+    consumer_is_real = consumer is None
     if consumer is None:
         consumer = SourceConsumer(settings.consumer_config(), settings.kafka_source_topics)
     kafka_thread = KafkaThread()
+    # A compacted change's value stays in Kafka: a dead letter reads it again from its offset,
+    # where the consumer reads (a given consumer, a fake, comes with its own ``reread``).
+    source_reader = SourceReader(settings.consumer_config()) if consumer_is_real else None
     dead_letters = DeadLetterWriter(
-        settings.producer_config(), settings.kafka_dlq_topic, metrics=metrics, producer=producer
+        settings.producer_config(),
+        settings.kafka_dlq_topic,
+        metrics=metrics,
+        producer=producer,
+        reread=reread or (source_reader.read if source_reader is not None else None),
     )
 
     # 3. Settling and committing.
@@ -179,6 +193,9 @@ def build(
         tags=tags,
         room=settings.max_buffered_records // 2,  # the load the consumer resumes at
     )
+    compaction = Compaction(
+        settings.compaction_max_bytes, settings.batch_max_records, budget.rate, metrics
+    )
     ingestor = Ingestor(
         offsets,
         Decoder.from_settings(settings, metrics),
@@ -188,9 +205,12 @@ def build(
         metrics,
         takeovers,
         breaker,
+        compaction,
     )
-    backpressure = Backpressure(consumer, metrics, settings.max_buffered_records)
-    lag = Lag(consumer.high_watermark, offsets, takeovers, metrics)
+    backpressure = Backpressure(
+        consumer, metrics, settings.max_buffered_records, settings.compaction_max_bytes
+    )
+    lag = Lag(consumer.high_watermark, consumer.position, offsets, takeovers, metrics)
 
     # 5. Partitions arriving and leaving.
     in_flight = InFlight()
@@ -223,6 +243,8 @@ def build(
         tags=tags,
         takeovers=takeovers,
         ingestor=ingestor,
+        compaction=compaction,
+        source_reader=source_reader,
         backpressure=backpressure,
         lag=lag,
         in_flight=in_flight,

@@ -14,12 +14,18 @@ original size, so the partition moves on and the record can still be found
 at its source coordinates. Raise ``KAFKA_CLIENT_MESSAGE_MAX_BYTES`` (and the
 topic's limit) to keep such values.
 
+A record whose value was left in Kafka while a backlog was compacted (``value_in_source``)
+is read again from its offset first (``reread.py``, in a thread); should that fail (the
+record is gone, or the broker does not answer in time) it is dead-lettered without its value,
+like a value too large.
+
 Delivery callbacks run inside :meth:`DeadLetterWriter.poll`, which the
 pipeline calls from its event loop, so they touch pipeline state on one thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
@@ -56,6 +62,7 @@ class DeadLetter:
     job_id: str | None = None
     generation: int = 0  # the partition assignment the record was consumed under
     omitted_bytes: int | None = None  # the value was too large for the dead-letter topic
+    value_in_source: bool = False  # left in Kafka (compaction.py): read it again to send it
 
     def without_value(self) -> DeadLetter:
         size = len(self.value or b"")
@@ -85,6 +92,9 @@ class DeadLetter:
 
 
 OnWritten = Callable[[DeadLetter], None]
+Reread = Callable[[str, int, int], "tuple[bytes | None, bytes | None] | None"]
+"""``(topic, partition, offset)`` → the record's ``(key, value)``, or ``None`` if it cannot be
+read (``reread.SourceReader.read``): blocking, called in a thread."""
 
 
 def _written_nowhere(_letter: DeadLetter) -> None:
@@ -99,8 +109,12 @@ class DeadLetterWriter:
         *,
         metrics: Metrics,
         producer: ProducerFactory | None = None,
+        reread: Reread | None = None,
     ) -> None:
         self._config = config
+        self._reread = reread
+        self._rereads: set[asyncio.Task[None]] = set()
+        self._rereading = 0  # letters whose value is being read again, not yet produced
         self._topic = topic
         self._metrics = metrics
         self._new_producer: ProducerFactory = producer or Producer
@@ -111,8 +125,8 @@ class DeadLetterWriter:
 
     @property
     def in_flight(self) -> int:
-        """Dead letters produced and not yet acknowledged."""
-        return self._in_flight
+        """Dead letters produced, or being read again to be, and not yet acknowledged."""
+        return self._in_flight + self._rereading
 
     def start(self, on_written: OnWritten) -> None:
         """Create the producer; ``on_written`` hears of each acknowledged dead letter."""
@@ -122,6 +136,12 @@ class DeadLetterWriter:
         )
 
     def send(self, letter: DeadLetter) -> None:
+        if letter.value_in_source:
+            self._rereading += 1
+            task = asyncio.get_running_loop().create_task(self._send_reread(letter))
+            self._rereads.add(task)
+            task.add_done_callback(self._rereads.discard)
+            return
         producer = self._require()
         while True:
             try:
@@ -145,6 +165,36 @@ class DeadLetterWriter:
                 return
         self._in_flight += 1
 
+    async def _send_reread(self, letter: DeadLetter) -> None:
+        read = None
+        if self._reread is not None:
+            try:
+                read = await asyncio.to_thread(
+                    self._reread, letter.topic, letter.partition, letter.offset
+                )
+            except Exception:
+                log.exception("dead_letter_reread_failed", offset=letter.offset)
+        self._rereading -= 1
+        if read is None:
+            log.error(
+                "dead_letter_value_unreadable",
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+                hint="the record could not be read again from its source offset (gone, or "
+                "the broker did not answer): dead-lettered without its value",
+            )
+            self.send(
+                dataclasses.replace(
+                    letter,
+                    value_in_source=False,
+                    error=f"{letter.error} [value not read again from the source topic]",
+                )
+            )
+            return
+        key, value = read
+        self.send(dataclasses.replace(letter, key=key, value=value, value_in_source=False))
+
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery callbacks; returns how many ran."""
         if self._producer is None:
@@ -159,7 +209,7 @@ class DeadLetterWriter:
         deadline = time.monotonic() + timeout
         while self._in_flight and time.monotonic() < deadline:
             self._producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
-        return self._in_flight
+        return self.in_flight
 
     def close(self, timeout: float) -> int:
         """Flush, then destroy the producer now rather than whenever the GC gets to it.
@@ -168,6 +218,8 @@ class DeadLetterWriter:
         records stay unsettled, so the next owner re-reads and re-routes them.
         """
         remaining = self.flush(timeout)
+        for task in self._rereads:
+            task.cancel()
         self._producer = None  # the last reference: librdkafka closes its connections here
         return remaining
 

@@ -4,7 +4,8 @@ Every record is *tracked* the moment it is consumed, before anything else can
 happen to it (``offsets.py``), then decoded, then routed:
 
 * a customer goes into the buffer (``batching.py``), where it may supersede
-  an earlier change of the same customer (settled as ``coalesced``);
+  an earlier change of the same customer (settled as ``coalesced``); while a backlog is
+  compacted (``compaction.py``) it goes without its source value, left in Kafka;
 * a tombstone, a skipped delete or a TRUNCATE is settled at once (``skipped``); a
   TRUNCATE is also logged, since the API keeps the customers the table no longer has;
 * a record that cannot become a customer goes to the dead-letter topic, and
@@ -44,6 +45,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from service.delivery.batching import Batcher
 from service.delivery.breaker import DeadLetterBreaker, Example
+from service.delivery.compaction import Compaction
 from service.delivery.consumer import raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.decoding import Customer, Decoder, Reject, Skip
@@ -88,7 +90,9 @@ class Ingestor:
         metrics: Metrics,
         takeovers: Takeovers,
         breaker: DeadLetterBreaker | None = None,
+        compaction: Compaction | None = None,
     ) -> None:
+        self._compaction = compaction
         self._breaker = breaker if breaker is not None and breaker.enabled else None
         self.held: deque[tuple[Sequence[Message], int]] = deque()
         """Fetched while the breaker is open, with their fetch's generation: not yet ingested."""
@@ -185,6 +189,8 @@ class Ingestor:
         coalesced: list[PendingRecord] = []
         inherited: list[tuple[PartitionKey, int, int]] = []
         takeovers = self._takeovers if self._takeovers else None  # fixed within a slice
+        # While compacting, a buffered change keeps its API item, not its source bytes.
+        compacting = self._compaction is not None and self._compaction.active
         topic = ""
         for index, message in enumerate(messages):
             error = message.error()
@@ -238,6 +244,8 @@ class Ingestor:
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))
                     continue
+                if compacting:
+                    record.value = None  # read again from its offset if it is dead-lettered
                 superseded = add(record, now)
                 if superseded is not None:
                     coalesced.append(superseded)

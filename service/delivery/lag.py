@@ -24,14 +24,24 @@ class Lag:
     def __init__(
         self,
         high_watermark: Callable[[PartitionKey], int | None],
+        position: Callable[[PartitionKey], int | None],
         offsets: OffsetTracker,
         takeovers: Takeovers,
         metrics: Metrics,
     ) -> None:
         self._high_watermark = high_watermark
+        self._position = position
         self._offsets = offsets
         self._takeovers = takeovers
         self._metrics = metrics
+        self._last = 0.0
+        self.unread = 0
+        """Records of the owned partitions not yet consumed, as of the last reading (compaction
+        weighs them against the budget): each one's high watermark minus the consumer's
+        position (before the first fetch, the committed offset; unknown: not counted)."""
+
+    def soon(self) -> None:
+        """Read at the next :meth:`refresh`, whatever the interval."""
         self._last = 0.0
 
     async def refresh(self, kafka: KafkaThread, owned: set[PartitionKey]) -> bool:
@@ -44,18 +54,31 @@ class Lag:
             return False
         self._last = now
         partitions = sorted(owned)
-        highs = await kafka.call(self.read, partitions)
-        self.update(dict(zip(partitions, highs, strict=True)), owned)
+        read = await kafka.call(self.read, partitions)
+        highs = {tp: high for tp, (high, _) in zip(partitions, read, strict=True)}
+        positions = {tp: position for tp, (_, position) in zip(partitions, read, strict=True)}
+        self.update(highs, owned, positions)
         return True
 
-    def read(self, partitions: list[PartitionKey]) -> list[int | None]:
-        """On the Kafka thread: the cached high watermark of each partition."""
-        return [self._high_watermark(tp) for tp in partitions]
+    def read(self, partitions: list[PartitionKey]) -> list[tuple[int | None, int | None]]:
+        """On the Kafka thread: the cached high watermark and the position of each partition."""
+        return [(self._high_watermark(tp), self._position(tp)) for tp in partitions]
 
-    def update(self, highs: dict[PartitionKey, int | None], owned: set[PartitionKey]) -> None:
+    def update(
+        self,
+        highs: dict[PartitionKey, int | None],
+        owned: set[PartitionKey],
+        positions: dict[PartitionKey, int | None] | None = None,
+    ) -> None:
+        unread = 0
         for tp, high in highs.items():
             if tp not in owned or high is None:
                 continue
+            position = (positions or {}).get(tp)
+            if position is None:
+                position = self._offsets.committed_offset(tp)
+            if position is not None:
+                unread += max(0, high - position)
             if tp in self._takeovers:
                 self._takeovers.caught_up(tp, high)
             committed = self._offsets.committed_offset(tp)
@@ -63,3 +86,4 @@ class Lag:
                 self._metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(
                     max(0, high - committed)
                 )
+        self.unread = unread

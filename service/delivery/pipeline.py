@@ -6,6 +6,7 @@ is a module of its own:
 =============  ==================================================================
 consume        ``consumer.py`` — the confluent-kafka adapter and its one thread
 decode, route  ``ingest.py`` (``decoding.py``, ``mapping.py``) — track, decode, buffer
+               ``compaction.py`` — a backlog read ahead while the API's budget binds
                ``breaker.py`` — too many dead letters: hold, pause, commit nothing
 batch          ``batching.py`` — coalescing, flush rules, customers checked out
 submit, track  ``jobs.py`` — one batch as a job, polled to a verdict per record
@@ -52,6 +53,7 @@ import structlog
 from service.config import Settings
 from service.delivery.assembly import Parts, build
 from service.delivery.batching import Batch
+from service.delivery.deadletter import Reread
 from service.delivery.edges import Consumer, GameballApi, Message, ProducerFactory
 from service.delivery.ingest import INGEST_SLICE
 from service.delivery.jobs import STOP_JOBS_WAIT
@@ -74,6 +76,9 @@ IDLE_QUIET_SECONDS = 1.0
 """A bounded run's idle: no record arrived for this long (and the rest of :class:`Until`)."""
 UNTIL_CHECK_INTERVAL = 0.1
 END_OFFSET_TIMEOUT = 2.0
+COMPACTION_FETCH_BYTES = CONSUME_MAX * 2048
+"""Room left below ``COMPACTION_MAX_BYTES`` for a fetch asked for ahead: ``CONSUME_MAX``
+changes at twice a sample change's footprint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,8 @@ class Pipeline:
         self._tags = parts.tags
         self._takeovers = parts.takeovers
         self._ingestor = parts.ingestor
+        self._compaction = parts.compaction
+        self._source_reader = parts.source_reader
         self._breaker = parts.breaker
         self._backpressure = parts.backpressure
         self._lag = parts.lag
@@ -155,6 +162,7 @@ class Pipeline:
         client: GameballApi | None = None,
         consumer: Consumer | None = None,
         producer: ProducerFactory | None = None,
+        reread: Reread | None = None,
     ) -> Pipeline:
         """A pipeline built by ``assembly.py``; the edges given replace the real ones."""
         return cls(
@@ -167,6 +175,7 @@ class Pipeline:
                 client=client,
                 consumer=consumer,
                 producer=producer,
+                reread=reread,
             )
         )
 
@@ -329,6 +338,7 @@ class Pipeline:
             )
         log.info("shutdown_draining", buffered=len(self._batcher), jobs=len(self._jobs))
         self._flush_now = FlushReason.SHUTDOWN
+        self._compaction.interrupt()
         self._wake.set()
         # Leave a little of the budget for the final commit and leaving the group.
         drain_until = deadline - min(5.0, self.settings.shutdown_timeout_seconds / 4)
@@ -358,6 +368,8 @@ class Pipeline:
         # with librdkafka serving the rebalance.
         await self._kafka_thread.call(self._consumer.close)
         self._kafka_thread.shutdown()
+        if self._source_reader is not None:
+            await asyncio.to_thread(self._source_reader.close)
         await self._client.aclose()
         self._budget.close()
         log.info(
@@ -397,12 +409,13 @@ class Pipeline:
                 else:
                     messages, fetched = await (ahead or kafka.call(self._consume, wanted))
                     self.health.last_poll = time.monotonic()
+                    self._compaction.fetched(len(messages))
+                    await self._read_lag()
                     if messages:
                         self._read += len(messages)
                         self._last_read = time.monotonic()
                     wanted = self._wanted()
-                    held = len(self._batcher) + self._takeovers.held + self._dead_letters.in_flight
-                    room = held + len(messages) < limit and not self._backpressure.paused
+                    room = self._room(len(messages), limit) and not self._backpressure.paused
                     ahead = (
                         asyncio.ensure_future(kafka.call(self._consume, wanted))
                         if room and wanted
@@ -424,6 +437,16 @@ class Pipeline:
         finally:
             if ahead is not None:  # its records are not tracked: the next owner reads them
                 ahead.cancel()
+
+    def _room(self, fetched: int, limit: int) -> bool:
+        """Whether the next fetch may be asked for before this one is ingested."""
+        others = self._takeovers.held + self._dead_letters.in_flight
+        if self._compaction.active:  # bounded by memory: a fetch's worth below it
+            return (
+                others + fetched < limit
+                and self._batcher.memory + COMPACTION_FETCH_BYTES < self._compaction.max_bytes
+            )
+        return len(self._batcher) + others + fetched < limit
 
     def _serve_only(self) -> None:
         """On the Kafka thread, once a bounded run has read its records: serve, take nothing.
@@ -452,7 +475,7 @@ class Pipeline:
         return self._consumer.consume(wanted, CONSUME_TIMEOUT), self._offsets.newest_generation
 
     async def _after_fetch(self) -> None:
-        """Pause or resume, count the partitions after an assignment, and read the lag."""
+        """Pause or resume, and count the partitions after an assignment."""
         kafka = self._kafka_thread
         breaker_open = self._breaker.is_open()
         self.health.dead_letter_breaker_open = breaker_open
@@ -460,21 +483,39 @@ class Pipeline:
         waiting = self._ingestor.registry_waiting  # a record waits for the schema registry
         self.health.schema_registry_unavailable = waiting
         hold = breaker_open or waiting
+        compaction = self._compaction
+        memory = self._batcher.memory
+        self.metrics.buffered_bytes.set(memory)
+        compaction.full(memory)  # ends the fill
         change = self._backpressure.decide(
             len(self._batcher) + self._takeovers.held,
             self._dead_letters.in_flight,
             sorted(self._rebalancer.assignment),
             hold=hold,
+            compacting=(memory, self._takeovers.held) if compaction.active else None,
         )
         if change is not None:
             await kafka.call(change)
-        if self._rebalancer.recount:  # partitions arrived: how many are there in all?
-            self._rebalancer.recount = False
-            if await kafka.call(self._consumer.refresh_partition_counts):
-                self._rebalancer.reshare()
-        due = await self._lag.refresh(kafka, self._rebalancer.assignment)
-        if due and self._rebalancer.assignment and not self._rebalancer.partitions_total():
-            self._rebalancer.recount = True  # the lookup failed: ask again at the next lag read
+        if compaction.active:
+            self._wake.set()  # the fill may have ended: dispatch looks again
+
+    async def _read_lag(self) -> None:
+        """Before a fetch is ingested: the partition counts after an assignment (the budget's
+        share), and every ``LAG_INTERVAL`` the lag, and so whether the instance is quota-bound:
+        compaction decides before the fetch's records are batched."""
+        rebalancer = self._rebalancer
+        if rebalancer.recount:  # partitions arrived: how many are there in all?
+            rebalancer.recount = False
+            if await self._kafka_thread.call(self._consumer.refresh_partition_counts):
+                rebalancer.reshare()
+                self._lag.soon()  # weigh the backlog against the new share at once
+        due = await self._lag.refresh(self._kafka_thread, rebalancer.assignment)
+        if not due:
+            return
+        if rebalancer.assignment and not rebalancer.partitions_total():
+            rebalancer.recount = True  # the lookup failed: ask again at the next lag read
+            return  # the share is not known: neither is the budget to weigh the backlog with
+        self._compaction.waiting(self._lag.unread + len(self._batcher) + self._takeovers.held)
 
     # ---------------------------------------------------- batch, submit, track
 
@@ -484,7 +525,8 @@ class Pipeline:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            while len(self._jobs) < limit:
+            # While compaction fills, the backlog is read ahead and nothing new is submitted.
+            while len(self._jobs) < limit and not self._compaction.filling:
                 reason = batcher.due(now)
                 if reason is None and self._flush_now is not None and batcher.ready_count:
                     reason = self._flush_now
@@ -493,7 +535,9 @@ class Pipeline:
                 self._start_batch(batcher.take(reason))
             deadline = batcher.next_deadline()
             timeout = None
-            if deadline is not None and len(self._jobs) < limit:
+            if self._compaction.filling:  # woken when it ends, or at its latest end
+                timeout = self._compaction.fill_left()
+            elif deadline is not None and len(self._jobs) < limit:
                 timeout = max(0.0, deadline - time.monotonic())
             await wait_event(self._wake, timeout)
 

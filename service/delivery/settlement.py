@@ -78,6 +78,7 @@ class Settlement:
                         attempts=r.attempts,
                         job_id=rejection.job_id,
                         generation=r.generation,
+                        value_in_source=r.value is None,
                     )
                 )
         # The dead letter carries the merged change's own bytes; what it absorbed is settled.

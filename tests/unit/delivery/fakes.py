@@ -114,6 +114,7 @@ class FakeConsumer:
         """Records of one partition one ``consume`` returns at most: below ``fetch_max``, a
         fetch spans the partitions, as librdkafka's ``max.partition.fetch.bytes`` makes it."""
         self._assigned: list[PartitionKey] = []
+        self.read_backs: list[tuple[PartitionKey, int]] = []
         self._position: dict[PartitionKey, int] = {}
         self._events: deque[tuple[str, list[PartitionKey]]] = deque()
         self._results: deque[list[tuple[PartitionKey, str | None]]] = deque()
@@ -142,6 +143,14 @@ class FakeConsumer:
         """``assign``, ``revoke`` or ``lose`` partitions at the next ``consume``."""
         self._events.append((kind, sorted(partitions)))
         self._arrived.set()
+
+    def read_back(
+        self, topic: str, partition: int, offset: int
+    ) -> tuple[bytes | None, bytes | None]:
+        """A record's key and value by its offset (the dead-letter writer's ``reread``)."""
+        message = self.logs[(topic, partition)][offset]
+        self.read_backs.append(((topic, partition), offset))
+        return message.key(), message.value()
 
     def committed_offsets(self) -> dict[PartitionKey, int]:
         return {tp: offset for tp, (offset, _) in self.group.items()}
@@ -413,7 +422,12 @@ def rig(
     consumer, producer, metrics = FakeConsumer(partitions), FakeProducer(), Metrics()
     api = api or FakeApi()
     pipeline = Pipeline.from_settings(
-        settings, metrics=metrics, client=api, consumer=consumer, producer=producer
+        settings,
+        metrics=metrics,
+        client=api,
+        consumer=consumer,
+        producer=producer,
+        reread=consumer.read_back,
     )
     return Rig(pipeline, consumer, api, producer, metrics)
 

@@ -41,3 +41,16 @@ def test_partitions_assigned_while_paused_are_paused_too() -> None:
     assert decide(bp, consumer, 10)
     assert consumer.paused == set(OWNED)
     assert not decide(bp, consumer, 10), "once is enough"
+
+
+def test_while_compacting_memory_bounds_the_buffer_not_its_records() -> None:
+    consumer, metrics = FakeConsumer({"t": 1}), Metrics()
+    bp = Backpressure(consumer, metrics, limit=100, max_bytes=10_000)
+    owned = [("t", 0)]
+    assert bp.decide(5_000, 0, owned, compacting=(9_999, 0)) is None, "records do not count"
+    assert bp.decide(5_000, 0, owned, compacting=(10_000, 0)) is not None
+    assert bp.paused
+    assert bp.decide(5_000, 0, owned, compacting=(5_001, 0)) is None, "resumes at half"
+    assert bp.decide(5_000, 0, owned, compacting=(5_000, 0)) is not None
+    assert not bp.paused
+    assert bp.decide(0, 60, owned, compacting=(0, 40)) is not None, "a takeover's records do"
