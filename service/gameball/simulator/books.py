@@ -136,20 +136,20 @@ class OperationBook:
         self.applied: list[AppliedItem] = []
         self.refused: list[RefusedItem] = []
         self.keys: set[str] = set()
-        self.contents: Counter[bytes] = Counter()
+        self.contents: Counter[bytes] = Counter()  # events, adjustments: applications per content
         self.counts: Counter[str] = Counter()
 
     def screen(self, item: dict[str, Any], submitted: float) -> str | None:
         """A refusal the item earns at submission (a transaction time), else ``None``."""
         for name in self.times:
-            text = item[name]
             try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
+                moment = datetime.fromisoformat(item[name])
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                seconds = moment.timestamp()
+            except (ValueError, OverflowError):
                 return INVALID_TIME.format(field=name)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            if moment.timestamp() > submitted + CLOCK_SKEW_SECONDS:
+            if seconds > submitted + CLOCK_SKEW_SECONDS:
                 return FUTURE_TIME.format(field=name)
         return None
 
@@ -180,11 +180,13 @@ class OperationBook:
             counts["failed"] += 1
             self.refused.append(RefusedItem(item, job.id, error, len(self.refused)))
             return
-        content = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-        self.contents[content] += 1
-        applications = self.contents[content]
-        if applications > 1:
-            counts["double_applied"] += 1
+        applications = 1  # a keyed item applied once: its key is taken from now on
+        if self.key is None:
+            content = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+            self.contents[content] += 1
+            applications = self.contents[content]
+            if applications > 1:
+                counts["double_applied"] += 1
         counts["applied"] += 1
         self.applied.append(AppliedItem(item, job.id, len(self.applied), at, applications))
 

@@ -84,10 +84,6 @@ class Job:
     book: OperationBook | None = None
 
     @property
-    def operation(self) -> Operation:
-        return Operation.CUSTOMERS if self.book is None else self.book.operation
-
-    @property
     def queue_seconds(self) -> float:
         return self.duration * QUEUED_FRACTION
 
