@@ -175,6 +175,9 @@ _EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
 
+_END_OF_DATES = (
+    dt.date(9999, 12, 31).toordinal() - dt.date(1970, 1, 1).toordinal() + 1
+) * MS_PER_DAY
 _HOURS = tuple(f"T{hour:02d}:" for hour in range(24))
 _SIXTY = tuple(f"{count:02d}" for count in range(60))
 _MILLIS = tuple(f".{milli:03d}Z" for milli in range(1000))
@@ -195,6 +198,13 @@ def utc_text(ms: int) -> str:
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     return text + _HOURS[hours] + _SIXTY[minutes] + ":" + _SIXTY[seconds] + _MILLIS[milli]
+
+
+def _clamped(ms: int, now: int) -> int:
+    """A future time as the API takes it: now. One past the year 9999 is no time at all."""
+    if ms >= _END_OF_DATES:
+        raise Invalid(f"{ms} ms from 1970-01-01 is past the year 9999")
+    return now
 
 
 def iso_ms(text: str) -> int:
@@ -371,7 +381,7 @@ class ItemBuilder:
                     if value is not None:
                         ms = read(value)
                         if ms > now:
-                            ms = now
+                            ms = _clamped(ms, now)
                             clamped.append(field)
                         item[field] = utc_text(ms)
             if plan.events is not None:
