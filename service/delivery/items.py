@@ -296,11 +296,12 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class ItemPlan:
-    """How the rows of one schema become items: for each mapped field its path, its name for
-    errors, its column, the keys inside the column and its converter; the date-times apart
-    (their converters give milliseconds); the events' name and metadata columns, if folded."""
+    """How the rows of one schema become items: for each mapped field its name (its path,
+    dotted), its path when it is nested (``None`` at the top), its column, the keys inside
+    the column and its converter; the date-times apart (their converters give milliseconds);
+    the events' name and metadata columns, if folded."""
 
-    fields: tuple[tuple[tuple[str, ...], str, str, tuple[str, ...], Convert], ...]
+    fields: tuple[tuple[str, tuple[str, ...] | None, str, tuple[str, ...], Convert], ...]
     times: tuple[tuple[str, str, tuple[str, ...], Callable[[Any], int]], ...]
     events: tuple[str, tuple[str, ...], Convert, str | None, tuple[str, ...], Convert] | None
 
@@ -345,7 +346,8 @@ class ItemBuilder:
                 continue
             target = _TARGETS.get(name, Target.ATTRIBUTE) if len(path) == 1 else Target.ATTRIBUTE
             convert = converter(column_type(source), target)
-            fields.append((path, name, source.column, source.path[1:], convert))
+            nested = path if len(path) > 1 else None
+            fields.append((name, nested, source.column, source.path[1:], convert))
         events = None
         name_source, metadata = self._mapping.events_name, self._mapping.events_metadata
         if name_source is not None:
@@ -367,13 +369,19 @@ class ItemBuilder:
         field = ""
         clamped: list[str] = []
         try:
-            for path, field, column, inner, convert in plan.fields:
-                value = self._column(row, column, inner)
-                if value is not None:
-                    if len(path) == 1:
-                        item[field] = convert(value)
-                    else:
-                        _put(item, path, convert(value))
+            unavailable = self._unavailable
+            for field, nested, column, inner, convert in plan.fields:
+                value = row.get(column)
+                if value is None:
+                    continue
+                if inner or value == unavailable or type(value) is list:  # the rarer cases
+                    value = self._column(row, column, inner)
+                    if value is None:
+                        continue
+                if nested is None:
+                    item[field] = convert(value)
+                else:
+                    _put(item, nested, convert(value))
             if plan.times:
                 now = int(self._now() * 1000)
                 for field, column, inner, read in plan.times:

@@ -357,8 +357,11 @@ def test_a_redemption_of_nothing_is_refused() -> None:
 
 
 def test_a_value_debezium_did_not_carry_is_refused_not_left_out() -> None:
-    with pytest.raises(Invalid, match="column total was not carried by the change"):
+    with pytest.raises(Invalid, match=r"^totalPaid: column total was not carried by the change"):
         build(ORDER, order(total=UNAVAILABLE_VALUE))
+    with pytest.raises(Invalid, match=r"^skus: column skus was not carried by the change"):
+        build({**ORDER, "skus": "skus"}, order(skus=[UNAVAILABLE_VALUE]))
+    assert sent(build({**ORDER, "skus": "skus"}, order(skus=["a", "b"])))["skus"] == ["a", "b"]
 
 
 def test_a_cashback_item_carries_its_contact_fields() -> None:
