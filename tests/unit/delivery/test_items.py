@@ -144,6 +144,9 @@ def test_a_microsecond_count_near_the_epoch_is_read_by_its_schema_not_its_size()
         (AT_US, AT_TEXT),  # microseconds
         (AT_US * 1000, AT_TEXT),  # nanoseconds
         (20455, "2026-01-02T00:00:00.000Z"),  # days
+        (10**13, "1970-04-26T17:46:40.000Z"),  # the smallest read as microseconds
+        (10**16, "1970-04-26T17:46:40.000Z"),  # the smallest read as nanoseconds
+        (10**5, "1970-01-01T00:01:40.000Z"),  # the smallest read as milliseconds
     ],
 )
 def test_without_a_schema_text_is_iso_and_numbers_are_read_by_magnitude(
