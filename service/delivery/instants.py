@@ -54,7 +54,8 @@ def not_in_future(ms: int, now: int) -> int:
     if ms <= now:
         return ms
     if ms >= _END_OF_DATES:
-        raise Invalid(f"{ms} ms from 1970-01-01 is past the year 9999")
+        shown = str(ms) if ms < 10**20 else f"{str(ms)[:20]}..."
+        raise Invalid(f"{shown} ms from 1970-01-01 is past the year 9999")
     return now
 
 

@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.delivery.debezium import UNAVAILABLE_VALUE, row_columns
 from service.delivery.fields import Invalid
@@ -184,10 +186,12 @@ def test_a_future_transaction_time_is_clamped_too() -> None:
     [
         (None, "yesterday", "orderDate: 'yesterday' is not an ISO 8601 date-time"),
         (None, True, "orderDate: 'True' is not a date-time"),
+        (None, float("nan"), "orderDate: cannot convert float NaN to integer"),
+        (None, 1e300, "orderDate: 10000000000000000525... ms from 1970-01-01 is past the year"),
         (
             None,
             10**30,
-            "orderDate: 1000000000000000000000000 ms from 1970-01-01 is past the year 9999",
+            "orderDate: 10000000000000000000... ms from 1970-01-01 is past the year 9999",
         ),
         (
             {"at": {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal"}},
@@ -473,3 +477,53 @@ def test_a_mapping_mistake_is_one_sentence_naming_the_field(
     assert message.startswith("mapping")
     assert error in message
     assert "\n" not in message
+
+
+# --- any row ----------------------------------------------------------------------------------
+
+COLUMNS = ("c", "id", "at", "total", "name", "meta", "p")
+ANY_MAPPING = {
+    Operation.ORDERS: ORDER | {"customerId": "c", "totalPaid": "total", "x.y": "meta"},
+    Operation.REDEEM: {
+        "customerId": "c",
+        "transactionId": "id",
+        "transactionTime": "at",
+        "points": "p",
+        "holdReference": "name",
+    },
+    Operation.EVENTS: {"customerId": "c", "events.$name": "name", "events.$metadata": "meta"},
+    Operation.BALANCE_ADJUSTMENT: {"customerId": "c", "amount": "total", "reason": "meta.why"},
+}
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.text(max_size=30)
+    | st.sampled_from(["2026-01-01T00:00:00Z", "12.50", '{"a": {}}', "MDk=", UNAVAILABLE_VALUE])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(sorted(ANY_MAPPING, key=str)),
+    st.dictionaries(st.sampled_from(COLUMNS), values, max_size=7),
+)
+def test_any_row_is_an_item_its_model_accepts_or_invalid(
+    operation: Operation, row: dict[str, Any]
+) -> None:
+    try:
+        item = build(ANY_MAPPING[operation], row, operation)
+    except Invalid:
+        return
+    model = operation.facts.item
+    assert model is not None
+    model.model_validate_json(item.payload)
+    assert item.customer_id == sent(item)["customerId"]
