@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import orjson
 import pytest
 
 from service.config import Settings, load_settings
+from service.delivery.decoding import Customer, Decoder
 from service.delivery.items import ItemMapping
-from service.delivery.mapping import FieldMapping
+from service.delivery.mapping import FieldMapping, load_field_mapping
 from service.delivery.routes import Limits, Route, load_routes, routes_from_settings
 from service.errors import ConfigError
 from service.gameball.budget import Window
@@ -104,6 +106,28 @@ routes:
     assert isinstance(route.mapping, FieldMapping)
     assert route.mapping.fields["customerId"].path == ("member_no",)
     assert route.mapping.attributes["tier"].path == ("tier",)
+
+
+def test_a_customer_decodes_the_same_through_a_route_and_through_field_mapping_file(
+    tmp_path: Path,
+) -> None:
+    entries = "customerId: member_no\ncustomerAttributes.joinDate: {column: t, type: date}\n"
+    mapping_file = tmp_path / "mapping.yaml"
+    mapping_file.write_text(entries)
+    indented = "".join(f"      {line}\n" for line in entries.splitlines())
+    routes = write(
+        tmp_path,
+        "routes:\n  - name: c\n    operation: customers\n    topics: [a]\n    mapping:\n"
+        + indented,
+    )
+    (route,) = load(routes)
+    assert isinstance(route.mapping, FieldMapping)
+    value = orjson.dumps({"op": "c", "after": {"member_no": 7, "t": 20000, "city": "Giza"}})
+    through_route = Decoder(route.mapping).decode(value)
+    through_file = Decoder(load_field_mapping(mapping_file)).decode(value)
+    assert isinstance(through_route, Customer)
+    assert through_route == through_file
+    assert orjson.loads(through_route.payload)["customerAttributes"]["joinDate"] == "2024-10-04"
 
 
 # --- without a routes file ----------------------------------------------------------------------
