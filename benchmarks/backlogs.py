@@ -54,9 +54,9 @@ class Backlog:
         return len(set(self.choices))
 
     @property
-    def busiest_share(self) -> float:
-        """The share of all changes that the busiest customer holds."""
-        return Counter(self.choices).most_common(1)[0][1] / self.changes
+    def busiest_changes(self) -> int:
+        """How many of the changes are the busiest customer's."""
+        return Counter(self.choices).most_common(1)[0][1]
 
     def events(self, prefix: str, seed: int) -> Iterator[tuple[bytes, bytes]]:
         """Key and value of every change, each customer's versions counting up from 1."""

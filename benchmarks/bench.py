@@ -646,7 +646,7 @@ class Bench:
             "customers_drawn_from": backlog.customers,
             "choice": "uniform" if backlog.zipf_s is None else f"zipf s={backlog.zipf_s:g}",
             "distinct_customers": backlog.distinct_customers,
-            "busiest_customer_share": round(backlog.busiest_share, 4),
+            "busiest_customer_changes": backlog.busiest_changes,
             "compaction_on": on,
             "compaction_off": off,
             "catch_up_on_over_off": round(on["catch_up_s"] / off["catch_up_s"], 3),
@@ -833,7 +833,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for column in ("regime", "records/s", "vs limit", "latency", "peak RSS"):
         table.add_column(column)
     c = results.get("ceiling", {})
-    table.add_row("ceiling (bare consumer + orjson)", f"{c.get('records_per_s', 0):,}", "", "", "")
+    if c:
+        table.add_row("ceiling (bare consumer + orjson)", f"{c['records_per_s']:,}", "", "", "")
     if "cpu_bound" in results:
         r = results["cpu_bound"]
         table.add_row(
@@ -907,8 +908,8 @@ def _quota_backlog_rows(table: Any, r: dict[str, Any]) -> None:
             f"quota backlog, {r['choice']} ({r['changes']:,} changes of "
             f"{r['distinct_customers']:,} customers), compaction {setting}",
             f"{run['changes_per_s']:,}",
-            f"{run['records_sent_per_customer']:.2f} sent/customer, "
-            f"{run['changes_per_request']:,.0f} changes/request",
+            f"{run['records_sent_per_customer']:.2f} sent per customer, "
+            f"{run['changes_per_request']:,.0f} changes per request",
             f"catch-up {run['catch_up_s']} s (first read at {run['first_consumed_s']} s), "
             f"{run['rate_limited']} 429s",
             ", ".join(f"{mb} MB" for mb in run["peak_rss_mb"]),
