@@ -26,7 +26,16 @@ share its cores, so absolute numbers are a floor. Regimes:
    30 s, 429 without ``Retry-After``), 2-second jobs. In production the key's
    quota is the ceiling: 12 requests/s / requests per job x records per job.
    Reported: records/s against that ceiling (requests per job as measured at
-   the simulator over the window), requests per job, and every 429 provoked.
+   the simulator over the window), requests per job, and every 429 provoked;
+7. **quota_backlog**: the same two instances and limits, against a million
+   changes of 200,000 customers already waiting, chosen uniformly and again by
+   a Zipf law (``benchmarks/backlogs.py``); each backlog caught up twice, with
+   compaction on (``COMPACTION_MAX_BYTES`` unset) and off (``0``). Reported:
+   records sent to the API per distinct customer of the backlog, changes retired
+   per API request (every request the simulator counted), the catch-up time
+   (both processes started → every offset committed: start-up and the group
+   join are in it; when the first record was read is reported beside it), peak
+   RSS per instance, 429s, and the catch-up with compaction on ÷ off.
 
 The other regimes measure the service, not the key: the simulator enforces
 no limits there and the service's budget is sized out of the way (it still
@@ -60,6 +69,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks import rebalance
+from benchmarks.backlogs import ZIPF_S, Backlog
 from benchmarks.simulator import SimulatorProcess
 from service.delivery.broker_retry import committed_offsets
 from service.gameball.simulator import DOCUMENTED_LIMITS
@@ -71,7 +81,7 @@ from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol, protocol_e
 
 PARTITIONS = 6
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "quota", "rebalance")
+REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "quota", "quota_backlog", "rebalance")
 BROKERS = {"kafka": "Apache Kafka 4.1 (one KRaft node)", "tansu": "Tansu (the demo's broker)"}
 API_KEY, SECRET_KEY = "bench-api-key", "bench-secret-key"  # the simulator's, not real ones
 UNLIMITED = {"GAMEBALL_RATE_LIMIT_PER_SECOND": "1000000", "GAMEBALL_QUOTA_REQUESTS": "30000000"}
@@ -82,6 +92,8 @@ DOCUMENTED = {
     "GAMEBALL_QUOTA_WINDOW_SECONDS": str(DOCUMENTED_LIMITS["limit_window_seconds"]),
 }
 QUOTA_PER_SECOND = DOCUMENTED_LIMITS["limit_per_window"] / DOCUMENTED_LIMITS["limit_window_seconds"]
+COMPACTION = "COMPACTION_MAX_BYTES"
+"""Compaction's bound (issue 27): unset is on at its default, ``0`` is off."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,9 @@ class Sizes:
     quota_job_duration: float = 2.0
     quota_warmup: float = 15.0  # both instances in, the job durations learnt
     quota_window: float = 60.0  # two quota windows; ~350 jobs
+    quota_backlog_changes: int = 1_000_000
+    quota_backlog_customers: int = 200_000
+    quota_backlog_timeout: float = 1800.0  # a run that has not caught up by then failed
 
 
 SMOKE = Sizes(
@@ -115,6 +130,9 @@ SMOKE = Sizes(
     quota_job_duration=1.0,
     quota_warmup=2.0,
     quota_window=3.0,
+    quota_backlog_changes=4_000,
+    quota_backlog_customers=1_000,
+    quota_backlog_timeout=120.0,
 )
 
 
@@ -240,6 +258,13 @@ class Service:
         """User + system CPU time of the service so far (load-independent, unlike rates)."""
         fields = Path(f"/proc/{self.service_pid()}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def environ(self, name: str) -> str | None:
+        """A variable of the service process's environment as it started, or None if unset."""
+        prefix = name.encode() + b"="
+        environ = Path(f"/proc/{self.service_pid()}/environ").read_bytes()
+        found = next((v for v in environ.split(b"\0") if v.startswith(prefix)), None)
+        return None if found is None else found[len(prefix) :].decode()
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.service_pid()}/status").read_text()
@@ -610,6 +635,90 @@ class Bench:
             "polling": _polling(samples, duration),  # whole run
         }
 
+    def quota_backlog(self, backlog: Backlog, topic: str, produced: Counter[int]) -> None:
+        """A backlog caught up by two instances under the key's limits, compaction on and off."""
+        on = self._catch_up(backlog, topic, produced, compaction=True)
+        off = self._catch_up(backlog, topic, produced, compaction=False)
+        self.results[f"quota_backlog_{backlog.name}"] = {
+            "instances": 2,
+            "job_duration_s": self.sizes.quota_job_duration,
+            "changes": backlog.changes,
+            "customers_drawn_from": backlog.customers,
+            "choice": "uniform" if backlog.zipf_s is None else f"zipf s={backlog.zipf_s:g}",
+            "distinct_customers": backlog.distinct_customers,
+            "busiest_customer_changes": backlog.busiest_changes,
+            "compaction_on": on,
+            "compaction_off": off,
+            "catch_up_on_over_off": round(on["catch_up_s"] / off["catch_up_s"], 3),
+            "targets": {
+                "records_sent_per_customer": 1.1,
+                "catch_up_on_over_off": 0.3,
+                "rate_limited": 0,
+                "peak_rss_mb": 300,
+            },
+        }
+
+    def _catch_up(
+        self, backlog: Backlog, topic: str, produced: Counter[int], compaction: bool
+    ) -> dict[str, Any]:
+        """Two instances on a fresh group, from their start until every offset is committed."""
+        self.configure(
+            job_duration_seconds=self.sizes.quota_job_duration,
+            limit_retry_after=False,
+            **DOCUMENTED_LIMITS,
+        )
+        group = f"quota-backlog-{backlog.name}-{'on' if compaction else 'off'}"
+        group += f"-{random.getrandbits(32)}"
+        settings = {"MAX_JOBS_IN_FLIGHT": "16", **DOCUMENTED}
+        if not compaction:
+            settings[COMPACTION] = "0"
+        env = self.env(topic, group, "classic", **settings)
+        services = [Service(env, self.logs / f"{group}-{i}.log") for i in (1, 2)]
+        for service in services:
+            if compaction:  # on is the default: unset, whatever the benchmark's own environment
+                service.env.pop(COMPACTION, None)
+        done = committed_all(self.broker.bootstrap, group, topic, produced)
+        consumed = "customer_sync_records_consumed_total"
+        started = time.perf_counter()
+        first_consumed: float | None = None
+        with services[0] as one, services[1] as two:
+            while not done():
+                now = time.perf_counter()
+                for service in (one, two):
+                    if service.process is not None and service.process.poll() is not None:
+                        raise RuntimeError(f"an instance exited early; see {service.log}")
+                if now - started > self.sizes.quota_backlog_timeout:
+                    raise RuntimeError(f"{group} not caught up in {now - started:.0f} s")
+                if first_consumed is None and any(s.total(consumed) for s in (one, two)):
+                    first_consumed = now
+                time.sleep(0.2)
+            finished = time.perf_counter()
+            samples = [one.samples(), two.samples()]
+            peaks = [round(one.peak_rss_mb(), 1), round(two.peak_rss_mb(), 1)]
+            seen = [one.environ(COMPACTION), two.environ(COMPACTION)]
+        stats = self.simulator.stats()
+        requests = {kind: sum(codes.values()) for kind, codes in stats["requests"].items()}
+        catch_up = finished - started
+        return {
+            "compaction_max_bytes": seen,  # as each process's environment had it
+            "catch_up_s": round(catch_up, 1),
+            "first_consumed_s": round(
+                (first_consumed or finished) - started, 1
+            ),  # start-up, group join
+            "changes_per_s": round(backlog.changes / catch_up),
+            "records_sent": stats["records_received"],
+            "records_sent_per_customer": round(
+                stats["records_received"] / backlog.distinct_customers, 3
+            ),
+            "jobs": stats["jobs_created"],
+            "requests": sum(requests.values()),
+            "requests_by_kind": requests,
+            "changes_per_request": round(backlog.changes / max(1, sum(requests.values())), 1),
+            "rate_limited": stats["rate_limited"],
+            "peak_rss_mb": peaks,
+            "coalesced": int(sum(_outcome(s, "coalesced") for s in samples)),
+        }
+
     def backlog(self, topic: str, produced: Counter[int]) -> None:
         self.configure(job_duration_seconds=0.0)
         self.results["backlog"] = self.run_to_commit("backlog", topic, produced)
@@ -683,6 +792,14 @@ def _requests(simulator: SimulatorProcess) -> dict[str, int]:
     }
 
 
+def _outcome(samples: dict[str, float], outcome: str) -> float:
+    """Records that ended with ``outcome``, whatever other labels the counter carries."""
+    label = f'outcome="{outcome}"'
+    return sum(
+        v for k, v in samples.items() if k.startswith("customer_sync_records_total{") and label in k
+    )
+
+
 def _ready(service: Service) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         return service.http.get("/readyz").status_code == 200
@@ -716,7 +833,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for column in ("regime", "records/s", "vs limit", "latency", "peak RSS"):
         table.add_column(column)
     c = results.get("ceiling", {})
-    table.add_row("ceiling (bare consumer + orjson)", f"{c.get('records_per_s', 0):,}", "", "", "")
+    if c:
+        table.add_row("ceiling (bare consumer + orjson)", f"{c['records_per_s']:,}", "", "", "")
     if "cpu_bound" in results:
         r = results["cpu_bound"]
         table.add_row(
@@ -756,6 +874,9 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             + _polling_cell(r),
             "",
         )
+    for choice in ("uniform", "zipf"):
+        if f"quota_backlog_{choice}" in results:
+            _quota_backlog_rows(table, results[f"quota_backlog_{choice}"])
     if "light_load" in results:
         r = results["light_load"]
         table.add_row(
@@ -777,6 +898,29 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
                 "",
             )
     Console().print(table)
+
+
+def _quota_backlog_rows(table: Any, r: dict[str, Any]) -> None:
+    """One row per compaction setting, then the ratio of their catch-up times."""
+    for setting in ("on", "off"):
+        run = r[f"compaction_{setting}"]
+        table.add_row(
+            f"quota backlog, {r['choice']} ({r['changes']:,} changes of "
+            f"{r['distinct_customers']:,} customers), compaction {setting}",
+            f"{run['changes_per_s']:,}",
+            f"{run['records_sent_per_customer']:.2f} sent per customer, "
+            f"{run['changes_per_request']:,.0f} changes per request",
+            f"catch-up {run['catch_up_s']} s (first read at {run['first_consumed_s']} s), "
+            f"{run['rate_limited']} 429s",
+            ", ".join(f"{mb} MB" for mb in run["peak_rss_mb"]),
+        )
+    table.add_row(
+        "  … catch-up, compaction on ÷ off",
+        "",
+        f"{r['catch_up_on_over_off']:.2f} (target ≤ {r['targets']['catch_up_on_over_off']})",
+        "",
+        "",
+    )
 
 
 def _polling_cell(r: dict[str, Any]) -> str:
@@ -821,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
             sizes,
             cpu_events=int(sizes.cpu_events * args.scale),
             backlog_events=int(sizes.backlog_events * args.scale),
+            quota_backlog_changes=int(sizes.quota_backlog_changes * args.scale),
+            quota_backlog_customers=max(1, int(sizes.quota_backlog_customers * args.scale)),
         )
     only = set(args.only or REGIMES)
     logs = args.output.parent / "logs"
@@ -860,10 +1006,12 @@ def run_regimes(
             broker, simulator, sizes, logs, profile=args.profile, log_level=args.log_level
         )
         broker.create_topics({"bench-cpu": PARTITIONS, "bench-backlog": PARTITIONS, "bench.dlq": 1})
-        print(f"producing {sizes.cpu_events:,} + {sizes.backlog_events:,} events ...", flush=True)
-        cpu = produce(
-            broker.bootstrap, "bench-cpu", keyed(sizes.cpu_events, sizes.cpu_customers, 1, "c")
-        )
+        print("producing the regimes' events ...", flush=True)
+        cpu: Counter[int] = Counter()
+        if only & {"ceiling", "cpu"}:
+            cpu = produce(
+                broker.bootstrap, "bench-cpu", keyed(sizes.cpu_events, sizes.cpu_customers, 1, "c")
+            )
         backlog: Counter[int] = Counter()
         if only & {"api", "backlog", "quota"}:
             backlog = produce(
@@ -871,6 +1019,20 @@ def run_regimes(
                 "bench-backlog",
                 keyed(sizes.backlog_events, sizes.backlog_customers, 2, "b"),
             )
+        backlogs = []
+        if "quota_backlog" in only:
+            for seed, (choice, zipf_s) in enumerate((("uniform", None), ("zipf", ZIPF_S)), 3):
+                drawn = Backlog.draw(
+                    choice,
+                    sizes.quota_backlog_changes,
+                    sizes.quota_backlog_customers,
+                    zipf_s,
+                    seed,
+                )
+                topic = f"bench-quota-backlog-{choice}"
+                broker.create_topics({topic: PARTITIONS})
+                events = drawn.events(prefix=f"q{choice[0]}", seed=seed)
+                backlogs.append((drawn, topic, produce(broker.bootstrap, topic, events)))
         if only & {"ceiling", "cpu"}:
             bench.ceiling("bench-cpu", sum(cpu.values()))
         if "cpu" in only:
@@ -884,6 +1046,8 @@ def run_regimes(
             bench.light_load()
         if "quota" in only:
             bench.quota_bound("bench-backlog")
+        for drawn, topic, produced in backlogs:
+            bench.quota_backlog(drawn, topic, produced)
         if "rebalance" in only and isinstance(broker, KafkaNode):
             for protocol in GROUP_PROTOCOLS:
                 bench.results[f"rebalance_{protocol}"] = rebalance.measure(bench, protocol)

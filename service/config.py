@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         "(`customerAttributes.city: address.city` in the nested shape), a column's `type` where "
         "events carry no schema, `custom.<attribute>: column` (see Input)",
     )
+    routes_file: Path | None = Field(
+        default=None,
+        description="topics → Gameball operations, YAML (see [Routes](docs/routes.md)); unset, "
+        "one customers route named `customers` reads `KAFKA_SOURCE_TOPICS` through "
+        "`FIELD_MAPPING_FILE`, and with it neither of those two may be set",
+    )
 
     schema_registry_url: str | None = Field(
         default=None,
@@ -331,6 +337,25 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"GAMEBALL_BASE_URL {url!r} would send the API keys in clear text: use https://, "
                 "or set GAMEBALL_ALLOW_INSECURE_HTTP=true to accept that"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _routes_file_says_the_topics_and_mappings(self) -> Settings:
+        """With a routes file, the topics and each customers route's mapping are in it: a
+        variable that would be ignored stops start-up instead."""
+        if self.routes_file is None:
+            return self
+        if "field_mapping_file" in self.model_fields_set:
+            raise ValueError(
+                "ROUTES_FILE and FIELD_MAPPING_FILE are both set: with a routes file each "
+                "customers route carries its own mapping (mapping:, read as FIELD_MAPPING_FILE "
+                "is), so move the file's entries there and unset FIELD_MAPPING_FILE"
+            )
+        if "kafka_source_topics" in self.model_fields_set:
+            raise ValueError(
+                "ROUTES_FILE and KAFKA_SOURCE_TOPICS are both set: with a routes file each "
+                "route names its topics (topics:), so unset KAFKA_SOURCE_TOPICS"
             )
         return self
 

@@ -4,9 +4,10 @@
 exits 1 when the committed files differ from what the code generates, and a
 test does the same, so the documents cannot drift from the code.
 
-Two things pydantic cannot say on its own are added here, from the models'
+Three things pydantic cannot say on its own are added here, from the models'
 own declarations: a job id accepted under several keys (``AliasChoices``:
-``jobId``, ``JobId``, ``id``) and a job status accepted in any letter case.
+``jobId``, ``JobId``, ``id``), a job status accepted in any letter case, and a
+redemption's one way to redeem (``amount``, ``points`` or ``holdReference``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pydantic import AliasChoices, BaseModel
 from service.contracts.events import DeadLetterHeaders, InputEvent
 from service.gameball.customer import FlatBatchRequest, NestedBatchRequest
 from service.gameball.models import STATE_SYNONYMS, JobCreated, JobStatus
+from service.gameball.operations import Operation
+from service.gameball.simulator.requests import REQUESTS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 DIRECTORY = Path(__file__).resolve().parents[2] / "schemas"
@@ -72,6 +75,31 @@ def flat_batch_request() -> dict[str, Any]:
         "The body of POST /api/v4.0/integrations/batch/customers: at most 1,000 customers, "
         "every field at the top level as the tutorial shows (GAMEBALL_CUSTOMER_SHAPE=flat).",
     )
+
+
+def operation_request(operation: Operation) -> Callable[[], dict[str, Any]]:
+    """The body of ``POST .../batch/<operation>`` for an operation besides customers."""
+    facts = operation.facts
+
+    def build() -> dict[str, Any]:
+        key = f"; natural key {facts.natural_key}" if facts.natural_key else "; no natural key"
+        schema = _schema(
+            REQUESTS[operation],
+            f"api-batch-request-{operation}",
+            f"Gameball batch {operation} request",
+            f"The body of POST /api/v4.0/integrations/batch/{operation}: at most 1,000 items, "
+            f"required fields as Gameball's OpenAPI lists them ({', '.join(facts.required)})"
+            f"{key}; every other field passes through.",
+        )
+        if operation is Operation.REDEEM:
+            # RedeemItem's validator, which pydantic cannot render: one way to redeem is given.
+            ways = ("amount", "points", "holdReference")
+            schema["$defs"]["RedeemItem"]["anyOf"] = [
+                {"required": [way], "properties": {way: {"not": {"type": "null"}}}} for way in ways
+            ]
+        return schema
+
+    return build
 
 
 def job_created() -> dict[str, Any]:
@@ -127,6 +155,10 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "api-job-created.schema.json": job_created,
     "api-job-status.schema.json": job_status,
     "dead-letter-headers.schema.json": dead_letter_headers,
+    **{
+        f"api-batch-request-{operation}.schema.json": operation_request(operation)
+        for operation in REQUESTS
+    },
 }
 
 

@@ -91,15 +91,17 @@ class FieldMapping:
     ``fields`` holds the API's own fields by path as written (``email``,
     ``customerAttributes.city``), ``attributes`` the custom attributes (``custom.<name>`` or
     ``customerAttributes.custom.<name>``: attribute name -> source); ``nested_attributes``
-    the names written the second way (valid in the nested shape only). ``origin`` names
-    the file in errors.
+    the names written the second way (valid in the nested shape only). ``origin`` is the
+    file; ``label`` names the mapping in errors (``FIELD_MAPPING_FILE '...'``, or a route's).
     """
 
-    def __init__(self, entries: dict[str, str | Source], origin: str = "") -> None:
+    def __init__(self, entries: dict[str, str | Source], origin: str = "", label: str = "") -> None:
         self.fields: dict[str, Source] = {}
         self.attributes: dict[str, Source] = {}
         self.nested_attributes: set[str] = set()
         self.origin = origin
+        # How an error names this mapping: the file, or a route's entry in ROUTES_FILE.
+        self.label = label or (f"FIELD_MAPPING_FILE {origin!r}" if origin else "the field mapping")
         for key, entry in entries.items():
             source = entry if isinstance(entry, Source) else Source(tuple(entry.split(".")))
             if key.startswith(NESTED_ATTRIBUTE_PREFIX):
@@ -154,7 +156,7 @@ def layout(
     with_tags = tags_sync != "off"
     mapped: dict[Slot, Source] = {}
     for key, source in mapping.fields.items():
-        slot = _slot(key, shape, mapping.origin)
+        slot = _slot(key, shape, mapping.label)
         if slot.name == "tags" and not slot.nested and not with_tags:
             continue  # TAGS_SYNC=off: tags are not sent, whatever feeds them
         mapped[slot] = source
@@ -187,7 +189,7 @@ def layout(
     return Layout(shape, by_name, mapped, copies, nested and tags_sync in ("changed", "always"))
 
 
-def _slot(key: str, shape: CustomerShape, origin: str) -> Slot:
+def _slot(key: str, shape: CustomerShape, label: str) -> Slot:
     hint: str | None = None
     if shape == "flat":
         if key in FLAT_FIELDS:
@@ -195,7 +197,7 @@ def _slot(key: str, shape: CustomerShape, origin: str) -> Slot:
         name = key.removeprefix(NESTED_PREFIX)
         if name in FLAT_FIELDS:
             hint = name
-        raise _not_in_shape(key, shape, hint, origin)
+        raise _not_in_shape(key, shape, hint, label)
     if key in NESTED_TOP or key == "tags":
         return Slot(key)
     if key == "custom":  # the custom object, where each shape keeps it
@@ -207,14 +209,13 @@ def _slot(key: str, shape: CustomerShape, origin: str) -> Slot:
         hint = NESTED_PREFIX + name
     elif key == "name":
         hint = NESTED_PREFIX + "displayName"
-    raise _not_in_shape(key, shape, hint, origin)
+    raise _not_in_shape(key, shape, hint, label)
 
 
 def _not_in_shape(
     key: str, shape: CustomerShape, hint: str | None, where: str | FieldMapping
 ) -> ConfigError:
-    origin = where.origin if isinstance(where, FieldMapping) else where
-    source = f"FIELD_MAPPING_FILE {origin!r}" if origin else "the field mapping"
+    source = where.label if isinstance(where, FieldMapping) else where
     advice = (
         f"map it as {hint}"
         if hint
@@ -239,18 +240,24 @@ def load_field_mapping(path: str | Path) -> FieldMapping:
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())  # YAML's message spans lines; a log line must not
         raise ConfigError(f"FIELD_MAPPING_FILE {str(file)!r} is not valid: {detail}") from None
+    return field_mapping(data, str(file), f"FIELD_MAPPING_FILE {str(file)!r}")
+
+
+def field_mapping(data: Any, origin: str, label: str) -> FieldMapping:
+    """A parsed mapping (the file's content, or a customers route's ``mapping:``), validated;
+    ``ConfigError`` starts with ``label``."""
     if not isinstance(data, dict):
         raise ConfigError(
-            f"FIELD_MAPPING_FILE {str(file)!r} must map API field names to source column paths "
+            f"{label} must map API field names to source column paths "
             "(apiField: source.column.path)"
         )
     entries: dict[str, str | Source] = {}
     for key, value in data.items():
         try:
-            entries[_key(key)] = _source(value)
+            entries[_key(key)] = column_source(value)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"FIELD_MAPPING_FILE {str(file)!r}: {key}: {exc}") from None
-    return FieldMapping(entries, str(file))
+            raise ConfigError(f"{label}: {key}: {exc}") from None
+    return FieldMapping(entries, origin, label)
 
 
 def _key(key: Any) -> str:
@@ -270,7 +277,9 @@ def _key(key: Any) -> str:
     )
 
 
-def _source(value: Any) -> Source:
+def column_source(value: Any) -> Source:
+    """A mapping entry's value: ``column.path`` or ``{column, type, scale}``; ``ValueError`` or
+    ``TypeError`` say what is wrong with it."""
     if isinstance(value, str):
         return Source(_path(value))
     if not isinstance(value, dict):

@@ -201,10 +201,10 @@ class Rows:
             return None
         if value == self._unavailable or (type(value) is list and self._unavailable in value):
             return _UNKNOWN
-        return _walk(value, path) if path else value
+        return walk(value, path) if path else value
 
 
-def _walk(value: Any, path: tuple[str, ...]) -> Any:
+def walk(value: Any, path: tuple[str, ...]) -> Any:
     """Keys ``path`` inside a column's value, parsing JSON text on the way (``None``: absent)."""
     current = value
     for part in path:

@@ -9,7 +9,7 @@ wrong for a preflight, so every network call here has a short deadline
 loads a coordinator is asked again within it, never beyond
 (:mod:`service.delivery.broker_retry`), and a missing topic fails at once.
 
-What fails the check (exit 1): the configuration, the field-mapping file, no
+What fails the check (exit 1): the configuration, the field-mapping or routes file, no
 broker answering, a source or dead-letter topic missing, the API rejecting
 the credentials or the version or not answering, the configured job dialect
 absent where the other answers, a source topic whose newest records
@@ -40,8 +40,10 @@ from service.delivery.broker_retry import (
     with_broker_retry,
 )
 from service.delivery.decoding import Decoder
-from service.delivery.mapping import FieldMapping, layout, load_field_mapping
+from service.delivery.mapping import FieldMapping
+from service.delivery.routes import Route, routes_from_settings
 from service.errors import ConfigError, KafkaError, RegistryUnavailable
+from service.gameball.operations import Delivery, Operation
 from service.tools.check_api import check_api
 from service.tools.check_registry import check_registry
 from service.tools.check_results import FAIL, INFO, OK, WARN, Result
@@ -83,11 +85,53 @@ def create_topic_hint(settings: Settings, topic: str) -> str:
     )
 
 
-def _topics(settings: Settings) -> list[str]:
-    return [*settings.kafka_source_topics, settings.kafka_dlq_topic]
+def _sources(routes: tuple[Route, ...]) -> list[str]:
+    return [topic for route in routes for topic in route.topics]
 
 
-def check_broker(settings: Settings, timeout: float) -> tuple[Result, ClusterMetadata | None]:
+def _dead_letter_topics(settings: Settings, routes: tuple[Route, ...]) -> list[str]:
+    return list(dict.fromkeys([settings.kafka_dlq_topic, *(r.dead_letter_topic for r in routes)]))
+
+
+def _topics(settings: Settings, routes: tuple[Route, ...]) -> list[str]:
+    return [*_sources(routes), *_dead_letter_topics(settings, routes)]
+
+
+_DELIVERY = {
+    Delivery.UPSERT: "upsert, the latest state of a customer wins",
+    Delivery.KEYED: "keyed by {key}, a second delivery is refused as a duplicate",
+    Delivery.IDLESS: "no id, at most once: an item whose fate is unknown is dead-lettered "
+    "(unsafe_without_ids)",
+}
+
+
+def describe_routes(routes: tuple[Route, ...]) -> list[Result]:
+    """One line per route: its operation, its topics and the delivery its operation bears."""
+    results = []
+    for route in routes:
+        delivery = _DELIVERY[route.delivery].format(key=route.natural_key)
+        extras = ""
+        if route.limits is not None:
+            shown = [
+                f"{count}/{span}"
+                for count, span in ((route.limits.per_second, "s"), (route.limits.per_30s, "30 s"))
+                if count is not None
+            ]
+            extras += f"; own limits {', '.join(shown)}"
+        results.append(
+            Result(
+                OK,
+                f"route {route.name}",
+                f"{route.operation} from {', '.join(route.topics)}: {delivery}{extras} "
+                f"→ dead letters {route.dead_letter_topic}",
+            )
+        )
+    return results
+
+
+def check_broker(
+    settings: Settings, routes: tuple[Route, ...], timeout: float
+) -> tuple[Result, ClusterMetadata | None]:
     """Cluster metadata, asked again while a configured topic has no leader yet, within
     ``timeout``: then the last answer stands and :func:`check_topics` says what is wrong."""
     admin = AdminClient(admin_config(settings))
@@ -96,7 +140,7 @@ def check_broker(settings: Settings, timeout: float) -> tuple[Result, ClusterMet
     def lookup(left: float) -> ClusterMetadata:
         nonlocal last
         last = admin.list_topics(timeout=left)
-        for topic in _topics(settings):
+        for topic in _topics(settings, routes):
             found = last.topics.get(topic)
             if found is not None:
                 ask_again_if_transient(found.error)
@@ -127,10 +171,12 @@ def check_broker(settings: Settings, timeout: float) -> tuple[Result, ClusterMet
     )
 
 
-def check_topics(settings: Settings, metadata: ClusterMetadata) -> list[Result]:
+def check_topics(
+    settings: Settings, routes: tuple[Route, ...], metadata: ClusterMetadata
+) -> list[Result]:
     results = []
-    wanted = [(t, "source topic") for t in settings.kafka_source_topics]
-    wanted.append((settings.kafka_dlq_topic, "dead-letter topic"))
+    wanted = [(t, "source topic") for t in _sources(routes)]
+    wanted.extend((t, "dead-letter topic") for t in _dead_letter_topics(settings, routes))
     for topic, role in wanted:
         found = metadata.topics.get(topic)
         if found is not None and found.error is not None and is_transient(found.error):
@@ -155,11 +201,13 @@ def check_topics(settings: Settings, metadata: ClusterMetadata) -> list[Result]:
     return results
 
 
-def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> Result:
+def check_lag(
+    settings: Settings, routes: tuple[Route, ...], metadata: ClusterMetadata, timeout: float
+) -> Result:
     """Committed offsets of the group against the high watermarks; informational only."""
     parts = [
         TopicPartition(topic, p)
-        for topic in settings.kafka_source_topics
+        for topic in _sources(routes)
         if topic in metadata.topics and metadata.topics[topic].error is None
         for p in metadata.topics[topic].partitions
     ]
@@ -199,20 +247,37 @@ def check_lag(settings: Settings, metadata: ClusterMetadata, timeout: float) -> 
 
 
 def check_records(
-    settings: Settings, metadata: ClusterMetadata, mapping: FieldMapping | None, timeout: float
+    settings: Settings, routes: tuple[Route, ...], metadata: ClusterMetadata, timeout: float
 ) -> list[Result]:
-    """The newest records of each source topic, decoded as the service would decode them."""
+    """The newest records of each customers route's topics, decoded as the service would
+    decode them (the other operations' records are not sampled yet)."""
     config = {**admin_config(settings), "group.id": f"{settings.kafka_group_id}.check"}
     registry = settings.schema_registry_config()
+    avro = None if registry is None else AvroReader.from_config(registry)
+    results = []
+    for route in routes:
+        if route.operation is Operation.CUSTOMERS:
+            results.extend(_check_route_records(settings, route, avro, config, metadata, timeout))
+    return results
+
+
+def _check_route_records(
+    settings: Settings,
+    route: Route,
+    avro: AvroReader | None,
+    config: dict[str, str | int | float | bool],
+    metadata: ClusterMetadata,
+    timeout: float,
+) -> list[Result]:
     decoder = Decoder(
-        mapping,
+        route.mapping if isinstance(route.mapping, FieldMapping) else None,
         settings.delete_policy,
         shape=settings.gameball_customer_shape,
         tags_sync=settings.tags_sync,
-        avro=None if registry is None else AvroReader.from_config(registry),
+        avro=avro,
     )
     results = []
-    for topic in settings.kafka_source_topics:
+    for topic in route.topics:
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             continue
@@ -295,12 +360,7 @@ def run_checks(
 ) -> int:
     try:
         settings = load_settings(environ)
-        mapping = (
-            load_field_mapping(settings.field_mapping_file)
-            if settings.field_mapping_file is not None
-            else None
-        )
-        layout(mapping, settings.gameball_customer_shape, settings.tags_sync)  # fits the shape?
+        routes = routes_from_settings(settings)  # reads and checks the mapping or routes file
     except ConfigError as exc:
         emit(Result(FAIL, "configuration", f"{exc}"))
         return 2
@@ -308,24 +368,27 @@ def run_checks(
         Result(
             OK,
             "configuration",
-            f"group {settings.kafka_group_id}, topics {', '.join(settings.kafka_source_topics)} "
+            f"group {settings.kafka_group_id}, topics {', '.join(_sources(routes))} "
             f"→ dead letters {settings.kafka_dlq_topic}"
             + (f", mapping {settings.field_mapping_file}" if settings.field_mapping_file else "")
+            + (f", routes {settings.routes_file}" if settings.routes_file else "")
             + f", {settings.gameball_customer_shape} customer, TAGS_SYNC={settings.tags_sync}",
         )
     )
+    for result in describe_routes(routes):
+        emit(result)
     results: list[Result] = []
-    broker, metadata = check_broker(settings, args.timeout)
+    broker, metadata = check_broker(settings, routes, args.timeout)
     results.append(broker)
     emit(broker)
     if metadata is not None:
-        for result in check_topics(settings, metadata):
+        for result in check_topics(settings, routes, metadata):
             results.append(result)
             emit(result)
-        lag = check_lag(settings, metadata, args.timeout)
+        lag = check_lag(settings, routes, metadata, args.timeout)
         results.append(lag)
         emit(lag)
-        for result in check_records(settings, metadata, mapping, args.timeout):
+        for result in check_records(settings, routes, metadata, args.timeout):
             results.append(result)
             emit(result)
     for result in check_api(settings, args.timeout):

@@ -32,6 +32,7 @@ def test_a_working_setup_passes_every_check(broker: KafkaNode, simulator: Runnin
     assert out.code == 0, out
     assert [line.split(":")[0] for line in lines[:-1]] == [
         "✓ configuration",
+        "✓ route customers",
         "✓ brokers",
         f"✓ source topic {topic}",
         f"✓ dead-letter topic {topic}.dlq",
@@ -43,6 +44,39 @@ def test_a_working_setup_passes_every_check(broker: KafkaNode, simulator: Runnin
     ]
     assert f"source topic {topic}: 3 partition(s)" in out.stdout
     assert lines[-1] == "all checks passed"
+
+
+def test_a_routes_file_is_reported_route_by_route_and_its_topics_checked(
+    broker: KafkaNode, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    customers = topics(broker)
+    orders = unique("orders")
+    broker.create_topics({orders: 1})
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"""\
+routes:
+  - {{name: members, operation: customers, topics: [{customers}]}}
+  - name: orders
+    operation: orders
+    topics: [{orders}]
+    mapping: {{customerId: customer_id, orderId: id, orderDate: at, totalPaid: total}}
+"""
+    )
+    env = tool_env(broker, simulator.base_url, customers, ROUTES_FILE=str(routes))
+    del env["KAFKA_SOURCE_TOPICS"]
+    out = customer_sync("check", env=env)
+    out.assert_no_traceback()
+    assert out.code == 0, out
+    lines = out.stdout.splitlines()
+    assert lines[1:3] == [
+        f"✓ route members: customers from {customers}: upsert, the latest state of a customer "
+        f"wins → dead letters {customers}.dlq",
+        f"✓ route orders: orders from {orders}: keyed by orderId, a second delivery is refused "
+        f"as a duplicate → dead letters {customers}.dlq",
+    ]
+    assert f"✓ source topic {orders}: 1 partition(s)" in lines
+    assert f"✓ source topic {customers}: 3 partition(s)" in lines
 
 
 def test_lag_is_reported_from_committed_offsets_and_never_fails(

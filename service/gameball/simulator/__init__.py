@@ -1,9 +1,14 @@
-"""A fast, faithful local simulator of the Gameball Batch Customer API (SPEC §4, ``shared/seeds``).
+"""A fast, faithful local simulator of the Gameball Batch API (SPEC §4, ``shared/seeds``).
 
 It serves ``POST /api/v4.0/integrations/batch/customers`` (``/api/v4/...`` too),
 ``GET`` and ``DELETE /api/v4.0/integrations/batch/{jobId}`` with the seeds'
 headers, bodies and status documents, plus unauthenticated ``/_sim/*``
-control endpoints for tests, the demo and the benchmark.
+control endpoints for tests, the demo and the benchmark. Every other batch
+operation (``orders``, ``cashback``, ``redeem``, ``events``,
+``balance-adjustment``) is served the same way, through the same gate,
+faults and job store, with its own request (:mod:`.requests`) and per-record
+answers and logs (:mod:`.books`: duplicate keys, unknown customers, future
+times, double applications).
 
 Decisions worth knowing:
 
@@ -60,11 +65,15 @@ every record the API reported failed (``customerId``, ``jobId``, ``error``:
 per-record failures and the records of failed jobs); ``GET|POST /_sim/config``
 (a JSON object of :class:`SimulatorConfig` fields, checked, 400 otherwise;
 a new ``seed`` re-seeds); ``POST /_sim/reset`` (jobs, log and counters go,
-the configuration stays and the seed restarts).
+the configuration stays and the seed restarts). ``?operation=orders`` (any
+other operation) on ``/_sim/applied`` and ``/_sim/rejected`` reads that
+operation's logs instead; ``/_sim/stats`` ``operations`` holds their counts.
 
 Layout: :mod:`.config` (what it does), :mod:`.state` (jobs on a clock, the
-applied log, counters), :mod:`.limits` (the key's rate limits), :mod:`.app`
-(the HTTP endpoints), :mod:`.gate` (the fast validation of a batch), :mod:`.profiles`
+applied log, counters), :mod:`.books` (the other operations' logs and per-record
+answers), :mod:`.requests` (their request models), :mod:`.limits` (the key's
+rate limits), :mod:`.app` (the HTTP endpoints), :mod:`.gate` (the fast
+validation of a batch of customers), :mod:`.profiles`
 (tags and read-back), :mod:`.runner` (the HTTP server: :class:`RunningSimulator` on a
 thread for tests and the demo), :mod:`.cli` (``customer-sync simulate``: its switches, banner
 and ``main``; the benchmark runs it as a process of its own and uses the controls).

@@ -1,5 +1,6 @@
-"""The simulator's HTTP surface: the batch endpoints, in both job dialects, the customer's
-tags and read-back, and the ``/_sim`` controls.
+"""The simulator's HTTP surface: the batch endpoints (customers, and every other operation
+of :mod:`service.gameball.operations`), in both job dialects, the customer's tags and
+read-back, and the ``/_sim`` controls.
 
 Job status and stop are served in the dialect(s) ``job_api`` names (``batch``:
 ``GET``/``DELETE /batch/{jobId}``; ``batches``: ``GET /batches/{id}/status``,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import secrets
 import time
 import uuid
@@ -29,9 +31,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.gameball.customer import batch_request, unknown_fields
+from service.gameball.operations import Operation
 from service.gameball.simulator.config import SimulatorConfig
 from service.gameball.simulator.documents import BATCHES_STATES, STOPPED_MESSAGE
 from service.gameball.simulator.gate import passes
+from service.gameball.simulator.requests import REQUESTS, items
 from service.gameball.simulator.state import SimulatorState
 
 MAX_REPORTED_ERRORS = 10
@@ -181,13 +185,7 @@ class _Api:
             if not passes(body, shape, strict=strict):
                 batch_request(shape, strict=strict).model_validate(raw)
         except ValidationError as exc:
-            lines = describe_validation(exc, raw, shape if strict else "")
-            text = "; ".join(lines[:MAX_REPORTED_ERRORS])
-            if len(lines) > MAX_REPORTED_ERRORS:
-                text += f"; and {len(lines) - MAX_REPORTED_ERRORS} more"
-            if self.state.config.error_envelope:
-                return json_response({**envelope(400, text, 3000), "errors": lines[:100]}, 400)
-            return json_response({"message": text, "errors": lines[:100]}, 400)
+            return self._invalid(describe_validation(exc, raw, shape if strict else ""))
         items = raw["body"]
         if not strict:
             items = [self._kept(item, shape) for item in items]
@@ -195,6 +193,34 @@ class _Api:
         if late_fault is not None:
             return _server_error(late_fault, self.state.config)
         return json_response({"jobId": job.id})
+
+    def _invalid(self, lines: list[str]) -> Response:
+        """400 naming what is wrong: the first errors in ``message``, up to 100 in ``errors``."""
+        text = "; ".join(lines[:MAX_REPORTED_ERRORS])
+        if len(lines) > MAX_REPORTED_ERRORS:
+            text += f"; and {len(lines) - MAX_REPORTED_ERRORS} more"
+        if self.state.config.error_envelope:
+            return json_response({**envelope(400, text, 3000), "errors": lines[:100]}, 400)
+        return json_response({"message": text, "errors": lines[:100]}, 400)
+
+    def submit(self, operation: Operation) -> Callable[[Request, int | None], Awaitable[Response]]:
+        """``POST .../batch/<operation>`` for an operation besides customers (:mod:`.books`)."""
+
+        async def create(request: Request, late_fault: int | None) -> Response:
+            try:
+                raw = orjson.loads(await request.body())
+            except orjson.JSONDecodeError as exc:
+                return _message(400, f"Invalid JSON: {exc}", self.state.config)
+            try:
+                body = items(operation, raw)
+            except ValidationError as exc:
+                return self._invalid(describe_validation(exc, raw))
+            job = self.state.create_job(body, operation)
+            if late_fault is not None:
+                return _server_error(late_fault, self.state.config)
+            return json_response({"jobId": job.id})
+
+        return create
 
     def _kept(self, item: dict[str, Any], shape: str) -> dict[str, Any]:
         """Lenient: what a server binding ``shape`` keeps of ``item``; the rest is counted."""
@@ -284,10 +310,23 @@ class _Api:
         return json_response(self.state.stats())
 
     async def applied(self, request: Request) -> Response:
-        return self._log(request, "applied", self.state.applied_since)
+        """``?operation=`` (customers by default) picks the operation's log."""
+        operation = _operation(request)
+        if operation is None:
+            return _message(400, f"operation must be one of {', '.join(Operation)}")
+        if operation is Operation.CUSTOMERS:
+            return self._log(request, "applied", self.state.applied_since)
+        read = functools.partial(self.state.items_applied_since, operation)
+        return self._log(request, "applied", read)
 
     async def rejected(self, request: Request) -> Response:
-        return self._log(request, "rejected", self.state.rejected_since)
+        operation = _operation(request)
+        if operation is None:
+            return _message(400, f"operation must be one of {', '.join(Operation)}")
+        if operation is Operation.CUSTOMERS:
+            return self._log(request, "rejected", self.state.rejected_since)
+        read = functools.partial(self.state.items_refused_since, operation)
+        return self._log(request, "rejected", read)
 
     @staticmethod
     def _log(
@@ -321,6 +360,14 @@ class _Api:
         return _message(200, "reset")
 
 
+def _operation(request: Request) -> Operation | None:
+    """The ``operation`` query parameter (``customers`` when absent); ``None``: no such one."""
+    try:
+        return Operation(request.query_params.get("operation", Operation.CUSTOMERS))
+    except ValueError:
+        return None
+
+
 def _version(path: str) -> str:
     """``/api/v4.1/integrations/...`` → ``v4.1`` (``/api/v4/...`` is ``v4.0``)."""
     version = path.split("/")[2] if path.count("/") >= 2 else ""
@@ -350,11 +397,16 @@ def create_app(config: SimulatorConfig) -> Starlette:
     batches_stop = api.counted("stop", api.batches_stop, "batches")
     tags = api.counted("tags", api.tags)
     customer = api.counted("customer", api.customer)
+    submissions = {op: api.counted("create", api.submit(op)) for op in REQUESTS}
     for prefix in API_PREFIXES:
         batch, batches = f"{prefix}/integrations/batch", f"{prefix}/integrations/batches"
         customers = f"{prefix}/integrations/customers/{{customer_id}}"
         routes += [
             Route(f"{batch}/customers", create, methods=["POST"]),
+            *(
+                Route(f"{batch}/{operation}", submit, methods=["POST"])
+                for operation, submit in submissions.items()
+            ),
             Route(f"{batch}/{{job_id}}", status, methods=["GET"]),
             Route(f"{batch}/{{job_id}}", stop, methods=["DELETE"]),
             Route(f"{batches}/{{job_id}}/status", batches_status, methods=["GET"]),

@@ -11,6 +11,7 @@ from typing import Any
 
 from service.errors import ConfigError
 from service.gameball.customer import SHAPES
+from service.gameball.operations import Operation
 from service.gameball.simulator import runner
 from service.gameball.simulator.config import DOCUMENTED_LIMITS, SimulatorConfig
 
@@ -166,6 +167,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept item fields the shape does not define, drop them and count them in "
         "/_sim/stats, as the live API probably does (default: strict, a 400 naming the field)",
     )
+    add(
+        "--all-customers-known",
+        action="store_true",
+        help="take every customer as known to orders, cashback, redeem, events and "
+        "balance-adjustment (default: 'Customer not found' until a customers job applied it)",
+    )
+    add(
+        "--echo-keys",
+        action="store_true",
+        help="add the natural key (orderId, transactionId) to each result entry; Gameball "
+        "documents only customerId and the message",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -189,6 +202,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         "min_api_version": args.min_api_version or "",
         "customer_shape": args.customer_shape,
         "strict": not args.lenient,
+        "all_customers_known": args.all_customers_known,
+        "echo_keys": args.echo_keys,
     }
     if args.documented_limits:
         values.update(DOCUMENTED_LIMITS)
@@ -205,13 +220,17 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 
 DESCRIPTION = """\
-A local stand-in for the Gameball Batch Customer API: the same paths (v4.0 and
+A local stand-in for Gameball's batch API: every batch operation (customers,
+orders, cashback, redeem, events, balance-adjustment), the same paths (v4.0 and
 v4.1; job status and stop in either published dialect, --job-api), the
 APIKey/SecretKey headers, the 1,000-record limit and the queued -> running ->
-completed/failed job lifecycle, plus switches to provoke every failure the
-service must survive. Unauthenticated controls: GET /_sim/stats,
-GET /_sim/applied?since=N, GET|POST /_sim/config, POST /_sim/reset. --documented-limits answers 429
-past Gameball's documented rate limits, as the real API does.
+completed/failed job lifecycle; per record, a duplicate orderId or transactionId
+is refused, an unknown customer is 'Customer not found' and a transaction time
+in the future is refused; plus switches to provoke every failure the service
+must survive. Unauthenticated controls: GET /_sim/stats, GET
+/_sim/applied?since=N[&operation=orders], GET|POST /_sim/config, POST
+/_sim/reset. --documented-limits answers 429 past Gameball's documented rate
+limits, as the real API does.
 """
 
 EPILOG = """\
@@ -221,6 +240,7 @@ examples:
   customer-sync simulate --rate-limit-rate 0.2 --server-error-rate 0.05 --seed 1
   customer-sync simulate --documented-limits --limit-without-retry-after --job-duration 2
   customer-sync simulate --job-api batches --customer-shape flat --lenient
+  customer-sync simulate --all-customers-known --echo-keys   # orders without customers first
 """
 
 
@@ -249,6 +269,15 @@ def banner(config: SimulatorConfig, base_url: str) -> str:
                 if config.strict
                 else "lenient (fields the shape lacks: dropped, counted in /_sim/stats)"
             ),
+            "  operations    " + ", ".join(Operation) + " (POST .../batch/<operation>)",
+            "  per record    duplicate ids and future times refused; "
+            + (
+                "every customer known"
+                if config.all_customers_known
+                else "a customer no customers job applied: 7000"
+            )
+            + "; results: customerId, message"
+            + (", natural key" if config.echo_keys else ""),
             "  faults        " + ", ".join(f"{k} {v}" for k, v in faults.items()),
             "  rate limits   " + _limits(config),
             "  use it        export GAMEBALL_BASE_URL=" + base_url,

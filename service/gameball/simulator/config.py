@@ -17,6 +17,7 @@ API_VERSIONS = ("v4.0", "v4.1")
 
 _RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
 _SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
+_SWITCHES = ("limit_retry_after", "error_envelope", "strict", "all_customers_known", "echo_keys")
 
 DOCUMENTED_LIMITS = {"limit_per_second": 30, "limit_per_window": 360, "limit_window_seconds": 30.0}
 """Gameball's "Rate Limiting" page, for the resources not listed otherwise (the batch endpoints)."""
@@ -61,6 +62,12 @@ class SimulatorConfig:
     """A merchant's minimum version (``v4.1``): older paths are refused with 403."""
     customer_shape: CustomerShape = "nested"
     strict: bool = True
+    all_customers_known: bool = False
+    """Every customer counts as known to the other operations: no "customer not found" (7000)
+    for a customer no customers job applied (for tests that send orders only)."""
+    echo_keys: bool = False
+    """Result entries of orders, cashback and redeem carry the item's natural key (``orderId``,
+    ``transactionId``) beside ``customerId`` and the message; Gameball documents none."""
 
     def __post_init__(self) -> None:
         if self.customer_shape not in SHAPES:
@@ -100,7 +107,7 @@ def changed(config: SimulatorConfig, changes: dict[str, Any]) -> SimulatorConfig
             ok = isinstance(value, str)
         elif name == "seed":
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
-        elif name in ("limit_retry_after", "error_envelope", "strict"):
+        elif name in _SWITCHES:
             ok = isinstance(value, bool)
         elif name in ("limit_per_second", "limit_per_window"):
             ok = isinstance(value, int) and not isinstance(value, bool)

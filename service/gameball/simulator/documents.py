@@ -35,7 +35,7 @@ def batch_document(job: Job) -> bytes:
         results = {"successful": job.successful, "failed": job.failed}
     return orjson.dumps(
         {
-            "operation": OPERATION,
+            "operation": OPERATION if job.book is None else job.book.words.label,
             "errorCount": len(job.failed),
             "totalCount": len(job.successful) + len(job.failed),
             "finishedCount": len(job.successful),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from service.gameball.models import JobState
+from service.gameball.operations import Operation
+from service.gameball.simulator.books import OperationBook, books
 from service.gameball.simulator.config import SimulatorConfig, changed
 from service.gameball.simulator.documents import batch_document, batches_document
 from service.gameball.simulator.limits import KeyLimits
@@ -57,12 +59,16 @@ class Fate(enum.Enum):
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """A submitted batch; ``done`` records (a prefix of the body) are processed."""
+    """A submitted batch; ``done`` records (a prefix of the body) are processed.
+
+    ``customers`` are its items, whatever its operation (each names its customer); ``book``
+    is its operation's (:mod:`.books`), ``None`` for the customers operation.
+    """
 
     id: str
     order: int
     customers: list[dict[str, Any]]
-    errors: list[str | None]  # per record: None = will succeed
+    errors: list[str | None]  # per record: None = will succeed (other operations: so far)
     created: float  # time.monotonic()
     created_wall: float  # time.time(), for createdAt/startedAt
     duration: float
@@ -75,6 +81,7 @@ class Job:
     document: bytes | None = None  # cached once terminal
     batches_document: bytes | None = None  # the same, in the batches dialect
     stopped_at: float | None = None  # time.time() of the DELETE that stopped it
+    book: OperationBook | None = None
 
     @property
     def queue_seconds(self) -> float:
@@ -138,6 +145,7 @@ class SimulatorState:
             self.limits = KeyLimits()
             self.rate_limited = 0
             self.profiles = Profiles()  # tags, read-backs, the lenient mode's drops
+            self.books = books()  # every other operation's logs and counts
 
     def update_config(self, changes: dict[str, Any]) -> SimulatorConfig:
         """Apply ``changes`` (field -> value); ``ValueError`` names what is wrong.
@@ -172,19 +180,32 @@ class SimulatorState:
     def draw(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
 
-    def create_job(self, customers: list[dict[str, Any]]) -> Job:
-        """Register a validated batch; every random outcome is drawn here, in body order."""
+    def create_job(
+        self, customers: list[dict[str, Any]], operation: Operation = Operation.CUSTOMERS
+    ) -> Job:
+        """Register a validated batch of ``operation``'s items; every random outcome is drawn
+        here, in body order."""
         config, draw = self.config, self.draw
+        book = None if operation is Operation.CUSTOMERS else self.books[operation]
         with self._lock:
             errors: list[str | None] = []
-            for customer in customers:
-                email = email_of(customer)
-                if type(email) is str and "@" not in email:
-                    errors.append(INVALID_EMAIL)
-                elif draw(config.record_failure_rate):
-                    errors.append(RECORD_FAILED)
-                else:
-                    errors.append(None)
+            if book is None:
+                for customer in customers:
+                    email = email_of(customer)
+                    if type(email) is str and "@" not in email:
+                        errors.append(INVALID_EMAIL)
+                    elif draw(config.record_failure_rate):
+                        errors.append(RECORD_FAILED)
+                    else:
+                        errors.append(None)
+            else:
+                submitted = time.time()
+                for item in customers:
+                    error = book.screen(item, submitted)
+                    if draw(config.record_failure_rate) and error is None:
+                        error = book.words.failed
+                    errors.append(error)
+                book.received(len(customers))
             if draw(config.job_failure_rate):
                 fate = Fate.FAIL
             elif draw(config.stuck_job_rate):
@@ -204,6 +225,7 @@ class SimulatorState:
                 created_wall=time.time(),
                 duration=config.job_duration_seconds,
                 fate=fate,
+                book=book,
             )
             self.jobs[job.id] = job
             self.active.append(job)
@@ -236,7 +258,9 @@ class SimulatorState:
             for job, state, _ in moves:
                 if state in (JobState.RUNNING, JobState.COMPLETED):
                     job.started = True
-                if state is JobState.FAILED:
+                if state is JobState.FAILED and job.book is not None:
+                    job.failed = job.book.fail(job, echo_keys=self.config.echo_keys)
+                elif state is JobState.FAILED:
                     job.failed = [
                         {"customerId": c["customerId"], "message": RECORD_FAILED}
                         for c in job.customers
@@ -254,6 +278,9 @@ class SimulatorState:
 
     def _log(self, job: Job, start: int, stop: int) -> None:
         """Records ``start:stop`` of ``job`` finish: log them, in body order."""
+        if job.book is not None:
+            self._log_mixed([(job.finish_time(i), job.order, i, job) for i in range(start, stop)])
+            return
         customers, errors, job_id = job.customers[start:stop], job.errors[start:stop], job.id
         if any(errors):
             self._log_each([(job.finish_time(i), job.order, i, job) for i in range(start, stop)])
@@ -280,7 +307,21 @@ class SimulatorState:
             indexes = range(job.done, done)
             events += [(first + span * (i + 1) / count, order, i, job) for i in indexes]
         events.sort()
-        self._log_each(events)
+        if any(job.book is not None for job, _ in spans):
+            self._log_mixed(events)
+        else:
+            self._log_each(events)
+
+    def _log_mixed(self, events: list[tuple[float, int, int, Job]]) -> None:
+        """Like :meth:`_log_each`, with records of other operations among them: each is
+        decided in its turn, so an order finishing after its customer finds it known."""
+        known = None if self.config.all_customers_known else self.latest
+        for event in events:
+            finish, _, index, job = event
+            if job.book is None:
+                self._log_each([event])
+            else:
+                job.book.process(job, index, job.created_wall + (finish - job.created), known)
 
     def _log_each(self, events: list[tuple[float, int, int, Job]]) -> None:
         """Log records one by one: ``(finish_time, job order, index, job)``, in that order."""
@@ -297,6 +338,12 @@ class SimulatorState:
 
     def _report(self, job: Job, start: int, stop: int) -> None:
         """Records ``start:stop`` of ``job`` are done: add them to its status document."""
+        if job.book is not None:
+            successful, failed = job.book.results(job, start, stop, echo_keys=self.config.echo_keys)
+            job.successful += successful
+            job.failed += failed
+            job.done = stop
+            return
         customers, errors = job.customers[start:stop], job.errors[start:stop]
         if not any(errors):  # the common case, done in bulk
             job.successful += [
@@ -358,6 +405,9 @@ class SimulatorState:
                 "customer_shape": self.config.customer_shape,
                 "strict": self.config.strict,
                 **self.profiles.stats(),
+                "operations": {
+                    operation.value: book.stats() for operation, book in self.books.items()
+                },
             }
 
     def applied_since(self, since: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -387,3 +437,19 @@ class SimulatorState:
                 {"seq": e.seq, "customerId": e.customer_id, "jobId": e.job_id, "error": e.error}
                 for e in entries
             ]
+
+    def items_applied_since(
+        self, operation: Operation, since: int, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``/_sim/applied?operation=...`` for an operation besides customers."""
+        with self._lock:
+            self.settle()
+            return self.books[operation].applied_since(since, limit, self.jobs)
+
+    def items_refused_since(
+        self, operation: Operation, since: int, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``/_sim/rejected?operation=...`` for an operation besides customers."""
+        with self._lock:
+            self.settle()
+            return self.books[operation].refused_since(since, limit)

@@ -6,6 +6,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import ClusterMetadata, PartitionMetadata, TopicMetadata
 
 from service.config import load_settings
+from service.delivery.routes import routes_from_settings
 from service.tools.check import check_topics
 from service.tools.check_results import FAIL, OK
 
@@ -31,7 +32,8 @@ def metadata(**topics: KafkaError | None) -> ClusterMetadata:
 
 
 def lines(found: ClusterMetadata) -> dict[str, tuple[str, str]]:
-    return {r.name: (r.mark, r.detail) for r in check_topics(SETTINGS, found)}
+    routes = routes_from_settings(SETTINGS)
+    return {r.name: (r.mark, r.detail) for r in check_topics(SETTINGS, routes, found)}
 
 
 def test_a_topic_without_a_leader_yet_is_said_to_exist() -> None:
