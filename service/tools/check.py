@@ -39,10 +39,12 @@ from service.delivery.broker_retry import (
     watermarks,
     with_broker_retry,
 )
+from service.delivery.compaction import HORIZON, REQUESTS_PER_JOB
 from service.delivery.decoding import Decoder
 from service.delivery.mapping import FieldMapping
 from service.delivery.routes import Route, routes_from_settings
 from service.errors import ConfigError, KafkaError, RegistryUnavailable
+from service.gameball.budget import HEADROOM
 from service.gameball.operations import Delivery, Operation
 from service.tools.check_api import check_api
 from service.tools.check_registry import check_registry
@@ -241,9 +243,41 @@ def check_lag(
     return Result(
         OK,
         name,
-        f"lag {lag:,} record(s) over {len(parts)} partition(s){note} "
+        f"lag {lag:,} record(s) over {len(parts)} partition(s){note}{catch_up(settings, lag)} "
         "(informational, from the brokers' high watermarks)",
     )
+
+
+def catch_up(settings: Settings, lag: int) -> str:
+    """What a backlog of ``lag`` records costs at the group's budget, as a clause.
+
+    Every change sent is the bound; compaction (``compaction.py``) sends each customer's
+    latest change once, so a backlog of many changes per customer takes less. How many
+    customers the backlog holds is not counted: that means reading all of it.
+    """
+    rate = (
+        (1 - HEADROOM)
+        * settings.gameball_key_share
+        * min(w.requests / w.seconds for w in settings.api_windows())
+    )
+    per_second = rate / REQUESTS_PER_JOB * settings.batch_max_records
+    seconds = lag / per_second
+    if seconds < 1:
+        return ""
+    compacted = lag > per_second * HORIZON and settings.compaction_max_bytes > 0
+    return (
+        f"; at the API budget ({rate:.1f} requests/s for the group, {REQUESTS_PER_JOB:.0f} a "
+        f"job of {settings.batch_max_records:,}) catching up takes up to {_duration(seconds)}"
+        + (", less as compaction sends each customer's latest change once" if compacted else "")
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def check_records(
