@@ -17,6 +17,11 @@ Two rules of the contract live here:
   eligible on release, so a later change can never overtake an earlier one
   that is still in flight — the API gives no ordering between jobs.
 
+Order: a batch takes the eligible customers in the order they became eligible, each at the
+place of its oldest pending change (a later change keeps that place). A customer whose job
+ends rejoins at the back with what arrived meanwhile, so a hot customer cannot starve the
+others, however far ahead a compacted backlog is read (``compaction.py``).
+
 A record given back for resubmission (its job was stopped, timed out, or did
 not report it) is older than anything buffered for the same customer, so if
 the buffer already holds a change of that customer, that change absorbs the

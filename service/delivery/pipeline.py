@@ -475,7 +475,7 @@ class Pipeline:
         return self._consumer.consume(wanted, CONSUME_TIMEOUT), self._offsets.newest_generation
 
     async def _after_fetch(self) -> None:
-        """Pause or resume, and count the partitions after an assignment."""
+        """Pause or resume: by records, or by memory while a backlog is compacted."""
         kafka = self._kafka_thread
         breaker_open = self._breaker.is_open()
         self.health.dead_letter_breaker_open = breaker_open

@@ -63,6 +63,7 @@ from typing import Any
 import orjson
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
+from service.gameball.simulator.config import DOCUMENTED_LIMITS
 from tests.brokers.apache import KafkaNode
 from tests.brokers.cluster import KafkaCluster
 from tests.chaos.checker import Report, check, read_log, read_topic
@@ -212,10 +213,11 @@ def wait_committed(
     return False
 
 
-def chaos_simulator(seed: int, job_api: str = "both") -> SimulatorConfig:
+def chaos_simulator(seed: int, job_api: str = "both", *, quota: bool = False) -> SimulatorConfig:
     return SimulatorConfig(
         seed=seed,
         job_api=job_api,
+        **(DOCUMENTED_LIMITS if quota else {}),
         latency_seconds=0.005,
         job_duration_seconds=1.5,
         rate_limit_rate=0.03,
@@ -229,7 +231,12 @@ def chaos_simulator(seed: int, job_api: str = "both") -> SimulatorConfig:
 
 
 def chaos_env(
-    broker: KafkaNode | KafkaCluster, base_url: str, topic: str, group: str, protocol: GroupProtocol
+    broker: KafkaNode | KafkaCluster,
+    base_url: str,
+    topic: str,
+    group: str,
+    protocol: GroupProtocol,
+    tags_sync: str = "changed",
 ) -> dict[str, str]:
     return service_env(
         broker,
@@ -242,7 +249,7 @@ def chaos_env(
         MAX_SUBMIT_ATTEMPTS="5",
         SHUTDOWN_TIMEOUT_SECONDS="15",
         LOG_LEVEL="INFO",
-        TAGS_SYNC="changed",  # the default: the tags call under every fault too
+        TAGS_SYNC=tags_sync,  # the default, changed: the tags call under every fault too
     )
 
 
@@ -330,14 +337,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     broker = start_broker(args.broker)
     try:
-        with RunningSimulator(chaos_simulator(sim_seed, args.job_api)) as simulator:
+        with RunningSimulator(
+            chaos_simulator(sim_seed, args.job_api, quota=args.quota)
+        ) as simulator:
             if isinstance(broker, KafkaCluster):
                 broker.create_topics(
                     {topic: args.partitions, dlq: 3}, config={"min.insync.replicas": "2"}
                 )
             else:
                 broker.create_topics({topic: args.partitions, dlq: 3})
-            env = chaos_env(broker, simulator.base_url, topic, group, args.protocol)
+            env = chaos_env(broker, simulator.base_url, topic, group, args.protocol, args.tags_sync)
             fleet = Fleet(env, workdir, args.instances)
             try:
                 return _run(
@@ -363,10 +372,18 @@ def _run(
     topic, group = f"chaos-{master}", f"chaos-{master}-group"
     dlq = f"{topic}.dlq"
     manifest_path = fleet.workdir / "manifest.jsonl"
-    fleet.start_all()
     events = plan(
-        args.records + args.tail, args.customers, seed=data_seed, bad_fraction=args.bad_fraction
+        args.backlog + args.records + args.tail,
+        args.customers,
+        seed=data_seed,
+        bad_fraction=args.bad_fraction,
     )
+    if args.backlog:  # waiting before any instance starts: the kills land while it is caught up
+        backlog = ManifestProducer(broker.bootstrap, topic, manifest_path)
+        backlog.produce((next(events) for _ in range(args.backlog)), rate=0)
+        backlog.close()
+        print(f"backlog of {args.backlog:,} events produced", flush=True)
+    fleet.start_all()
     chaos_events = (next(events) for _ in range(args.records))
     producer = ManifestProducer(broker.bootstrap, topic, manifest_path)
     rate = args.records / max(1.0, args.duration * 0.9)
@@ -599,6 +616,23 @@ def main(argv: list[str] | None = None) -> int:
         "coordinator are killed instead (kafka)",
     )
     add("--protocol", choices=GROUP_PROTOCOLS, default="classic", help="rebalance protocol")
+    add(
+        "--backlog",
+        type=int,
+        default=0,
+        help="events produced before the instances start (0); with --quota, a compacted backlog",
+    )
+    add(
+        "--quota",
+        action="store_true",
+        help="the simulator enforces Gameball's documented limits (30/s, 360 per 30 s)",
+    )
+    add(
+        "--tags-sync",
+        choices=("changed", "always", "item", "off"),
+        default="changed",
+        help="TAGS_SYNC of the instances (changed: a tags call per changed customer)",
+    )
     add(
         "--job-api",
         choices=("batch", "batches", "both"),
