@@ -23,12 +23,13 @@ first half-minute on changes the backlog still supersedes.
   Kafka, and read again from its offset only if it has to be dead-lettered (``deadletter.py``).
 * **The fill.** From the moment it becomes quota-bound, dispatch holds new jobs while the
   consumer is still reading the backlog, so the budget is not spent on changes that are
-  about to be superseded. The fill ends at the first of: a fetch that comes back empty (the
-  consumer reached the end of what there was), the memory bound (the consumer pauses), or
-  :data:`FILL_MAX_SECONDS`. Then the buffer drains at the budget's pace in the usual order
-  (each customer at the place of its oldest pending change), the consumer reading on as
-  memory frees. The budget is idle during the fill, which at tens of thousands of records a
-  second is short beside the catch-up it saves (``make bench``, quota backlog regime).
+  about to be superseded. The fill ends at the first of: a lag reading (taken at every fetch
+  while filling) that finds less than a fetch's worth unread, the memory bound (the consumer
+  pauses), or :data:`FILL_MAX_SECONDS`. Then the buffer drains at the budget's pace in the
+  usual order (each customer at the place of its oldest pending change), the consumer
+  reading on as memory frees. The budget is idle during the fill, which at tens of thousands
+  of records a second is short beside the catch-up it saves (``make bench``, quota backlog
+  regime).
 
 When not quota-bound nothing differs from a service without compaction. ``COMPACTION_MAX_BYTES=0``
 turns it off.
@@ -51,6 +52,9 @@ window (360 requests per 30 s). A backlog the budget clears within one window ga
 REQUESTS_PER_JOB = 2.0
 """What a job costs the budget: its submission and, mostly, one status read (``make bench``:
 2.00-2.04 requests a job under the documented quota)."""
+CAUGHT_UP = 2000
+"""Records left unread below which the fill has read what there was: one fetch's worth. Not an
+empty fetch: one comes back empty whenever a rebalance is under way, mid-backlog."""
 FILL_MAX_SECONDS = 30.0
 """The longest dispatch holds for the fill, and so the most budget it can cost: the budget
 paces, it does not bank (``budget.py``), so every second of the hold is a second of budget
@@ -101,10 +105,15 @@ class Compaction:
         """Records waiting above which the instance is quota-bound."""
         return self._budget_rate() / REQUESTS_PER_JOB * self._records_per_job * HORIZON
 
-    def waiting(self, records: int) -> None:
-        """The records waiting for this instance (unread, plus buffered): enter or leave."""
+    def waiting(self, records: int, unread: int | None) -> None:
+        """A lag reading: the records waiting for this instance (not yet consumed, plus those
+        buffered): enter or leave; and while filling, whether it has read what there was:
+        ``unread``, the records not yet consumed, is below :data:`CAUGHT_UP` (``None``: not
+        known for every partition, as just after an assignment)."""
         if not self.enabled:
             return
+        if self._fill_until is not None and unread is not None and unread < CAUGHT_UP:
+            self._end_fill("caught_up")
         threshold = self.threshold()
         if not self.active and records > threshold:
             self.active = True
@@ -121,13 +130,6 @@ class Compaction:
             self._fill_until = None
             self._metrics.compaction_active.set(0)
             log.info("compaction_stopped", records_waiting=records, threshold=round(threshold))
-
-    def fetched(self, records: int) -> None:
-        """A fetch came back: an empty one (``CONSUME_TIMEOUT`` without a record) means the
-        consumer has read what there was. A short one does not: librdkafka's prefetch queue
-        (8 MB) runs dry now and then mid-backlog."""
-        if self._fill_until is not None and records == 0:
-            self._end_fill("caught_up")
 
     def full(self, memory: int) -> bool:
         """The buffer holds as much as compaction may; ends the fill."""

@@ -36,6 +36,10 @@ class Lag:
         self._metrics = metrics
         self._last = 0.0
         self.unread = 0
+        self.known = False
+        """Whether the last reading knew every owned partition's high watermark (librdkafka
+        learns it from the partition's first fetch response) and position: then ``unread``
+        counts them all."""
         """Records of the owned partitions not yet consumed, as of the last reading (compaction
         weighs them against the budget): each one's high watermark minus the consumer's
         position (before the first fetch, the committed offset; unknown: not counted)."""
@@ -44,15 +48,17 @@ class Lag:
         """Read at the next :meth:`refresh`, whatever the interval."""
         self._last = 0.0
 
-    async def refresh(self, kafka: KafkaThread, owned: set[PartitionKey]) -> bool:
-        """Every ``LAG_INTERVAL``: read the high watermarks on the Kafka thread, then update.
+    async def refresh(
+        self, kafka: KafkaThread, owned: set[PartitionKey], *, now: bool = False
+    ) -> bool:
+        """Every ``LAG_INTERVAL``, at every call until every owned partition's high watermark
+        is known, and whenever ``now``: read them on the Kafka thread, then update.
 
         Returns whether it was due (the fetch loop paces its other periodic checks by it).
         """
-        now = time.monotonic()
-        if now - self._last < LAG_INTERVAL:
+        if not now and time.monotonic() - self._last < LAG_INTERVAL and self.known:
             return False
-        self._last = now
+        self._last = time.monotonic()
         partitions = sorted(owned)
         read = await kafka.call(self.read, partitions)
         highs = {tp: high for tp, (high, _) in zip(partitions, read, strict=True)}
@@ -71,13 +77,16 @@ class Lag:
         positions: dict[PartitionKey, int | None] | None = None,
     ) -> None:
         unread = 0
+        known = all(highs.get(tp) is not None for tp in owned)
         for tp, high in highs.items():
             if tp not in owned or high is None:
                 continue
             position = (positions or {}).get(tp)
             if position is None:
                 position = self._offsets.committed_offset(tp)
-            if position is not None:
+            if position is None:
+                known = False
+            else:
                 unread += max(0, high - position)
             if tp in self._takeovers:
                 self._takeovers.caught_up(tp, high)
@@ -87,3 +96,4 @@ class Lag:
                     max(0, high - committed)
                 )
         self.unread = unread
+        self.known = known

@@ -409,7 +409,6 @@ class Pipeline:
                 else:
                     messages, fetched = await (ahead or kafka.call(self._consume, wanted))
                     self.health.last_poll = time.monotonic()
-                    self._compaction.fetched(len(messages))
                     await self._read_lag()
                     if messages:
                         self._read += len(messages)
@@ -509,13 +508,18 @@ class Pipeline:
             if await self._kafka_thread.call(self._consumer.refresh_partition_counts):
                 rebalancer.reshare()
                 self._lag.soon()  # weigh the backlog against the new share at once
-        due = await self._lag.refresh(self._kafka_thread, rebalancer.assignment)
+        # While compaction fills, at every fetch: it ends once the backlog is read.
+        due = await self._lag.refresh(
+            self._kafka_thread, rebalancer.assignment, now=self._compaction.filling
+        )
         if not due:
             return
         if rebalancer.assignment and not rebalancer.partitions_total():
             rebalancer.recount = True  # the lookup failed: ask again at the next lag read
             return  # the share is not known: neither is the budget to weigh the backlog with
-        self._compaction.waiting(self._lag.unread + len(self._batcher) + self._takeovers.held)
+        lag = self._lag
+        waiting = lag.unread + len(self._batcher) + self._takeovers.held
+        self._compaction.waiting(waiting, lag.unread if lag.known else None)
 
     # ---------------------------------------------------- batch, submit, track
 
