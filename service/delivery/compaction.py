@@ -52,8 +52,10 @@ window (360 requests per 30 s). A backlog the budget clears within one window ga
 REQUESTS_PER_JOB = 2.0
 """What a job costs the budget: its submission and, mostly, one status read (``make bench``:
 2.00-2.04 requests a job under the documented quota)."""
-CAUGHT_UP = 2000
-"""Records left unread below which the fill has read what there was: one fetch's worth. Not an
+CAUGHT_UP = 100
+"""Records left unread below which the fill has read what there was: what arrives during a
+fetch (0.1 s) at 1,000 records a second; a faster stream keeps the fill on to
+:data:`FILL_MAX_SECONDS`. A change among them may reach the API a second time. Not an
 empty fetch: one comes back empty whenever a rebalance is under way, mid-backlog."""
 FILL_MAX_SECONDS = 30.0
 """The longest dispatch holds for the fill, and so the most budget it can cost: the budget
@@ -105,17 +107,14 @@ class Compaction:
         """Records waiting above which the instance is quota-bound."""
         return self._budget_rate() / REQUESTS_PER_JOB * self._records_per_job * HORIZON
 
-    def waiting(self, records: int, unread: int | None) -> None:
-        """A lag reading: the records waiting for this instance (not yet consumed, plus those
-        buffered): enter or leave; and while filling, whether it has read what there was:
-        ``unread``, the records not yet consumed, is below :data:`CAUGHT_UP` (``None``: not
-        known for every partition, as just after an assignment)."""
-        if not self.enabled:
+    def weigh(self, records: int) -> None:
+        """Before a fetch is ingested, at a lag reading: the records waiting for this instance
+        (not yet consumed, the fetch, and those buffered). Above :meth:`threshold`, compaction
+        starts, and the fetch's changes are the first compacted."""
+        if not self.enabled or self.active:
             return
-        if self._fill_until is not None and unread is not None and unread < CAUGHT_UP:
-            self._end_fill("caught_up")
         threshold = self.threshold()
-        if not self.active and records > threshold:
+        if records > threshold:
             self.active = True
             self._fill_until = self._clock() + FILL_MAX_SECONDS
             self._metrics.compaction_active.set(1)
@@ -125,7 +124,21 @@ class Compaction:
                 threshold=round(threshold),
                 max_bytes=self.max_bytes,
             )
-        elif self.active and records < threshold / 2:
+
+    def ingested(self, records: int, unread: int | None) -> None:
+        """After that fetch is ingested (so no change of it can be overtaken by a batch): the
+        fill ends once ``unread``, the records not yet consumed, is below :data:`CAUGHT_UP`
+        (``None``: not known for every partition, as just after an assignment: nothing is
+        decided); after the fill, compaction stops once the records waiting fall below half
+        the threshold."""
+        if not self.active or unread is None:
+            return
+        if self.filling:  # it stops after its fill, never before: that would end the hold early
+            if unread < CAUGHT_UP:
+                self._end_fill("caught_up")
+            return
+        threshold = self.threshold()
+        if records < threshold / 2:
             self.active = False
             self._fill_until = None
             self._metrics.compaction_active.set(0)

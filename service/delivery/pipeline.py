@@ -138,6 +138,9 @@ class Pipeline:
         self._ingestor = parts.ingestor
         self._compaction = parts.compaction
         self._source_reader = parts.source_reader
+        self._lag_read = False  # a lag reading came with the fetch being ingested
+        self._unread: int | None = None
+        """That reading: records not yet consumed (``None``: not known for every partition)."""
         self._breaker = parts.breaker
         self._backpressure = parts.backpressure
         self._lag = parts.lag
@@ -409,7 +412,7 @@ class Pipeline:
                 else:
                     messages, fetched = await (ahead or kafka.call(self._consume, wanted))
                     self.health.last_poll = time.monotonic()
-                    await self._read_lag()
+                    await self._read_lag(len(messages))
                     if messages:
                         self._read += len(messages)
                         self._last_read = time.monotonic()
@@ -483,6 +486,10 @@ class Pipeline:
         self.health.schema_registry_unavailable = waiting
         hold = breaker_open or waiting
         compaction = self._compaction
+        if self._lag_read:  # a lag reading came with this fetch, now ingested
+            self._lag_read = False
+            records = (self._unread or 0) + len(self._batcher) + self._takeovers.held
+            compaction.ingested(records, self._unread)
         memory = self._batcher.memory
         self.metrics.buffered_bytes.set(memory)
         compaction.full(memory)  # ends the fill
@@ -498,10 +505,12 @@ class Pipeline:
         if compaction.active:
             self._wake.set()  # the fill may have ended: dispatch looks again
 
-    async def _read_lag(self) -> None:
-        """Before a fetch is ingested: the partition counts after an assignment (the budget's
-        share), and every ``LAG_INTERVAL`` the lag, and so whether the instance is quota-bound:
-        compaction decides before the fetch's records are batched."""
+    async def _read_lag(self, fetched: int) -> None:
+        """Before a fetch of ``fetched`` records is ingested: the partition counts after an
+        assignment (the budget's share), and every ``LAG_INTERVAL`` the lag, and so whether the
+        instance is quota-bound: compaction decides before the fetch's records are batched.
+
+        The consumer's position is past the fetch already: its records count as waiting."""
         rebalancer = self._rebalancer
         if rebalancer.recount:  # partitions arrived: how many are there in all?
             rebalancer.recount = False
@@ -518,8 +527,9 @@ class Pipeline:
             rebalancer.recount = True  # the lookup failed: ask again at the next lag read
             return  # the share is not known: neither is the budget to weigh the backlog with
         lag = self._lag
-        waiting = lag.unread + len(self._batcher) + self._takeovers.held
-        self._compaction.waiting(waiting, lag.unread if lag.known else None)
+        self._lag_read = True
+        self._unread = lag.unread if lag.known else None
+        self._compaction.weigh(lag.unread + fetched + len(self._batcher) + self._takeovers.held)
 
     # ---------------------------------------------------- batch, submit, track
 

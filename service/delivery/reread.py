@@ -4,7 +4,8 @@ Kafka while a backlog was compacted (``compaction.py``).
 A compacted change keeps its encoded API item, not the source value (a Debezium envelope is
 one to five kilobytes; the item a few hundred bytes). The dead-letter topic promises the
 original bytes, so the rare change the API rejects is read again: a consumer of its own
-(``assign``, never ``subscribe``: it joins no group and commits nothing), created at the first
+(``assign``, never ``subscribe``: it joins no group and commits nothing; librdkafka still
+wants a ``group.id``, the service's with ``.reread``), created at the first
 read and kept, positioned at the offset, one record fetched.
 """
 
@@ -31,7 +32,14 @@ class SourceReader:
 
     def __init__(self, config: dict[str, str | int | bool]) -> None:
         self._config = {k: v for k, v in config.items() if k not in _GROUP_ONLY}
-        self._config.update({"enable.auto.commit": False, "enable.partition.eof": True})
+        # librdkafka wants a group id; with assign() and no commit none is joined or written.
+        self._config.update(
+            {
+                "group.id": f"{config.get('group.id', 'customer-sync')}.reread",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()  # one read at a time: the consumer is positioned per read
 

@@ -24,6 +24,12 @@ RATE = 6.0  # requests a second: this instance's share of the key
 THRESHOLD = RATE / REQUESTS_PER_JOB * 1000 * HORIZON  # 90,000 records
 
 
+def step(c: Compaction, waiting: int, unread: int | None) -> None:
+    """One fetch: the lag reading before it is ingested, then the ingest."""
+    c.weigh(waiting)
+    c.ingested(waiting, unread)
+
+
 def compaction(max_bytes: int = 1 << 27) -> tuple[Compaction, Clock]:
     clock = Clock()
     return Compaction(max_bytes, 1000, lambda: RATE, Metrics(), clock), clock
@@ -31,43 +37,45 @@ def compaction(max_bytes: int = 1 << 27) -> tuple[Compaction, Clock]:
 
 def test_a_backlog_the_budget_clears_within_its_window_is_not_compacted() -> None:
     c, _ = compaction()
-    c.waiting(int(THRESHOLD), int(THRESHOLD))
+    step(c, int(THRESHOLD), int(THRESHOLD))
     assert not c.active
     assert not c.filling
 
 
 def test_a_backlog_beyond_the_budget_is_compacted_until_it_falls_below_half() -> None:
     c, _ = compaction()
-    c.waiting(int(THRESHOLD) + 1, int(THRESHOLD) + 1)
+    step(c, int(THRESHOLD) + 1, int(THRESHOLD) + 1)
     assert c.active
-    c.waiting(int(THRESHOLD * 0.6), int(THRESHOLD * 0.6))
+    step(c, int(THRESHOLD * 0.4), CAUGHT_UP)
+    assert c.active, "not while it fills: that would end the hold with the backlog half read"
+    step(c, int(THRESHOLD * 0.6), 0)  # read: the fill ends
     assert c.active, "hysteresis: it stays until below half"
-    c.waiting(int(THRESHOLD * 0.4), int(THRESHOLD * 0.4))
+    step(c, int(THRESHOLD * 0.4), 0)
     assert not c.active
 
 
 def test_off_at_zero_bytes() -> None:
     c, _ = compaction(max_bytes=0)
-    c.waiting(10**9, 10**9)
+    step(c, 10**9, 10**9)
     assert not c.active
 
 
 def test_the_fill_ends_once_less_than_a_fetch_is_left_unread() -> None:
     c, _ = compaction()
-    c.waiting(10**6, 10**6)
+    step(c, 10**6, 10**6)
     assert c.filling
-    c.waiting(10**6, None)  # just assigned: a partition's position is not known yet
+    step(c, 10**6, None)  # just assigned: a partition's position is not known yet
     assert c.filling
-    c.waiting(200_000, CAUGHT_UP)
+    step(c, 200_000, CAUGHT_UP)
     assert c.filling
-    c.waiting(200_000, CAUGHT_UP - 1)
+    step(c, 200_000, CAUGHT_UP - 1)
     assert not c.filling
     assert c.active, "still compacting: the buffer drains at the budget's pace"
 
 
 def test_the_fill_ends_when_the_memory_is_full() -> None:
     c, _ = compaction(max_bytes=1000)
-    c.waiting(10**6, 10**6)
+    step(c, 10**6, 10**6)
     assert not c.full(999)
     assert c.filling
     assert c.full(1000)
@@ -76,12 +84,12 @@ def test_the_fill_ends_when_the_memory_is_full() -> None:
 
 def test_the_fill_ends_after_its_longest_hold_and_on_shutdown() -> None:
     c, clock = compaction()
-    c.waiting(10**6, 10**6)
+    step(c, 10**6, 10**6)
     assert c.fill_left() == FILL_MAX_SECONDS
     clock.now += FILL_MAX_SECONDS
     assert not c.filling
-    c.waiting(0, 0)
-    c.waiting(10**6, 10**6)  # compacting again: a new fill
+    step(c, 0, 0)
+    step(c, 10**6, 10**6)  # compacting again: a new fill
     assert c.filling
     c.interrupt()
     assert not c.filling
@@ -90,8 +98,8 @@ def test_the_fill_ends_after_its_longest_hold_and_on_shutdown() -> None:
 def test_the_threshold_follows_the_budget_share() -> None:
     rate = [6.0]
     c = Compaction(1 << 27, 1000, lambda: rate[0], Metrics(), Clock())
-    c.waiting(50_000, 50_000)
+    step(c, 50_000, 50_000)
     assert not c.active
     rate[0] = 2.0  # another instance joined: this one's share of the key shrank
-    c.waiting(50_000, 50_000)
+    step(c, 50_000, 50_000)
     assert c.active
