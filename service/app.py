@@ -120,7 +120,7 @@ async def serve(settings: Settings, until: Until | None = None) -> None:
     log.info(
         "service_starting",
         version=__version__,
-        topics=list(settings.kafka_source_topics),
+        topics=list(pipeline.topics),
         group=settings.kafka_group_id,
         dlq_topic=settings.kafka_dlq_topic,
         api=settings.gameball_base_url,

@@ -23,6 +23,7 @@ import asyncio
 from dataclasses import dataclass
 
 from service.config import Settings
+from service.delivery.avro import AvroReader
 from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batcher
 from service.delivery.breaker import DeadLetterBreaker
@@ -35,11 +36,13 @@ from service.delivery.edges import Consumer, GameballApi, ProducerFactory
 from service.delivery.ingest import Ingestor
 from service.delivery.jobs import JobTracker
 from service.delivery.lag import Lag
+from service.delivery.mapping import FieldMapping
 from service.delivery.offsets import OffsetTracker
 from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Holdings, InFlight, KeyShare, Rebalancer
 from service.delivery.records import PendingRecord
 from service.delivery.reread import SourceReader
+from service.delivery.routes import Route, delivered_routes, source_topics
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
@@ -76,6 +79,7 @@ class Parts:
     """Every part of one pipeline, built and wired (see the module docstring)."""
 
     settings: Settings
+    topics: tuple[str, ...]  # every route's source topics
     metrics: Metrics
     health: Health
     offsets: OffsetTracker
@@ -101,6 +105,24 @@ class Parts:
     rebalancer: Rebalancer
 
 
+def decoders(settings: Settings, routes: tuple[Route, ...], metrics: Metrics) -> dict[str, Decoder]:
+    """Each source topic's decoder: its route's mapping, one Avro reader shared by all."""
+    registry = settings.schema_registry_config()
+    avro = AvroReader.from_config(registry) if registry is not None else None
+    by_route = {
+        route.name: Decoder(
+            route.mapping if isinstance(route.mapping, FieldMapping) else None,
+            settings.delete_policy,
+            shape=settings.gameball_customer_shape,
+            tags_sync=settings.tags_sync,
+            metrics=metrics,
+            avro=avro,
+        )
+        for route in routes
+    }
+    return {topic: by_route[route.name] for route in routes for topic in route.topics}
+
+
 def build(
     settings: Settings,
     *,
@@ -118,6 +140,8 @@ def build(
     producer, the reader of a dead letter's source value)."""
     metrics = metrics or Metrics()
     health = health or Health()
+    routes = delivered_routes(settings)  # ConfigError: a mistake in them stops start-up
+    topics = source_topics(routes)
     metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
 
     # 1. The books.
@@ -144,7 +168,7 @@ def build(
         )
     consumer_is_real = consumer is None
     if consumer is None:
-        consumer = SourceConsumer(settings.consumer_config(), settings.kafka_source_topics)
+        consumer = SourceConsumer(settings.consumer_config(), topics)
     kafka_thread = KafkaThread()
     # A compacted change's value stays in Kafka: a dead letter reads it again from its offset,
     # where the consumer reads (a given consumer, a fake, comes with its own ``reread``).
@@ -155,6 +179,7 @@ def build(
         metrics=metrics,
         producer=producer,
         reread=reread or (source_reader.read if source_reader is not None else None),
+        topics={topic: route.dead_letter_topic for route in routes for topic in route.topics},
     )
 
     # 3. Settling and committing.
@@ -198,7 +223,7 @@ def build(
     )
     ingestor = Ingestor(
         offsets,
-        Decoder.from_settings(settings, metrics),
+        decoders(settings, routes, metrics),
         batcher,
         dead_letters,
         settlement,
@@ -218,7 +243,7 @@ def build(
         Holdings(offsets, batcher, takeovers, tracker, in_flight),
         consumer,
         committer,
-        KeyShare(budget, consumer, settings.kafka_source_topics),
+        KeyShare(budget, consumer, topics),
         health=health,
         metrics=metrics,
         on_assigned=backpressure.assigned,
@@ -226,6 +251,7 @@ def build(
     )
     return Parts(
         settings=settings,
+        topics=topics,
         metrics=metrics,
         health=health,
         offsets=offsets,

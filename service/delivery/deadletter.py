@@ -110,8 +110,10 @@ class DeadLetterWriter:
         metrics: Metrics,
         producer: ProducerFactory | None = None,
         reread: Reread | None = None,
+        topics: dict[str, str] | None = None,
     ) -> None:
         self._config = config
+        self._topics = topics or {}  # source topic -> its route's dead-letter topic
         self._reread = reread
         self._rereads: set[asyncio.Task[None]] = set()
         self._rereading = 0  # letters whose value is being read again, not yet produced
@@ -146,7 +148,7 @@ class DeadLetterWriter:
         while True:
             try:
                 producer.produce(
-                    self._topic,
+                    self._topics.get(letter.topic, self._topic),
                     key=letter.key,
                     value=letter.value,
                     headers=letter.headers(),

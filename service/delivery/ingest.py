@@ -37,7 +37,7 @@ import random
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -83,7 +83,7 @@ class Ingestor:
     def __init__(
         self,
         offsets: OffsetTracker,
-        decoder: Decoder,
+        decoder: Decoder | Mapping[str, Decoder],
         batcher: Batcher,
         dead_letters: DeadLetterWriter,
         settlement: Settlement,
@@ -99,7 +99,9 @@ class Ingestor:
         self._front = 0  # where the rest of a resumed slice goes back: before the newer ones
         self._takeovers = takeovers
         self._offsets = offsets
-        self._decoder = decoder
+        # One decoder per source topic (each route's mapping); they share the Avro reader.
+        self._decoders = decoder if isinstance(decoder, Mapping) else None
+        self._decoder = decoder if isinstance(decoder, Decoder) else next(iter(decoder.values()))
         self._batcher = batcher
         self._dead_letters = dead_letters
         self._settlement = settlement
@@ -200,6 +202,8 @@ class Ingestor:
             if message.topic() != topic:  # a slice is mostly one topic: count per run
                 consumed[topic] += tracked
                 topic, tracked = message.topic() or "", 0
+                if self._decoders is not None:
+                    decode = self._decoders[topic].decode
             partition = message.partition() or 0
             offset = message.offset() or 0
             tp = (topic, partition)

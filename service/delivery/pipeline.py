@@ -121,6 +121,7 @@ class Pipeline:
 
     def __init__(self, parts: Parts) -> None:
         self.settings = parts.settings
+        self.topics = parts.topics
         self.metrics = parts.metrics
         self.health = parts.health
         self._offsets = parts.offsets
@@ -205,7 +206,7 @@ class Pipeline:
         )
         log.info(
             "pipeline_started",
-            topics=list(self.settings.kafka_source_topics),
+            topics=list(self.topics),
             group=self.settings.kafka_group_id,
             until_idle=bool(until and until.idle),
             max_records=until.records if until else None,
@@ -262,7 +263,7 @@ class Pipeline:
             consumed=int(
                 sum(
                     sample(f"{PREFIX}records_consumed_total", {"topic": topic}) or 0
-                    for topic in self.settings.kafka_source_topics
+                    for topic in self.topics
                 )
             ),
             outcomes={

@@ -42,7 +42,7 @@ from service.delivery.broker_retry import (
 from service.delivery.compaction import HORIZON, REQUESTS_PER_JOB
 from service.delivery.decoding import Decoder
 from service.delivery.mapping import FieldMapping
-from service.delivery.routes import Route, routes_from_settings
+from service.delivery.routes import DELIVERED, Route, routes_from_settings
 from service.errors import ConfigError, KafkaError, RegistryUnavailable
 from service.gameball.budget import HEADROOM
 from service.gameball.operations import Delivery, Operation
@@ -91,6 +91,10 @@ def _sources(routes: tuple[Route, ...]) -> list[str]:
     return [topic for route in routes for topic in route.topics]
 
 
+def _sources_or_none(routes: tuple[Route, ...] | None) -> tuple[str, ...] | None:
+    return tuple(_sources(routes)) if routes else None
+
+
 def _dead_letter_topics(settings: Settings, routes: tuple[Route, ...]) -> list[str]:
     return list(dict.fromkeys([settings.kafka_dlq_topic, *(r.dead_letter_topic for r in routes)]))
 
@@ -120,15 +124,22 @@ def describe_routes(routes: tuple[Route, ...]) -> list[Result]:
                 if count is not None
             ]
             extras += f"; own limits {', '.join(shown)}"
+        delivered = route.operation in DELIVERED
         results.append(
             Result(
-                OK,
+                OK if delivered else FAIL,
                 f"route {route.name}",
                 f"{route.operation} from {', '.join(route.topics)}: {delivery}{extras} "
-                f"→ dead letters {route.dead_letter_topic}",
+                f"→ dead letters {route.dead_letter_topic}"
+                + ("" if delivered else f"; {NOT_DELIVERED}"),
             )
         )
     return results
+
+
+NOT_DELIVERED = (
+    "validated, but not delivered by this version (customers only, for now): run refuses it"
+)
 
 
 def check_broker(
@@ -428,7 +439,7 @@ def run_checks(
     for result in check_api(settings, args.timeout):
         results.append(result)
         emit(result)
-    for result in check_registry(settings, args.timeout):
+    for result in check_registry(settings, args.timeout, _sources_or_none(routes)):
         results.append(result)
         emit(result)
     return 1 if any(r.mark == FAIL for r in results) else 0

@@ -15,7 +15,11 @@ from service.tools.check_results import FAIL, INFO, OK, Result
 NAME = "schema registry"
 
 
-def check_registry(settings: Settings, timeout: float) -> list[Result]:
+def check_registry(
+    settings: Settings, timeout: float, topics: tuple[str, ...] | None = None
+) -> list[Result]:
+    """The registry answers with the credentials; the subjects of ``topics`` (default: the
+    source topics of the settings), for information."""
     config = settings.schema_registry_config()
     if config is None:
         return []
@@ -38,7 +42,7 @@ def check_registry(settings: Settings, timeout: float) -> list[Result]:
     except Exception as exc:  # noqa: BLE001 - connect, TLS, DNS, timeout: one sentence each
         return [Result(FAIL, NAME, f"{url} cannot be reached: {type(exc).__name__}: {exc}")]
     results = [Result(OK, NAME, f"{url} answers ({len(subjects)} subjects)")]
-    for topic in settings.kafka_source_topics:
+    for topic in topics if topics is not None else settings.kafka_source_topics:
         own = [s for s in subjects if s in (f"{topic}-value", f"{topic}-key")]
         detail = ", ".join(own) if own else "none (its values may be JSON)"
         results.append(Result(INFO, f"subjects of {topic}", detail))

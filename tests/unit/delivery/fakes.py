@@ -267,6 +267,7 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.written: list[tuple[bytes | None, dict[str, bytes]]] = []
+        self.topics: list[str] = []  # the topic of each letter written, in order
         self.hold = False
         self._waiting: deque[tuple[OnDelivery, bytes | None, dict[str, bytes]]] = deque()
 
@@ -284,6 +285,7 @@ class FakeProducer:
     ) -> None:
         as_bytes = {name: v if isinstance(v, bytes) else str(v).encode() for name, v in headers}
         self._waiting.append((on_delivery, value, as_bytes))
+        self.topics.append(topic)
 
     def poll(self, _timeout: float) -> int:
         if self.hold:
@@ -418,7 +420,10 @@ def rig(
     api: FakeApi | None = None,
 ) -> Rig:
     partitions = partitions or {"t": 1}
-    settings = load_settings({**ENV, "KAFKA_SOURCE_TOPICS": ",".join(partitions), **(env or {})})
+    environ = {**ENV, "KAFKA_SOURCE_TOPICS": ",".join(partitions), **(env or {})}
+    if "ROUTES_FILE" in environ:  # the routes file names the topics
+        del environ["KAFKA_SOURCE_TOPICS"]
+    settings = load_settings(environ)
     consumer, producer, metrics = FakeConsumer(partitions), FakeProducer(), Metrics()
     api = api or FakeApi()
     pipeline = Pipeline.from_settings(
