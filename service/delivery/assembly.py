@@ -165,6 +165,7 @@ def build(
         job_timeout=settings.job_timeout_seconds,
         max_submit_attempts=settings.max_submit_attempts,
         poll=poll,
+        write_ahead=committer.write_ahead,  # each POST waits for its intent's commit
         on_created=committer.job_created,
         on_ended=offsets.ended,
         owns=offsets.takes_all,
@@ -178,6 +179,7 @@ def build(
         on_release=progress,
         tags=tags,
         room=settings.max_buffered_records // 2,  # the load the consumer resumes at
+        job_timeout=settings.job_timeout_seconds,
     )
     ingestor = Ingestor(
         offsets,
@@ -190,7 +192,7 @@ def build(
         breaker,
     )
     backpressure = Backpressure(consumer, metrics, settings.max_buffered_records)
-    lag = Lag(consumer.high_watermark, offsets, takeovers, metrics)
+    lag = Lag(consumer.high_watermark, offsets, takeovers, metrics, consumer.position)
 
     # 5. Partitions arriving and leaving.
     in_flight = InFlight()

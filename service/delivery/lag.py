@@ -4,7 +4,9 @@ The high watermarks are the ones librdkafka caches from its fetch responses,
 read on the Kafka thread every ``LAG_INTERVAL`` (no round trip to a broker).
 The committed offset is the last one the group coordinator acknowledged to
 this instance. The same reading tells a takeover whose window's last offsets
-never come (compacted away) that it has caught up with the log.
+never come (compacted away, or a transaction marker at the partition's end)
+that it has caught up with the log: the consumer's position, read with it,
+has reached the high watermark.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ class Lag:
         offsets: OffsetTracker,
         takeovers: Takeovers,
         metrics: Metrics,
+        position: Callable[[PartitionKey], int | None] = lambda _tp: None,
     ) -> None:
         self._high_watermark = high_watermark
+        self._position = position
         self._offsets = offsets
         self._takeovers = takeovers
         self._metrics = metrics
@@ -45,19 +49,31 @@ class Lag:
         self._last = now
         partitions = sorted(owned)
         highs = await kafka.call(self.read, partitions)
-        self.update(dict(zip(partitions, highs, strict=True)), owned)
+        positions = await kafka.call(
+            self.positions, [tp for tp in partitions if tp in self._takeovers]
+        )
+        self.update(dict(zip(partitions, highs, strict=True)), owned, positions)
         return True
 
     def read(self, partitions: list[PartitionKey]) -> list[int | None]:
         """On the Kafka thread: the cached high watermark of each partition."""
         return [self._high_watermark(tp) for tp in partitions]
 
-    def update(self, highs: dict[PartitionKey, int | None], owned: set[PartitionKey]) -> None:
+    def positions(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int | None]:
+        """On the Kafka thread: the consumer's position in each partition being taken over."""
+        return {tp: self._position(tp) for tp in partitions}
+
+    def update(
+        self,
+        highs: dict[PartitionKey, int | None],
+        owned: set[PartitionKey],
+        positions: dict[PartitionKey, int | None] | None = None,
+    ) -> None:
         for tp, high in highs.items():
             if tp not in owned or high is None:
                 continue
             if tp in self._takeovers:
-                self._takeovers.caught_up(tp, high)
+                self._takeovers.caught_up(tp, high, (positions or {}).get(tp))
             committed = self._offsets.committed_offset(tp)
             if committed is not None:
                 self._metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(

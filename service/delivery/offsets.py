@@ -25,6 +25,13 @@ hands that window and the slots' job ids to ``ledger.py``, which packs them
 into the offset commit's metadata, so the next owner can skip what was
 settled and resolve the jobs still running (``takeover.py``).
 
+Write-ahead: a batch's records are marked as carried by a slot *before* its
+POST goes out (:meth:`OffsetTracker.intend`), with no job id yet: an
+:class:`Intent`. The committer sends that window and the POST waits for the
+broker's acknowledgement (``commits.py``), so a crash at any instant leaves a
+ledger that names every record a job may carry. The id fills the slot when
+the POST answers (:meth:`OffsetTracker.carried`).
+
 Generations: every assignment of a partition gets a new generation number,
 and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
 revoked and then assigned back to this same instance is re-read from its
@@ -92,8 +99,8 @@ class _PartitionOffsets:
     marks: bytearray = field(default_factory=bytearray)
     done: int = 0  # marks[:done] are all settled: base + done is the watermark
     committed: int | None = None  # the last watermark the broker acknowledged
-    committed_ledger: bytes | None = None  # the window that commit carried
-    slots: dict[str, int] = field(default_factory=dict)  # job id -> slot
+    committed_window: Window | None = None  # the window that commit carried
+    slots: dict[Intent, int] = field(default_factory=dict)  # the intents carrying records here
     holding: bool = False  # inherited work unresolved: commit nothing (see takeover.py)
 
     def watermark(self) -> int | None:
@@ -139,6 +146,26 @@ def _by_assignment(
     return grouped
 
 
+@dataclass(eq=False, slots=True)
+class Intent:
+    """A batch written ahead of its POST: its records are marked with one slot per partition.
+
+    ``job_id`` is ``None`` until the POST answered with one: until then a crash
+    leaves a ledger saying "these records may be carried by a job nobody knows",
+    dated ``at`` (``time.time()`` when the intent was written). ``unwritten``:
+    the partitions whose acknowledged commit does not carry the intent yet.
+    """
+
+    at: float
+    job_id: str | None = None
+    unwritten: set[PartitionKey] = field(default_factory=set)
+
+    @property
+    def written(self) -> bool:
+        """Every partition it marks has a commit the broker acknowledged that names it."""
+        return not self.unwritten
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A partition's state above its watermark, as a commit carries it."""
@@ -146,6 +173,9 @@ class Window:
     offset: int  # the watermark: what the commit commits
     marks: bytes  # one Mark per offset from ``offset`` up to one past the last tracked
     jobs: dict[int, str]  # slot -> job id of the in-flight jobs the marks refer to
+    intents: dict[int, float] = field(default_factory=dict)  # slot -> ``at`` of id-less intents
+    # The slots' intents, each with the date it had in this window.
+    carriers: tuple[tuple[Intent, float], ...] = field(default=(), compare=False)
 
 
 class OffsetTracker:
@@ -204,8 +234,14 @@ class OffsetTracker:
 
     def revoke(self, tp: PartitionKey) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""
-        self._partitions.pop(tp, None)
+        state = self._partitions.pop(tp, None)
         self._closing.discard(tp)
+        for intent in state.slots if state is not None else ():
+            intent.unwritten.discard(tp)  # nothing of it will be committed here any more
+
+    def unwritable(self, intent: Intent) -> bool:
+        """Some partition the intent marks is closing or gone: it can no longer be written."""
+        return any(tp in self._closing or tp not in self._partitions for tp in intent.unwritten)
 
     def owns(self, tp: PartitionKey) -> bool:
         return tp in self._partitions
@@ -287,32 +323,57 @@ class OffsetTracker:
             if done <= offset - base < end:
                 marks[offset - base] = mark
 
-    def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
-        """A job was created for these records (a stale generation's copies are not ours)."""
+    def intend(
+        self, records: Iterable[PendingRecord], at: float, job_id: str | None = None
+    ) -> Intent:
+        """Mark these records (and what they absorbed) as carried by a new intent's slots.
+
+        Only records of their partition's current generation, and only where they are
+        pending. A partition with no slot left keeps them pending: the intent is not
+        written there, and a crash costs what it cost before write-ahead. A partition
+        being taken over (``holding``) commits nothing yet: it is marked, not waited for.
+        """
+        intent = Intent(at, job_id)
         for (tp, generation), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
             if state is None or state.base is None or state.generation != generation:
                 continue
-            slot = state.slots.get(job_id)
+            used = set(state.slots.values())
+            slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
             if slot is None:
-                used = set(state.slots.values())
-                slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
-                if slot is None:
-                    continue  # no slot left: the records simply stay pending
-                state.slots[job_id] = slot
+                continue  # no slot left: the records simply stay pending
+            state.slots[intent] = slot
             state.replace(offsets, Mark.PENDING, Mark.JOB + slot)
+            if not state.holding:
+                intent.unwritten.add(tp)
+        return intent
 
-    def ended(self, job_id: str, records: Iterable[PendingRecord]) -> None:
-        """A job ended: what it did not settle is pending again, and its slot is free."""
+    def redate(self, intent: Intent, at: float) -> None:
+        """The intent's POST is about to be tried again: date it ``at``, to be written anew."""
+        intent.at = at
+        intent.unwritten = {
+            tp
+            for tp, state in self._partitions.items()
+            if intent in state.slots and not state.holding
+        }
+
+    def carried(self, intent: Intent, job_id: str) -> None:
+        """The intent's POST created a job: its id takes the intent's place in the ledger."""
+        intent.job_id = job_id
+
+    def ended(self, intent: Intent, records: Iterable[PendingRecord]) -> None:
+        """A job ended, or its POST never went out: what it did not settle is pending again,
+        and its slot is free."""
         for (tp, _), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
             if state is None or state.base is None:
                 continue
-            slot = state.slots.get(job_id)
+            slot = state.slots.get(intent)
             if slot is not None:
                 state.replace(offsets, Mark.JOB + slot, Mark.PENDING)
         for state in self._partitions.values():
-            state.slots.pop(job_id, None)
+            state.slots.pop(intent, None)
+        intent.unwritten.clear()
 
     def pending_count(self, tp: PartitionKey) -> int:
         state = self._partitions.get(tp)
@@ -331,8 +392,16 @@ class OffsetTracker:
         if mark is None:
             return None
         marks = bytes(state.marks[state.done :])
-        jobs = {slot: job for job, slot in state.slots.items() if Mark.JOB + slot in marks}
-        return Window(mark, marks, jobs)
+        carriers = tuple((i, i.at) for i, slot in state.slots.items() if Mark.JOB + slot in marks)
+        jobs: dict[int, str] = {}
+        intents: dict[int, float] = {}
+        for intent, _ in carriers:
+            slot = state.slots[intent]
+            if intent.job_id is None:
+                intents[slot] = intent.at
+            else:
+                jobs[slot] = intent.job_id
+        return Window(mark, marks, jobs, intents, carriers)
 
     def commit_candidates(
         self, only: set[PartitionKey] | None = None
@@ -347,7 +416,7 @@ class OffsetTracker:
                 continue
             if state.committed is not None and window.offset < state.committed:
                 continue
-            if window.offset == state.committed and window.marks == state.committed_ledger:
+            if window.offset == state.committed and window == state.committed_window:
                 continue
             candidates[tp] = window
         return candidates
@@ -360,7 +429,10 @@ class OffsetTracker:
                 continue
             if state.committed is None or window.offset >= state.committed:
                 state.committed = window.offset
-                state.committed_ledger = window.marks
+                state.committed_window = window
+            for intent, at in window.carriers:
+                if at == intent.at:  # not dated again since this window was built
+                    intent.unwritten.discard(tp)
 
     def committed_offset(self, tp: PartitionKey) -> int | None:
         state = self._partitions.get(tp)
