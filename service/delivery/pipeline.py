@@ -330,6 +330,9 @@ class Pipeline:
         log.info("shutdown_draining", buffered=len(self._batcher), jobs=len(self._jobs))
         self._flush_now = FlushReason.SHUTDOWN
         self._wake.set()
+        # Commit results come back in consume: the write-aheads of the batches flushed now
+        # wait for them, and the fetch loop that called it is over.
+        serving = asyncio.create_task(self._serve_while_draining(), name="serve")
         # Leave a little of the budget for the final commit and leaving the group.
         drain_until = deadline - min(5.0, self.settings.shutdown_timeout_seconds / 4)
         # Several tasks change these; a short poll is simpler than an event per source.
@@ -337,6 +340,7 @@ class Pipeline:
             time.monotonic() < drain_until
         ):
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        serving.cancel()
         abandoned = len(self._jobs)
         if abandoned:
             # Out of time: stop what is still running so it cannot apply these
@@ -424,6 +428,11 @@ class Pipeline:
         finally:
             if ahead is not None:  # its records are not tracked: the next owner reads them
                 ahead.cancel()
+
+    async def _serve_while_draining(self) -> None:
+        """Shutting down: go on calling ``consume``, taking nothing, until cancelled."""
+        while True:
+            await self._kafka_thread.call(self._serve_only)
 
     def _serve_only(self) -> None:
         """On the Kafka thread, once a bounded run has read its records: serve, take nothing.

@@ -18,7 +18,8 @@ from service.delivery.ledger import Ledger, decode, encode
 from service.delivery.offsets import Mark
 from service.delivery.takeover import unknown_until
 from service.gameball.client import Spent
-from tests.unit.delivery.fakes import FakeApi, Rig, change, rig
+from tests.helpers import eventually
+from tests.unit.delivery.fakes import FakeApi, Rig, change, rig, running
 
 TP = ("t", 0)
 JOB_TIMEOUT = 5.0
@@ -155,3 +156,34 @@ async def test_a_takeover_coalesces_up_to_the_end_as_of_its_assignment() -> None
 
     assert api.versions("x") == [2]
     assert r.consumer.committed_offsets() == {TP: 3}
+
+
+async def test_a_takeover_whose_end_is_a_transaction_marker_still_finishes() -> None:
+    # The end as of the assignment is one past a marker, which no fetch returns: the
+    # re-read records never reach it, and the consumer's position, read with the lag, must.
+    r, api = recording_rig()
+    r.consumer.append(TP, change("x", 0))
+    r.consumer.append(TP, change("x", 1))
+    r.consumer.append_marker(TP)
+    metadata, _ = encode(0, {}, b"", 4096)
+    r.consumer.group[TP] = (0, metadata)
+
+    await r.run(within=20)
+
+    assert api.versions("x") == [1]
+    assert r.consumer.committed_offsets() == {TP: 2}
+
+
+async def test_a_shutdown_flushes_the_buffer_through_the_write_ahead() -> None:
+    # Nothing is due until the stop: the batches the shutdown flushes are written ahead after
+    # the fetch loop is over, and their commits' results still come back (in consume).
+    r, api = recording_rig(BATCH_MAX_WAIT_SECONDS="120")
+    for offset in range(5):
+        r.consumer.append(TP, change(f"c{offset}", offset))
+    async with running(r) as stop:
+        await eventually(lambda: r.count("customer_sync_records_consumed_total", topic="t") == 5)
+        assert api.submissions == []
+        stop.set()
+        await eventually(lambda: r.consumer.closed)
+    assert sorted(api.versions(f"c{o}") for o in range(5)) == [[o] for o in range(5)]
+    assert r.consumer.committed_offsets() == {TP: 5}
