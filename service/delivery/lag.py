@@ -49,9 +49,8 @@ class Lag:
         self._last = now
         partitions = sorted(owned)
         highs = await kafka.call(self.read, partitions)
-        positions = await kafka.call(
-            self.positions, [tp for tp in partitions if tp in self._takeovers]
-        )
+        taken_over = [tp for tp in partitions if tp in self._takeovers]
+        positions = await kafka.call(self.positions, taken_over) if taken_over else {}
         self.update(dict(zip(partitions, highs, strict=True)), owned, positions)
         return True
 
