@@ -188,7 +188,8 @@ async def test_a_write_ahead_returns_only_once_the_broker_acknowledged_its_inten
     assert (ledger.jobs, list(ledger.intents)) == ({}, [slot])
     assert not ahead.done(), "the POST could go out before the broker acknowledged its intent"
     await books.results()
-    intent = await asyncio.wait_for(ahead, 5)
+    async with asyncio.timeout(5):
+        intent = await ahead
     assert intent is not None
     assert ledger.intents[slot] == pytest.approx(intent.at, abs=0.001)
     books.committer.job_created(intent, "job-1")
@@ -201,7 +202,8 @@ async def test_write_aheads_due_together_share_one_commit(committing: Books) -> 
     aheads = [asyncio.create_task(books.committer.write_ahead(batch)) for batch in batches]
     await eventually(lambda: bool(books.consumer.commits))
     await books.results()
-    intents = await asyncio.wait_for(asyncio.gather(*aheads), 5)
+    async with asyncio.timeout(5):
+        intents = await asyncio.gather(*aheads)
     assert all(intent is not None for intent in intents)
     assert len(books.consumer.commits) == 1
     ledger = decode(books.consumer.group[TP][1])
@@ -238,7 +240,8 @@ async def test_a_write_ahead_whose_partition_is_revoked_gives_up(committing: Boo
     await eventually(lambda: books.consumer.results_waiting > 0)
     books.offsets.close([TP])  # the revoke callback starts
     books.committer.abandon_unwritable()
-    assert await asyncio.wait_for(ahead, 5) is None
+    async with asyncio.timeout(5):
+        assert await ahead is None
     window = books.offsets.window(TP)
     assert window is not None
     assert window.marks == bytes([Mark.PENDING] * 2)
