@@ -104,7 +104,8 @@ class Committer:
         self._on_the_way: dict[PartitionKey, Window] = {}  # the latest sent, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = asyncio.Event()
-        self._now = False
+        self._now = False  # commit without waiting for COMMIT_MIN_GAP
+        self._urgent = asyncio.Event()  # ... even if the gap's wait has begun
         self._last = 0.0
         self._degraded = FoldedLog(log, every=60.0)
         # Write-aheads waiting for a commit that names their intent, acknowledged.
@@ -115,6 +116,7 @@ class Committer:
         """Nothing is buffered and no job runs: everything consumed is settled, commit now."""
         if COMMIT_WHEN_DRAINED:
             self._now = True
+            self._urgent.set()
             self._due.set()
 
     def soon(self) -> None:
@@ -150,6 +152,7 @@ class Committer:
         waiter = asyncio.get_running_loop().create_future()
         self._writing[intent] = waiter
         self._now = True
+        self._urgent.set()
         self._due.set()
         written = False
         try:
@@ -193,9 +196,10 @@ class Committer:
             self._due.clear()
             if not self._now:
                 gap = self._last + COMMIT_MIN_GAP - time.monotonic()
-                if gap > 0:
-                    await asyncio.sleep(gap)
+                if gap > 0:  # a write-ahead (or the drain) cuts the gap short
+                    await wait_event(self._urgent, gap)
             self._now = False
+            self._urgent.clear()
             await self.commit()
 
     async def commit(self) -> None:
