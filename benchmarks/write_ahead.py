@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import Producer
+
 from service.config import load_settings
 from service.delivery import commits
 from service.delivery.offsets import Intent
@@ -95,8 +97,11 @@ async def run(
         events = list(generate(2000, 2000, seed=2))
 
         def trickle() -> None:
+            producer = Producer({"bootstrap.servers": node.bootstrap, "linger.ms": 1})
             for start in range(0, len(events), 10):
-                produce(node.bootstrap, topic, events[start : start + 10], partitions=3)
+                for event in events[start : start + 10]:
+                    producer.produce(topic, key=event.key, value=event.value)
+                producer.flush(10)
                 time.sleep(0.05)
 
         trickling = threading.Thread(target=trickle, daemon=True)
@@ -119,10 +124,13 @@ async def run(
 
 
 def main() -> None:
+    """``python -m benchmarks.write_ahead [grouped|one|none ...]``: all three by default."""
+    chosen = sys.argv[1:] or ["grouped", "one", "none"]
+    settings = [s for s in ("grouped", "one at a time", "none") if s.split()[0] in chosen]
     rows: list[tuple[str, str, dict[str, float]]] = []
     with KafkaNode() as node, RunningSimulator(SimulatorConfig(seed=1)) as simulator:
         for load in ("backlog", "trickle"):
-            for setting in ("grouped", "one at a time", "none"):
+            for setting in settings:
                 rows.append((load, setting, asyncio.run(run(node, simulator, setting, load))))
     columns = ["jobs", "commits/job", "wait p50 ms", "wait p95 ms", "wait max ms", "seconds"]
     print(f"{'load':8} {'write-ahead':14} " + " ".join(f"{c:>12}" for c in columns))
