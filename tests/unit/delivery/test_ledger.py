@@ -87,7 +87,7 @@ def test_eight_intents_and_eight_jobs_in_flight_fit_the_brokers_default_limit() 
     jobs = {slot: job for slot, job in jobs.items() if slot >= 8}
     text, level = encode(len(marks), jobs, marks, LIMIT, intents)
     assert level == "full"
-    assert len(text) < 1600, len(text)
+    assert len(text) < 1000, len(text)
 
 
 def test_a_window_too_big_for_the_limit_keeps_its_intents() -> None:
