@@ -208,6 +208,7 @@ class JobTracker:
                 intent = await self._write_ahead(records, intent)
                 if intent is None:
                     raise SubmissionWithdrawn("its partitions went before its intent was written")
+                intent.posted = True  # the attempt goes out now
 
             try:
                 job_id = await self._client.submit(

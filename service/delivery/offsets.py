@@ -49,10 +49,12 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from service.delivery.ledger import Ledger
 from service.delivery.records import PendingRecord
 
 # (topic, partition number): how the service keys its state per partition. Not
@@ -87,6 +89,7 @@ MARK_OUTCOMES: Mapping[int, str] = MappingProxyType({m: o for o, m in OUTCOME_MA
 
 _SETTLED_RUN = re.compile(rb"[\x01-\x05]*")
 _TRIM_AT = 1 << 14  # settled marks kept before the window is cut back to the watermark
+_KEPT_INTENTS = 4096  # the intents remembered for a partition assigned back (recognise)
 
 _generations = itertools.count(1)
 _ANY_FETCH = 1 << 62  # a fetch of unknown generation (tests): every assignment's
@@ -159,6 +162,7 @@ class Intent:
     at: float
     job_id: str | None = None
     unwritten: set[PartitionKey] = field(default_factory=set)
+    posted: bool = False  # a POST attempt may have gone out (its write-ahead returned)
 
     @property
     def written(self) -> bool:
@@ -184,6 +188,9 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[PartitionKey, _PartitionOffsets] = {}
         self._closing: set[PartitionKey] = set()
+        # The intents this instance wrote, by partition, slot and date (ms), the latest
+        # _KEPT_INTENTS: a partition lost and assigned back finds its own (see recognise).
+        self._written: OrderedDict[tuple[PartitionKey, int, int], Intent] = OrderedDict()
         self.newest_generation = 0
         """The generation of the latest assignment; a fetch carries it (:meth:`track`)."""
 
@@ -346,16 +353,46 @@ class OffsetTracker:
             state.replace(offsets, Mark.PENDING, Mark.JOB + slot)
             if not state.holding:
                 intent.unwritten.add(tp)
+            self._remember(tp, slot, intent)
         return intent
+
+    def _remember(self, tp: PartitionKey, slot: int, intent: Intent) -> None:
+        self._written[tp, slot, round(intent.at * 1000)] = intent
+        while len(self._written) > _KEPT_INTENTS:
+            self._written.popitem(last=False)
+
+    def recognise(self, tp: PartitionKey, ledger: Ledger) -> Ledger:
+        """``ledger``, with the intents this instance wrote itself resolved as far as it knows.
+
+        A partition lost (a broker outage outlasting the session, say) and assigned back
+        finds its own last commit: an intent whose job this instance heard of is that job,
+        to be resolved like any inherited one, and one whose POST never went out carried
+        nothing. Only an intent whose POST went out unanswered stays an intent.
+        """
+        if not ledger.intents:
+            return ledger
+        jobs, intents = dict(ledger.jobs), dict(ledger.intents)
+        for slot, at in ledger.intents.items():
+            own = self._written.get((tp, slot, round(at * 1000)))
+            if own is None:
+                continue
+            if own.job_id is not None:
+                jobs[slot] = own.job_id
+                del intents[slot]
+            elif not own.posted:
+                del intents[slot]
+        return replace(ledger, jobs=jobs, intents=intents)
 
     def redate(self, intent: Intent, at: float) -> None:
         """The intent's POST is about to be tried again: date it ``at``, to be written anew."""
         intent.at = at
-        intent.unwritten = {
-            tp
-            for tp, state in self._partitions.items()
-            if intent in state.slots and not state.holding
-        }
+        intent.unwritten = set()
+        for tp, state in self._partitions.items():
+            slot = state.slots.get(intent)
+            if slot is not None:
+                self._remember(tp, slot, intent)
+                if not state.holding:
+                    intent.unwritten.add(tp)
 
     def carried(self, intent: Intent, job_id: str) -> None:
         """The intent's POST created a job: its id takes the intent's place in the ledger."""

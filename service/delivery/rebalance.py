@@ -263,6 +263,8 @@ class Rebalancer:
         for tp in partitions:
             offset, metadata = (committed or {}).get(tp, (None, ""))
             ledger = decode(metadata)
+            if ledger is not None:  # assigned back: what this instance wrote, it knows
+                ledger = self._offsets.recognise(tp, ledger)
             end = (ends or {}).get(tp) or 0
             if offset is None or ledger is None:
                 self._offsets.assign(tp, offset)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 
@@ -388,3 +389,29 @@ def test_a_fetch_from_before_a_reassignment_tracks_nothing_of_the_new_one() -> N
     again = tracker.newest_generation
     assert [tracker.track(TP, offset, again) for offset in (100, 101)] == [again, again]
     assert marks(tracker) == {TP: 100}
+
+
+def test_an_instance_recognises_the_intents_it_wrote_in_a_ledger_of_its_own() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=0)
+    generation = tracker.track(TP, 0)
+    for offset in (1, 2, 3):
+        tracker.track(TP, offset)
+    answered = tracker.intend([record(0, generation)], at=1.001)
+    answered.posted = True
+    tracker.carried(answered, "job-a")
+    unanswered = tracker.intend([record(1, generation)], at=1.002)
+    unanswered.posted = True
+    tracker.intend([record(2, generation)], at=1.003)  # its POST never went out
+    window = tracker.commit_candidates()[TP]
+    assert (window.jobs, window.intents) == ({0: "job-a"}, {1: 1.002, 2: 1.003})
+    # The last commit the broker took, before job-a's id came: three intents.
+    ledger = Ledger(len(window.marks), {}, window.marks, {0: 1.001, 1: 1.002, 2: 1.003})
+
+    known = tracker.recognise(TP, ledger)
+
+    # Its job's id it heard: a job to resolve; a POST never sent carried nothing; an
+    # unanswered one is as unknown to it as to anyone.
+    assert (known.jobs, known.intents) == ({0: "job-a"}, {1: 1.002})
+    assert tracker.recognise(OTHER, ledger) == ledger  # another partition's slots: not these
+    assert OffsetTracker().recognise(TP, ledger) == ledger  # another instance knows nothing

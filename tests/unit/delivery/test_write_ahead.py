@@ -7,12 +7,14 @@ the API records, with each submission, what the group had committed when it went
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from structlog.testing import capture_logs
 
 from service.delivery.ledger import Ledger, decode, encode
 from service.delivery.offsets import Mark
@@ -187,3 +189,38 @@ async def test_a_shutdown_flushes_the_buffer_through_the_write_ahead() -> None:
         await eventually(lambda: r.consumer.closed)
     assert sorted(api.versions(f"c{o}") for o in range(5)) == [[o] for o in range(5)]
     assert r.consumer.committed_offsets() == {TP: 5}
+
+
+async def test_a_partition_assigned_back_knows_its_own_intents() -> None:
+    # A broker outage outlasts the session: the partition is lost with its last commit
+    # naming an intent whose job's id never made it to the broker, and assigned back to the
+    # same instance, which heard that id. It resolves that job; it holds nobody.
+    api = RecordingApi()
+    r = rig(api=api)  # JOB_TIMEOUT_SECONDS as shipped: a hold would outlast the test
+    api.rig = r
+    posted = asyncio.Event()
+    original = api.submit
+
+    async def then_the_broker_goes(body: bytes, **kwargs: Any) -> str:
+        job_id = await original(body, **kwargs)
+        r.consumer.async_commits_fail = True  # the id's commit, and every one after, fail
+        posted.set()
+        return job_id
+
+    api.submit = then_the_broker_goes  # type: ignore[method-assign]
+    r.consumer.append(TP, change("x", 0))
+    with capture_logs() as logs:
+        async with running(r):
+            await posted.wait()
+            await eventually(
+                lambda: r.count("customer_sync_records_total", outcome="succeeded") == 1
+            )
+            assert decode(r.consumer.group[TP][1]).intents  # type: ignore[union-attr]
+            r.consumer.rebalance("lose", [TP])
+            await eventually(lambda: TP not in r.consumer.assignment())
+            r.consumer.async_commits_fail = False
+            r.consumer.rebalance("assign", [TP])
+            await eventually(lambda: r.consumer.committed_offsets() == {TP: 1})
+    assert api.versions("x") == [0], "what its own job delivered was sent again"
+    assert not [e for e in logs if e["event"] == "customers_held_for_unknown_job"]
+    assert r.count("customer_sync_jobs_inherited_total", resolution="completed") == 1
