@@ -117,6 +117,11 @@ def test_a_kill_between_a_jobs_creation_and_the_next_commit_applies_nothing_olde
     versions = applied_versions(simulator)
     print(f"x applied {versions['x']}; the dead job ended {dead_job.state.value}")
     assert dead_job.state.value == "completed", "the dead job never applied x@2"
-    assert older_after_newer(versions) == {}, "a customer went back in time"
+    takeover = [
+        line
+        for line in (tmp_path / "b.log").read_text().splitlines()
+        if any(word in line for word in ("takeover", "held_for", "committed_offsets", "assigned"))
+    ]
+    assert older_after_newer(versions) == {}, f"a customer went back in time: {takeover}"
     assert versions["x"][-1] == 3
     assert y_applied < killed + DEAD_JOB_SECONDS, "a customer the dead job did not carry waited"
