@@ -204,6 +204,7 @@ def build(
         job_timeout=settings.job_timeout_seconds,
         max_submit_attempts=settings.max_submit_attempts,
         poll=poll,
+        write_ahead=committer.write_ahead,  # each POST waits for its intent's commit
         on_created=committer.job_created,
         on_ended=offsets.ended,
         owns=offsets.takes_all,
@@ -217,6 +218,7 @@ def build(
         on_release=progress,
         tags=tags,
         room=settings.max_buffered_records // 2,  # the load the consumer resumes at
+        job_timeout=settings.job_timeout_seconds,
     )
     compaction = Compaction(
         settings.compaction_max_bytes, settings.batch_max_records, budget.rate, metrics

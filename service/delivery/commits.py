@@ -32,6 +32,20 @@ path: what it let through before it opened is all a restart or a new owner skips
 
 Commits are serialised by a lock so one never regresses another, and a
 window already on its way is not sent again until its result is known.
+
+**Write-ahead** (:meth:`Committer.write_ahead`): before a batch's POST, its
+records are marked as carried by an intent (``offsets.py``) and the POST
+waits until a commit naming that intent is acknowledged by the broker, so no
+job can exist that the committed ledger does not account for. The commit is
+sent at once, without waiting for ``COMMIT_MIN_GAP``, and is shared by every
+write-ahead due at that moment (group commit: the batches a dispatch starts
+together mark their records before the commit task runs, and one commit
+carries them all). A commit that fails (a classic group rebalancing answers
+every commit ``REBALANCE_IN_PROGRESS`` or ``ILLEGAL_GENERATION`` until it is
+over) is sent again, every ``COMMIT_MIN_GAP``, until one is acknowledged; a
+write-ahead whose partition closes or goes meanwhile gives up, and its batch
+is not submitted (its records are the next owner's, like anything not yet
+submitted at a revocation).
 """
 
 from __future__ import annotations
@@ -46,7 +60,7 @@ import structlog
 from service.delivery.consumer import KafkaThread
 from service.delivery.edges import CommitResult, Consumer
 from service.delivery.ledger import encode
-from service.delivery.offsets import OffsetTracker, PartitionKey, Window
+from service.delivery.offsets import Intent, OffsetTracker, PartitionKey, Window
 from service.delivery.records import PendingRecord
 from service.errors import KafkaError
 from service.logs import FoldedLog
@@ -58,6 +72,8 @@ log = structlog.get_logger(__name__)
 COMMIT_INTERVAL = 1.0
 COMMIT_MIN_GAP = 0.2
 COMMIT_WHEN_DRAINED = True
+GROUP_COMMIT = True
+"""Write-aheads due together share one commit; ``False`` (measurements only): one at a time."""
 
 
 class Committer:
@@ -88,24 +104,86 @@ class Committer:
         self._on_the_way: dict[PartitionKey, Window] = {}  # the latest sent, per partition
         self._loop: asyncio.AbstractEventLoop | None = None
         self._due = asyncio.Event()
-        self._now = False
+        self._now = False  # commit without waiting for COMMIT_MIN_GAP
+        self._urgent = asyncio.Event()  # ... even if the gap's wait has begun
         self._last = 0.0
         self._degraded = FoldedLog(log, every=60.0)
+        # Write-aheads waiting for a commit that names their intent, acknowledged.
+        self._writing: dict[Intent, asyncio.Future[bool]] = {}
+        self._alone = asyncio.Lock()  # GROUP_COMMIT off: one write-ahead at a time
 
     def drained(self) -> None:
         """Nothing is buffered and no job runs: everything consumed is settled, commit now."""
         if COMMIT_WHEN_DRAINED:
             self._now = True
+            self._urgent.set()
             self._due.set()
 
     def soon(self) -> None:
         """Something settled, or a job was created: commit within ``COMMIT_MIN_GAP``."""
         self._due.set()
 
-    def job_created(self, job_id: str, records: list[PendingRecord]) -> None:
-        """A job now carries these records: its id rides in the next commit's ledger, soon."""
-        self._offsets.carried(job_id, records)
+    async def write_ahead(
+        self, records: list[PendingRecord], again: Intent | None = None
+    ) -> Intent | None:
+        """Mark the records as carried by an intent dated now; return it once a commit naming
+        it is acknowledged by the broker.
+
+        ``again``: the intent of the previous attempt of the same POST, dated anew. ``None``:
+        a partition of theirs closed or went first, and the POST must not go out (its marks
+        are pending again).
+        """
+        if GROUP_COMMIT:
+            return await self._write_ahead(records, again)
+        async with self._alone:
+            return await self._write_ahead(records, again)
+
+    async def _write_ahead(
+        self, records: list[PendingRecord], again: Intent | None
+    ) -> Intent | None:
+        now = time.time()
+        if again is None:
+            intent = self._offsets.intend(records, now)
+        else:
+            intent = again
+            self._offsets.redate(intent, now)
+        if intent.written:  # nothing to wait for: its partitions commit nothing yet (takeover)
+            return intent
+        waiter = asyncio.get_running_loop().create_future()
+        self._writing[intent] = waiter
+        self._now = True
+        self._urgent.set()
+        self._due.set()
+        written = False
+        try:
+            written = await waiter
+        finally:
+            self._writing.pop(intent, None)
+            if not written:  # given up or cancelled before the POST: nothing carries them
+                self._offsets.ended(intent, records)
+        return intent if written else None
+
+    def job_created(self, intent: Intent, job_id: str) -> None:
+        """The intent's POST created a job: its id rides in the next commit's ledger, soon."""
+        self._offsets.carried(intent, job_id)
         self.soon()
+
+    def abandon_unwritable(self) -> None:
+        """Partitions closed or went: the write-aheads that can no longer be written give up."""
+        for intent, waiter in self._writing.items():
+            if not waiter.done() and self._offsets.unwritable(intent):
+                waiter.set_result(False)
+
+    def _settle_writers(self) -> None:
+        for intent, waiter in self._writing.items():
+            if waiter.done():
+                continue
+            if intent.written:
+                waiter.set_result(True)
+            elif self._offsets.unwritable(intent):
+                waiter.set_result(False)
+        if any(not waiter.done() for waiter in self._writing.values()):
+            self.soon()  # a commit failed for some: send again, after the gap
 
     @property
     def in_flight(self) -> int:
@@ -118,9 +196,10 @@ class Committer:
             self._due.clear()
             if not self._now:
                 gap = self._last + COMMIT_MIN_GAP - time.monotonic()
-                if gap > 0:
-                    await asyncio.sleep(gap)
+                if gap > 0:  # a write-ahead (or the drain) cuts the gap short
+                    await wait_event(self._urgent, gap)
             self._now = False
+            self._urgent.clear()
             await self.commit()
 
     async def commit(self) -> None:
@@ -148,6 +227,8 @@ class Committer:
             for tp in windows.keys() - set(sent):  # not sent: no result will come
                 if self._on_the_way.get(tp) is windows[tp]:
                     del self._on_the_way[tp]
+            if len(sent) < len(windows):
+                self._settle_writers()
 
     def acknowledged(self, error: str | None, results: CommitResult) -> None:
         """An asynchronous commit's result, on the Kafka thread (``consume``): to the loop."""
@@ -162,6 +243,7 @@ class Committer:
     ) -> None:
         done = {tp: sent[tp] for tp, failed in results if failed is None and tp in sent}
         self._offsets.committed(done)
+        self._settle_writers()
         for tp, window in sent.items():
             if self._on_the_way.get(tp) is window:
                 del self._on_the_way[tp]
@@ -210,7 +292,9 @@ class Committer:
 
     def _payload(self, tp: PartitionKey, window: Window) -> tuple[int, str]:
         """The offset and the metadata (the ledger, degraded if it must be) to commit."""
-        text, level = encode(len(window.marks), window.jobs, window.marks, self._limit)
+        text, level = encode(
+            len(window.marks), window.jobs, window.marks, self._limit, window.intents
+        )
         self._metrics.commit_metadata_bytes.observe(len(text))
         if level != "full" and self._limit > 0:
             self._metrics.commit_metadata_degraded.labels(level=level).inc()
@@ -218,7 +302,8 @@ class Committer:
                 "warning",
                 "commit_metadata_degraded",
                 f"{tp[0]}[{tp[1]}]: the ledger of {len(window.marks)} offsets and "
-                f"{len(window.jobs)} jobs does not fit {self._limit} bytes; committed with "
+                f"{len(window.jobs) + len(window.intents)} jobs does not fit "
+                f"{self._limit} bytes; committed with "
                 f"{'its jobs only' if level == 'jobs' else 'no ledger'} (raise the broker's "
                 "offset.metadata.max.bytes and COMMIT_METADATA_MAX_BYTES)",
                 level=level,

@@ -52,6 +52,8 @@ window (360 requests per 30 s). A backlog the budget clears within one window ga
 REQUESTS_PER_JOB = 2.0
 """What a job costs the budget: its submission and, mostly, one status read (``make bench``:
 2.00-2.04 requests a job under the documented quota)."""
+FETCH_BYTES = 2000 * 2048
+"""A fetch's worth of room (:meth:`Compaction.room`)."""
 CAUGHT_UP = 100
 """Records left unread below which the fill has read what there was: what arrives during a
 fetch (0.1 s) at 1,000 records a second; a faster stream keeps the fill on to
@@ -143,6 +145,11 @@ class Compaction:
             self._fill_until = None
             self._metrics.compaction_active.set(0)
             log.info("compaction_stopped", records_waiting=records, threshold=round(threshold))
+
+    def room(self, memory: int) -> bool:
+        """Whether a fetch may be asked for ahead: ``CONSUME_MAX`` (2,000) changes at twice a
+        sample change's footprint still fit below ``COMPACTION_MAX_BYTES``."""
+        return memory + FETCH_BYTES < self.max_bytes
 
     def full(self, memory: int) -> bool:
         """The buffer holds as much as compaction may; ends the fill."""

@@ -17,7 +17,7 @@ drive the real pipeline through them, the way librdkafka and the API would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from service.delivery.offsets import PartitionKey
@@ -89,6 +89,7 @@ class GameballApi(Protocol):
         *,
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> str: ...
     async def status(
         self,

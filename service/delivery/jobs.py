@@ -34,6 +34,14 @@ version after a newer one. :meth:`JobTracker.stop_jobs` stops such jobs with
 ``DELETE`` first, so the only job that can still touch those customers is the
 next owner's. What a stopped job finished stays applied; it is at most the
 version the next owner resubmits.
+
+Write-ahead: before every POST attempt of a batch, after the request
+budget's wait, its intent is committed (``commits.py``,
+:meth:`~service.delivery.commits.Committer.write_ahead`), dated as it is
+written: so a crash between the job's creation and the commit naming it still
+leaves a ledger that names its records, and says since when such a job can
+exist (``takeover.py``). A retry (the answer to the last attempt was lost)
+dates the intent again first: a job any earlier attempt created exists by then.
 """
 
 from __future__ import annotations
@@ -42,13 +50,13 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from service.delivery.batching import request_body
 from service.delivery.edges import GameballApi
-from service.delivery.offsets import PartitionKey
+from service.delivery.offsets import Intent, PartitionKey
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
 from service.delivery.verdicts import Rejection, Verdicts, judge
@@ -66,10 +74,20 @@ DISOWNED_STOP_WAIT = 30.0
 """How long a job created after its partitions went is asked to stop before giving up."""
 
 
-JobHook = Callable[[str, list[PendingRecord]], None]
+WriteAhead = Callable[[list[PendingRecord], Intent | None], Awaitable[Intent | None]]
+CreatedHook = Callable[[Intent, str], None]
+EndedHook = Callable[[Intent, list[PendingRecord]], None]
 
 
-def _ignore(_job_id: str, _records: list[PendingRecord]) -> None:
+async def _no_write_ahead(_records: list[PendingRecord], _again: Intent | None) -> Intent:
+    return Intent(time.time())
+
+
+def _ignore_created(_intent: Intent, _job_id: str) -> None:
+    return None
+
+
+def _ignore_ended(_intent: Intent, _records: list[PendingRecord]) -> None:
     return None
 
 
@@ -102,17 +120,19 @@ class JobTracker:
         job_timeout: float,
         max_submit_attempts: int,
         poll: PollSchedule | None = None,
-        on_created: JobHook | None = None,
-        on_ended: JobHook | None = None,
+        write_ahead: WriteAhead | None = None,
+        on_created: CreatedHook | None = None,
+        on_ended: EndedHook | None = None,
         owns: Callable[[list[PendingRecord]], bool] | None = None,
     ) -> None:
         self._client = client
         # Whether every record's partition is still this instance's to deliver (see deliver).
         self._owns = owns or (lambda _records: True)
-        # Told when a job exists and when it is over, with the records it carries: the
-        # offsets' ledger says which in-flight job carries which record (see offsets.py).
-        self._on_created = on_created or _ignore
-        self._on_ended = on_ended or _ignore
+        # The ledger hears of a batch before its POST (write_ahead, awaited), when its job
+        # exists, and when it is over or never went out (see offsets.py).
+        self._write_ahead = write_ahead or _no_write_ahead
+        self._on_created = on_created or _ignore_created
+        self._on_ended = on_ended or _ignore_ended
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_jobs_in_flight)
         self.job_timeout = job_timeout
@@ -180,23 +200,45 @@ class JobTracker:
             for record in records:
                 record.attempts += 1
             spent: Spent = Counter()
+            intent: Intent | None = None
+
+            async def write_ahead() -> None:
+                """Before each attempt: the intent, dated now, acknowledged by the broker."""
+                nonlocal intent
+                intent = await self._write_ahead(records, intent)
+                if intent is None:
+                    raise SubmissionWithdrawn("its partitions went before its intent was written")
+                intent.posted = True  # the attempt goes out now
+
             try:
                 job_id = await self._client.submit(
-                    request_body(records), spent=spent, wanted=lambda: self._owns(records)
+                    request_body(records),
+                    spent=spent,
+                    wanted=lambda: self._owns(records),
+                    prepare=write_ahead,
                 )
             except BatchRejected as exc:
+                self._end(intent, records)
                 rejected = exc
             except SubmissionWithdrawn:
                 # Revoked or lost while the submission waited or retried: sent now, it
                 # could apply these customers after the next owner's newer changes.
+                self._end(intent, records)
                 for record in records:
                     record.attempts -= 1
                 return Verdicts(resubmit=list(records))
+            except Exception:
+                self._end(intent, records)
+                raise
             else:
+                if intent is None:  # an API edge that never prepared: no ledger names it
+                    intent = Intent(time.time())
+                self._on_created(intent, job_id)
                 if not self._owns(records):
-                    return await self._disown(job_id, records, spent)
-                self._on_created(job_id, records)
-                return await self._track(job_id, records, spent)
+                    verdicts = await self._disown(job_id, records, spent)
+                    self._on_ended(intent, records)
+                    return verdicts
+                return await self._track(job_id, intent, records, spent)
         # Outside the slot: the halves need slots of their own.
         if len(records) == 1:
             verdicts = Verdicts()
@@ -211,6 +253,11 @@ class JobTracker:
         )
         left.merge(right)
         return left
+
+    def _end(self, intent: Intent | None, records: list[PendingRecord]) -> None:
+        """No job carries these records (its POST failed or never went): free the intent."""
+        if intent is not None:
+            self._on_ended(intent, records)
 
     async def _disown(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
         """A job created after its records' partitions went: stop it at once.
@@ -233,7 +280,9 @@ class JobTracker:
             record.attempts -= 1
         return Verdicts(resubmit=list(records))
 
-    async def _track(self, job_id: str, records: list[PendingRecord], spent: Spent) -> Verdicts:
+    async def _track(
+        self, job_id: str, intent: Intent, records: list[PendingRecord], spent: Spent
+    ) -> Verdicts:
         metrics = self._metrics
         metrics.jobs_submitted.inc()
         metrics.jobs_in_flight.inc()
@@ -299,7 +348,7 @@ class JobTracker:
             self._abandoned.discard(job_id)
             metrics.jobs_in_flight.dec()
             if not cancelled:
-                self._on_ended(job_id, records)
+                self._on_ended(intent, records)
 
     async def _stop(self, job_id: str, spent: Spent) -> JobStatus | None:
         """Stop a job that outlived its timeout and read what it finished before stopping."""

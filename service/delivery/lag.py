@@ -4,7 +4,9 @@ The high watermarks are the ones librdkafka caches from its fetch responses,
 read on the Kafka thread every ``LAG_INTERVAL`` (no round trip to a broker).
 The committed offset is the last one the group coordinator acknowledged to
 this instance. The same reading tells a takeover whose window's last offsets
-never come (compacted away) that it has caught up with the log.
+never come (compacted away, or a transaction marker at the partition's end)
+that it has caught up with the log: the consumer's position, read with it,
+has reached the high watermark.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Lag:
         self._metrics = metrics
         self._last = 0.0
         self.unread = 0
+        self._caught_up: list[tuple[PartitionKey, int, int | None]] = []
         self.known = False
         """Whether the last reading knew every owned partition's high watermark (librdkafka
         learns it from the partition's first fetch response) and position: then ``unread``
@@ -43,6 +46,15 @@ class Lag:
         """Records of the owned partitions not yet consumed, as of the last reading (compaction
         weighs them against the budget): each one's high watermark minus the consumer's
         position (before the first fetch, the committed offset; unknown: not counted)."""
+
+    def tell_takeovers(self) -> None:
+        """After the fetch read with the last reading is ingested: the takeovers' partitions'
+        high watermark and position. Not before: a takeover told the consumer's position (past
+        that fetch) while its records are still to be ingested would finish without them."""
+        readings, self._caught_up = self._caught_up, []
+        for tp, high, position in readings:
+            if tp in self._takeovers:
+                self._takeovers.caught_up(tp, high, position)
 
     def soon(self) -> None:
         """Read at the next :meth:`refresh`, whatever the interval."""
@@ -78,6 +90,7 @@ class Lag:
     ) -> None:
         unread = 0
         known = all(highs.get(tp) is not None for tp in owned)
+        self._caught_up = []
         for tp, high in highs.items():
             if tp not in owned or high is None:
                 continue
@@ -88,8 +101,8 @@ class Lag:
                 known = False
             else:
                 unread += max(0, high - position)
-            if tp in self._takeovers:
-                self._takeovers.caught_up(tp, high)
+            if tp in self._takeovers:  # told once the fetch read with this is ingested
+                self._caught_up.append((tp, high, (positions or {}).get(tp)))
             committed = self._offsets.committed_offset(tp)
             if committed is not None:
                 self._metrics.consumer_lag.labels(topic=tp[0], partition=str(tp[1])).set(

@@ -25,6 +25,13 @@ hands that window and the slots' job ids to ``ledger.py``, which packs them
 into the offset commit's metadata, so the next owner can skip what was
 settled and resolve the jobs still running (``takeover.py``).
 
+Write-ahead: a batch's records are marked as carried by a slot *before* its
+POST goes out (:meth:`OffsetTracker.intend`), with no job id yet: an
+:class:`Intent`. The committer sends that window and the POST waits for the
+broker's acknowledgement (``commits.py``), so a crash at any instant leaves a
+ledger that names every record a job may carry. The id fills the slot when
+the POST answers (:meth:`OffsetTracker.carried`).
+
 Generations: every assignment of a partition gets a new generation number,
 and :meth:`OffsetTracker.track` hands it to the record. A partition lost or
 revoked and then assigned back to this same instance is re-read from its
@@ -42,10 +49,12 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from service.delivery.ledger import Ledger
 from service.delivery.records import PendingRecord, superseded_offsets
 
 # (topic, partition number): how the service keys its state per partition. Not
@@ -80,6 +89,7 @@ MARK_OUTCOMES: Mapping[int, str] = MappingProxyType({m: o for o, m in OUTCOME_MA
 
 _SETTLED_RUN = re.compile(rb"[\x01-\x05]*")
 _TRIM_AT = 1 << 14  # settled marks kept before the window is cut back to the watermark
+_KEPT_INTENTS = 4096  # the intents remembered for a partition assigned back (recognise)
 
 _generations = itertools.count(1)
 _ANY_FETCH = 1 << 62  # a fetch of unknown generation (tests): every assignment's
@@ -92,8 +102,8 @@ class _PartitionOffsets:
     marks: bytearray = field(default_factory=bytearray)
     done: int = 0  # marks[:done] are all settled: base + done is the watermark
     committed: int | None = None  # the last watermark the broker acknowledged
-    committed_ledger: bytes | None = None  # the window that commit carried
-    slots: dict[str, int] = field(default_factory=dict)  # job id -> slot
+    committed_window: Window | None = None  # the window that commit carried
+    slots: dict[Intent, int] = field(default_factory=dict)  # the intents carrying records here
     holding: bool = False  # inherited work unresolved: commit nothing (see takeover.py)
 
     def watermark(self) -> int | None:
@@ -139,6 +149,27 @@ def _by_assignment(
     return grouped
 
 
+@dataclass(eq=False, slots=True)
+class Intent:
+    """A batch written ahead of its POST: its records are marked with one slot per partition.
+
+    ``job_id`` is ``None`` until the POST answered with one: until then a crash
+    leaves a ledger saying "these records may be carried by a job nobody knows",
+    dated ``at`` (``time.time()`` when the intent was written). ``unwritten``:
+    the partitions whose acknowledged commit does not carry the intent yet.
+    """
+
+    at: float
+    job_id: str | None = None
+    unwritten: set[PartitionKey] = field(default_factory=set)
+    posted: bool = False  # a POST attempt may have gone out (its write-ahead returned)
+
+    @property
+    def written(self) -> bool:
+        """Every partition it marks has a commit the broker acknowledged that names it."""
+        return not self.unwritten
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A partition's state above its watermark, as a commit carries it."""
@@ -146,6 +177,9 @@ class Window:
     offset: int  # the watermark: what the commit commits
     marks: bytes  # one Mark per offset from ``offset`` up to one past the last tracked
     jobs: dict[int, str]  # slot -> job id of the in-flight jobs the marks refer to
+    intents: dict[int, float] = field(default_factory=dict)  # slot -> ``at`` of id-less intents
+    # The slots' intents, each with the date it had in this window.
+    carriers: tuple[tuple[Intent, float], ...] = field(default=(), compare=False)
 
 
 class OffsetTracker:
@@ -154,6 +188,9 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[PartitionKey, _PartitionOffsets] = {}
         self._closing: set[PartitionKey] = set()
+        # The intents this instance wrote, by partition, slot and date (ms), the latest
+        # _KEPT_INTENTS: a partition lost and assigned back finds its own (see recognise).
+        self._written: OrderedDict[tuple[PartitionKey, int, int], Intent] = OrderedDict()
         self.newest_generation = 0
         """The generation of the latest assignment; a fetch carries it (:meth:`track`)."""
 
@@ -204,8 +241,14 @@ class OffsetTracker:
 
     def revoke(self, tp: PartitionKey) -> None:
         """Forget a partition: its unsettled records are the next owner's to re-read."""
-        self._partitions.pop(tp, None)
+        state = self._partitions.pop(tp, None)
         self._closing.discard(tp)
+        for intent in state.slots if state is not None else ():
+            intent.unwritten.discard(tp)  # nothing of it will be committed here any more
+
+    def unwritable(self, intent: Intent) -> bool:
+        """Some partition the intent marks is closing or gone: it can no longer be written."""
+        return any(tp in self._closing or tp not in self._partitions for tp in intent.unwritten)
 
     def owns(self, tp: PartitionKey) -> bool:
         return tp in self._partitions
@@ -287,32 +330,87 @@ class OffsetTracker:
             if done <= offset - base < end:
                 marks[offset - base] = mark
 
-    def carried(self, job_id: str, records: Iterable[PendingRecord]) -> None:
-        """A job was created for these records (a stale generation's copies are not ours)."""
+    def intend(
+        self, records: Iterable[PendingRecord], at: float, job_id: str | None = None
+    ) -> Intent:
+        """Mark these records (and what they absorbed) as carried by a new intent's slots.
+
+        Only records of their partition's current generation, and only where they are
+        pending. A partition with no slot left keeps them pending: the intent is not
+        written there, and a crash costs what it cost before write-ahead. A partition
+        being taken over (``holding``) commits nothing yet: it is marked, not waited for.
+        """
+        intent = Intent(at, job_id)
         for (tp, generation), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
             if state is None or state.base is None or state.generation != generation:
                 continue
-            slot = state.slots.get(job_id)
+            used = set(state.slots.values())
+            slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
             if slot is None:
-                used = set(state.slots.values())
-                slot = next((s for s in range(Mark.SLOTS) if s not in used), None)
-                if slot is None:
-                    continue  # no slot left: the records simply stay pending
-                state.slots[job_id] = slot
+                continue  # no slot left: the records simply stay pending
+            state.slots[intent] = slot
             state.replace(offsets, Mark.PENDING, Mark.JOB + slot)
+            if not state.holding:
+                intent.unwritten.add(tp)
+            self._remember(tp, slot, intent)
+        return intent
 
-    def ended(self, job_id: str, records: Iterable[PendingRecord]) -> None:
-        """A job ended: what it did not settle is pending again, and its slot is free."""
+    def _remember(self, tp: PartitionKey, slot: int, intent: Intent) -> None:
+        self._written[tp, slot, round(intent.at * 1000)] = intent
+        while len(self._written) > _KEPT_INTENTS:
+            self._written.popitem(last=False)
+
+    def recognise(self, tp: PartitionKey, ledger: Ledger) -> Ledger:
+        """``ledger``, with the intents this instance wrote itself resolved as far as it knows.
+
+        A partition lost (a broker outage outlasting the session, say) and assigned back
+        finds its own last commit: an intent whose job this instance heard of is that job,
+        to be resolved like any inherited one, and one whose POST never went out carried
+        nothing. Only an intent whose POST went out unanswered stays an intent.
+        """
+        if not ledger.intents:
+            return ledger
+        jobs, intents = dict(ledger.jobs), dict(ledger.intents)
+        for slot, at in ledger.intents.items():
+            own = self._written.get((tp, slot, round(at * 1000)))
+            if own is None:
+                continue
+            if own.job_id is not None:
+                jobs[slot] = own.job_id
+                del intents[slot]
+            elif not own.posted:
+                del intents[slot]
+        return replace(ledger, jobs=jobs, intents=intents)
+
+    def redate(self, intent: Intent, at: float) -> None:
+        """The intent's POST is about to be tried again: date it ``at``, to be written anew."""
+        intent.at = at
+        intent.unwritten = set()
+        for tp, state in self._partitions.items():
+            slot = state.slots.get(intent)
+            if slot is not None:
+                self._remember(tp, slot, intent)
+                if not state.holding:
+                    intent.unwritten.add(tp)
+
+    def carried(self, intent: Intent, job_id: str) -> None:
+        """The intent's POST created a job: its id takes the intent's place in the ledger."""
+        intent.job_id = job_id
+
+    def ended(self, intent: Intent, records: Iterable[PendingRecord]) -> None:
+        """A job ended, or its POST never went out: what it did not settle is pending again,
+        and its slot is free."""
         for (tp, _), offsets in _by_assignment(records).items():
             state = self._partitions.get(tp)
             if state is None or state.base is None:
                 continue
-            slot = state.slots.get(job_id)
+            slot = state.slots.get(intent)
             if slot is not None:
                 state.replace(offsets, Mark.JOB + slot, Mark.PENDING)
         for state in self._partitions.values():
-            state.slots.pop(job_id, None)
+            state.slots.pop(intent, None)
+        intent.unwritten.clear()
 
     def pending_count(self, tp: PartitionKey) -> int:
         state = self._partitions.get(tp)
@@ -331,8 +429,16 @@ class OffsetTracker:
         if mark is None:
             return None
         marks = bytes(state.marks[state.done :])
-        jobs = {slot: job for job, slot in state.slots.items() if Mark.JOB + slot in marks}
-        return Window(mark, marks, jobs)
+        carriers = tuple((i, i.at) for i, slot in state.slots.items() if Mark.JOB + slot in marks)
+        jobs: dict[int, str] = {}
+        intents: dict[int, float] = {}
+        for intent, _ in carriers:
+            slot = state.slots[intent]
+            if intent.job_id is None:
+                intents[slot] = intent.at
+            else:
+                jobs[slot] = intent.job_id
+        return Window(mark, marks, jobs, intents, carriers)
 
     def commit_candidates(
         self, only: set[PartitionKey] | None = None
@@ -347,7 +453,7 @@ class OffsetTracker:
                 continue
             if state.committed is not None and window.offset < state.committed:
                 continue
-            if window.offset == state.committed and window.marks == state.committed_ledger:
+            if window.offset == state.committed and window == state.committed_window:
                 continue
             candidates[tp] = window
         return candidates
@@ -360,7 +466,10 @@ class OffsetTracker:
                 continue
             if state.committed is None or window.offset >= state.committed:
                 state.committed = window.offset
-                state.committed_ledger = window.marks
+                state.committed_window = window
+            for intent, at in window.carriers:
+                if at == intent.at:  # not dated again since this window was built
+                    intent.unwritten.discard(tp)
 
     def committed_offset(self, tp: PartitionKey) -> int | None:
         state = self._partitions.get(tp)

@@ -69,16 +69,16 @@ from service.waiting import wait_event
 log = structlog.get_logger(__name__)
 
 CONSUME_MAX = 2000
-CONSUME_TIMEOUT = 0.1
+CONSUME_TIMEOUT = 0.02
+"""How long ``consume`` blocks when nothing comes. Every other call on the Kafka thread waits
+for it, a commit included, and a POST waits for its write-ahead's commit: at 0.1 s the
+write-ahead's median wait was 60-90 ms, at 0.02 s 24-32 ms (``benchmarks/write_ahead.py``)."""
 HOUSEKEEPING_INTERVAL = 0.02
 TASKS_EXIT_WAIT = 2.0
 IDLE_QUIET_SECONDS = 1.0
 """A bounded run's idle: no record arrived for this long (and the rest of :class:`Until`)."""
 UNTIL_CHECK_INTERVAL = 0.1
 END_OFFSET_TIMEOUT = 2.0
-COMPACTION_FETCH_BYTES = CONSUME_MAX * 2048
-"""Room left below ``COMPACTION_MAX_BYTES`` for a fetch asked for ahead: ``CONSUME_MAX``
-changes at twice a sample change's footprint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +139,8 @@ class Pipeline:
         self._ingestor = parts.ingestor
         self._compaction = parts.compaction
         self._source_reader = parts.source_reader
-        self._lag_read = False  # a lag reading came with the fetch being ingested
-        self._unread: int | None = None
-        """That reading: records not yet consumed (``None``: not known for every partition)."""
+        self._lag_read = False  # a lag reading came with the fetch being ingested:
+        self._unread: int | None = None  # its records not yet consumed (None: not all known)
         self._breaker = parts.breaker
         self._backpressure = parts.backpressure
         self._lag = parts.lag
@@ -344,6 +343,9 @@ class Pipeline:
         self._flush_now = FlushReason.SHUTDOWN
         self._compaction.interrupt()
         self._wake.set()
+        # Commit results come back in consume: the write-aheads of the batches flushed now
+        # wait for them, and the fetch loop that called it is over.
+        serving = asyncio.create_task(self._serve_while_draining(), name="serve")
         # Leave a little of the budget for the final commit and leaving the group.
         drain_until = deadline - min(5.0, self.settings.shutdown_timeout_seconds / 4)
         # Several tasks change these; a short poll is simpler than an event per source.
@@ -351,6 +353,7 @@ class Pipeline:
             time.monotonic() < drain_until
         ):
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        serving.cancel()
         abandoned = len(self._jobs)
         if abandoned:
             # Out of time: stop what is still running so it cannot apply these
@@ -444,12 +447,14 @@ class Pipeline:
     def _room(self, fetched: int, limit: int) -> bool:
         """Whether the next fetch may be asked for before this one is ingested."""
         others = self._takeovers.held + self._dead_letters.in_flight
-        if self._compaction.active:  # bounded by memory: a fetch's worth below it
-            return (
-                others + fetched < limit
-                and self._batcher.memory + COMPACTION_FETCH_BYTES < self._compaction.max_bytes
-            )
+        if self._compaction.active:  # bounded by memory
+            return others + fetched < limit and self._compaction.room(self._batcher.memory)
         return len(self._batcher) + others + fetched < limit
+
+    async def _serve_while_draining(self) -> None:
+        """Shutting down: go on calling ``consume``, taking nothing, until cancelled."""
+        while True:
+            await self._kafka_thread.call(self._serve_only)
 
     def _serve_only(self) -> None:
         """On the Kafka thread, once a bounded run has read its records: serve, take nothing.
@@ -487,6 +492,7 @@ class Pipeline:
         self.health.schema_registry_unavailable = waiting
         hold = breaker_open or waiting
         compaction = self._compaction
+        self._lag.tell_takeovers()  # the fetch read with the last lag reading is ingested
         if self._lag_read:  # a lag reading came with this fetch, now ingested
             self._lag_read = False
             records = (self._unread or 0) + len(self._batcher) + self._takeovers.held

@@ -7,12 +7,15 @@ consumer stays inside the rebalance, still owning the partitions, until the
 loop has done what must happen before they change hands.
 
 * **assigned** — the committed offset and its ledger are read here, on the
-  Kafka thread, inside the callback; then a fresh generation per partition
+  Kafka thread, inside the callback, and for a partition with a ledger, its
+  end offset (the takeover coalesces everything up to it before its first
+  submission); then a fresh generation per partition
   (``offsets.py``), so nothing of an earlier assignment of the same
   partition can settle the new copies of its records, and a takeover
   (``takeover.py``) for each partition whose previous owner left work
   unresolved.
-* **revoked** — drop what was not submitted, wait briefly (``REVOKE_WAIT``)
+* **revoked** — drop what was not submitted, give up the write-aheads still
+  waiting for a commit (their batches are not submitted), wait briefly (``REVOKE_WAIT``)
   for the jobs carrying those partitions' records, stop (``DELETE``) the ones
   still running, then commit what is settled, here on the Kafka thread while
   the callback is served (a commit from any other thread would not complete
@@ -63,6 +66,7 @@ log = structlog.get_logger(__name__)
 
 REVOKE_WAIT = 10.0
 COMMITTED_TIMEOUT = 10.0
+END_OFFSET_TIMEOUT = 5.0
 
 NOT_DONE = {
     "assigned": "the partitions were not set up: their records are read and ignored, and "
@@ -176,7 +180,15 @@ class Rebalancer:
             self._on_loop(self.assigned, partitions)
             return
         committed = self._consumer.committed(partitions, COMMITTED_TIMEOUT)
-        future = asyncio.run_coroutine_threadsafe(self.assigned(partitions, committed), self._loop)
+        # Where a previous owner left a ledger, the end as of now: its takeover reads up to it.
+        ends = {
+            tp: self._consumer.end_offset(tp, END_OFFSET_TIMEOUT)
+            for tp, (_, metadata) in committed.items()
+            if metadata
+        }
+        future = asyncio.run_coroutine_threadsafe(
+            self.assigned(partitions, committed, ends), self._loop
+        )
         try:
             future.result()
         except Exception:
@@ -245,15 +257,24 @@ class Rebalancer:
         self,
         partitions: list[PartitionKey],
         committed: dict[PartitionKey, tuple[int, str]] | None = None,
+        ends: dict[PartitionKey, int | None] | None = None,
     ) -> None:
+        """``ends``: the end offset, as of the assignment, of partitions with a ledger."""
         for tp in partitions:
             offset, metadata = (committed or {}).get(tp, (None, ""))
             ledger = decode(metadata)
-            inherited = offset is not None and ledger is not None
-            inherited = inherited and bool(ledger and (ledger.length or ledger.jobs))
-            self._offsets.assign(tp, offset, holding=inherited)
-            if inherited and offset is not None and ledger is not None:
-                self._takeovers.begin(tp, offset, ledger, self._offsets.generation(tp))
+            if ledger is not None:  # assigned back: what this instance wrote, it knows
+                ledger = self._offsets.recognise(tp, ledger)
+            end = (ends or {}).get(tp) or 0
+            if offset is None or ledger is None:
+                self._offsets.assign(tp, offset)
+                continue
+            # Work left by the previous owner, or records to coalesce before submitting any.
+            inherited = bool(ledger.length or ledger.jobs or ledger.intents)
+            taken_over = inherited or end > offset
+            self._offsets.assign(tp, offset, holding=taken_over)
+            if taken_over:
+                self._takeovers.begin(tp, offset, ledger, self._offsets.generation(tp), end=end)
         self.assignment.update(partitions)
         self._on_assigned()
         self.reshare()  # with the counts known so far; the fetch loop refreshes them
@@ -270,6 +291,7 @@ class Rebalancer:
         """
         lost = set(partitions)
         self._offsets.close(lost)
+        self._committer.abandon_unwritable()
         self._batcher.drop_partitions(lost)
         self._takeovers.drop(lost)
         stopped = await self._tracker.stop_jobs(lost, timeout=STOP_JOBS_WAIT)
@@ -289,6 +311,7 @@ class Rebalancer:
         """
         revoked = set(partitions)
         self._offsets.close(revoked)
+        self._committer.abandon_unwritable()  # their batches waiting to be written ahead
         released = self._batcher.drop_partitions(revoked)
         self._takeovers.drop(revoked)
         waiting = self._in_flight.touching(revoked)

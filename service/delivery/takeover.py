@@ -14,14 +14,35 @@ cleanly or was killed, a :class:`Takeover` then holds the partition until:
    customer, so the customers it lists name exactly those records. What it
    rejected (a completed job's ``failed`` entries) is dead-lettered, as the
    previous owner would have; the rest is resubmitted;
-2. **the window is re-read**, up to where the previous owner had read. A
-   record the ledger shows settled is counted under its outcome and skipped,
-   never decoded. Every other change is held, not buffered, until the whole
-   window is in, and then buffered in offset order: coalescing per customer,
-   so each customer's latest change goes out once, never its history.
+2. **the window is re-read**, up to where the previous owner had read, and
+   on up to the partition's end as of the assignment. A record the ledger
+   shows settled is counted under its outcome and skipped, never decoded.
+   Every other change is held, not buffered, until all of it is in, and then
+   buffered in offset order: coalescing per customer, so each customer's
+   first job carries its newest change in the log, never its history.
 
-Meanwhile nothing of the partition is committed, so if this instance dies
-too, the ledger it inherited is still there for the next one. Two bounds
+Meanwhile, until the previous owner's window is re-read and its jobs are
+resolved, nothing of the partition is committed, so if this instance dies
+too, the ledger it inherited is still there for the next one. From then on
+this instance's own window says all the inherited one did (settled records
+are settled here too, the resolved jobs can apply nothing more, and the
+intents below are carried over), so commits resume while the rest, up to the
+end as of the assignment, is read.
+
+**An intent without a job id** (``ledger.py``) means its POST may or may not
+have created a job, which nobody can ask about: the API has no list of jobs
+and the id was never heard. Each POST attempt is written ahead anew, dated
+when it goes out (``jobs.py``), so such a job was created by the end of that
+request and is over ``JOB_TIMEOUT_SECONDS`` after that at the latest (a job
+still running then is one the service stops as hung). :meth:`Takeovers.outcome_unknown` decides what
+becomes of the records such an intent carried: for customers (an upsert) they
+are held, with every later change of the same customers, until that moment
+(:func:`unknown_until`), then submitted, coalesced, so the newest version
+goes out after any the unknown job could apply. The intent travels on in this
+instance's own ledger with its original time, so a third owner holds them
+just as long. A ledger degraded to its jobs (no marks) cannot say which
+records an intent carried: every record of its window counts as carried.
+Two bounds
 keep a takeover from blocking a partition for good: a job that cannot be
 resolved in ``RESOLVE_SECONDS`` counts as unresolved (its records are
 resubmitted, and the job, told to stop, may still apply its own), and once
@@ -41,12 +62,13 @@ import structlog
 from service.delivery.batching import Batcher
 from service.delivery.edges import GameballApi
 from service.delivery.ledger import Ledger
-from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
+from service.delivery.offsets import Intent, Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
 from service.delivery.verdicts import Verdicts, judge
 from service.errors import ApiError, JobNotFound
+from service.gameball.client import TIMEOUT_SECONDS
 from service.gameball.models import JobStatus
 from service.metrics import Metrics
 
@@ -55,6 +77,17 @@ log = structlog.get_logger(__name__)
 RESOLVE_SECONDS = 60.0
 """How long a takeover waits for an inherited job to reach a terminal state."""
 RESOLVE_POLL_SECONDS = 0.5
+
+
+def unknown_until(intent_at: float, job_timeout: float) -> float:
+    """When a job an intent dated ``intent_at`` (wall clock) may have created is over.
+
+    Each POST attempt goes out right after its intent, dated then, is acknowledged
+    (``jobs.py``): the job was created by the end of that request (``TIMEOUT_SECONDS``,
+    the client's) and runs at most ``job_timeout`` (longer, it is one the service stops
+    as hung).
+    """
+    return intent_at + TIMEOUT_SECONDS + job_timeout
 
 
 @dataclass(slots=True)
@@ -70,11 +103,38 @@ class Takeover:
     held: list[tuple[PendingRecord, int]] = field(default_factory=list)  # record, job slot or -1
     position: int = 0  # one past the last offset re-read
     started: float = field(default_factory=time.monotonic)
+    assigned_end: int = 0  # the partition's end offset as of the assignment (0: unknown)
+    committing: bool = False  # the inherited part is done: our own window is committed
+    unknown: list[tuple[PendingRecord, int]] = field(default_factory=list)
+    """Records of id-less intents already released (in parts) before the window was read."""
+
+    @property
+    def inherited_end(self) -> int:
+        """One past the last offset the previous owner had read."""
+        return self.committed + self.ledger.length
 
     @property
     def end(self) -> int:
-        """One past the last offset the previous owner had read."""
-        return self.committed + self.ledger.length
+        """How far the takeover reads before its first submission: the later of the
+        previous owner's last read and the partition's end as of the assignment."""
+        return max(self.inherited_end, self.assigned_end)
+
+    def intent_of(self, record: PendingRecord, slot: int) -> float | None:
+        """The date of the id-less intent that carried ``record`` (re-read with ``slot``), if any.
+
+        A ledger without marks cannot say which records an intent carried: then every
+        record of its window counts as carried by its latest intent.
+        """
+        intents = self.ledger.intents
+        if not intents or record.offset >= self.inherited_end:
+            return None
+        if self.ledger.marks is None:
+            return max(intents.values())
+        return intents.get(slot)
+
+    def inherited_done(self) -> bool:
+        """Its jobs are resolved and its window re-read: what it inherited is ours to say."""
+        return not self.unresolved and self.position >= self.inherited_end
 
     def mark(self, offset: int) -> int:
         """The ledger's mark for ``offset`` (PENDING beyond the window or when degraded)."""
@@ -101,8 +161,17 @@ class Takeovers:
         on_release: Callable[[], object],
         tags: TagSender,
         room: int,
+        job_timeout: float = 900.0,
     ) -> None:
-        """``room``: how many held records all takeovers together may keep (see :meth:`advance`)."""
+        """``room``: how many held records all takeovers together may keep (see :meth:`advance`).
+
+        ``job_timeout``: ``JOB_TIMEOUT_SECONDS``, how long a job may run (:func:`unknown_until`).
+        """
+        self._job_timeout = job_timeout
+        # Customers held for a job nobody knows (outcome_unknown), and until when (wall clock);
+        # customers whose inherited job's tags are being sent.
+        self._holds: dict[str, float] = {}
+        self._tagging: set[str] = set()
         self._client = client
         self._tags = tags
         self._metrics = metrics
@@ -114,6 +183,8 @@ class Takeovers:
         self._active: dict[PartitionKey, Takeover] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False  # shutting down: no job is asked about any more
+        # Intents carried over from a previous owner into our own ledger, and until when.
+        self._carried: list[tuple[Intent, list[PendingRecord], float]] = []
 
     def __contains__(self, tp: object) -> bool:
         return tp in self._active
@@ -129,16 +200,23 @@ class Takeovers:
         """Changes held by every takeover: they count against the buffer."""
         return sum(len(t.held) for t in self._active.values())
 
-    def begin(self, tp: PartitionKey, committed: int, ledger: Ledger, generation: int) -> None:
-        takeover = Takeover(tp, committed, ledger, generation, position=committed)
+    def begin(
+        self, tp: PartitionKey, committed: int, ledger: Ledger, generation: int, end: int = 0
+    ) -> None:
+        """``end``: the partition's end offset as of the assignment (0: unknown)."""
+        takeover = Takeover(tp, committed, ledger, generation, position=committed, assigned_end=end)
         takeover.unresolved = set(ledger.jobs.values())
         self._active[tp] = takeover
+        if takeover.inherited_done():  # nothing inherited to wait for: commit as usual
+            self._commit_own_window(takeover)
         log.info(
             "takeover_started",
             partition=f"{tp[0]}[{tp[1]}]",
             committed=committed,
             window=ledger.length,
+            coalesced_up_to=takeover.end,
             jobs=len(ledger.jobs),
+            intents_without_job=len(ledger.intents),
             ledger="full" if ledger.marks is not None else "jobs only",
         )
         if self._stopped:
@@ -186,6 +264,8 @@ class Takeovers:
         if takeover is None:
             return
         takeover.position = max(takeover.position, position)
+        if not takeover.committing and takeover.inherited_done():
+            self._commit_own_window(takeover)
         if takeover.ready():
             self._flush(takeover, final=True)
         elif not takeover.unresolved and self.held >= room:
@@ -197,10 +277,17 @@ class Takeovers:
             )
             self._flush(takeover, final=False)
 
-    def caught_up(self, tp: PartitionKey, high_watermark: int) -> None:
-        """Nothing more to read (the window's last offsets were compacted away, say)."""
+    def caught_up(
+        self, tp: PartitionKey, high_watermark: int, consumer_position: int | None = None
+    ) -> None:
+        """Nothing more to read (the window's last offsets were compacted away, or the end
+        as of the assignment is past a transaction marker): the consumer has reached the
+        high watermark, or the records re-read have."""
         takeover = self._active.get(tp)
-        if takeover is not None and takeover.position >= high_watermark:
+        if takeover is None:
+            return
+        read = max(takeover.position, consumer_position or 0)
+        if read >= high_watermark:
             self.advance(tp, max(takeover.end, takeover.position), room=0)
 
     def _flush(self, takeover: Takeover, *, final: bool) -> None:
@@ -213,13 +300,26 @@ class Takeovers:
         verdicts = Verdicts()
         slots = takeover.ledger.jobs
         by_job: dict[str, list[PendingRecord]] = {}
+        unknown: dict[float, list[PendingRecord]] = {}  # by the time of their intent
         free: list[tuple[PendingRecord, int]] = []
         for record, slot in takeover.held:
             job_id = slots.get(slot) if slot >= 0 else None
+            since = takeover.intent_of(record, slot) if job_id is None else None
+            if since is not None:
+                unknown.setdefault(since, []).append(record)
+                if not takeover.committing:  # carried over into our ledger once it is ours
+                    takeover.unknown.append((record, slot))
             if job_id is None:
-                free.append((record, -1))
+                free.append((record, slot))
             else:
                 by_job.setdefault(job_id, []).append(record)
+        if not final and not takeover.committing and takeover.ledger.intents:
+            # Part of a window not yet read: which customers its intents carried is not
+            # known yet, so every customer released now waits as if it were one of them.
+            latest = max(takeover.ledger.intents.values())
+            unknown = {latest: [record for record, _ in takeover.held]}
+        for since, records in unknown.items():
+            self.outcome_unknown(records, since)
         for job_id, records in by_job.items():
             # Inherited: how the job ended says nothing about these records; nothing is counted.
             status = takeover.jobs.get(job_id)
@@ -240,6 +340,7 @@ class Takeovers:
             # before these settle, with their customers checked out meanwhile, so no newer
             # change (and no newer tag set) of theirs can overtake it.
             verdicts.succeeded = [r for r in verdicts.succeeded if not needs_tags(r)]
+            self._tagging.update(record.customer_id for record in tagging)
             self._batcher.check_out(record.customer_id for record in tagging)
             task = asyncio.create_task(self._send_tags(tagging), name="takeover-tags")
             self._tasks.add(task)
@@ -256,7 +357,81 @@ class Takeovers:
             log.exception("takeover_tags_crashed", records=len(records))
             verdicts = Verdicts(resubmit=records)
         self._settlement.apply(verdicts)
-        self._batcher.release((record.customer_id for record in records), time.monotonic())
+        customers = {record.customer_id for record in records}
+        self._tagging -= customers
+        self._batcher.release((c for c in customers if c not in self._holds), time.monotonic())
+        self._on_release()
+
+    # ------------------------------------------ intents without a job id
+
+    def outcome_unknown(self, records: list[PendingRecord], since: float) -> None:
+        """Records an intent without a job id carried: its POST may have created a job.
+
+        The hook for what each operation can bear. Customers (an upsert): held, with
+        every later change of theirs, until such a job must be over
+        (:func:`unknown_until`), then submitted, coalesced. An operation without ids
+        (events, balance adjustments) would dead-letter them ``outcome_unknown`` here.
+        """
+        until = unknown_until(since, self._job_timeout)
+        wait = until - time.time()
+        if wait <= 0 or not records:
+            return
+        customers = {r.customer_id for r in records if self._holds.get(r.customer_id, 0) < until}
+        for customer in customers:
+            self._holds[customer] = until
+        self._batcher.check_out(customers)
+        log.warning(
+            "customers_held_for_unknown_job",
+            customers=len(customers),
+            records=len(records),
+            seconds=round(wait, 1),
+            reason="the previous owner wrote these records ahead of a POST whose answer it "
+            "never heard: a job it may have created can apply them until then",
+        )
+        self._unhold_at(until, customers)
+
+    def _unhold_at(self, until: float, customers: set[str]) -> None:
+        task = asyncio.create_task(self._unhold(until, customers), name="unknown-job-hold")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unhold(self, until: float, customers: set[str]) -> None:
+        """At ``until``: the intents carried over that far are over, their customers go."""
+        await asyncio.sleep(max(0.0, until - time.time()))
+        for intent, records, ends in self._carried:
+            if ends <= until:
+                self._offsets.ended(intent, records)  # pending again: submitted like any change
+        self._carried = [entry for entry in self._carried if entry[2] > until]
+        released = {c for c in customers if self._holds.get(c, until) <= until}
+        for customer in released:
+            self._holds.pop(customer, None)
+        self._batcher.release((c for c in released if c not in self._tagging), time.monotonic())
+        if released:
+            log.info("customers_released_after_unknown_job", customers=len(released))
+        self._on_release()
+
+    def _commit_own_window(self, takeover: Takeover) -> None:
+        """The inherited part is done: carry its intents into our ledger, and commit again.
+
+        Their records, held here or released already, are marked as carried by an intent
+        of the same time in this instance's window, so a crash of this instance leaves
+        the next owner the same wait.
+        """
+        takeover.committing = True
+        records: dict[float, list[PendingRecord]] = {}
+        for record, slot in [*takeover.unknown, *takeover.held]:
+            since = takeover.intent_of(record, slot)
+            if since is not None and takeover.ledger.jobs.get(slot) is None:
+                records.setdefault(since, []).append(record)
+        takeover.unknown = []
+        now = time.time()
+        for since, carried in records.items():
+            until = unknown_until(since, self._job_timeout)
+            if until > now:
+                intent = self._offsets.intend(carried, since)
+                self._carried.append((intent, carried, until))
+                self._unhold_at(until, set())
+        self._offsets.release(takeover.tp)
         self._on_release()
 
     def _release(self, takeover: Takeover, verdicts: Verdicts, *, final: bool) -> None:
@@ -274,8 +449,8 @@ class Takeovers:
                 losers.append(superseded)
         self._settlement.settle(losers, "coalesced")
         self._settlement.apply(verdicts)
-        if final:
-            self._offsets.release(takeover.tp)
+        if final and not takeover.committing:
+            self._commit_own_window(takeover)
         self._on_release()
 
     async def _resolve(self, takeover: Takeover, job_id: str) -> None:

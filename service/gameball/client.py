@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,14 +151,17 @@ class GameballClient:
         *,
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         """Create a batch job of customers; return its id. ``spent`` counts the requests.
 
         ``wanted`` is asked just before every attempt is sent, after the budget's wait:
         when it says no, :class:`SubmissionWithdrawn` is raised and nothing more is sent.
+        ``prepare`` is awaited right after it, before the attempt goes out (the write-ahead
+        of ``delivery/jobs.py``); it may raise :class:`SubmissionWithdrawn` too.
         """
         path = submit_path(self._version)
-        response = await self._call("submit", "POST", path, body, spent, wanted)
+        response = await self._call("submit", "POST", path, body, spent, wanted, prepare=prepare)
         try:
             return JobCreated.model_validate_json(response.content).job_id
         except ValidationError as exc:
@@ -317,6 +320,7 @@ class GameballClient:
         *,
         sending: Callable[[], None] | None = None,
         probing: bool = False,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -327,7 +331,14 @@ class GameballClient:
         async for attempt in retrying:
             with attempt:
                 response = await self._send(
-                    operation, method, path, content, spent, wanted, sending=sending
+                    operation,
+                    method,
+                    path,
+                    content,
+                    spent,
+                    wanted,
+                    sending=sending,
+                    prepare=prepare,
                 )
                 return self._classify(operation, response, probing=probing)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
@@ -342,12 +353,15 @@ class GameballClient:
         wanted: Callable[[], bool] | None = None,
         *,
         sending: Callable[[], None] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> httpx.Response:
         budget = self._budget
         if budget is not None:
             await budget.acquire(operation)
         if wanted is not None and not wanted():
             raise SubmissionWithdrawn(f"{operation} withdrawn: its records are no longer ours")
+        if prepare is not None:
+            await prepare()
         if spent is not None:
             spent[operation] += 1
         if sending is not None:

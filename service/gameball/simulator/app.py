@@ -190,6 +190,8 @@ class _Api:
         if not strict:
             items = [self._kept(item, shape) for item in items]
         job = self.state.create_job(items)
+        if config.created_answer_delay_seconds > 0:
+            await asyncio.sleep(config.created_answer_delay_seconds)
         if late_fault is not None:
             return _server_error(late_fault, self.state.config)
         return json_response({"jobId": job.id})

@@ -16,7 +16,12 @@ JOB_APIS = ("batch", "batches", "both")
 API_VERSIONS = ("v4.0", "v4.1")
 
 _RATES = ("record_failure_rate", "job_failure_rate", "stuck_job_rate", "stopped_job_rate")
-_SECONDS = ("latency_seconds", "job_duration_seconds", "retry_after_seconds")
+_SECONDS = (
+    "latency_seconds",
+    "job_duration_seconds",
+    "retry_after_seconds",
+    "created_answer_delay_seconds",
+)
 _SWITCHES = ("limit_retry_after", "error_envelope", "strict", "all_customers_known", "echo_keys")
 
 DOCUMENTED_LIMITS = {"limit_per_second": 30, "limit_per_window": 360, "limit_window_seconds": 30.0}
@@ -42,6 +47,8 @@ class SimulatorConfig:
     secret_key: str = "demo-secret-key"  # noqa: S105 - the demo's published fake
     latency_seconds: float = 0.0
     job_duration_seconds: float = 0.0
+    created_answer_delay_seconds: float = 0.0
+    """A job is created at once, its POST answered this much later (a crash test kills then)."""
     record_failure_rate: float = 0.0
     job_failure_rate: float = 0.0
     stuck_job_rate: float = 0.0

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +154,11 @@ class FakeConsumer:
 
     def committed_offsets(self) -> dict[PartitionKey, int]:
         return {tp: offset for tp, (offset, _) in self.group.items()}
+
+    @property
+    def results_waiting(self) -> int:
+        """Commit results the next ``consume`` will serve."""
+        return len(self._results)
 
     # ---------------------------------------------------------- the Consumer
 
@@ -330,12 +335,15 @@ class FakeApi:
         *,
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.submit_seconds)
         if wanted is not None and not wanted():
             raise SubmissionWithdrawn("no longer ours")
+        if prepare is not None:
+            await prepare()
         job_id = f"job-{next(self._ids)}"
         customers = [str(c["customerId"]) for c in orjson.loads(body)["body"]]
         self.jobs[job_id] = customers

@@ -10,9 +10,11 @@ from structlog.testing import capture_logs
 
 from service.delivery.commits import Committer
 from service.delivery.consumer import KafkaThread
-from service.delivery.ledger import decode
+from service.delivery.ledger import Ledger, decode
 from service.delivery.offsets import Mark, OffsetTracker
+from service.delivery.records import PendingRecord
 from service.metrics import Metrics
+from tests.helpers import eventually
 from tests.unit.delivery.fakes import FakeConsumer
 
 TP, OTHER = ("t", 0), ("t", 1)
@@ -144,3 +146,102 @@ async def test_a_partition_being_taken_over_commits_nothing(books: Books) -> Non
     books.offsets.release(TP)
     await books.committer.commit()
     assert books.consumer.committed_offsets() == {TP: 1}
+
+
+def committed_ledger(books: Books) -> Ledger:
+    ledger = decode(books.consumer.group[TP][1])
+    assert ledger is not None
+    return ledger
+
+
+def pending(books: Books, *offsets: int) -> list[PendingRecord]:
+    """Records consumed at ``offsets`` of TP, not settled, as a batch would carry them."""
+    generation = books.offsets.generation(TP)
+    records = []
+    for offset in offsets:
+        books.offsets.track(TP, offset)
+        records.append(
+            PendingRecord(*TP, offset, 0, None, b"{}", f"c{offset}", b"{}", generation=generation)
+        )
+    return records
+
+
+@pytest.fixture
+async def committing(books: Books) -> AsyncIterator[Books]:
+    """The committer's own loop runs, as in the pipeline; results come back when asked."""
+    task = asyncio.create_task(books.committer.run())
+    yield books
+    task.cancel()
+
+
+async def test_a_write_ahead_returns_only_once_the_broker_acknowledged_its_intent(
+    committing: Books,
+) -> None:
+    books = committing
+    ahead = asyncio.create_task(books.committer.write_ahead(pending(books, 0, 1)))
+    await eventually(lambda: bool(books.consumer.commits))
+    ledger = decode(books.consumer.group[TP][1])
+    assert ledger is not None
+    assert ledger.marks is not None
+    slot = ledger.marks[0] - Mark.JOB
+    assert ledger.marks == bytes([Mark.JOB + slot] * 2)
+    assert (ledger.jobs, list(ledger.intents)) == ({}, [slot])
+    assert not ahead.done(), "the POST could go out before the broker acknowledged its intent"
+    await books.results()
+    async with asyncio.timeout(5):
+        intent = await ahead
+    assert intent is not None
+    assert ledger.intents[slot] == pytest.approx(intent.at, abs=0.001)
+    books.committer.job_created(intent, "job-1")
+    await eventually(lambda: committed_ledger(books).jobs == {slot: "job-1"})
+
+
+async def test_write_aheads_due_together_share_one_commit(committing: Books) -> None:
+    books = committing
+    batches = [pending(books, 2 * n, 2 * n + 1) for n in range(4)]
+    aheads = [asyncio.create_task(books.committer.write_ahead(batch)) for batch in batches]
+    await eventually(lambda: bool(books.consumer.commits))
+    await books.results()
+    async with asyncio.timeout(5):
+        intents = await asyncio.gather(*aheads)
+    assert all(intent is not None for intent in intents)
+    assert len(books.consumer.commits) == 1
+    ledger = decode(books.consumer.group[TP][1])
+    assert ledger is not None
+    assert len(ledger.intents) == 4
+
+
+async def test_a_write_ahead_waits_out_failing_commits(committing: Books) -> None:
+    # A classic group rebalancing refuses every commit until it is over.
+    books = committing
+    books.consumer.async_commits_fail = True
+    ahead = asyncio.create_task(books.committer.write_ahead(pending(books, 0)))
+    await eventually(lambda: books.consumer.results_waiting > 0)
+    await books.results()
+    assert not ahead.done()
+    books.consumer.async_commits_fail = False
+
+    async def served() -> bool:
+        await books.results()
+        return ahead.done()
+
+    async with asyncio.timeout(5):
+        while not await served():  # each result sends the commit again, after the gap
+            pass
+    assert await ahead is not None
+    assert committed_ledger(books).intents
+
+
+async def test_a_write_ahead_whose_partition_is_revoked_gives_up(committing: Books) -> None:
+    books = committing
+    books.consumer.async_commits_fail = True
+    records = pending(books, 0, 1)
+    ahead = asyncio.create_task(books.committer.write_ahead(records))
+    await eventually(lambda: books.consumer.results_waiting > 0)
+    books.offsets.close([TP])  # the revoke callback starts
+    books.committer.abandon_unwritable()
+    async with asyncio.timeout(5):
+        assert await ahead is None
+    window = books.offsets.window(TP)
+    assert window is not None
+    assert window.marks == bytes([Mark.PENDING] * 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import orjson
@@ -11,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from service.delivery.jobs import JobTracker
+from service.delivery.jobs import JobTracker, WriteAhead
+from service.delivery.offsets import Intent
 from service.delivery.polling import PollSchedule
 from service.delivery.records import PendingRecord
 from service.gameball.budget import RequestBudget, Window
@@ -49,6 +51,7 @@ def tracker_for(
     poll: PollSchedule = FAST_POLL,
     owns: Callable[[list[PendingRecord]], bool] | None = None,
     budget: RequestBudget | None = None,
+    write_ahead: WriteAhead | None = None,
 ) -> JobTracker:
     client = GameballClient(
         Endpoint(simulator.base_url),
@@ -68,6 +71,7 @@ def tracker_for(
         max_submit_attempts=attempts,
         poll=poll,
         owns=owns,
+        write_ahead=write_ahead,
     )
 
 
@@ -322,3 +326,30 @@ async def test_a_stop_the_api_never_confirms_is_logged_by_its_job_id() -> None:
     delivering.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await delivering
+
+
+async def test_every_post_attempt_is_written_ahead_and_a_retry_dates_the_same_intent_anew() -> None:
+    """A 5xx after the job was created: the retry may create a second job, and the first
+    exists already. The ledger must say so before the retry goes out, dated then."""
+    written: list[tuple[Intent, float, int]] = []  # intent, its date, jobs created by then
+
+    with RunningSimulator(SimulatorConfig(seed=5)) as simulator:
+
+        async def write_ahead(records: list[PendingRecord], again: Intent | None) -> Intent:
+            intent = again or Intent(0.0)
+            intent.at = time.time()
+            written.append((intent, intent.at, simulator.state.jobs_created))
+            if len(written) == 1:  # the first attempt's job is created, its answer lost
+                simulator.state.update_config({"server_error_rate": 1.0, "seed": 3})
+            else:
+                simulator.state.update_config({"server_error_rate": 0.0})
+            return intent
+
+        tracker = tracker_for(simulator, Metrics(), write_ahead=write_ahead)
+        verdicts = await tracker.deliver([record("a", 0)])
+        assert len(verdicts.succeeded) == 1
+    assert len(written) >= 2
+    assert all(intent is written[0][0] for intent, _, _ in written), "one intent, dated anew"
+    first, retry = written[0], written[-1]
+    assert retry[1] > first[1]
+    assert retry[2] >= 1, "the retry was written ahead before the first attempt's job existed"

@@ -9,14 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from service.delivery.ledger import Ledger
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 
-TP = ("t", 0)
+TP, OTHER = ("t", 0), ("t", 1)
 
 
-def record(offset: int, generation: int) -> PendingRecord:
-    return PendingRecord(*TP, offset, 0, None, b"{}", "c", b"{}", generation=generation)
+def record(offset: int, generation: int, tp: PartitionKey = TP) -> PendingRecord:
+    return PendingRecord(*tp, offset, 0, None, b"{}", "c", b"{}", generation=generation)
 
 
 def marks(tracker: OffsetTracker) -> dict[PartitionKey, int]:
@@ -239,29 +240,67 @@ TrackerModel.TestCase.settings = settings(max_examples=150, stateful_step_count=
 test_tracker_matches_the_model_under_any_interleaving = TrackerModel.TestCase
 
 
-def test_a_job_marks_what_it_carries_until_it_ends() -> None:
+def test_an_intent_marks_what_it_carries_before_its_job_exists_and_until_it_ends() -> None:
     tracker = OffsetTracker()
     tracker.assign(TP, committed=100)
     generation = tracker.track(TP, 100)
     for offset in (101, 102, 103):
         tracker.track(TP, offset)
     tracker.settle(TP, 101, Mark.COALESCED)
-    tracker.carried("job-a", [record(100, generation), record(102, generation)])
-    tracker.carried("job-b", [record(103, generation), record(103, generation - 1)])  # stale
+    a = tracker.intend([record(100, generation), record(102, generation)], at=1_000.5)
+    stale = record(103, generation - 1)  # an earlier assignment's copy: not ours to mark
+    b = tracker.intend([record(103, generation), stale], at=1_001.0)
     window = tracker.commit_candidates()[TP]
     assert window.offset == 100
     slot_a, slot_b = window.marks[0] - Mark.JOB, window.marks[3] - Mark.JOB
     assert window.marks == bytes(
         [Mark.JOB + slot_a, Mark.COALESCED, Mark.JOB + slot_a, Mark.JOB + slot_b]
     )
-    assert window.jobs == {slot_a: "job-a", slot_b: "job-b"}
+    # Before their POSTs answer: intents, dated, no job ids.
+    assert (window.jobs, window.intents) == ({}, {slot_a: 1_000.5, slot_b: 1_001.0})
+    assert not a.written
+    tracker.committed({TP: window})
+    assert a.written
+    assert b.written
+    tracker.carried(a, "job-a")
+    tracker.carried(b, "job-b")
+    window = tracker.commit_candidates()[TP]  # the same marks, now naming the jobs
+    assert (window.jobs, window.intents) == ({slot_a: "job-a", slot_b: "job-b"}, {})
     # job-a ends: 100 succeeded, 102 was not settled by it and is pending again.
     tracker.settle(TP, 100, Mark.SUCCEEDED)
-    tracker.ended("job-a", [record(100, generation), record(102, generation)])
+    tracker.ended(a, [record(100, generation), record(102, generation)])
     window = tracker.commit_candidates()[TP]
     assert window.offset == 102
     assert window.marks == bytes([Mark.PENDING, Mark.JOB + slot_b])
     assert window.jobs == {slot_b: "job-b"}
+
+
+def test_an_intent_dated_again_is_written_only_by_a_commit_of_the_new_date() -> None:
+    """A retried POST dates its intent anew: a commit built before that, acknowledged after,
+    does not say the new date, so it must not let the retry go out."""
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=0)
+    generation = tracker.track(TP, 0)
+    intent = tracker.intend([record(0, generation)], at=10.0)
+    old = tracker.commit_candidates()[TP]
+    tracker.redate(intent, 20.0)
+    tracker.committed({TP: old})
+    assert not intent.written
+    new = tracker.commit_candidates()[TP]
+    assert new.intents == {new.marks[0] - Mark.JOB: 20.0}
+    tracker.committed({TP: new})
+    assert intent.written
+
+
+def test_an_intent_on_a_partition_that_goes_can_no_longer_be_written() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=0)
+    tracker.assign(OTHER, committed=0)
+    records = [record(0, tracker.track(TP, 0)), record(0, tracker.track(OTHER, 0), OTHER)]
+    intent = tracker.intend(records, at=1.0)
+    assert not tracker.unwritable(intent)
+    tracker.close([OTHER])
+    assert tracker.unwritable(intent)
 
 
 def test_the_changes_a_record_absorbed_ride_in_its_job_and_settle_with_it() -> None:
@@ -274,11 +313,12 @@ def test_the_changes_a_record_absorbed_ride_in_its_job_and_settle_with_it() -> N
         tracker.track(TP, offset)
     merged = record(3, generation)
     merged.superseded = array("q", [1, 0, 2, 0])
-    tracker.carried("job-a", [merged])
+    intent = tracker.intend([merged], at=1.0)
+    tracker.carried(intent, "job-a")
     window = tracker.commit_candidates()[TP]
     slot = window.marks[1] - Mark.JOB
     assert window.marks == bytes([Mark.PENDING, *[Mark.JOB + slot] * 3])
-    tracker.ended("job-a", [merged])  # the job did not settle it: all three are pending again
+    tracker.ended(intent, [merged])  # the job did not settle it: all three are pending again
     assert tracker.commit_candidates()[TP].marks == bytes([Mark.PENDING] * 4)
     # Delivered: Settlement settles it and what it absorbed (test_settlement.py).
     tracker.settle(TP, 3, Mark.SUCCEEDED, generation=generation)
@@ -350,3 +390,29 @@ def test_a_fetch_from_before_a_reassignment_tracks_nothing_of_the_new_one() -> N
     again = tracker.newest_generation
     assert [tracker.track(TP, offset, again) for offset in (100, 101)] == [again, again]
     assert marks(tracker) == {TP: 100}
+
+
+def test_an_instance_recognises_the_intents_it_wrote_in_a_ledger_of_its_own() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, committed=0)
+    generation = tracker.track(TP, 0)
+    for offset in (1, 2, 3):
+        tracker.track(TP, offset)
+    answered = tracker.intend([record(0, generation)], at=1.001)
+    answered.posted = True
+    tracker.carried(answered, "job-a")
+    unanswered = tracker.intend([record(1, generation)], at=1.002)
+    unanswered.posted = True
+    tracker.intend([record(2, generation)], at=1.003)  # its POST never went out
+    window = tracker.commit_candidates()[TP]
+    assert (window.jobs, window.intents) == ({0: "job-a"}, {1: 1.002, 2: 1.003})
+    # The last commit the broker took, before job-a's id came: three intents.
+    ledger = Ledger(len(window.marks), {}, window.marks, {0: 1.001, 1: 1.002, 2: 1.003})
+
+    known = tracker.recognise(TP, ledger)
+
+    # Its job's id it heard: a job to resolve; a POST never sent carried nothing; an
+    # unanswered one is as unknown to it as to anyone.
+    assert (known.jobs, known.intents) == ({0: "job-a"}, {1: 1.002})
+    assert tracker.recognise(OTHER, ledger) == ledger  # another partition's slots: not these
+    assert OffsetTracker().recognise(TP, ledger) == ledger  # another instance knows nothing

@@ -15,16 +15,19 @@ TP = ("t", 0)
 
 
 async def test_a_revoked_partition_commits_what_is_settled_in_the_callback() -> None:
-    r = rig()
-    r.consumer.async_commits_fail = True  # only the revoke's own commit can land
+    api = FakeApi()
+    api.status_gate = asyncio.Event()  # the jobs run on until the commits fail
+    r = rig(api=api)
     r.consumer.append(TP, change("a"))
     r.consumer.append(TP, change("b"))
     async with running(r):
-        await eventually(lambda: r.api.delivered == ["a", "b"])
-        assert r.consumer.group == {}
+        await eventually(lambda: r.api.delivered == ["a", "b"])  # written ahead, submitted
+        r.consumer.async_commits_fail = True  # from now on only the revoke's commit can land
+        api.status_gate.set()
+        await eventually(lambda: r.count("customer_sync_records_total", outcome="succeeded") == 2)
+        assert r.consumer.committed_offsets() == {TP: 0}
         r.consumer.rebalance("revoke", [TP])
-        await eventually(lambda: TP in r.consumer.group)
-        assert r.consumer.committed_offsets() == {TP: 2}
+        await eventually(lambda: r.consumer.committed_offsets() == {TP: 2})
         # Assigned back (or to the next owner): it reads on from the commit, redoing nothing.
         r.consumer.async_commits_fail = False
         r.consumer.append(TP, change("c"))
