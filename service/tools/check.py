@@ -420,9 +420,9 @@ def run_checks(
             + f", {settings.gameball_customer_shape} customer, TAGS_SYNC={settings.tags_sync}",
         )
     )
-    for result in describe_routes(routes):
+    results: list[Result] = describe_routes(routes)  # a route run would refuse fails it
+    for result in results:
         emit(result)
-    results: list[Result] = []
     broker, metadata = check_broker(settings, routes, args.timeout)
     results.append(broker)
     emit(broker)
