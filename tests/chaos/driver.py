@@ -237,6 +237,8 @@ def chaos_env(
     group: str,
     protocol: GroupProtocol,
     tags_sync: str = "changed",
+    *,
+    quota: bool = False,
 ) -> dict[str, str]:
     return service_env(
         broker,
@@ -250,6 +252,13 @@ def chaos_env(
         SHUTDOWN_TIMEOUT_SECONDS="15",
         LOG_LEVEL="INFO",
         TAGS_SYNC=tags_sync,  # the default, changed: the tags call under every fault too
+        # --quota: the documented limits, enforced by the simulator, budgeted by the service
+        # (the settings' defaults, which service_env widens for the unlimited simulator).
+        **(
+            {"GAMEBALL_RATE_LIMIT_PER_SECOND": "30", "GAMEBALL_QUOTA_REQUESTS": "360"}
+            if quota
+            else {}
+        ),
     )
 
 
@@ -346,7 +355,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 broker.create_topics({topic: args.partitions, dlq: 3})
-            env = chaos_env(broker, simulator.base_url, topic, group, args.protocol, args.tags_sync)
+            env = chaos_env(
+                broker,
+                simulator.base_url,
+                topic,
+                group,
+                args.protocol,
+                args.tags_sync,
+                quota=args.quota,
+            )
             fleet = Fleet(env, workdir, args.instances)
             try:
                 return _run(
