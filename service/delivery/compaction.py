@@ -146,6 +146,19 @@ class Compaction:
             self._metrics.compaction_active.set(0)
             log.info("compaction_stopped", records_waiting=records, threshold=round(threshold))
 
+    def assigned(self) -> None:
+        """Partitions arrived while compacting: a new fill, however the last one ended.
+
+        Their takeovers re-read windows the previous owner left (a compacted window is wide,
+        and its ledger has dropped the marks), and a window wider than a takeover's room is
+        released into the buffer in parts. Submitted as they come, a part could carry a
+        customer's older change while the newer one, which the previous owner may have
+        applied already, is still unread: the fill holds dispatch until the windows are read.
+        """
+        if self.active and self._fill_until is None:
+            self._fill_until = self._clock() + FILL_MAX_SECONDS
+            log.info("compaction_fill_started", reason="partitions_assigned")
+
     def room(self, memory: int) -> bool:
         """Whether a fetch may be asked for ahead: ``CONSUME_MAX`` (2,000) changes at twice a
         sample change's footprint still fit below ``COMPACTION_MAX_BYTES``."""

@@ -521,6 +521,7 @@ class Pipeline:
         rebalancer = self._rebalancer
         if rebalancer.recount:  # partitions arrived: how many are there in all?
             rebalancer.recount = False
+            self._compaction.assigned()  # their windows are read before anything is sent
             if await self._kafka_thread.call(self._consumer.refresh_partition_counts):
                 rebalancer.reshare()
                 self._lag.soon()  # weigh the backlog against the new share at once

@@ -239,6 +239,7 @@ def chaos_env(
     tags_sync: str = "changed",
     *,
     quota: bool = False,
+    compaction_max_bytes: int | None = None,
 ) -> dict[str, str]:
     return service_env(
         broker,
@@ -257,6 +258,11 @@ def chaos_env(
         **(
             {"GAMEBALL_RATE_LIMIT_PER_SECOND": "30", "GAMEBALL_QUOTA_REQUESTS": "360"}
             if quota
+            else {}
+        ),
+        **(
+            {"COMPACTION_MAX_BYTES": str(compaction_max_bytes)}
+            if compaction_max_bytes is not None
             else {}
         ),
     )
@@ -363,6 +369,7 @@ def run(args: argparse.Namespace) -> int:
                 args.protocol,
                 args.tags_sync,
                 quota=args.quota,
+                compaction_max_bytes=args.compaction_max_bytes,
             )
             fleet = Fleet(env, workdir, args.instances)
             try:
@@ -643,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quota",
         action="store_true",
         help="the simulator enforces Gameball's documented limits (30/s, 360 per 30 s)",
+    )
+    add(
+        "--compaction-max-bytes",
+        type=int,
+        help="COMPACTION_MAX_BYTES of the instances (0: off; default: the setting's)",
     )
     add(
         "--tags-sync",

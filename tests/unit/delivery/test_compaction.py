@@ -103,3 +103,16 @@ def test_the_threshold_follows_the_budget_share() -> None:
     rate[0] = 2.0  # another instance joined: this one's share of the key shrank
     step(c, 50_000, 50_000)
     assert c.active
+
+
+def test_partitions_assigned_while_compacting_start_a_new_fill() -> None:
+    c, _ = compaction()
+    c.assigned()
+    assert not c.filling, "not compacting: nothing to hold"
+    step(c, 10**6, 10**6)
+    step(c, 10**6, 0)  # the backlog read: the fill ends, the buffer drains
+    assert not c.filling
+    c.assigned()  # taken-over windows are read before any of their customers is sent
+    assert c.filling
+    step(c, 10**6, 0)
+    assert not c.filling
