@@ -55,9 +55,9 @@ REQUESTS_PER_JOB = 2.0
 FETCH_BYTES = 2000 * 2048
 """A fetch's worth of room (:meth:`Compaction.room`)."""
 CAUGHT_UP = 100
-"""Records left unread below which the fill has read what there was: what arrives during a
-fetch (0.1 s) at 1,000 records a second; a faster stream keeps the fill on to
-:data:`FILL_MAX_SECONDS`. A change among them may reach the API a second time. Not an
+"""Records left unread below which the fill has read what there was: about what a live
+stream of 1,000 records a second adds between two fetches; a faster stream keeps the fill on
+to :data:`FILL_MAX_SECONDS`. A change among them may reach the API a second time. Not an
 empty fetch: one comes back empty whenever a rebalance is under way, mid-backlog."""
 FILL_MAX_SECONDS = 30.0
 """The longest dispatch holds for the fill, and so the most budget it can cost: the budget
@@ -173,7 +173,7 @@ class Compaction:
         return True
 
     def interrupt(self) -> None:
-        """Shutdown or a rebalance flushes the buffer: no more holding."""
+        """Shutdown flushes the buffer: no more holding."""
         if self._fill_until is not None:
             self._end_fill("flush")
 
