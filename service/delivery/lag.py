@@ -97,6 +97,8 @@ class Lag:
             position = (positions or {}).get(tp)
             if position is None:
                 position = self._offsets.committed_offset(tp)
+            if position is None and high == 0:  # an empty partition: nothing to read there
+                position = 0
             if position is None:
                 known = False
             else:
