@@ -313,22 +313,28 @@ class _Api:
 
     async def applied(self, request: Request) -> Response:
         """``?operation=`` (customers by default) picks the operation's log."""
-        operation = _operation(request)
-        if operation is None:
-            return _message(400, f"operation must be one of {', '.join(Operation)}")
-        if operation is Operation.CUSTOMERS:
-            return self._log(request, "applied", self.state.applied_since)
-        read = functools.partial(self.state.items_applied_since, operation)
-        return self._log(request, "applied", read)
+        return self._operation_log(
+            request, "applied", self.state.applied_since, self.state.items_applied_since
+        )
 
     async def rejected(self, request: Request) -> Response:
+        return self._operation_log(
+            request, "rejected", self.state.rejected_since, self.state.items_refused_since
+        )
+
+    def _operation_log(
+        self,
+        request: Request,
+        name: str,
+        customers: Callable[[int, int | None], list[dict[str, Any]]],
+        items: Callable[[Operation, int, int | None], list[dict[str, Any]]],
+    ) -> Response:
         operation = _operation(request)
         if operation is None:
             return _message(400, f"operation must be one of {', '.join(Operation)}")
         if operation is Operation.CUSTOMERS:
-            return self._log(request, "rejected", self.state.rejected_since)
-        read = functools.partial(self.state.items_refused_since, operation)
-        return self._log(request, "rejected", read)
+            return self._log(request, name, customers)
+        return self._log(request, name, functools.partial(items, operation))
 
     @staticmethod
     def _log(
