@@ -14,7 +14,8 @@ import structlog
 
 from service import __version__
 from service.config import Settings
-from service.delivery.pipeline import Pipeline, Until
+from service.delivery.bounded import Until
+from service.delivery.pipeline import Pipeline
 from service.health import Health
 from service.http import build_server
 from service.logs import configure_logging

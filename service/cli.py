@@ -89,7 +89,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from service.app import run
         from service.config import load_settings
-        from service.delivery.pipeline import Until
+        from service.delivery.bounded import Until
 
         bounded = args.until_idle or args.max_records is not None
         until = Until(idle=args.until_idle, records=args.max_records) if bounded else None

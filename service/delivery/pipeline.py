@@ -33,7 +33,7 @@ Tasks on the loop:
   (:meth:`TagSender.deliver`), then settle;
 * **commit** — :class:`~service.delivery.commits.Committer`;
 * **housekeeping** — serves dead-letter acknowledgements, liveness, lag;
-* **until** — only in a bounded run (:class:`Until`): ends the run once
+* **until** — only in a bounded run (``bounded.py``, :class:`Until`): ends the run once
   everything read is settled and committed.
 
 The parts are built by ``assembly.py`` (:meth:`Pipeline.from_settings`) and
@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import cast
 
 import structlog
@@ -53,17 +52,17 @@ import structlog
 from service.config import Settings
 from service.delivery.assembly import Parts, build
 from service.delivery.batching import Batch
+from service.delivery.bounded import BoundedRun, Reads, Until
 from service.delivery.deadletter import Reread
 from service.delivery.edges import Consumer, GameballApi, Message, ProducerFactory
 from service.delivery.ingest import INGEST_SLICE
 from service.delivery.jobs import STOP_JOBS_WAIT
-from service.delivery.offsets import PartitionKey
 from service.delivery.polling import PollSchedule
 from service.delivery.verdicts import Verdicts
 from service.gameball.client import RetryPolicy
 from service.health import Health
-from service.labels import OUTCOMES, FlushReason
-from service.metrics import PREFIX, Metrics
+from service.labels import FlushReason
+from service.metrics import Metrics
 from service.waiting import wait_event
 
 log = structlog.get_logger(__name__)
@@ -75,45 +74,6 @@ for it, a commit included, and a POST waits for its write-ahead's commit: at 0.1
 write-ahead's median wait was 60-90 ms, at 0.02 s 24-32 ms (``benchmarks/write_ahead.py``)."""
 HOUSEKEEPING_INTERVAL = 0.02
 TASKS_EXIT_WAIT = 2.0
-IDLE_QUIET_SECONDS = 1.0
-"""A bounded run's idle: no record arrived for this long (and the rest of :class:`Until`)."""
-UNTIL_CHECK_INTERVAL = 0.1
-END_OFFSET_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Until:
-    """When a bounded run ends (``customer-sync run --until-idle``, ``--max-records``).
-
-    ``idle``: everything there was to read is read, settled and committed. Precisely, all of:
-
-    * at least one partition is assigned, and no record arrived for ``quiet`` seconds;
-    * nothing is buffered, no batch is in flight, no takeover is under way, no
-      dead letter awaits its acknowledgement;
-    * every settled watermark was committed and acknowledged: none is pending
-      (changed since its last commit) or on its way;
-    * for every assigned partition, the high watermark is known (from a fetch
-      response) and the consumer's position has reached it (a partition nothing
-      was read from stands at its committed offset), with no fetch returned
-      meanwhile; and the offset the broker acknowledged as committed is one past
-      the last record read: every record read is settled and committed.
-
-    The position, not the committed offset, is compared with the high
-    watermark: on a topic written transactionally the last offset is a
-    transaction marker, never a record, and the commit stops one short of it.
-
-    An instance that owns no partition is never idle: run a bounded run as the
-    group's only member (a backfill's own group, say).
-
-    ``records``: after this many records were read (fetches are cut to it), once
-    they are all settled and committed as above, whether or not the end was reached.
-
-    Either way the run then shuts down as on SIGTERM: leaves the group, closes.
-    """
-
-    idle: bool = False
-    records: int | None = None
-    quiet: float = IDLE_QUIET_SECONDS
 
 
 class Pipeline:
@@ -149,8 +109,8 @@ class Pipeline:
         self._wake = parts.progress.wake
         self._flush_now: FlushReason | None = None
         self._fetching = True
-        self._read = 0  # records consumed (a bounded run counts them)
-        self._last_read = time.monotonic()
+        self._reads = Reads()  # records consumed (a bounded run counts them)
+        self._bounded = BoundedRun(parts, self._reads)
         self._records_left: int | None = None
 
     @classmethod
@@ -185,7 +145,7 @@ class Pipeline:
     @property
     def records_read(self) -> int:
         """Records consumed since the run began."""
-        return self._read
+        return self._reads.records
 
     # ------------------------------------------------------------------ run
 
@@ -211,7 +171,7 @@ class Pipeline:
             max_records=until.records if until else None,
         )
         self._records_left = until.records if until else None
-        self._last_read = time.monotonic()
+        self._reads.last = time.monotonic()
         fetch = asyncio.create_task(self._fetch(), name="fetch")
         workers = [
             asyncio.create_task(self._dispatch(), name="dispatch"),
@@ -221,7 +181,7 @@ class Pipeline:
         ]
         ending: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait(), name="stop")]
         if until is not None and (until.idle or until.records is not None):
-            ending.append(asyncio.create_task(self._until(until), name="until"))
+            ending.append(asyncio.create_task(self._bounded.wait(until), name="until"))
         done, _ = await asyncio.wait(
             [*ending, fetch, *workers], return_when=asyncio.FIRST_COMPLETED
         )
@@ -238,86 +198,6 @@ class Pipeline:
 
     def _broker_state(self, ok: bool) -> None:
         self.health.broker_ok = ok
-
-    async def _until(self, until: Until) -> None:
-        """Return once ``until`` is met (see :class:`Until`)."""
-        while True:
-            # The conditions are state several tasks change: a short poll, as in _shutdown.
-            await asyncio.sleep(UNTIL_CHECK_INTERVAL)
-            if until.records is not None and self._read >= until.records:
-                if self._settled():
-                    self._finished("max_records")
-                    return
-            elif until.idle and await self._idle(until.quiet):
-                self._finished("idle")
-                return
-
-    def _finished(self, reason: str) -> None:
-        """The one line a bounded run (a backfill) ends with: what it read and what became of it."""
-        sample = self.metrics.registry.get_sample_value
-        log.info(
-            "run_finished",
-            reason=reason,
-            records_read=self._read,
-            consumed=int(
-                sum(
-                    sample(f"{PREFIX}records_consumed_total", {"topic": topic}) or 0
-                    for topic in self.topics
-                )
-            ),
-            outcomes={
-                outcome: int(sample(f"{PREFIX}records_total", {"outcome": outcome}) or 0)
-                for outcome in OUTCOMES
-            },
-            ready=self.health.ready()[0],
-        )
-
-    def _settled(self) -> bool:
-        """Nothing held, nothing in flight, and every settled watermark acknowledged."""
-        return not (
-            self._batcher
-            or self._jobs
-            or self._takeovers
-            or self._dead_letters.in_flight
-            or self._committer.in_flight
-            or self._offsets.commit_candidates()
-        )
-
-    async def _idle(self, quiet: float) -> bool:
-        assigned = sorted(self._rebalancer.assignment)
-        if not assigned or time.monotonic() - self._last_read < quiet or not self._settled():
-            return False
-        read = self._read
-        ends = await self._kafka_thread.call(self._ends, assigned)
-        if self._read != read:  # a fetch came back meanwhile (its records are ahead of ends)
-            return False
-        return all(self._at_end(tp, *end) for tp, end in zip(assigned, ends, strict=True))
-
-    def _ends(self, partitions: list[PartitionKey]) -> list[tuple[int | None, int | None]]:
-        """On the Kafka thread: each partition's (consumer position, high watermark).
-
-        The watermark is asked of the broker, not read from the last fetch response: before
-        a fetch has returned records that cached value can say 0 of a partition that holds
-        some, and the run would end having read nothing.
-        """
-        return [
-            (self._consumer.position(tp), self._consumer.end_offset(tp, END_OFFSET_TIMEOUT))
-            for tp in partitions
-        ]
-
-    def _at_end(self, tp: PartitionKey, position: int | None, high: int | None) -> bool:
-        """Read to the end, and all of it settled and committed: the commit is one past it.
-
-        The commit is compared with what was read, not with the high watermark,
-        and only :meth:`_settled` would not do: work the pipeline does not count
-        as held (the tags of a takeover's inherited job) keeps records unsettled.
-        """
-        if high is None:
-            return False
-        mine = self._offsets.position(tp)  # one past the last record read (None: none, no commit)
-        if position is None:  # nothing consumed yet: it stands where it was assigned from
-            position = mine or 0
-        return position >= high and (mine is None or self._offsets.committed_offset(tp) == mine)
 
     async def _shutdown(self, fetch: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
         """Stop fetching, drain the buffer, wait for jobs, flush dead letters, commit and leave.
@@ -418,8 +298,7 @@ class Pipeline:
                     self.health.last_poll = time.monotonic()
                     await self._read_lag(len(messages))
                     if messages:
-                        self._read += len(messages)
-                        self._last_read = time.monotonic()
+                        self._reads.count(len(messages))
                     wanted = self._wanted()
                     room = self._room(len(messages), limit) and not self._backpressure.paused
                     ahead = (
@@ -438,7 +317,7 @@ class Pipeline:
                     self._committer.soon()
                     await asyncio.sleep(0)  # let the jobs' HTTP exchanges in between slices
                 if not wanted:
-                    log.info("fetching_stopped", reason="max_records", records=self._read)
+                    log.info("fetching_stopped", reason="max_records", records=self._reads.records)
                 await self._after_fetch()
         finally:
             if ahead is not None:  # its records are not tracked: the next owner reads them
@@ -472,7 +351,7 @@ class Pipeline:
         """How many records the next fetch may return: a bounded run stops at its count."""
         if self._records_left is None:
             return CONSUME_MAX
-        return max(0, min(CONSUME_MAX, self._records_left - self._read))
+        return max(0, min(CONSUME_MAX, self._records_left - self._reads.records))
 
     def _consume(self, wanted: int) -> tuple[Sequence[Message], int]:
         """On the Kafka thread: a fetch, and the newest generation once it returned.

@@ -6,7 +6,7 @@ import pytest
 
 from service import app, cli
 from service.config import Settings
-from service.delivery.pipeline import Until
+from service.delivery.bounded import Until
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from service.config import load_settings
+from service.delivery.bounded import Until
 from service.delivery.edges import (
     BrokerStateCallback,
     CommitCallback,
@@ -29,7 +30,7 @@ from service.delivery.edges import (
     RebalanceCallback,
 )
 from service.delivery.offsets import PartitionKey
-from service.delivery.pipeline import Pipeline, Until
+from service.delivery.pipeline import Pipeline
 from service.errors import SubmissionWithdrawn
 from service.gameball.client import Spent
 from service.gameball.models import JobStatus

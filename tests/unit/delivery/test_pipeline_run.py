@@ -11,7 +11,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from service.delivery.pipeline import Until
+from service.delivery.bounded import Until
 from tests.helpers import eventually
 from tests.unit.delivery.fakes import FakeApi, change, rig, running
 

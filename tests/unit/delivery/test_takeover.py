@@ -15,9 +15,10 @@ import pytest
 
 from service.config import load_settings
 from service.delivery.assembly import build
+from service.delivery.bounded import Until
 from service.delivery.ledger import Ledger, encode
 from service.delivery.offsets import Mark
-from service.delivery.pipeline import Pipeline, Until
+from service.delivery.pipeline import Pipeline
 from service.gameball.models import JobState, JobStatus
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.metrics import Metrics
