@@ -168,6 +168,13 @@ class Settings(BaseSettings):
     max_submit_attempts: int = Field(
         default=5, ge=1, description="jobs per record for job-level failures"
     )
+    customer_wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="how long an order, cashback, redemption, event or balance adjustment "
+        "is retried while the API says its customer is not found (7000), before it is "
+        "dead-lettered customer_not_found",
+    )
     commit_metadata_max_bytes: int = Field(
         default=4096,
         ge=0,

@@ -101,6 +101,13 @@ class JobNotFound(ApiError):
     """404 on a job we created: the API lost it, so its records are resubmitted."""
 
 
+class OutcomeUnknown(ApiError):
+    """A submission whose answer was lost after it may have reached the API (a read timeout,
+    a connection dropped mid-exchange, a gateway's 502/504, a 2xx without a job id): a job
+    may exist. Raised instead of retrying for an operation whose items carry no id (events,
+    balance adjustments), where a second submission would apply them twice."""
+
+
 class SubmissionWithdrawn(CustomerSyncError):
     """A submission's records stopped being ours while it waited to be (re)sent.
 

@@ -22,6 +22,8 @@ class DeadLetterReason(StrEnum):
     JOB_FAILED = "job_failed"
     RETRIES_EXHAUSTED = "retries_exhausted"
     TAGS_REJECTED = "tags_rejected"
+    CUSTOMER_NOT_FOUND = "customer_not_found"
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 class FlushReason(StrEnum):

@@ -122,6 +122,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.records_already_applied = Counter(
+            PREFIX + "records_already_applied_total",
+            "Orders, cashback and redemptions the API refused as duplicates of an id it "
+            "already has: delivered before (counted as succeeded too)",
+            ["operation"],
+            registry=r,
+        )
         self.decoder_faults = Counter(
             PREFIX + "decoder_faults_total",
             "Records the decoder failed on with an internal fault (a bug, not bad input): "

@@ -27,6 +27,7 @@ from service.delivery.avro import AvroReader
 from service.delivery.backpressure import Backpressure
 from service.delivery.batching import Batcher
 from service.delivery.breaker import DeadLetterBreaker
+from service.delivery.buffers import Buffers
 from service.delivery.commits import Committer
 from service.delivery.compaction import Compaction
 from service.delivery.consumer import KafkaThread, SourceConsumer
@@ -34,6 +35,7 @@ from service.delivery.deadletter import DeadLetterWriter, Reread
 from service.delivery.decoding import Decoder
 from service.delivery.edges import Consumer, GameballApi, ProducerFactory
 from service.delivery.ingest import Ingestor
+from service.delivery.items import ItemBuilder, ItemMapping
 from service.delivery.jobs import JobTracker
 from service.delivery.lag import Lag
 from service.delivery.mapping import FieldMapping
@@ -42,7 +44,7 @@ from service.delivery.polling import PollSchedule
 from service.delivery.rebalance import REVOKE_WAIT, Holdings, InFlight, KeyShare, Rebalancer
 from service.delivery.records import PendingRecord
 from service.delivery.reread import SourceReader
-from service.delivery.routes import Route, delivered_routes, source_topics
+from service.delivery.routes import Route, routes_from_settings, source_topics
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender
 from service.delivery.takeover import Takeovers
@@ -83,7 +85,7 @@ class Parts:
     metrics: Metrics
     health: Health
     offsets: OffsetTracker
-    batcher: Batcher
+    batcher: Buffers
     budget: RequestBudget
     client: GameballApi
     consumer: Consumer
@@ -117,6 +119,7 @@ def decoders(settings: Settings, routes: tuple[Route, ...], metrics: Metrics) ->
             tags_sync=settings.tags_sync,
             metrics=metrics,
             avro=avro,
+            items=ItemBuilder(route.mapping) if isinstance(route.mapping, ItemMapping) else None,
         )
         for route in routes
     }
@@ -140,14 +143,17 @@ def build(
     producer, the reader of a dead letter's source value)."""
     metrics = metrics or Metrics()
     health = health or Health()
-    routes = delivered_routes(settings)  # ConfigError: a mistake in them stops start-up
+    routes = routes_from_settings(settings)  # ConfigError: a mistake in them stops start-up
     topics = source_topics(routes)
     metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
 
     # 1. The books.
     offsets = OffsetTracker()
-    batcher = Batcher(
-        settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
+    batcher = Buffers(
+        Batcher(
+            settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_wait_seconds
+        ),
+        (route.operation for route in routes),
     )
     # The key's limits, split between the group's instances by the partitions they own.
     budget = RequestBudget(
@@ -208,6 +214,7 @@ def build(
         on_created=committer.job_created,
         on_ended=offsets.ended,
         owns=offsets.takes_all,
+        customer_wait=settings.customer_wait_seconds,
     )
     takeovers = Takeovers(
         client,
@@ -219,6 +226,7 @@ def build(
         tags=tags,
         room=settings.max_buffered_records // 2,  # the load the consumer resumes at
         job_timeout=settings.job_timeout_seconds,
+        customer_wait=settings.customer_wait_seconds,
     )
     compaction = Compaction(
         settings.compaction_max_bytes, settings.batch_max_records, budget.rate, metrics

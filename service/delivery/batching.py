@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import msgspec
 
 from service.delivery.records import PendingRecord
+from service.gameball.operations import Operation
 from service.labels import FlushReason
 
-_BODY_OVERHEAD = len(b'{"body":[]}')
+BODY_OVERHEAD = len(b'{"body":[]}')
 _read_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 """An item's fields, each value kept as its JSON bytes: a merge never re-reads a number."""
 
@@ -149,8 +150,11 @@ def footprint(record: PendingRecord) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """Records for one job: of one operation, one per customer."""
+
     records: list[PendingRecord]
     reason: FlushReason
+    operation: Operation = Operation.CUSTOMERS
 
     def body(self) -> bytes:
         return request_body(self.records)
@@ -159,7 +163,7 @@ class Batch:
 def request_body(records: list[PendingRecord]) -> bytes:
     """The batch request body, built once by joining the pre-serialised customers.
 
-    ``_BODY_OVERHEAD`` and the per-record ``+ 1`` (the comma) in :class:`Batcher`
+    ``BODY_OVERHEAD`` and the per-record ``+ 1`` (the comma) in :class:`Batcher`
     count exactly these bytes, which is what keeps bodies under ``max_bytes``.
     """
     return b'{"body":[' + b",".join(r.payload for r in records) + b"]}"
@@ -253,6 +257,13 @@ class Batcher:
             self._ready_bytes += len(record.payload) + 1
         return None
 
+    def ahead(self, customer: str) -> int:
+        """How many jobs of ``customer`` must end before a change read now has been applied:
+        one in flight (checked out), one more for a change still buffered."""
+        if customer in self._checked_out:
+            return 2 if customer in self._held else 1
+        return 1 if customer in self._ready else 0
+
     def check_out(self, customer_ids: Iterable[str]) -> None:
         """Hold these customers' changes until :meth:`release`, as if a job carried them."""
         for customer in customer_ids:
@@ -277,7 +288,7 @@ class Batcher:
             return None
         if len(self._ready) >= self.max_records:
             return FlushReason.SIZE
-        if self._ready_bytes + _BODY_OVERHEAD >= self.max_bytes:
+        if self._ready_bytes + BODY_OVERHEAD >= self.max_bytes:
             return FlushReason.BYTES
         if now - next(iter(self._ready.values())).enqueued_at >= self.max_wait_seconds:
             return FlushReason.TIMEOUT
@@ -292,7 +303,7 @@ class Batcher:
     def take(self, reason: FlushReason) -> Batch:
         """Take the oldest eligible changes, within the limits, and check them out."""
         records: list[PendingRecord] = []
-        size = _BODY_OVERHEAD
+        size = BODY_OVERHEAD
         for record in self._ready.values():
             cost = len(record.payload) + 1
             if records and (len(records) >= self.max_records or size + cost > self.max_bytes):
@@ -303,7 +314,7 @@ class Batcher:
             del self._ready[record.customer_id]
             self._checked_out.add(record.customer_id)
             self._footprint -= footprint(record)
-        self._ready_bytes -= size - _BODY_OVERHEAD
+        self._ready_bytes -= size - BODY_OVERHEAD
         return Batch(records, reason)
 
     def drop_partitions(self, partitions: set[tuple[str, int]]) -> list[PendingRecord]:

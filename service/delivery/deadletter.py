@@ -63,6 +63,7 @@ class DeadLetter:
     generation: int = 0  # the partition assignment the record was consumed under
     omitted_bytes: int | None = None  # the value was too large for the dead-letter topic
     value_in_source: bool = False  # left in Kafka (compaction.py): read it again to send it
+    on_settled: Callable[[], None] | None = None  # once acknowledged (jobs.py, outcome_unknown)
 
     def without_value(self) -> DeadLetter:
         size = len(self.value or b"")

@@ -63,9 +63,9 @@ operation is dead-lettered. An unchanged TOASTed value (Debezium's
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 import orjson
@@ -73,12 +73,14 @@ import structlog
 
 from service.config import Settings
 from service.delivery.avro import AvroReader, NotItsSchema, UnknownSchema, json_form, schema_id
-from service.delivery.debezium import UNAVAILABLE_VALUE, row_columns
+from service.delivery.debezium import UNAVAILABLE_VALUE, ColumnType, row_columns
 from service.delivery.fields import Invalid
+from service.delivery.items import ItemBuilder, ItemPlan
 from service.delivery.mapping import FieldMapping, layout, load_field_mapping
 from service.delivery.rows import Path, Plan, Rows
 from service.errors import RegistryUnavailable
 from service.gameball.customer import CustomerShape, TagsSync
+from service.gameball.operations import Operation
 from service.labels import DECODER_FAULT, DeadLetterReason
 from service.logs import FoldedLog
 from service.metrics import Metrics
@@ -126,7 +128,7 @@ class Customer:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    reason: Literal["tombstone", "delete", "truncate"]
+    reason: Literal["tombstone", "delete", "truncate", "not_a_creation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,24 @@ class Reject:
         return DECODER_FAULT if self.fault else self.reason.value
 
 
-Decoded = Customer | Skip | Reject
+@dataclass(slots=True)
+class Fact:
+    """An item of an operation other than customers, ready to batch (never coalesced).
+
+    ``key``: its natural key's value (``None`` for events and balance adjustments);
+    ``clamped``: its date-time fields that were in the future, sent as the decoder's clock.
+    """
+
+    customer_id: str
+    key: str | None
+    payload: bytes
+    operation: Operation
+    clamped: tuple[str, ...] = ()
+
+
+Decoded = Customer | Fact | Skip | Reject
+AnyPlan = Plan | ItemPlan
+"""A schema's plan: a customers route's (``rows.py``), or an item route's (``items.py``)."""
 
 
 class _Envelope(msgspec.Struct):
@@ -172,31 +191,37 @@ class Decoder:
         tags_sync: TagsSync = "changed",
         metrics: Metrics | None = None,
         avro: AvroReader | None = None,
+        items: ItemBuilder | None = None,
     ) -> None:
         """Raises :class:`~service.errors.ConfigError` for a mapped field ``shape`` lacks.
 
         ``avro``: the reader of wire-format values (``None``: no registry, such values are
-        dead-lettered).
+        dead-lettered). ``items``: decode rows into an operation's items (:class:`Fact`)
+        instead of customers: the route's operation is not customers.
         """
         self._metrics = metrics
         self._fault_log = FoldedLog(log, every=FAULT_LOG_EVERY)
         mapping = mapping or FieldMapping({})
         resolved = layout(mapping, shape, tags_sync)
         rows = Rows(mapping, resolved, unavailable_value)
-        self._plan, self._map, self._tags_before = rows.plan, rows.map, rows.tags_before
+        self._map, self._tags_before = rows.map, rows.tags_before
         self._tags_aside = resolved.tags_aside
+        self._items = items
+        self._plan_of: Callable[[dict[str, ColumnType] | None], AnyPlan] = (
+            rows.plan if items is None else items.plan
+        )
         self._tags_always = tags_sync == "always"
         self._delete_policy = delete_policy
-        self._schemaless = self._plan(None)
+        self._schemaless = self._plan_of(None)
         # Schemas as the JSON converter wrote them, by length: [(bytes, plan)].
-        self._by_length: dict[int, list[tuple[bytes, Plan]]] = {}
+        self._by_length: dict[int, list[tuple[bytes, AnyPlan]]] = {}
         # Schemas met only in other spellings, by their compact form.
-        self._by_dump: dict[bytes, Plan] = {}
+        self._by_dump: dict[bytes, AnyPlan] = {}
         # Whether the last event was a Debezium envelope: then the next one is read as one.
         self._enveloped = True
         self._avro = avro
         # Avro schema id → (plan, the columns fastavro gives in another form than JSON)
-        self._avro_plans: dict[int, tuple[Plan, tuple[str, ...]]] = {}
+        self._avro_plans: dict[int, tuple[AnyPlan, tuple[str, ...]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Decoder:
@@ -321,6 +346,8 @@ class Decoder:
         deleted = event.get("__deleted")  # ExtractNewRecordState's rewritten delete
         if deleted is not None and (deleted == "true" or deleted is True):
             return self._delete()
+        if self._items is not None:
+            return self._fact(None, event, cast("ItemPlan", plan))
         return self._customer(event, plan, None, None)
 
     def schemas_to_fetch(self, values: Iterable[bytes | None]) -> set[int]:
@@ -349,7 +376,7 @@ class Decoder:
                 columns, other = self._avro.schema(sid)
                 if len(self._avro_plans) >= _MAX_SCHEMAS:
                     self._avro_plans.clear()
-                plan = self._schemaless if columns is None else self._plan(columns)
+                plan = self._schemaless if columns is None else self._plan_of(columns)
                 known = self._avro_plans[sid] = (plan, other)
             event = self._avro.read(value, sid)
         except (UnknownSchema, NotItsSchema) as exc:
@@ -370,10 +397,14 @@ class Decoder:
         deleted = event.get("__deleted")
         if deleted is not None and (deleted == "true" or deleted is True):
             return self._delete()
+        if self._items is not None:
+            return self._fact(None, event, cast("ItemPlan", plan))
         return self._customer(event, plan, None, None)
 
-    def _change(self, op: Any, row: Any, plan: Plan, before: Any) -> Decoded:
+    def _change(self, op: Any, row: Any, plan: AnyPlan, before: Any) -> Decoded:
         """A Debezium change event's operation and rows → its outcome."""
+        if self._items is not None:
+            return self._fact(op, row, cast("ItemPlan", plan))
         if op == "u" or op == "c" or op == "r":
             if not isinstance(row, dict):
                 return Reject(DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row")
@@ -384,11 +415,11 @@ class Decoder:
             return Skip("truncate")
         return Reject(DeadLetterReason.UNSUPPORTED_OPERATION, f"operation {op!r} is not supported")
 
-    def _customer(self, row: dict[str, Any], plan: Plan, op: Any, before: Any) -> Decoded:
+    def _customer(self, row: dict[str, Any], plan: AnyPlan, op: Any, before: Any) -> Decoded:
         """``op``: the change's operation, ``None`` for a row without an envelope."""
         unknown: list[Path] = []
         try:
-            customer = self._map(row, plan, unknown)
+            customer = self._map(row, cast("Plan", plan), unknown)
         except Invalid as exc:
             return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
         customer_id = customer.get("customerId")
@@ -403,12 +434,46 @@ class Decoder:
         known = tuple(unknown) if unknown else ()
         if tags is None:
             return Customer(customer_id, _write_json(customer), known)
-        previous = None if op != "u" or before is None else self._tags_before(plan, before)
+        previous = (
+            None if op != "u" or before is None else self._tags_before(cast("Plan", plan), before)
+        )
         changed = self._tags_always or previous is None or sorted(previous) != sorted(tags)
         removed = tuple(t for t in previous if t not in tags) if previous else ()
         return Customer(customer_id, _write_json(customer), known, tags, changed, removed)
 
+    def _fact(self, op: Any, row: Any, plan: ItemPlan) -> Decoded:
+        """An item's change → its outcome. ``op`` is ``None`` for a row without an envelope.
+
+        A fact is created once: a creation (``c``) is sent, and a snapshot's read (``r``) too
+        where the item carries its id (a second one is refused as a duplicate). For events and
+        balance adjustments only a creation: a snapshot would award the table's history again,
+        and a row without Debezium's envelope cannot say it is a creation, so it is
+        dead-lettered. An update or a delete of a fact's row changes nothing already sent.
+        """
+        items = cast("ItemBuilder", self._items)
+        if op is None and items.idless:
+            return Reject(
+                DeadLetterReason.UNSUPPORTED_OPERATION,
+                "a row without Debezium's envelope cannot say it is a creation; an id-less "
+                "route (events, balance-adjustment) sends creations only, once",
+            )
+        if op == "c" or op is None or (op == "r" and not items.idless):
+            if not isinstance(row, dict):
+                return Reject(DeadLetterReason.INVALID_EVENT, f"op {op!r} without an 'after' row")
+            try:
+                item = items.build(row, plan)
+            except Invalid as exc:
+                return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
+            return Fact(item.customer_id, item.key, item.payload, items.operation, item.clamped)
+        if op in ("u", "d", "r"):
+            return Skip("not_a_creation")
+        if op == "t":
+            return Skip("truncate")
+        return Reject(DeadLetterReason.UNSUPPORTED_OPERATION, f"operation {op!r} is not supported")
+
     def _delete(self) -> Decoded:
+        if self._items is not None:  # a fact's row deleted: what was sent stays sent
+            return Skip("not_a_creation")
         if self._delete_policy == "skip":
             return Skip("delete")
         return Reject(
@@ -418,7 +483,7 @@ class Decoder:
 
     # --- schemas ------------------------------------------------------------------------------
 
-    def _known_schema(self, value: bytes) -> tuple[int, Plan | None]:
+    def _known_schema(self, value: bytes) -> tuple[int, AnyPlan | None]:
         """The payload's start and the plan of a schema seen before, or ``(0, None)``.
 
         The split is looked for from the end first (the payload is the short part), then
@@ -435,7 +500,7 @@ class Decoder:
                 return split + len(_PAYLOAD_KEY), plan
         return 0, None
 
-    def _learn(self, value: bytes, schema: Any) -> Plan:
+    def _learn(self, value: bytes, schema: Any) -> AnyPlan:
         """The plan of a schema met in a fully parsed value; kept for the records after it."""
         try:
             compact = orjson.dumps(schema)
@@ -451,7 +516,7 @@ class Decoder:
             self._by_length.clear()
             self._by_dump.clear()
         columns = row_columns(schema)
-        plan = self._schemaless if columns is None else self._plan(columns)
+        plan = self._schemaless if columns is None else self._plan_of(columns)
         if value.startswith(compact, 10) and value.startswith(_PAYLOAD_KEY, 10 + len(compact)):
             self._by_length.setdefault(len(compact), []).append((compact, plan))
         else:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from service.delivery.offsets import PartitionKey
 from service.gameball.client import Spent
 from service.gameball.models import JobStatus
+from service.gameball.operations import Operation
 
 RebalanceCallback = Callable[[list[PartitionKey]], None]
 CommitResult = list[tuple[PartitionKey, str | None]]
@@ -90,6 +91,7 @@ class GameballApi(Protocol):
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        operation: Operation = Operation.CUSTOMERS,
     ) -> str: ...
     async def status(
         self,

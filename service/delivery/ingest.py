@@ -43,12 +43,12 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError as RdKafkaError
 
-from service.delivery.batching import Batcher
 from service.delivery.breaker import DeadLetterBreaker, Example
+from service.delivery.buffers import Buffers
 from service.delivery.compaction import Compaction
 from service.delivery.consumer import raise_if_fatal
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
-from service.delivery.decoding import Customer, Decoder, Reject, Skip
+from service.delivery.decoding import Customer, Decoder, Fact, Reject, Skip
 from service.delivery.edges import Message
 from service.delivery.offsets import Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
@@ -84,7 +84,7 @@ class Ingestor:
         self,
         offsets: OffsetTracker,
         decoder: Decoder | Mapping[str, Decoder],
-        batcher: Batcher,
+        batcher: Buffers,
         dead_letters: DeadLetterWriter,
         settlement: Settlement,
         metrics: Metrics,
@@ -253,6 +253,24 @@ class Ingestor:
                 superseded = add(record, now)
                 if superseded is not None:
                     coalesced.append(superseded)
+            elif type(result) is Fact:
+                record = PendingRecord(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp_ms,
+                    message.key(),
+                    value,
+                    result.customer_id,
+                    result.payload,
+                    generation=generation,
+                    operation=result.operation,
+                    fact_key=result.key,
+                )
+                if takeovers is not None and tp in takeovers:
+                    takeovers[tp].held.append((record, slot))
+                    continue
+                add(record, now)
             elif type(result) is Skip:
                 skipped.append((tp, offset, timestamp_ms))
                 if result.reason == "truncate":  # rare, and the API keeps those customers

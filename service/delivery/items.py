@@ -217,6 +217,15 @@ class ItemBuilder:
         self._unavailable = unavailable
         self._now = now
 
+    @property
+    def operation(self) -> Operation:
+        return self._mapping.operation
+
+    @property
+    def idless(self) -> bool:
+        """Whether the items carry no id (events, balance adjustments): sent at most once."""
+        return self._key is None
+
     def plan(self, columns: dict[str, ColumnType] | None) -> ItemPlan:
         """Converters for every mapped field, chosen once for a schema's typed ``columns``
         (``None``: no schema). A column's type is the schema's logical type if it has one,

@@ -59,10 +59,11 @@ from service.delivery.edges import GameballApi
 from service.delivery.offsets import Intent, PartitionKey
 from service.delivery.polling import JobDurations, JobPolls, PollSchedule
 from service.delivery.records import PendingRecord
-from service.delivery.verdicts import Rejection, Verdicts, judge
-from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
+from service.delivery.verdicts import Rejection, Verdicts, judge, judge_facts
+from service.errors import BatchRejected, JobNotFound, OutcomeUnknown, SubmissionWithdrawn
 from service.gameball.client import Spent
 from service.gameball.models import JobState, JobStatus
+from service.gameball.operations import Delivery, Operation
 from service.labels import JOB_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
@@ -89,6 +90,21 @@ def _ignore_created(_intent: Intent, _job_id: str) -> None:
 
 def _ignore_ended(_intent: Intent, _records: list[PendingRecord]) -> None:
     return None
+
+
+class _Countdown:
+    """Calls ``then`` at the ``count``-th call."""
+
+    __slots__ = ("_left", "_then")
+
+    def __init__(self, count: int, then: Callable[[], None]) -> None:
+        self._left = count
+        self._then = then
+
+    def __call__(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._then()
 
 
 class _SentAt:
@@ -124,8 +140,11 @@ class JobTracker:
         on_created: CreatedHook | None = None,
         on_ended: EndedHook | None = None,
         owns: Callable[[list[PendingRecord]], bool] | None = None,
+        customer_wait: float = 600.0,
     ) -> None:
+        """``customer_wait``: ``CUSTOMER_WAIT_SECONDS`` (a fact whose customer is not found)."""
         self._client = client
+        self._customer_wait = customer_wait
         # Whether every record's partition is still this instance's to deliver (see deliver).
         self._owns = owns or (lambda _records: True)
         # The ledger hears of a batch before its POST (write_ahead, awaited), when its job
@@ -192,8 +211,10 @@ class JobTracker:
         )
         return len(job_ids)
 
-    async def deliver(self, records: list[PendingRecord]) -> Verdicts:
-        """Deliver a batch; bisect it when the API rejects it as a whole."""
+    async def deliver(
+        self, records: list[PendingRecord], operation: Operation = Operation.CUSTOMERS
+    ) -> Verdicts:
+        """Deliver a batch of ``operation``; bisect it when the API rejects it as a whole."""
         async with self._slots:
             if not self._owns(records):
                 return Verdicts(resubmit=list(records))  # revoked while it waited for a slot
@@ -216,7 +237,10 @@ class JobTracker:
                     spent=spent,
                     wanted=lambda: self._owns(records),
                     prepare=write_ahead,
+                    operation=operation,
                 )
+            except OutcomeUnknown as exc:  # events, balance adjustments: never sent twice
+                return self._outcome_unknown(intent, records, exc)
             except BatchRejected as exc:
                 self._end(intent, records)
                 rejected = exc
@@ -238,7 +262,7 @@ class JobTracker:
                     verdicts = await self._disown(job_id, records, spent)
                     self._on_ended(intent, records)
                     return verdicts
-                return await self._track(job_id, intent, records, spent)
+                return await self._track(job_id, intent, records, spent, operation)
         # Outside the slot: the halves need slots of their own.
         if len(records) == 1:
             verdicts = Verdicts()
@@ -249,10 +273,32 @@ class JobTracker:
         middle = len(records) // 2
         log.info("batch_bisected", records=len(records), status=rejected.status)
         left, right = await asyncio.gather(
-            self.deliver(records[:middle]), self.deliver(records[middle:])
+            self.deliver(records[:middle], operation), self.deliver(records[middle:], operation)
         )
         left.merge(right)
         return left
+
+    def _outcome_unknown(
+        self, intent: Intent | None, records: list[PendingRecord], exc: OutcomeUnknown
+    ) -> Verdicts:
+        """A POST of items without ids whose answer was lost: a job may apply them, so they
+        are dead-lettered ``outcome_unknown``, never sent again. The intent stays in the
+        ledger until the last dead letter is acknowledged: a crash before then leaves the next
+        owner an intent without a job id, which dead-letters them again rather than send them.
+        """
+        log.error(
+            "submission_outcome_unknown",
+            records=len(records),
+            error=str(exc),
+            action="dead-lettered outcome_unknown for an operator to reconcile; never resent",
+        )
+        ended = _Countdown(len(records), lambda: self._end(intent, []))
+        return Verdicts(
+            rejected=[
+                Rejection(record, DeadLetterReason.OUTCOME_UNKNOWN, str(exc), None, ended)
+                for record in records
+            ]
+        )
 
     def _end(self, intent: Intent | None, records: list[PendingRecord]) -> None:
         """No job carries these records (its POST failed or never went): free the intent."""
@@ -281,7 +327,12 @@ class JobTracker:
         return Verdicts(resubmit=list(records))
 
     async def _track(
-        self, job_id: str, intent: Intent, records: list[PendingRecord], spent: Spent
+        self,
+        job_id: str,
+        intent: Intent,
+        records: list[PendingRecord],
+        spent: Spent,
+        operation: Operation,
     ) -> Verdicts:
         metrics = self._metrics
         metrics.jobs_submitted.inc()
@@ -323,9 +374,22 @@ class JobTracker:
                 duration = time.monotonic() - started
                 metrics.finished[label].inc()
                 metrics.job_duration.observe(duration)
-                for operation in JOB_OPERATIONS:
-                    metrics.requests_per_job[operation].observe(spent[operation])
+                for request in JOB_OPERATIONS:
+                    metrics.requests_per_job[request].observe(spent[request])
                 verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
+                if operation is not Operation.CUSTOMERS:
+                    already = judge_facts(
+                        verdicts,
+                        job_id,
+                        status,
+                        idless=operation.facts.delivery is Delivery.IDLESS,
+                        customer_wait=self._customer_wait,
+                        now=time.time(),
+                    )
+                    if already:
+                        metrics.records_already_applied.labels(operation=operation.value).inc(
+                            already
+                        )
                 log.info(
                     "job_finished",
                     status=label,

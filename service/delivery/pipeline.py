@@ -452,7 +452,7 @@ class Pipeline:
         """Deliver one batch, then settle: the step from a batch to settled offsets."""
         records = batch.records
         try:
-            verdicts = await self._tracker.deliver(records)
+            verdicts = await self._tracker.deliver(records, batch.operation)
             await self._tags.deliver(verdicts)
         except Exception:
             # A bug, not an API answer (those are handled inside). Keep the data:
@@ -462,7 +462,9 @@ class Pipeline:
         try:
             self._settlement.apply(verdicts)
         finally:
-            self._batcher.release((r.customer_id for r in records), time.monotonic())
+            self._batcher.release(
+                (r.customer_id for r in records), time.monotonic(), batch.operation
+            )
             self._jobs.discard(cast("asyncio.Task[None]", asyncio.current_task()))
             if not self._jobs and not self._batcher:
                 self._committer.drained()

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from service.delivery.batching import Batcher
+from service.delivery.buffers import Buffers
 from service.delivery.commits import Committer
 from service.delivery.edges import Consumer
 from service.delivery.jobs import STOP_JOBS_WAIT, JobTracker
@@ -106,7 +106,7 @@ class Holdings:
     """Everything this instance holds for its partitions: what a rebalance must settle or drop."""
 
     offsets: OffsetTracker
-    batcher: Batcher
+    batcher: Buffers
     takeovers: Takeovers
     tracker: JobTracker
     in_flight: InFlight

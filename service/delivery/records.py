@@ -5,10 +5,12 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 
+from service.gameball.operations import Operation
+
 
 @dataclass(slots=True, eq=False)
 class PendingRecord:
-    """A decoded customer change waiting to be delivered.
+    """A decoded change waiting to be delivered: a customer's, or an item of another operation.
 
     ``payload`` is the customer already serialised as the API wants it, so a
     request body is a join of payloads and nothing is encoded twice. ``key``
@@ -29,6 +31,12 @@ class PendingRecord:
     other setting); ``tags_changed`` says whether that call is due (see
     :class:`~service.delivery.decoding.Customer`). Shared with the decoder's memo: never
     mutate the list.
+
+    ``operation``: the route's operation; every other operation's item is a fact, never
+    coalesced (``facts.py``), and ``fact_key`` is its natural key's value (``orderId``,
+    ``transactionId``; ``None`` for events and balance adjustments).
+    ``customer_unknown_since``: when the API first said its customer was not found (7000,
+    wall clock); the record is retried until ``CUSTOMER_WAIT_SECONDS`` after it.
     """
 
     topic: str
@@ -48,6 +56,9 @@ class PendingRecord:
     tags_changed: bool = False
     tags_removed: tuple[str, ...] = ()  # in the row's ``before``, not in its ``after``
     superseded: array[int] | None = None
+    operation: Operation = Operation.CUSTOMERS
+    fact_key: str | None = None
+    customer_unknown_since: float | None = None
 
 
 def superseded_offsets(record: PendingRecord) -> array[int]:

@@ -314,27 +314,6 @@ def _limits(value: Any, given: bool, label: str) -> Limits | None:
     return Limits(counts.get("per_second"), counts.get("per_30s"))
 
 
-DELIVERED = frozenset({Operation.CUSTOMERS})
-"""The operations ``run`` delivers today. The others validate (``check`` shows them) and the
-simulator serves them; their delivery (issue 26: keyed and id-less batches, write-ahead,
-``outcome_unknown``) is not wired yet, and a route of theirs stops start-up rather than
-being ignored."""
-
-
-def delivered_routes(settings: Settings) -> tuple[Route, ...]:
-    """The routes ``run`` serves: every route of the settings, if each is of an operation it
-    delivers (:data:`DELIVERED`). Raises :class:`ConfigError`, one sentence per first mistake."""
-    routes = routes_from_settings(settings)
-    for route in routes:
-        if route.operation not in DELIVERED:
-            raise ConfigError(
-                f"ROUTES_FILE {str(settings.routes_file)!r}, route {route.name!r}: operation "
-                f"{route.operation.value!r} is validated but not delivered by this version "
-                "(customers only, for now); remove the route to run the others"
-            )
-    return routes
-
-
 def source_topics(routes: tuple[Route, ...]) -> tuple[str, ...]:
     """Every route's topics, in the file's order (a topic belongs to one route)."""
     return tuple(topic for route in routes for topic in route.topics)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 
-from service.delivery.batching import Batcher
+from service.delivery.buffers import Buffers
 from service.delivery.deadletter import DeadLetter, DeadLetterWriter
 from service.delivery.offsets import (
     MARK_OUTCOMES,
@@ -49,7 +49,7 @@ class Settlement:
     def __init__(
         self,
         offsets: OffsetTracker,
-        batcher: Batcher,
+        batcher: Buffers,
         dead_letters: DeadLetterWriter,
         metrics: Metrics,
     ) -> None:
@@ -79,6 +79,7 @@ class Settlement:
                         job_id=rejection.job_id,
                         generation=r.generation,
                         value_in_source=r.value is None,
+                        on_settled=rejection.on_settled,
                     )
                 )
         # The dead letter carries the merged change's own bytes; what it absorbed is settled.
@@ -160,6 +161,8 @@ class Settlement:
         """The broker acknowledged a dead letter: its source record is settled."""
         tp = (letter.topic, letter.partition)
         self._offsets.settle(tp, letter.offset, Mark.DEAD_LETTERED, generation=letter.generation)
+        if letter.on_settled is not None:
+            letter.on_settled()
         self._metrics.dead_lettered.inc()
         self._metrics.end_to_end_latency.observe(time.time() - letter.timestamp_ms / 1000)
 

@@ -59,17 +59,19 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from service.delivery.batching import Batcher
+from service.delivery.buffers import Buffers
 from service.delivery.edges import GameballApi
 from service.delivery.ledger import Ledger
 from service.delivery.offsets import Intent, Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
 from service.delivery.settlement import Settlement
 from service.delivery.tags import TagSender, needs_tags
-from service.delivery.verdicts import Verdicts, judge
+from service.delivery.verdicts import Rejection, Verdicts, judge, judge_facts
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import TIMEOUT_SECONDS
 from service.gameball.models import JobStatus
+from service.gameball.operations import Delivery, Operation
+from service.labels import DeadLetterReason
 from service.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -156,18 +158,21 @@ class Takeovers:
         client: GameballApi,
         metrics: Metrics,
         offsets: OffsetTracker,
-        batcher: Batcher,
+        batcher: Buffers,
         settlement: Settlement,
         on_release: Callable[[], object],
         tags: TagSender,
         room: int,
         job_timeout: float = 900.0,
+        customer_wait: float = 600.0,
     ) -> None:
         """``room``: how many held records all takeovers together may keep (see :meth:`advance`).
 
         ``job_timeout``: ``JOB_TIMEOUT_SECONDS``, how long a job may run (:func:`unknown_until`).
+        ``customer_wait``: ``CUSTOMER_WAIT_SECONDS``, as an inherited fact job is judged.
         """
         self._job_timeout = job_timeout
+        self._customer_wait = customer_wait
         # Customers held for a job nobody knows (outcome_unknown), and until when (wall clock);
         # customers whose inherited job's tags are being sent.
         self._holds: dict[str, float] = {}
@@ -302,13 +307,17 @@ class Takeovers:
         by_job: dict[str, list[PendingRecord]] = {}
         unknown: dict[float, list[PendingRecord]] = {}  # by the time of their intent
         free: list[tuple[PendingRecord, int]] = []
+        unsent: list[PendingRecord] = []  # items without ids a lost POST may have applied
         for record, slot in takeover.held:
             job_id = slots.get(slot) if slot >= 0 else None
             since = takeover.intent_of(record, slot) if job_id is None else None
             if since is not None:
-                unknown.setdefault(since, []).append(record)
                 if not takeover.committing:  # carried over into our ledger once it is ours
                     takeover.unknown.append((record, slot))
+                if record.operation.facts.delivery is Delivery.IDLESS:
+                    unsent.append(record)
+                    continue
+                unknown.setdefault(since, []).append(record)
             if job_id is None:
                 free.append((record, slot))
             else:
@@ -317,13 +326,44 @@ class Takeovers:
             # Part of a window not yet read: which customers its intents carried is not
             # known yet, so every customer released now waits as if it were one of them.
             latest = max(takeover.ledger.intents.values())
-            unknown = {latest: [record for record, _ in takeover.held]}
+            unknown = {
+                latest: [
+                    record
+                    for record, _ in takeover.held
+                    if record.operation.facts.delivery is not Delivery.IDLESS
+                ]
+            }
         for since, records in unknown.items():
             self.outcome_unknown(records, since)
+        verdicts.rejected += [
+            Rejection(
+                record,
+                DeadLetterReason.OUTCOME_UNKNOWN,
+                "the previous owner wrote this item ahead of a POST whose answer it never "
+                "heard: a job may have applied it, and an item without an id is never sent twice",
+                None,
+            )
+            for record in unsent
+        ]
         for job_id, records in by_job.items():
             # Inherited: how the job ended says nothing about these records; nothing is counted.
             status = takeover.jobs.get(job_id)
-            verdicts.merge(judge(job_id, status, records, max_failed_jobs=None))
+            judged = judge(job_id, status, records, max_failed_jobs=None)
+            operation = records[0].operation  # a partition is one route's: a job, one operation
+            if operation is not Operation.CUSTOMERS:
+                already = judge_facts(
+                    judged,
+                    job_id,
+                    status,
+                    idless=operation.facts.delivery is Delivery.IDLESS,
+                    customer_wait=self._customer_wait,
+                    now=time.time(),
+                )
+                if already:
+                    self._metrics.records_already_applied.labels(operation=operation.value).inc(
+                        already
+                    )
+            verdicts.merge(judged)
         takeover.held = free
         if final:
             log.info(

@@ -23,7 +23,8 @@ the record, and :func:`judge` takes it as ``max_failed_jobs``:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from service.delivery.records import PendingRecord
@@ -37,6 +38,8 @@ class Rejection:
     reason: DeadLetterReason
     error: str
     job_id: str | None
+    on_settled: Callable[[], None] | None = None
+    """Called once its dead letter is acknowledged (an ``outcome_unknown``'s intent ends)."""
 
 
 @dataclass(slots=True)
@@ -97,3 +100,78 @@ def judge(
             )
             verdicts.rejected.append(Rejection(record, reason, error, job_id))
     return verdicts
+
+
+ALREADY_APPLIED = re.compile(r"already exists", re.IGNORECASE)
+"""A keyed item's id the API has already applied (orders: "Order id already exists"; cashback
+and redeem: 9004 "Transaction id already exists")."""
+CUSTOMER_NOT_FOUND = re.compile(r"customer not found", re.IGNORECASE)
+"""7000: the item's customer does not exist yet (its customers job may not have run)."""
+
+
+def judge_facts(
+    verdicts: Verdicts,
+    job_id: str | None,
+    status: JobStatus | None,
+    *,
+    idless: bool,
+    customer_wait: float,
+    now: float,
+) -> int:
+    """Adjust a fact job's verdicts to what a second delivery of its operation does; return
+    how many were already applied.
+
+    * A keyed item refused because its id exists was delivered before (a redelivery after a
+      crash): it succeeded.
+    * "Customer not found" is retried while the customer may still be on its way, up to
+      ``customer_wait`` seconds after it was first said of the record, then dead-lettered
+      ``customer_not_found``.
+    * ``idless``: an item the job may have applied is never sent again. A record is
+      resubmitted only where the job's results list it failed (it was not applied); any
+      other record the job did not settle (not mentioned, the job vanished, timed out or was
+      stopped) is dead-lettered ``outcome_unknown``.
+    """
+    already = 0
+    rejected: list[Rejection] = []
+    for rejection in verdicts.rejected:
+        record = rejection.record
+        if rejection.reason is DeadLetterReason.RECORD_REJECTED:
+            if not idless and ALREADY_APPLIED.search(rejection.error):
+                verdicts.succeeded.append(record)
+                already += 1
+                continue
+            if CUSTOMER_NOT_FOUND.search(rejection.error):
+                since = record.customer_unknown_since
+                if since is None:
+                    since = record.customer_unknown_since = now
+                if now - since < customer_wait:
+                    verdicts.resubmit.append(record)
+                    continue
+                rejection = Rejection(
+                    record,
+                    DeadLetterReason.CUSTOMER_NOT_FOUND,
+                    f"{rejection.error} for {int(now - since)} s (CUSTOMER_WAIT_SECONDS)",
+                    rejection.job_id,
+                )
+        rejected.append(rejection)
+    verdicts.rejected = rejected
+    if idless:
+        failed: set[str] = set()
+        if status is not None and status.response is not None:
+            failed = {result_customer(e) for e in status.response.failed}
+        resubmit = []
+        for record in verdicts.resubmit:
+            if record.customer_id in failed:
+                resubmit.append(record)
+            else:
+                verdicts.rejected.append(
+                    Rejection(
+                        record,
+                        DeadLetterReason.OUTCOME_UNKNOWN,
+                        "the job did not say whether it applied this item; an item without "
+                        "an id is never sent twice",
+                        job_id,
+                    )
+                )
+        verdicts.resubmit = resubmit
+    return already

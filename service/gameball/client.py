@@ -55,6 +55,7 @@ from service.errors import (
     ApiError,
     CredentialsRejected,
     JobNotFound,
+    OutcomeUnknown,
     SubmissionWithdrawn,
     TransientApiError,
 )
@@ -68,9 +69,10 @@ from service.gameball.answers import (
     verdict,
 )
 from service.gameball.budget import RequestBudget
-from service.gameball.dialects import Endpoint, customer_path, submit_path
+from service.gameball.dialects import Endpoint, customer_path, integrations, submit_path
 from service.gameball.jobroutes import JobRoutes
 from service.gameball.models import JobCreated, JobStatus
+from service.gameball.operations import Delivery, Operation
 from service.health import Health
 from service.metrics import Metrics
 
@@ -96,6 +98,16 @@ class RetryPolicy:
     max_seconds: float = 30.0
     auth_min_seconds: float = 2.0
     auth_max_seconds: float = 30.0
+
+
+_ANSWER_LOST = frozenset({502, 504})
+"""A gateway's answers: the API behind it may have done the work (a 503 says it did not)."""
+
+
+def answer_lost(exc: httpx.TransportError) -> bool:
+    """Whether a request that failed so may have reached the API: anything but a connection
+    that was never made (the request was not written)."""
+    return not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 class GameballClient:
@@ -152,19 +164,36 @@ class GameballClient:
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        operation: Operation = Operation.CUSTOMERS,
     ) -> str:
-        """Create a batch job of customers; return its id. ``spent`` counts the requests.
+        """Create a batch job of ``operation``; return its id. ``spent`` counts the requests.
 
         ``wanted`` is asked just before every attempt is sent, after the budget's wait:
         when it says no, :class:`SubmissionWithdrawn` is raised and nothing more is sent.
         ``prepare`` is awaited right after it, before the attempt goes out (the write-ahead
         of ``delivery/jobs.py``); it may raise :class:`SubmissionWithdrawn` too.
+
+        An operation whose items carry no id (events, balance adjustments) is submitted at
+        most once: an attempt whose answer was lost after it may have reached the API raises
+        :class:`OutcomeUnknown` instead of being retried (:func:`answer_lost`).
         """
-        path = submit_path(self._version)
-        response = await self._call("submit", "POST", path, body, spent, wanted, prepare=prepare)
+        if operation is Operation.CUSTOMERS:
+            path = submit_path(self._version)
+        else:
+            path = f"{integrations(self._version)}/batch/{operation.value}"
+        once = operation.facts.delivery is Delivery.IDLESS
+        response = await self._call(
+            "submit", "POST", path, body, spent, wanted, prepare=prepare, at_most_once=once
+        )
         try:
             return JobCreated.model_validate_json(response.content).job_id
         except ValidationError as exc:
+            if once:
+                raise OutcomeUnknown(
+                    f"submission answered {response.status_code} without a job id: a job may exist",
+                    status=response.status_code,
+                    body=response.text[:_ERROR_TEXT_LIMIT],
+                ) from exc
             # A 2xx without a job id: the job may or may not exist. Treat it as
             # a transient failure; the records are resubmitted (at-least-once).
             raise TransientApiError(
@@ -321,6 +350,7 @@ class GameballClient:
         sending: Callable[[], None] | None = None,
         probing: bool = False,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        at_most_once: bool = False,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -339,7 +369,15 @@ class GameballClient:
                     wanted,
                     sending=sending,
                     prepare=prepare,
+                    at_most_once=at_most_once,
                 )
+                if at_most_once and response.status_code in _ANSWER_LOST:
+                    raise OutcomeUnknown(
+                        f"{operation} answered {response.status_code} by a gateway: the API "
+                        "behind it may have created the job",
+                        status=response.status_code,
+                        body=response.text[:_ERROR_TEXT_LIMIT],
+                    )
                 return self._classify(operation, response, probing=probing)
         raise AssertionError("unreachable: tenacity never stops")  # pragma: no cover
 
@@ -354,6 +392,7 @@ class GameballClient:
         *,
         sending: Callable[[], None] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        at_most_once: bool = False,
     ) -> httpx.Response:
         budget = self._budget
         if budget is not None:
@@ -371,6 +410,11 @@ class GameballClient:
             response = await self._http.request(method, path, content=content)
         except httpx.TransportError as exc:  # connect, read, write, pool timeouts; protocol errors
             self._metrics.api_requests.labels(operation=operation, code="error").inc()
+            if at_most_once and answer_lost(exc):
+                raise OutcomeUnknown(
+                    f"{operation}: {type(exc).__name__} after the request may have reached the "
+                    f"API: {exc}"
+                ) from exc
             raise TransientApiError(f"{operation}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._metrics.api_duration[operation].observe(time.perf_counter() - started)

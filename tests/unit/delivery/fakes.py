@@ -337,6 +337,7 @@ class FakeApi:
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        operation: object = None,
     ) -> str:
         if self.gate is not None:
             await self.gate.wait()

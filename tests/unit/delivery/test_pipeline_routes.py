@@ -1,17 +1,13 @@
 """Routes through the pipeline: each topic decoded with its route's mapping, dead-lettered to
-its route's topic, and a route of an operation not delivered yet stops start-up."""
+its route's topic (the fact routes: test_pipeline_facts.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import orjson
-import pytest
 
-from service.config import load_settings
-from service.delivery.pipeline import Pipeline
-from service.errors import ConfigError
-from tests.unit.delivery.fakes import ENV, FakeApi, rig
+from tests.unit.delivery.fakes import FakeApi, rig
 
 
 class ItemsApi(FakeApi):
@@ -62,21 +58,3 @@ routes:
     ]
     assert r.producer.topics == ["shoppers.dlq"], "its route's dead-letter topic"
     assert r.consumer.committed_offsets() == {("members", 0): 1, ("shoppers", 0): 2}
-
-
-def test_a_route_of_an_operation_not_delivered_yet_stops_start_up(tmp_path: Path) -> None:
-    routes = write(
-        tmp_path,
-        """\
-routes:
-  - {name: members, operation: customers, topics: [members]}
-  - name: orders
-    operation: orders
-    topics: [orders]
-    mapping: {customerId: customer_id, orderId: id, orderDate: at, totalPaid: total}
-""",
-    )
-    environ = {k: v for k, v in ENV.items() if k != "KAFKA_SOURCE_TOPICS"}
-    settings = load_settings({**environ, "ROUTES_FILE": routes})
-    with pytest.raises(ConfigError, match="route 'orders': operation 'orders' is validated but"):
-        Pipeline.from_settings(settings)

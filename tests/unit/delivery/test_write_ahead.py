@@ -50,6 +50,7 @@ class RecordingApi(FakeApi):
         spent: Spent | None = None,
         wanted: Callable[[], bool] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        operation: object = None,
     ) -> str:
         async def then_record() -> None:
             if prepare is not None:
