@@ -122,6 +122,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.operation_records = Counter(
+            PREFIX + "operation_records_total",
+            "Records each operation's jobs settled, as their job ended: succeeded (already "
+            "applied ones included) or given up to the dead-letter topic",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.operation_jobs = Counter(
+            PREFIX + "operation_jobs_total",
+            "Jobs submitted, by operation",
+            ["operation"],
+            registry=r,
+        )
         self.records_already_applied = Counter(
             PREFIX + "records_already_applied_total",
             "Orders, cashback and redemptions the API refused as duplicates of an id it "

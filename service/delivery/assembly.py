@@ -160,6 +160,15 @@ def build(
         settings.api_windows(), key_share=settings.gameball_key_share, metrics=metrics
     )
 
+    # A route with limits of its own (the rate-limit page's Events) submits within them.
+    route_budgets = {
+        route.operation: RequestBudget(
+            route.limits.windows(), key_share=settings.gameball_key_share
+        )
+        for route in routes
+        if route.limits is not None
+    }
+
     # 2. The edges.
     if client is None:
         client = GameballClient(
@@ -171,6 +180,7 @@ def build(
             retry=retry,
             budget=budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
+            submit_budgets=route_budgets,
         )
     consumer_is_real = consumer is None
     if consumer is None:
@@ -253,7 +263,7 @@ def build(
         Holdings(offsets, batcher, takeovers, tracker, in_flight),
         consumer,
         committer,
-        KeyShare(budget, consumer, topics),
+        KeyShare(budget, consumer, topics, tuple(route_budgets.values())),
         health=health,
         metrics=metrics,
         on_assigned=backpressure.assigned,

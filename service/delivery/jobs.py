@@ -336,6 +336,7 @@ class JobTracker:
     ) -> Verdicts:
         metrics = self._metrics
         metrics.jobs_submitted.inc()
+        metrics.operation_jobs.labels(operation.value).inc()
         metrics.jobs_in_flight.inc()
         started = time.monotonic()
         deadline = started + self.job_timeout

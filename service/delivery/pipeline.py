@@ -451,9 +451,14 @@ class Pipeline:
     async def _run_batch(self, batch: Batch) -> None:
         """Deliver one batch, then settle: the step from a batch to settled offsets."""
         records = batch.records
+        operation = batch.operation.value
         try:
-            verdicts = await self._tracker.deliver(records, batch.operation)
-            await self._tags.deliver(verdicts)
+            with structlog.contextvars.bound_contextvars(operation=operation):
+                verdicts = await self._tracker.deliver(records, batch.operation)
+                await self._tags.deliver(verdicts)
+            counted = self.metrics.operation_records
+            counted.labels(operation, "succeeded").inc(len(verdicts.succeeded))
+            counted.labels(operation, "dead_lettered").inc(len(verdicts.rejected))
         except Exception:
             # A bug, not an API answer (those are handled inside). Keep the data:
             # resubmit everything, count no attempt against the records.

@@ -121,8 +121,15 @@ class KeyShare:
     ``LAG_INTERVAL`` while they do not answer).
     """
 
-    def __init__(self, budget: RequestBudget, consumer: Consumer, topics: Sequence[str]) -> None:
-        self._budget = budget
+    def __init__(
+        self,
+        budget: RequestBudget,
+        consumer: Consumer,
+        topics: Sequence[str],
+        others: Sequence[RequestBudget] = (),
+    ) -> None:
+        """``others``: the budgets of routes with limits of their own, shared alike."""
+        self._budgets = (budget, *others)
         self._consumer = consumer
         self._topics = tuple(topics)
 
@@ -133,7 +140,8 @@ class KeyShare:
 
     def update(self, owned: int) -> None:
         total = self.partitions_total()
-        self._budget.set_share(owned / total if total else 0.0)
+        for budget in self._budgets:
+            budget.set_share(owned / total if total else 0.0)
 
 
 class Rebalancer:

@@ -9,7 +9,7 @@
         topics: [shop.public.orders]      # a topic belongs to one route
         mapping: {customerId: customer_id, orderId: id, orderDate: created_at, totalPaid: total}
         dead_letter_topic: orders.dlq     # optional: KAFKA_DLQ_TOPIC by default
-        limits: {per_second: 100, per_30s: 1200}   # optional: the shared budget by default
+        limits: {per_second: 100, per_30s: 1200}   # optional: its submissions' own budget
       - name: adjustments
         operation: balance-adjustment
         topics: [shop.public.point_adjustments]
@@ -179,6 +179,7 @@ def parse_routes(
     routes: list[Route] = []
     names: dict[str, int] = {}
     owners: dict[str, str] = {}
+    limits: dict[Operation, tuple[str, Limits]] = {}
     for number, entry in enumerate(entries, start=1):
         route = _route(
             entry, f"{where}, route #{number}", where, dead_letter_topic, shape, tags_sync
@@ -189,6 +190,13 @@ def parse_routes(
                 f"{label}: name: route #{names[route.name]} has this name too; names are unique"
             )
         names[route.name] = number
+        if route.limits is not None:
+            other = limits.setdefault(route.operation, (route.name, route.limits))
+            if other[1] != route.limits:
+                raise ConfigError(
+                    f"{label}: limits: route {other[0]!r} gives {route.operation.value} other "
+                    "limits; an operation's limits are the API's, one set for all its routes"
+                )
         for topic in route.topics:
             if topic in owners:
                 raise ConfigError(

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +125,14 @@ class GameballClient:
         budget: RequestBudget | None = None,
         max_connections: int = 32,
         transport: httpx.AsyncBaseTransport | None = None,
+        submit_budgets: Mapping[Operation, RequestBudget] | None = None,
     ) -> None:
-        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests)."""
+        """``transport`` replaces the network (``httpx.MockTransport`` in unit tests).
+
+        ``submit_budgets``: the operations whose route names its own limits, and the budget
+        their submissions draw on instead of ``budget`` (job reads and stops stay on it: the
+        job endpoints are the batch API's, whatever the operation)."""
+        self._submit_budgets = dict(submit_budgets or {})
         self._metrics = metrics
         self._health = health
         self._retry = retry or RetryPolicy()
@@ -151,6 +157,8 @@ class GameballClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        for budget in self._submit_budgets.values():
+            budget.close()
 
     @property
     def job_api(self) -> str | None:
@@ -183,7 +191,15 @@ class GameballClient:
             path = f"{integrations(self._version)}/batch/{operation.value}"
         once = operation.facts.delivery is Delivery.IDLESS
         response = await self._call(
-            "submit", "POST", path, body, spent, wanted, prepare=prepare, at_most_once=once
+            "submit",
+            "POST",
+            path,
+            body,
+            spent,
+            wanted,
+            prepare=prepare,
+            at_most_once=once,
+            budget=self._submit_budgets.get(operation),
         )
         try:
             return JobCreated.model_validate_json(response.content).job_id
@@ -351,6 +367,7 @@ class GameballClient:
         probing: bool = False,
         prepare: Callable[[], Awaitable[None]] | None = None,
         at_most_once: bool = False,
+        budget: RequestBudget | None = None,
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientApiError, CredentialsRejected)),
@@ -370,6 +387,7 @@ class GameballClient:
                     sending=sending,
                     prepare=prepare,
                     at_most_once=at_most_once,
+                    budget=budget,
                 )
                 if at_most_once and response.status_code in _ANSWER_LOST:
                     raise OutcomeUnknown(
@@ -393,8 +411,9 @@ class GameballClient:
         sending: Callable[[], None] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
         at_most_once: bool = False,
+        budget: RequestBudget | None = None,
     ) -> httpx.Response:
-        budget = self._budget
+        budget = budget or self._budget
         if budget is not None:
             await budget.acquire(operation)
         if wanted is not None and not wanted():

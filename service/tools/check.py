@@ -123,7 +123,7 @@ def describe_routes(routes: tuple[Route, ...]) -> list[Result]:
                 for count, span in ((route.limits.per_second, "s"), (route.limits.per_30s, "30 s"))
                 if count is not None
             ]
-            extras += f"; own limits {', '.join(shown)} ({LIMITS_NOT_ENFORCED})"
+            extras += f"; own limits {', '.join(shown)} ({OWN_LIMITS})"
         results.append(
             Result(
                 OK,
@@ -135,7 +135,7 @@ def describe_routes(routes: tuple[Route, ...]) -> list[Result]:
     return results
 
 
-LIMITS_NOT_ENFORCED = "validated; this version keeps the route within the shared budget"
+OWN_LIMITS = "its submissions; job reads share the group's budget"
 
 
 def check_broker(

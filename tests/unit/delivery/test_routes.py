@@ -301,6 +301,15 @@ MAPPING = "ROUTES_FILE '{path}', route 'orders', mapping: "
             f"routes:\n{ORDERS}    limits: {{per_30s: true}}\n",
             ROUTE + "limits: per_30s must be a whole number",
         ),
+        (
+            "routes:\n"
+            + ORDERS.replace("shop.orders", "a.orders").replace("name: orders", "name: web")
+            + "    limits: {per_second: 5}\n"
+            + ORDERS
+            + "    limits: {per_second: 6}\n",
+            ROUTE + "limits: route 'web' gives orders other limits; an operation's limits are "
+            "the API's, one set for all its routes",
+        ),
     ],
 )
 def test_every_mistake_is_one_sentence_naming_the_route_and_the_field(

@@ -12,7 +12,7 @@ from confluent_kafka.admin import ClusterMetadata
 from service.config import load_settings
 from service.delivery.routes import load_routes, routes_from_settings
 from service.errors import ConfigError
-from service.tools.check import LIMITS_NOT_ENFORCED, check_topics, describe_routes, run_checks
+from service.tools.check import OWN_LIMITS, check_topics, describe_routes, run_checks
 from service.tools.check_results import FAIL, OK, Result
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "routes.example.yaml"
@@ -44,7 +44,7 @@ def test_each_route_is_one_line_with_its_operation_topics_and_delivery() -> None
         "second delivery is refused as a duplicate → dead letters all.dlq",
         "✓ route events: events from shop.public.customer_events: no id, at most once: an item "
         "whose fate is unknown is dead-lettered (unsafe_without_ids); own limits 100/s, "
-        f"1200/30 s ({LIMITS_NOT_ENFORCED}) → dead letters all.dlq",
+        f"1200/30 s ({OWN_LIMITS}) → dead letters all.dlq",
         "✓ route adjustments: balance-adjustment from shop.public.point_adjustments: no id, at "
         "most once: an item whose fate is unknown is dead-lettered (unsafe_without_ids) → dead "
         "letters shop.adjustments.dlq",
