@@ -218,6 +218,9 @@ class _Api:
             except ValidationError as exc:
                 return self._invalid(describe_validation(exc, raw))
             job = self.state.create_job(body, operation)
+            delay = self.state.config.created_answer_delay_seconds
+            if delay > 0:  # created, and answered late: a client that gives up never learns it
+                await asyncio.sleep(delay)
             if late_fault is not None:
                 return _server_error(late_fault, self.state.config)
             return json_response({"jobId": job.id})
