@@ -3,7 +3,9 @@
 Until :meth:`LateRelay.open` nothing listens on its port (a connection is refused, as by a
 server that is down); from then on each connection is passed, byte for byte, to the server
 behind it. A test can so prepare that server (register a schema, say) before the service
-under test can reach it, instead of racing the service to it.
+under test can reach it, instead of racing the service to it. The port is bound from the
+start, so nothing else takes it meanwhile (a free port merely chosen early can be taken by
+any outgoing connection's ephemeral port).
 """
 
 from __future__ import annotations
@@ -14,20 +16,20 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from service.tools.embedded_broker import free_port
-
 
 class LateRelay:
     """``127.0.0.1:port`` → ``127.0.0.1:upstream``, listening only once opened."""
 
     def __init__(self, upstream: int) -> None:
-        self.port = free_port()
+        self._server: socket.socket | None = socket.socket()
+        self._server.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        self.port: int = self._server.getsockname()[1]
         self._upstream = upstream
-        self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
     def open(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        assert self._server is not None, "closed"
+        self._server.listen()
         self._spawn(self._accept, self._server)
 
     def close(self) -> None:
