@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         default="v4.0",
         description="the API version in every path; `v4.1` where a minimum version is set",
     )
+    gameball_request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long one API request may take, all of it (a connection gets 10 s "
+        "of it at most); a takeover holds the customers of a POST whose answer was lost this "
+        "long plus `JOB_TIMEOUT_SECONDS` after its write-ahead",
+    )
     gameball_api_key: SecretStr = Field(description="API key (never logged)")
     gameball_secret_key: SecretStr = Field(description="secret key (never logged)")
     # Gameball's "Rate Limiting" page: the batch endpoints fall under "Others".

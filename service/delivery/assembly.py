@@ -181,6 +181,7 @@ def build(
             budget=budget,
             max_connections=max(8, settings.max_jobs_in_flight * 2),
             submit_budgets=route_budgets,
+            request_timeout=settings.gameball_request_timeout_seconds,
         )
     consumer_is_real = consumer is None
     if consumer is None:
@@ -237,6 +238,7 @@ def build(
         room=settings.max_buffered_records // 2,  # the load the consumer resumes at
         job_timeout=settings.job_timeout_seconds,
         customer_wait=settings.customer_wait_seconds,
+        request_timeout=settings.gameball_request_timeout_seconds,
     )
     compaction = Compaction(
         settings.compaction_max_bytes, settings.batch_max_records, budget.rate, metrics

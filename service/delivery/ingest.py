@@ -190,6 +190,7 @@ class Ingestor:
         skipped: list[tuple[PartitionKey, int, int]] = []
         coalesced: list[PendingRecord] = []
         inherited: list[tuple[PartitionKey, int, int]] = []
+        not_ours: list[tuple[PartitionKey, int]] = []  # held records no longer ours (resumed)
         takeovers = self._takeovers if self._takeovers else None  # fixed within a slice
         # While compacting, a buffered change keeps its API item, not its source bytes.
         compacting = self._compaction is not None and self._compaction.active
@@ -209,6 +210,8 @@ class Ingestor:
             tp = (topic, partition)
             generation = track(tp, offset, fetched)
             if not generation:
+                if resumed:
+                    not_ours.append((tp, offset))
                 continue
             tracked += 1
             slot = -1
@@ -297,9 +300,14 @@ class Ingestor:
                         self._hold(messages[index + 1 :], fetched, resumed)
                         break
         else:
-            if self._registry_failures and decoded:  # the held record, first in line, decoded
-                log.info("schema_registry_reachable", tries=self._registry_failures)
+            # The record that waited for the registry is first in line: decoded, or no longer
+            # ours (then nothing waits: a consumer paused for it would stay paused for good).
+            if self._registry_failures and (decoded or resumed):
+                if decoded:
+                    log.info("schema_registry_reachable", tries=self._registry_failures)
                 self._registry_failures = 0
+        if not_ours:
+            self._log_not_ours(not_ours, fetched)
         if breaker is not None:
             breaker.passed(decoded - counted)
         consumed[topic] += tracked
@@ -310,6 +318,35 @@ class Ingestor:
         self._settlement.settle(coalesced, "coalesced")
         if inherited:
             self._settlement.inherited(inherited)
+
+    def _log_not_ours(self, records: list[tuple[PartitionKey, int]], fetched: int) -> None:
+        """Held records dropped on their way back: say which, and who reads them again.
+
+        Each is untracked, so nothing at or past it was committed: whoever owns its partition
+        now (this instance after an assignment again, or the next owner) reads it from the
+        committed offset. Rare (a rebalance while records were held), so said per partition.
+        """
+        by_partition: dict[PartitionKey, list[int]] = {}
+        for tp, offset in records:
+            by_partition.setdefault(tp, []).append(offset)
+        for (topic, partition), offsets in by_partition.items():
+            tp = (topic, partition)
+            if not self._offsets.owns(tp):
+                reason = "the partition was revoked or lost: its next owner reads them"
+            elif self._offsets.generation(tp) > fetched:
+                reason = "the partition was assigned again: it is read again from the commit"
+            elif (self._offsets.position(tp) or 0) > offsets[0]:
+                reason = "already tracked: read again, and on its way"
+            else:
+                reason = "the partition is being revoked: its next owner reads them"
+            log.warning(
+                "held_records_not_ours",
+                partition=f"{topic}[{partition}]",
+                first_offset=offsets[0],
+                last_offset=offsets[-1],
+                records=len(offsets),
+                reason=reason,
+            )
 
     def _log_consumer_error(self, error: Any) -> None:
         if isinstance(error, RdKafkaError):

@@ -81,15 +81,17 @@ RESOLVE_SECONDS = 60.0
 RESOLVE_POLL_SECONDS = 0.5
 
 
-def unknown_until(intent_at: float, job_timeout: float) -> float:
+def unknown_until(
+    intent_at: float, job_timeout: float, request_timeout: float = TIMEOUT_SECONDS
+) -> float:
     """When a job an intent dated ``intent_at`` (wall clock) may have created is over.
 
     Each POST attempt goes out right after its intent, dated then, is acknowledged
-    (``jobs.py``): the job was created by the end of that request (``TIMEOUT_SECONDS``,
-    the client's) and runs at most ``job_timeout`` (longer, it is one the service stops
-    as hung).
+    (``jobs.py``): the job was created by the end of that request (``request_timeout``,
+    ``GAMEBALL_REQUEST_TIMEOUT_SECONDS``: the client gives up on an attempt then) and runs
+    at most ``job_timeout`` (longer, it is one the service stops as hung).
     """
-    return intent_at + TIMEOUT_SECONDS + job_timeout
+    return intent_at + request_timeout + job_timeout
 
 
 @dataclass(slots=True)
@@ -164,14 +166,17 @@ class Takeovers:
         tags: TagSender,
         room: int,
         job_timeout: float = 900.0,
+        request_timeout: float = TIMEOUT_SECONDS,
         customer_wait: float = 600.0,
     ) -> None:
         """``room``: how many held records all takeovers together may keep (see :meth:`advance`).
 
-        ``job_timeout``: ``JOB_TIMEOUT_SECONDS``, how long a job may run (:func:`unknown_until`).
+        ``job_timeout``: ``JOB_TIMEOUT_SECONDS``, how long a job may run; ``request_timeout``:
+        ``GAMEBALL_REQUEST_TIMEOUT_SECONDS``, how long a POST may take (:func:`unknown_until`).
         ``customer_wait``: ``CUSTOMER_WAIT_SECONDS``, as an inherited fact job is judged.
         """
         self._job_timeout = job_timeout
+        self._request_timeout = request_timeout
         self._customer_wait = customer_wait
         # Customers held for a job nobody knows (outcome_unknown), and until when (wall clock);
         # customers whose inherited job's tags are being sent.
@@ -412,7 +417,7 @@ class Takeovers:
         (:func:`unknown_until`), then submitted, coalesced. An operation without ids
         (events, balance adjustments) would dead-letter them ``outcome_unknown`` here.
         """
-        until = unknown_until(since, self._job_timeout)
+        until = unknown_until(since, self._job_timeout, self._request_timeout)
         wait = until - time.time()
         if wait <= 0 or not records:
             return
@@ -466,7 +471,7 @@ class Takeovers:
         takeover.unknown = []
         now = time.time()
         for since, carried in records.items():
-            until = unknown_until(since, self._job_timeout)
+            until = unknown_until(since, self._job_timeout, self._request_timeout)
             if until > now:
                 intent = self._offsets.intend(carried, since)
                 self._carried.append((intent, carried, until))

@@ -81,8 +81,13 @@ log = structlog.get_logger(__name__)
 CREDENTIALS_RECHECK = 15.0
 """Seconds between two checks of accepted credentials (rejected ones: every 2 s)."""
 TIMEOUT_SECONDS = 30.0
-"""A request's read, write and pool timeout; a connection gets ``CONNECT_SECONDS``."""
+"""How long one request may take, all of it, by default (``GAMEBALL_REQUEST_TIMEOUT_SECONDS``).
+
+A bound on the whole attempt, not only on each read or write: a takeover counts on an
+unanswered POST being over this long after it went out (``delivery/takeover.py``).
+"""
 CONNECT_SECONDS = 10.0
+"""The longest a request may spend connecting (when its whole timeout is longer)."""
 _TOO_MANY_REQUESTS = 429
 _ERROR_TEXT_LIMIT = 1000
 
@@ -125,13 +130,16 @@ class GameballClient:
         budget: RequestBudget | None = None,
         max_connections: int = 32,
         transport: httpx.AsyncBaseTransport | None = None,
+        request_timeout: float = TIMEOUT_SECONDS,
         submit_budgets: Mapping[Operation, RequestBudget] | None = None,
     ) -> None:
         """``transport`` replaces the network (``httpx.MockTransport`` in unit tests).
 
+        ``request_timeout``: how long one request may take, all of it (see ``TIMEOUT_SECONDS``).
         ``submit_budgets``: the operations whose route names its own limits, and the budget
         their submissions draw on instead of ``budget`` (job reads and stops stay on it: the
         job endpoints are the batch API's, whatever the operation)."""
+        self._request_timeout = request_timeout
         self._submit_budgets = dict(submit_budgets or {})
         self._metrics = metrics
         self._health = health
@@ -148,7 +156,7 @@ class GameballClient:
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
-            timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_SECONDS),
+            timeout=httpx.Timeout(request_timeout, connect=min(CONNECT_SECONDS, request_timeout)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
@@ -426,7 +434,9 @@ class GameballClient:
             sending()
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, content=content)
+            # httpx bounds each read and write; this bounds the whole attempt.
+            async with asyncio.timeout(self._request_timeout):
+                response = await self._http.request(method, path, content=content)
         except httpx.TransportError as exc:  # connect, read, write, pool timeouts; protocol errors
             self._metrics.api_requests.labels(operation=operation, code="error").inc()
             if at_most_once and answer_lost(exc):
@@ -435,6 +445,16 @@ class GameballClient:
                     f"API: {exc}"
                 ) from exc
             raise TransientApiError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            self._metrics.api_requests.labels(operation=operation, code="error").inc()
+            if at_most_once:  # sent, and its answer not heard in time: a job may exist
+                raise OutcomeUnknown(
+                    f"{operation}: no answer within {self._request_timeout:g} s; the request "
+                    "may have reached the API"
+                ) from exc
+            raise TransientApiError(
+                f"{operation}: no answer within {self._request_timeout:g} s"
+            ) from exc
         finally:
             self._metrics.api_duration[operation].observe(time.perf_counter() - started)
         self._metrics.api_requests.labels(operation=operation, code=str(response.status_code)).inc()

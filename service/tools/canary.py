@@ -310,4 +310,5 @@ def _client(settings: Settings) -> GameballClient:
         metrics=Metrics(),
         health=Health(),
         retry=RetryPolicy(base_seconds=0.5, max_seconds=5.0),
+        request_timeout=settings.gameball_request_timeout_seconds,
     )

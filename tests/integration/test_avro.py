@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
@@ -38,6 +39,7 @@ from tests.integration.harness import (
     service_env,
     unique,
 )
+from tests.integration.relay import LateRelay
 from tests.integration.test_delivery import applied
 from tests.registry.apicurio import Apicurio
 from tests.registry.guarded import GuardedRegistry
@@ -158,7 +160,6 @@ def test_while_the_registry_cannot_be_reached_records_wait_unready_and_none_is_d
 ) -> None:
     topic, group = unique("avro-down"), unique("avro-down-group")
     broker.create_topics({topic: 1, f"{topic}.dlq": 1})
-    late = Apicurio()  # its port is the service's registry; nothing listens there yet
     ids = ["d1", "d2", "d3"]
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     for customer_id in ids:  # schema id 1: the first a fresh Apicurio gives out
@@ -166,35 +167,45 @@ def test_while_the_registry_cannot_be_reached_records_wait_unready_and_none_is_d
         producer.produce(topic, wire(Registry(), ROW, {**row, "date_of_birth": 11016}))
     assert producer.flush(30) == 0
     assert end_offsets(broker.bootstrap, topic) == {0: 3}
-    env = service_env(broker, simulator.base_url, topic, group, SCHEMA_REGISTRY_URL=late.url)
-    service = ServiceProcess(env, tmp_path / "service.jsonl").start()
-    try:
-        wait_for(
-            lambda: readiness(service).get("schema_registry_unavailable"),
-            60,
-            "the service to report the registry unavailable",
+    # The registry comes back knowing its schemas, as a real one does: it runs, with the
+    # schema, from the start, and the service reaches it through a relay that refuses every
+    # connection until it opens. (Reached directly, a fresh Apicurio answered 404 for schema
+    # id 1 until the test registered it: a retry landing then dead-lettered the records.)
+    late = Apicurio()
+    relay = LateRelay(late.port)
+    with late, relay, SchemaRegistryClient({"url": late.url}) as client:
+        assert client.register_schema(f"{topic}-value", Schema(json.dumps(ROW), "AVRO")) == 1
+        registry_url = str(httpx.URL(late.url).copy_with(port=relay.port))
+        env = service_env(
+            broker, simulator.base_url, topic, group, SCHEMA_REGISTRY_URL=registry_url
         )
-        assert readiness(service)["ok"] is False
-        wait_for(  # asked again (after 1 s, then 2 s), and still nothing dead-lettered
-            lambda: '"tries": 3' in service.logs(),
-            60,
-            "two retries of the unreachable registry",
-        )
-        assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
-        assert applied(simulator) == []
-        with late, SchemaRegistryClient({"url": late.url}) as client:
-            assert client.register_schema(f"{topic}-value", Schema(json.dumps(ROW), "AVRO")) == 1
+        service = ServiceProcess(env, tmp_path / "service.jsonl").start()
+        try:
+            wait_for(
+                lambda: readiness(service).get("schema_registry_unavailable"),
+                60,
+                "the service to report the registry unavailable",
+            )
+            assert readiness(service)["ok"] is False
+            wait_for(  # asked again (after 1 s, then 2 s), and still nothing dead-lettered
+                lambda: '"tries": 3' in service.logs(),
+                60,
+                "two retries of the unreachable registry",
+            )
+            assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
+            assert applied(simulator) == []
+            relay.open()
             wait_for(
                 lambda: len(applied(simulator)) == len(ids), 90, "the waiting records delivered"
             )
             wait_for(lambda: service.ready(), 30, "the service ready again")
-        delivered = {str(e["customerId"]): e["customer"] for e in applied(simulator)}
-        assert sorted(delivered) == ids
-        assert delivered["d1"]["customerAttributes"]["dateOfBirth"] == "2000-02-29"
-        assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
-        assert '"schema_registry_reachable"' in service.logs()
-    finally:
-        service.stop()
+            delivered = {str(e["customerId"]): e["customer"] for e in applied(simulator)}
+            assert sorted(delivered) == ids
+            assert delivered["d1"]["customerAttributes"]["dateOfBirth"] == "2000-02-29"
+            assert end_offsets(broker.bootstrap, f"{topic}.dlq") == {0: 0}
+            assert '"schema_registry_reachable"' in service.logs()
+        finally:
+            service.stop()
 
 
 def test_check_reports_the_registry_and_the_source_topics_subjects(

@@ -166,8 +166,13 @@ def test_sigkill_mid_stream_loses_nothing(
             broker.bootstrap, topic, generate(4000, 2000, seed=21), partitions=PARTITIONS
         )
         # The kill lands among jobs whose POST may be unanswered: the next owner holds their
-        # customers until such a job must be over, JOB_TIMEOUT_SECONDS after it was written.
-        small = {"BATCH_MAX_RECORDS": "200", "JOB_TIMEOUT_SECONDS": "5"}
+        # customers until such a job must be over, GAMEBALL_REQUEST_TIMEOUT_SECONDS plus
+        # JOB_TIMEOUT_SECONDS after it was written (the simulator answers in milliseconds).
+        small = {
+            "BATCH_MAX_RECORDS": "200",
+            "JOB_TIMEOUT_SECONDS": "5",
+            "GAMEBALL_REQUEST_TIMEOUT_SECONDS": "5",
+        }
         first = start_service(broker, simulator, topic, group, tmp_path, group_protocol, **small)
         wait_for(lambda: len(applied(simulator)) >= 500, 60, "some deliveries before the kill")
         first.signal(signal.SIGKILL)
@@ -178,7 +183,7 @@ def test_sigkill_mid_stream_loses_nothing(
             expected = latest_versions(produced)
             wait_for(lambda: everything_applied(simulator, expected), 90, "delivery after restart")
             # The held customers' newest versions may be applied already (by the first
-            # instance): their offsets settle when the hold ends, up to 30 s (the request
+            # instance): their offsets settle when the hold ends, up to 5 s (the request
             # timeout) + 5 s (JOB_TIMEOUT_SECONDS) after their intent.
             wait_for(lambda: fully_committed(broker.bootstrap, group, topic), 60, "offsets")
         finally:

@@ -116,8 +116,14 @@ def test_the_api_never_sees_an_older_change_after_a_newer_one_across_a_sigkill(
         return Event(b"x", change_event("x", version, rng), "x", version, "deliver")
 
     # The kill lands right after x's newest job, whose id may not be committed yet: the next
-    # owner then holds x until such a job must be over (docs/guarantees.md, write-ahead).
-    small = {"BATCH_MAX_RECORDS": "50", "BATCH_MAX_WAIT_SECONDS": "0.1", "JOB_TIMEOUT_SECONDS": "5"}
+    # owner then holds x until such a job must be over (docs/guarantees.md, write-ahead):
+    # GAMEBALL_REQUEST_TIMEOUT_SECONDS plus JOB_TIMEOUT_SECONDS after its intent.
+    small = {
+        "BATCH_MAX_RECORDS": "50",
+        "BATCH_MAX_WAIT_SECONDS": "0.1",
+        "JOB_TIMEOUT_SECONDS": "5",
+        "GAMEBALL_REQUEST_TIMEOUT_SECONDS": "5",
+    }
     first = start(broker, simulator, topic, group, tmp_path / "a.log", **small)
     second: ServiceProcess | None = None
     try:

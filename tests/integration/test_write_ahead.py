@@ -9,6 +9,7 @@ simulator's applied log is asked for every customer applied older-after-newer.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -36,6 +37,10 @@ DEAD_JOB_SECONDS = 20.0
 """How long the dead instance's job runs at the API: past the next owner's takeover."""
 JOB_TIMEOUT = 22.0
 """The service's JOB_TIMEOUT_SECONDS: a job running longer would be stopped as hung."""
+REQUEST_TIMEOUT = 5.0
+"""The service's GAMEBALL_REQUEST_TIMEOUT_SECONDS (30 by default): the next owner holds x
+until REQUEST_TIMEOUT + JOB_TIMEOUT after the intent. Shorter than the held answer (15 s),
+longer than the kill takes to land."""
 
 
 def applied_versions(simulator: RunningSimulator) -> dict[str, list[int]]:
@@ -75,6 +80,7 @@ def test_a_kill_between_a_jobs_creation_and_the_next_commit_applies_nothing_olde
         protocol=group_protocol,
         BATCH_MAX_WAIT_SECONDS="0.1",
         JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT),
+        GAMEBALL_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT),
     )
     first = ServiceProcess(env, tmp_path / "a.log").start()
     second: ServiceProcess | None = None
@@ -115,7 +121,10 @@ def test_a_kill_between_a_jobs_creation_and_the_next_commit_applies_nothing_olde
             if process is not None:
                 process.stop()
     versions = applied_versions(simulator)
-    print(f"x applied {versions['x']}; the dead job ended {dead_job.state.value}")
+    print(
+        f"x applied {versions['x']}; the dead job ended {dead_job.state.value}; "
+        f"y0 applied {y_applied - killed:.1f} s after the kill"
+    )
     assert dead_job.state.value == "completed", "the dead job never applied x@2"
     takeover = [
         line
@@ -125,3 +134,10 @@ def test_a_kill_between_a_jobs_creation_and_the_next_commit_applies_nothing_olde
     assert older_after_newer(versions) == {}, f"a customer went back in time: {takeover}"
     assert versions["x"][-1] == 3
     assert y_applied < killed + DEAD_JOB_SECONDS, "a customer the dead job did not carry waited"
+    (held,) = [
+        json.loads(line)
+        for line in (tmp_path / "b.log").read_text().splitlines()
+        if '"customers_held_for_unknown_job"' in line
+    ]
+    assert held["customers"] == 1
+    assert held["seconds"] <= REQUEST_TIMEOUT + JOB_TIMEOUT, "held past what the settings say"

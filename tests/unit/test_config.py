@@ -66,6 +66,7 @@ def test_client_properties_pass_through_and_guarantees_cannot_be_overridden() ->
         ({"GAMEBALL_SECRET_KEY": None}, "GAMEBALL_SECRET_KEY is required"),
         ({"BATCH_MAX_RECORDS": "1001"}, "BATCH_MAX_RECORDS is invalid"),
         ({"BATCH_MAX_WAIT_SECONDS": "soon"}, "BATCH_MAX_WAIT_SECONDS is invalid"),
+        ({"GAMEBALL_REQUEST_TIMEOUT_SECONDS": "0"}, "GAMEBALL_REQUEST_TIMEOUT_SECONDS is invalid"),
         ({"DELETE_POLICY": "purge"}, "DELETE_POLICY is invalid"),
         ({"GAMEBALL_BASE_URL": "api.gameball.co"}, "GAMEBALL_BASE_URL is invalid"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT is invalid"),

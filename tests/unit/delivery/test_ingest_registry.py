@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from service.config import load_settings
 from service.delivery import ingest as ingest_module
@@ -103,6 +104,46 @@ def test_an_avro_record_waits_for_the_registry_and_is_delivered_once_it_answers(
     batch = parts.batcher.take(FlushReason.TIMEOUT)
     delivered = [r.customer_id for r in batch.records]
     assert sorted(delivered) == ["c0", "c1", "c2", "c3"]
+
+
+@pytest.mark.parametrize("rebalance", ["assigned_again", "revoked"])
+def test_held_records_no_longer_ours_are_dropped_loudly_and_leave_nothing_waiting(
+    monkeypatch: pytest.MonkeyPatch, rebalance: str
+) -> None:
+    """A rebalance while records wait for the registry: whoever owns the partition now reads
+    them again from the committed offset. The held copies are dropped, saying so, and the
+    wait ends with them: a consumer paused for it would otherwise stay paused for good."""
+    monkeypatch.setattr(ingest_module, "REGISTRY_RETRY_FIRST", 0.05)
+    registry = Registry()
+    avro = wire(registry, ROW, {"customer_id": "c0", "email": "c0@example.com"})
+    messages = [FakeMessage("t", 0, 0, b"c0", avro), FakeMessage("t", 0, 1, b"c1", change("c1"))]
+    parts, ingestor = rig(registry)
+    registry.down = True
+    ingestor.ingest(messages, parts.offsets.newest_generation)
+    assert ingestor.registry_waiting
+    if rebalance == "revoked":
+        parts.offsets.revoke(TP)
+    else:
+        parts.offsets.assign(TP)  # lost and assigned back: a new generation, from the commit
+    time.sleep(0.06)
+
+    with capture_logs() as logs:
+        while (resumed := ingestor.unhold()) is not None:
+            ingestor.ingest(*resumed, resumed=True)
+
+    assert not ingestor.held
+    assert not ingestor.registry_waiting, "the consumer stays paused for records not ours"
+    (dropped,) = [line for line in logs if line["event"] == "held_records_not_ours"]
+    assert dropped["log_level"] == "warning"
+    assert (dropped["partition"], dropped["first_offset"], dropped["last_offset"]) == ("t[0]", 0, 1)
+    assert ("assigned again" if rebalance == "assigned_again" else "revoked") in dropped["reason"]
+    if rebalance == "assigned_again":  # the new assignment's copies, read from the commit
+        registry.down = False
+        ingestor.ingest(messages, parts.offsets.newest_generation)
+        assert sorted(r.customer_id for r in parts.batcher.take(FlushReason.TIMEOUT).records) == [
+            "c0",
+            "c1",
+        ]
 
 
 def test_the_service_is_not_ready_while_a_record_waits_for_the_registry() -> None:

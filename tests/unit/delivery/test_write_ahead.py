@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
 from service.delivery.ledger import Ledger, decode, encode
 from service.delivery.offsets import Mark
 from service.delivery.takeover import unknown_until
-from service.gameball.client import Spent
+from service.gameball.client import TIMEOUT_SECONDS, Spent
 from tests.helpers import eventually
 from tests.unit.delivery.fakes import FakeApi, Rig, change, rig, running
 
@@ -109,12 +110,21 @@ async def test_every_post_goes_out_after_a_commit_that_names_its_records() -> No
     assert r.consumer.committed_offsets() == {TP: 12}
 
 
-async def test_a_next_owner_holds_the_customers_of_an_intent_without_job_until_it_is_over() -> None:
+@pytest.mark.parametrize("request_timeout", [None, 2.0], ids=["default", "set"])
+async def test_a_next_owner_holds_the_customers_of_an_intent_without_job_until_it_is_over(
+    request_timeout: float | None,
+) -> None:
     # The previous owner wrote ahead a batch carrying x@0 and died before its POST answered:
-    # a job may exist that applies x@0 until unknown_until. y@1 was buffered, x@2 read later.
-    r, api = recording_rig()
+    # a job may exist that applies x@0 until unknown_until: the POST's request timeout
+    # (GAMEBALL_REQUEST_TIMEOUT_SECONDS, 30 s unless set) and JOB_TIMEOUT_SECONDS after the
+    # intent. y@1 was buffered, x@2 read later.
+    if request_timeout is None:
+        r, api = recording_rig()
+        request_timeout = TIMEOUT_SECONDS
+    else:
+        r, api = recording_rig(GAMEBALL_REQUEST_TIMEOUT_SECONDS=str(request_timeout))
     hold = 1.5
-    since = time.time() - unknown_until(0.0, JOB_TIMEOUT) + hold  # the hold has 1.5 s left
+    since = time.time() - request_timeout - JOB_TIMEOUT + hold  # the hold has 1.5 s left
     marks = bytes([Mark.JOB + 4, Mark.PENDING])
     metadata, level = encode(len(marks), {}, marks, 4096, {4: since})
     assert level == "full"
@@ -132,7 +142,8 @@ async def test_a_next_owner_holds_the_customers_of_an_intent_without_job_until_i
     (x_post,) = [s for s in api.submissions if "x" in s.versions]
     (y_post,) = [s for s in api.submissions if "y" in s.versions]
     assert y_post.at - started < hold / 2
-    assert x_post.at >= unknown_until(since, JOB_TIMEOUT)
+    assert x_post.at >= unknown_until(since, JOB_TIMEOUT, request_timeout)
+    assert x_post.at - started < hold + 2, "held past the moment the settings make it over"
     # Meanwhile this instance's own commits named the intent, with its date: a third owner
     # would hold x just as long.
     carried = [

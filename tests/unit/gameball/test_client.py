@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.machinery
+from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from service.errors import BatchRejected, JobNotFound
+from service.errors import BatchRejected, JobNotFound, SubmissionWithdrawn
 from service.gameball.budget import RequestBudget, Window
 from service.gameball.client import GameballClient, RetryPolicy
 from service.gameball.dialects import Endpoint
@@ -167,6 +168,52 @@ async def test_an_unreachable_api_is_no_verdict_on_the_credentials() -> None:
         assert health.credentials_ok is None  # unknown, not rejected
     finally:
         await client.aclose()
+
+
+async def test_an_attempt_answered_too_slowly_is_given_up_after_the_request_timeout() -> None:
+    """The whole attempt is bounded, not each read: a server that trickles its answer a byte
+    at a time (every read well within the timeout) still costs one request timeout, after
+    which nothing of that attempt can come back (the takeover's hold counts on it)."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        try:
+            while True:
+                writer.write(b"a")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    client = GameballClient(
+        Endpoint(f"http://127.0.0.1:{port}"),
+        SecretStr("k"),
+        SecretStr("s"),
+        metrics=metrics,
+        health=Health(),
+        retry=FAST,
+        request_timeout=0.5,
+    )
+    spent: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(SubmissionWithdrawn):  # asked before the second attempt
+                await client.submit(BODY, spent=spent, wanted=lambda: not spent)
+        assert 0.5 <= loop.time() - started < 2
+        assert spent == Counter(submit=1)
+        errors = metrics.registry.get_sample_value(
+            "customer_sync_api_requests_total", {"operation": "submit", "code": "error"}
+        )
+        assert errors == 1
+    finally:
+        await client.aclose()
+        server.close()
 
 
 @pytest.mark.parametrize("retry_after", [False, True])

@@ -4,6 +4,7 @@ retried once its answer may have been lost (``httpx.MockTransport``: pure reques
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import httpx
@@ -41,7 +42,10 @@ class Budget:
 
 
 def client(
-    handler: httpx.MockTransport, shared: Budget, routes: dict[Operation, Budget] | None = None
+    handler: httpx.MockTransport,
+    shared: Budget,
+    routes: dict[Operation, Budget] | None = None,
+    request_timeout: float = 30.0,
 ) -> GameballClient:
     return GameballClient(
         Endpoint("http://api.test", "batch", "v4.0"),
@@ -53,6 +57,7 @@ def client(
         budget=shared,  # type: ignore[arg-type]
         transport=handler,
         submit_budgets=routes,  # type: ignore[arg-type]
+        request_timeout=request_timeout,
     )
 
 
@@ -140,4 +145,20 @@ async def test_a_keyed_submission_whose_answer_was_lost_is_retried() -> None:
     api = client(httpx.MockTransport(answer), Budget())
     assert await api.submit(BODY, operation=Operation.ORDERS) == "8"
     assert sent == 2, "a duplicate order is refused by its id: sending again is safe"
+    await api.aclose()
+
+
+async def test_an_idless_submission_answered_after_the_request_timeout_is_not_retried() -> None:
+    sent = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        await asyncio.sleep(1.0)  # created, answered too late
+        return httpx.Response(200, json={"jobId": 9})
+
+    api = client(httpx.MockTransport(answer), Budget(), request_timeout=0.1)
+    with pytest.raises(OutcomeUnknown):
+        await api.submit(BODY, operation=Operation.EVENTS)
+    assert sent == 1
     await api.aclose()
