@@ -391,6 +391,12 @@ class JobTracker:
                         metrics.records_already_applied.labels(operation=operation.value).inc(
                             already
                         )
+                        log.info(
+                            "records_already_applied",
+                            already_applied=already,
+                            meaning="the API had their ids: delivered before (a redelivery "
+                            "after a crash or a re-sent source row), counted as succeeded",
+                        )
                 log.info(
                     "job_finished",
                     status=label,
