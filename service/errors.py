@@ -103,7 +103,7 @@ class JobNotFound(ApiError):
 
 class OutcomeUnknown(ApiError):
     """A submission whose answer was lost after it may have reached the API (a read timeout,
-    a connection dropped mid-exchange, a gateway's 502/504, a 2xx without a job id): a job
+    a connection dropped mid-exchange, any 5xx or a 408, a 2xx without a job id): a job
     may exist. Raised instead of retrying for an operation whose items carry no id (events,
     balance adjustments), where a second submission would apply them twice."""
 

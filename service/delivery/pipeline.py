@@ -58,10 +58,11 @@ from service.delivery.edges import Consumer, GameballApi, Message, ProducerFacto
 from service.delivery.ingest import INGEST_SLICE
 from service.delivery.jobs import STOP_JOBS_WAIT
 from service.delivery.polling import PollSchedule
-from service.delivery.verdicts import Verdicts
+from service.delivery.verdicts import Rejection, Verdicts
 from service.gameball.client import RetryPolicy
+from service.gameball.operations import Delivery
 from service.health import Health
-from service.labels import FlushReason
+from service.labels import DeadLetterReason, FlushReason
 from service.metrics import Metrics
 from service.waiting import wait_event
 
@@ -461,9 +462,17 @@ class Pipeline:
             counted.labels(operation, "dead_lettered").inc(len(verdicts.rejected))
         except Exception:
             # A bug, not an API answer (those are handled inside). Keep the data:
-            # resubmit everything, count no attempt against the records.
+            # resubmit everything, count no attempt against the records; but an item without
+            # an id may have been sent already: it is never sent twice.
             log.exception("batch_crashed", records=len(records))
             verdicts = Verdicts(resubmit=list(records))
+            if batch.operation.facts.delivery is Delivery.IDLESS:
+                verdicts = Verdicts(
+                    rejected=[
+                        Rejection(r, DeadLetterReason.OUTCOME_UNKNOWN, "batch_crashed", None)
+                        for r in records
+                    ]
+                )
         try:
             self._settlement.apply(verdicts)
         finally:

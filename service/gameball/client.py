@@ -105,8 +105,12 @@ class RetryPolicy:
     auth_max_seconds: float = 30.0
 
 
-_ANSWER_LOST = frozenset({502, 504})
-"""A gateway's answers: the API behind it may have done the work (a 503 says it did not)."""
+def answer_unknown(status: int) -> bool:
+    """Whether an answer leaves a submission's fate unknown: a server error (5xx) may come
+    after the job was created (a gateway's timeout, a crash after the insert; the chaos
+    runs' simulator answers 500 and 503 so), and a 408 after the body was read. A 429, and
+    every other 4xx, says the request was not taken."""
+    return status >= 500 or status == 408
 
 
 def answer_lost(exc: httpx.TransportError) -> bool:
@@ -397,10 +401,10 @@ class GameballClient:
                     at_most_once=at_most_once,
                     budget=budget,
                 )
-                if at_most_once and response.status_code in _ANSWER_LOST:
+                if at_most_once and answer_unknown(response.status_code):
                     raise OutcomeUnknown(
-                        f"{operation} answered {response.status_code} by a gateway: the API "
-                        "behind it may have created the job",
+                        f"{operation} answered {response.status_code}: the API may have "
+                        "created the job before it failed",
                         status=response.status_code,
                         body=response.text[:_ERROR_TEXT_LIMIT],
                     )

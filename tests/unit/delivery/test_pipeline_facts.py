@@ -46,6 +46,7 @@ class OperationsApi(FakeApi):
         self.customers: set[str] = set()
         self.order_ids: set[str] = set()
         self.lose_answers = 0
+        self.crash_reads = 0  # status reads that raise as a bug of ours would
         self.open: dict[str, tuple[Operation, set[str]]] = {}  # jobs not yet seen ended
         self.overlaps: list[str] = []  # customers submitted while a job of theirs ran
         self._results: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
@@ -96,6 +97,9 @@ class OperationsApi(FakeApi):
     async def status(  # type: ignore[override]
         self, job_id: str, *, entries: bool = False, spent: Spent | None = None, **_: Any
     ) -> JobStatus:
+        if self.crash_reads:
+            self.crash_reads -= 1
+            raise RuntimeError("a bug between the job's creation and its verdict")
         ok, failed = self._results[job_id]
         self.open.pop(job_id, None)
         if self.sent[int(job_id.split("-")[1]) - 1][0] is Operation.CUSTOMERS:
@@ -202,3 +206,17 @@ async def test_an_adjustment_whose_answer_was_lost_is_dead_lettered_never_resent
     assert sent == [[{"customerId": "c1", "amount": 50}]], "sent once, never again"
     assert r.producer.reasons == ["outcome_unknown"]
     assert r.consumer.committed_offsets()[("adjustments", 0)] == 3
+
+
+async def test_an_adjustment_whose_batch_crashed_after_its_post_is_never_resent(
+    tmp_path: Path,
+) -> None:
+    api = OperationsApi()
+    api.crash_reads = 1
+    r = rig({"members": 1, "orders": 1, "adjustments": 1}, env=routes(tmp_path), api=api)
+    r.consumer.append(("adjustments", 0), adjustment("c1", 50))
+    await r.run()
+    sent = [items for operation, items in api.sent if operation is Operation.BALANCE_ADJUSTMENT]
+    assert len(sent) == 1, "its job exists: sent again, the points would be paid twice"
+    assert r.producer.reasons == ["outcome_unknown"]
+    assert r.consumer.committed_offsets()[("adjustments", 0)] == 1
