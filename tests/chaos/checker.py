@@ -93,11 +93,15 @@ class Report:
         return "\n".join(lines)
 
 
-def read_log(base_url: str, name: str, page: int = 20_000) -> list[dict[str, Any]]:
+def read_log(
+    base_url: str, name: str, page: int = 20_000, operation: str = "customers"
+) -> list[dict[str, Any]]:
+    """The simulator's ``applied`` or ``rejected`` log of ``operation``, whole."""
     entries: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=60) as http:
         while True:
-            body = http.get(f"/_sim/{name}", params={"since": len(entries), "limit": page}).json()
+            params = {"since": len(entries), "limit": page, "operation": operation}
+            body = http.get(f"/_sim/{name}", params=params).json()
             entries.extend(body[name])
             if len(body[name]) < page:
                 return entries
