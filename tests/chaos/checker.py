@@ -61,9 +61,13 @@ GOOD_DLQ_REASONS = {"record_rejected", "job_failed"}
 
 @dataclass
 class DeadLetterEntry:
+    """A record read back from a topic (the dead letters, or a mixed run's fact topics)."""
+
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass
@@ -136,7 +140,11 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 120.0) -> list[DeadL
                     continue
                 if error is None:
                     headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
-                    records.append(DeadLetterEntry(msg.key(), msg.value(), headers))
+                    records.append(
+                        DeadLetterEntry(
+                            msg.key(), msg.value(), headers, msg.partition(), msg.offset()
+                        )
+                    )
                 if msg.offset() + (error is None) >= ends[msg.partition()]:
                     pending.discard(msg.partition())
     finally:

@@ -1,9 +1,16 @@
 """The mixed run's check of orders, cashback and events, beside the customers' (``checker.py``).
 
 Like that checker it shares no code with the pipeline: its inputs are the manifest's fact
-lines (route ``r``, fact id ``f``, expectation ``x``; see ``mixed.py``), each operation's
-``/_sim/applied`` and ``/_sim/rejected`` logs and ``/_sim/stats`` counts, and the dead
-letters whose ``dlq.source.topic`` is a fact route's topic.
+lines (route ``r``, fact id ``f``, expectation ``x``; see ``mixed.py``), each fact topic read
+back from the broker, each operation's ``/_sim/applied`` and ``/_sim/rejected`` logs and
+``/_sim/stats`` counts, and the dead letters whose ``dlq.source.topic`` is a fact route's
+topic.
+
+The topics are read back because a delivery report can acknowledge a record without its
+offset (librdkafka's idempotent producer does so for the first records it sends while its
+producer id is being acquired): such a line is placed by its bytes, in its partition, at an
+offset no other line claims. A line the topic does not hold at all was never there for the
+service to read: counted apart, never as lost.
 
 Per operation, what must be 0:
 
@@ -22,7 +29,9 @@ Per operation, what must be 0:
   refusal although a job applied it: it was sent twice, or its refusal was misread;
 * **bad facts not dead-lettered / with the wrong reason**, **skipped facts dead-lettered or
   applied**, **applied facts never produced**, dead letters from no produced record or with
-  their key or value changed.
+  their key or value changed;
+* **acknowledged, not in the topic** and **manifest offsets holding other bytes** — the
+  producer's word and the topic disagree: the run's input is not what the manifest says.
 
 Reported: applied, refused as duplicates (a replay after a kill, or an order the source
 re-sent), double-applied, "customer not found" answers, dead letters by reason, and keyed
@@ -67,12 +76,14 @@ def check_facts(
     stats: Mapping[str, Mapping[str, int]],
     dead_letters: Iterable[DeadLetterEntry],
     topics: Mapping[str, str],
+    sources: Mapping[str, list[DeadLetterEntry]],
 ) -> None:
     """Add every fact route's figures and failures to ``report``.
 
     ``applied``, ``refused`` and ``stats`` by operation (the simulator's logs and
     ``/_sim/stats`` ``operations``); ``topics``: each fact route's topic (the route is named
-    after its operation); ``dead_letters``: those from the fact topics.
+    after its operation); ``dead_letters``: those from the fact topics; ``sources``: each
+    fact route's topic as read back.
     """
     lines: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for line in manifest:
@@ -82,15 +93,48 @@ def check_facts(
     for entry in dead_letters:
         letters[by_topic[entry.headers["dlq.source.topic"]]].append(entry)
     for route in topics:
+        placed = _placed(report, route, lines[route], sources.get(route, []))
         _check_operation(
             report,
             route,
-            lines[route],
+            placed,
             applied.get(route, []),
             refused.get(route, []),
             stats.get(route, {}),
             letters[route],
         )
+
+
+def _placed(
+    report: Report, route: str, lines: list[Mapping[str, Any]], records: list[DeadLetterEntry]
+) -> list[Mapping[str, Any]]:
+    """``lines`` that the topic holds, each at its offset: one the delivery report left out
+    is found by its bytes (an offset of its partition no other line claims)."""
+    held = {(r.partition, r.offset): digest(r.value) for r in records}
+    claimed = {(m["p"], m["o"]) for m in lines if m["o"] is not None}
+    free: dict[tuple[int, str | None], list[int]] = defaultdict(list)
+    for (partition, offset), value in sorted(held.items()):
+        if (partition, offset) not in claimed:
+            free[partition, value].append(offset)
+    placed, absent, other_bytes, found = [], [], [], 0
+    for m in lines:
+        if m["o"] is None:
+            offsets = free.get((m["p"], m["h"]))
+            if not offsets:
+                absent.append((m["p"], m["f"]))
+                continue
+            m = {**m, "o": offsets.pop(0)}
+            found += 1
+        elif (m["p"], m["o"]) not in held or held[m["p"], m["o"]] != m["h"]:
+            other_bytes.append((m["p"], m["o"], m["f"]))
+        placed.append(m)
+    report.numbers[f"{route}: acknowledged without an offset, found by content"] = found
+    report.must_be_zero(f"{route}: acknowledged, not in the topic", len(absent), absent)
+    report.must_be_zero(
+        f"{route}: manifest offsets holding other bytes", len(other_bytes), other_bytes
+    )
+    report.numbers[f"{route}: in the topic, not in the manifest"] = len(held) - len(placed)
+    return placed
 
 
 def _check_operation(

@@ -62,15 +62,25 @@ MANIFEST = [
 STATS = {"orders": {"duplicates": 1, "customer_not_found": 3}, "events": {"double_applied": 0}}
 
 
+def topics_of(manifest: list[dict[str, Any]]) -> dict[str, list[DeadLetterEntry]]:
+    """The fact topics as read back: every line's record where its delivery report put it."""
+    held: dict[str, list[DeadLetterEntry]] = {route: [] for route in TOPICS}
+    for m in manifest:
+        held[m["r"]].append(DeadLetterEntry(b"a", b"v", {}, m["p"], m["o"]))
+    return held
+
+
 def run(
     applied: dict[str, list[dict[str, Any]]],
     refused: dict[str, list[dict[str, Any]]],
     letters: list[DeadLetterEntry],
     stats: dict[str, dict[str, int]] = STATS,
     manifest: list[dict[str, Any]] = MANIFEST,
+    held: dict[str, list[DeadLetterEntry]] | None = None,
 ) -> Report:
     report = Report()
-    check_facts(report, manifest, applied, refused, stats, letters, TOPICS)
+    sources = topics_of(manifest) if held is None else held
+    check_facts(report, manifest, applied, refused, stats, letters, TOPICS, sources)
     return report
 
 
@@ -150,4 +160,27 @@ def test_a_bad_fact_not_dead_lettered_and_an_order_dead_lettered_outcome_unknown
     assert {f.split(" = ")[0] for f in report.failures} == {
         "orders: bad facts not dead-lettered",
         "orders: lost (neither applied nor dead-lettered for a reason the API gave)",
+    }
+
+
+def test_a_line_acknowledged_without_its_offset_is_found_in_the_topic_by_its_bytes() -> None:
+    held = topics_of(MANIFEST)
+    # The delivery report left out where event 2 went; the topic holds it at offset 2.
+    manifest = [{**m, "o": None} if (m["r"], m["f"]) == ("events", "2") else m for m in MANIFEST]
+    report = run(APPLIED, REFUSED, LETTERS, manifest=manifest, held=held)
+    assert report.failures == []
+    assert report.numbers["events: acknowledged without an offset, found by content"] == 1
+    assert report.numbers["events"]["outcome_unknown: not applied"] == 1
+
+
+def test_a_line_the_topic_does_not_hold_or_holds_other_bytes_at_fails_the_run() -> None:
+    held = topics_of(MANIFEST)
+    held["events"] = [r for r in held["events"] if r.offset != 0]  # event 0: never written
+    held["orders"][2].value = b"other bytes"  # order o2's offset holds something else
+    manifest = [{**m, "o": None} if (m["r"], m["f"]) == ("events", "0") else m for m in MANIFEST]
+    report = run(APPLIED, REFUSED, LETTERS, manifest=manifest, held=held)
+    assert {f.split(" = ")[0] for f in report.failures} == {
+        "events: acknowledged, not in the topic",
+        "orders: manifest offsets holding other bytes",
+        "events: applied records never produced",  # event 0 was applied: it came from nowhere
     }
