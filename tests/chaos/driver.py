@@ -507,7 +507,9 @@ def _run(
         quiet_since=tail_start,
     )
     if args.mixed:
-        _check_facts(report, simulator, [m for m in manifest if "r" in m], of_facts, facts)
+        read_back = {route: read_topic(broker.bootstrap, facts[route]) for route in FACT_ROUTES}
+        fact_lines = [m for m in manifest if "r" in m]
+        _check_facts(report, simulator, fact_lines, of_facts, facts, read_back, fleet.workdir)
     timings["checked"] = time.monotonic() - started
     _judge_fleet(report, fleet, before, after, done and tail_done, kills)
     faults = sum(kills.values()) + len(fleet.liveness_kills) + len(broker_faults)
@@ -554,18 +556,29 @@ def _check_facts(
     manifest: list[dict[str, Any]],
     dead_letters: list[DeadLetterEntry],
     topics: dict[str, str],
+    sources: dict[str, list[DeadLetterEntry]],
+    workdir: Path,
 ) -> None:
-    """--mixed: every fact route's figures and failures (``facts_checker.py``)."""
+    """--mixed: every fact route's figures and failures (``facts_checker.py``); each
+    operation's simulator logs are kept in ``workdir`` for post-mortems."""
     base = simulator.base_url
+    logs = {
+        name: {op: read_log(base, name, operation=op) for op in FACT_ROUTES}
+        for name in ("applied", "rejected")
+    }
+    for name, by_operation in logs.items():
+        for op, entries in by_operation.items():
+            (workdir / f"{name}-{op}.jsonl").write_bytes(b"\n".join(map(orjson.dumps, entries)))
     report.numbers["fact dead letters"] = len(dead_letters)
     check_facts(
         report,
         manifest,
-        applied={op: read_log(base, "applied", operation=op) for op in FACT_ROUTES},
-        refused={op: read_log(base, "rejected", operation=op) for op in FACT_ROUTES},
+        applied=logs["applied"],
+        refused=logs["rejected"],
         stats=simulator.state.stats()["operations"],
         dead_letters=dead_letters,
         topics=topics,
+        sources=sources,
     )
 
 
@@ -611,10 +624,21 @@ def _judge_fleet(
         fleet.liveness_kills,
     )
     report.must_be_zero("group did not commit everything in time", int(not settled))
-    bad_exits = [
-        (life.slot, life.signal, life.exit_code)
+    # A SIGTERM that lands while the interpreter is still importing (seconds on a loaded
+    # machine) meets the signal's default action: exit -15. serve() (service/app.py) installs
+    # its handler before the HTTP server, the consumer or any job exists, so such a process
+    # had nothing to drain: reported, not failed. Any other unclean end is judged below.
+    terms = [
+        life
         for life in fleet.lives
         if life.signal is not None and life.signal.startswith("SIGTERM") and life.exit_code != 0
+    ]
+    unhandled = [life for life in terms if life.exit_code == -signal.SIGTERM]
+    report.numbers["SIGTERM before the service handled it (start-up), exit -15"] = len(unhandled)
+    bad_exits = [
+        (life.slot, life.signal, life.exit_code)
+        for life in terms
+        if life.exit_code != -signal.SIGTERM
     ]
     # The service's shutdown watchdog (service/app.py) ends a shutdown that
     # overruns its budget with exit code 1 and a "shutdown_overran" line that
