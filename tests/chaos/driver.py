@@ -82,7 +82,13 @@ from tests.chaos.checker import (
 )
 from tests.chaos.facts_checker import check_facts
 from tests.chaos.mixed import FACT_ROUTES, fact_topics, mixed, routes_file
-from tests.chaos.workload import ManifestProducer, Planned, plan, read_manifest
+from tests.chaos.workload import (
+    ManifestProducer,
+    Planned,
+    await_producer_ids,
+    plan,
+    read_manifest,
+)
 from tests.integration.harness import (
     GROUP_PROTOCOLS,
     GroupProtocol,
@@ -375,7 +381,8 @@ def run(args: argparse.Namespace) -> int:
     rng = random.Random(chaos_seed)
     topic, group = f"chaos-{master}", f"chaos-{master}-group"
     dlq = f"{topic}.dlq"
-    topics = {topic: args.partitions, dlq: 3}
+    warm_up = f"{topic}.warm-up"  # a scratch topic: nothing reads it
+    topics = {topic: args.partitions, dlq: 3, warm_up: 1}
     routes = None
     if args.mixed:
         topics |= {fact: FACT_PARTITIONS for fact in fact_topics(topic).values()}
@@ -392,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
                 broker.create_topics(topics, config={"min.insync.replicas": "2"})
             else:
                 broker.create_topics(topics)
+            await_producer_ids(broker.bootstrap, warm_up)
             env = chaos_env(
                 broker,
                 simulator.base_url,

@@ -109,6 +109,28 @@ def digest(value: bytes | None) -> str | None:
     return None if value is None else hashlib.sha1(value, usedforsecurity=False).hexdigest()
 
 
+def await_producer_ids(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
+    """Produce to the scratch ``topic`` until a delivery report carries an offset.
+
+    On a fresh broker the first idempotent producer waits for its producer id while the
+    transaction coordinator loads ("Coordinator load in progress"). Seen twice in the mixed
+    runs: the records queued meanwhile for one partition were reported delivered, without an
+    offset, and the topic never held them. After this, producer ids come at once.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    deadline = time.monotonic() + timeout
+    offsets: list[int | None] = []
+    while time.monotonic() < deadline:
+        producer.produce(
+            topic, value=b"warm-up", on_delivery=lambda _, m: offsets.append(m.offset())
+        )
+        producer.flush(max(0.1, deadline - time.monotonic()))
+        if offsets and offsets[-1] is not None:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no delivery report with an offset from {topic} in {timeout:.0f} s")
+
+
 class ManifestProducer:
     """Produces planned events at a steady rate; appends one manifest line per acknowledgement.
 
