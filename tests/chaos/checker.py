@@ -61,9 +61,13 @@ GOOD_DLQ_REASONS = {"record_rejected", "job_failed"}
 
 @dataclass
 class DeadLetterEntry:
+    """A record read back from a topic (the dead letters, or a mixed run's fact topics)."""
+
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass
@@ -93,11 +97,15 @@ class Report:
         return "\n".join(lines)
 
 
-def read_log(base_url: str, name: str, page: int = 20_000) -> list[dict[str, Any]]:
+def read_log(
+    base_url: str, name: str, page: int = 20_000, operation: str = "customers"
+) -> list[dict[str, Any]]:
+    """The simulator's ``applied`` or ``rejected`` log of ``operation``, whole."""
     entries: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=60) as http:
         while True:
-            body = http.get(f"/_sim/{name}", params={"since": len(entries), "limit": page}).json()
+            params = {"since": len(entries), "limit": page, "operation": operation}
+            body = http.get(f"/_sim/{name}", params=params).json()
             entries.extend(body[name])
             if len(body[name]) < page:
                 return entries
@@ -132,7 +140,11 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 120.0) -> list[DeadL
                     continue
                 if error is None:
                     headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
-                    records.append(DeadLetterEntry(msg.key(), msg.value(), headers))
+                    records.append(
+                        DeadLetterEntry(
+                            msg.key(), msg.value(), headers, msg.partition(), msg.offset()
+                        )
+                    )
                 if msg.offset() + (error is None) >= ends[msg.partition()]:
                     pending.discard(msg.partition())
     finally:

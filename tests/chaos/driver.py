@@ -42,6 +42,10 @@ mid-run and restarted. The service instances are never touched, and must
 never stop or need a restart: nothing lost, every dead letter present.
 
 ``--protocol consumer`` runs the instances under KIP-848.
+
+``--mixed`` adds orders, cashback and events, each on its topic, to the same group through a
+routes file (``mixed.py``), produced among the customers changes, in the chaos and in the
+tail; ``facts_checker.py`` checks them per operation beside the customers' checks.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +69,26 @@ import orjson
 
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.gameball.simulator.config import DOCUMENTED_LIMITS
+from service.tools.samples import Event
 from tests.brokers.apache import KafkaNode
 from tests.brokers.cluster import KafkaCluster
-from tests.chaos.checker import Report, check, read_log, read_topic
-from tests.chaos.workload import ManifestProducer, plan, read_manifest
+from tests.chaos.checker import (
+    REQUIRED_HEADERS,
+    DeadLetterEntry,
+    Report,
+    check,
+    read_log,
+    read_topic,
+)
+from tests.chaos.facts_checker import check_facts
+from tests.chaos.mixed import FACT_ROUTES, fact_topics, mixed, routes_file
+from tests.chaos.workload import (
+    ManifestProducer,
+    Planned,
+    await_producer_ids,
+    plan,
+    read_manifest,
+)
 from tests.integration.harness import (
     GROUP_PROTOCOLS,
     GroupProtocol,
@@ -79,6 +100,10 @@ from tests.integration.harness import (
 OUTCOMES = ("succeeded", "dead_lettered", "skipped", "coalesced")
 GRACE_SECONDS = 45.0
 """Like Kubernetes' terminationGracePeriodSeconds: SIGKILL when SIGTERM has not ended it."""
+FACT_PARTITIONS = 3
+"""--mixed: partitions of each fact route's topic."""
+CUSTOMER_WAIT_SECONDS = 120
+"""--mixed: how long a fact is retried while its customer is "not found" (7000)."""
 LIVENESS_PERIOD, LIVENESS_FAILURES = 5.0, 3
 """Like a liveness probe (periodSeconds 5, failureThreshold 3) on ``/healthz``."""
 
@@ -199,12 +224,12 @@ class Fleet:
 
 
 def wait_committed(
-    bootstrap: str, group: str, topic: str, timeout: float, fleet: Fleet | None = None
+    bootstrap: str, group: str, topics: list[str], timeout: float, fleet: Fleet | None = None
 ) -> bool:
-    """Wait until the group has committed every partition of ``topic`` to its end."""
+    """Wait until the group has committed every partition of ``topics`` to its end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if fully_committed(bootstrap, group, topic):
+        if all(fully_committed(bootstrap, group, topic) for topic in topics):
             return True
         if fleet is not None:
             fleet.sleep(1.0)
@@ -240,8 +265,9 @@ def chaos_env(
     *,
     quota: bool = False,
     compaction_max_bytes: int | None = None,
+    routes: Path | None = None,
 ) -> dict[str, str]:
-    return service_env(
+    env = service_env(
         broker,
         base_url,
         topic,
@@ -266,6 +292,13 @@ def chaos_env(
             else {}
         ),
     )
+    if routes is not None:  # --mixed: the routes file names every topic, the customers' too
+        del env["KAFKA_SOURCE_TOPICS"]
+        env["ROUTES_FILE"] = str(routes)
+        # A fact whose customer the API never got (its every change refused) is dead-lettered
+        # customer_not_found after this wait, well inside --settle-timeout (600 s by default).
+        env["CUSTOMER_WAIT_SECONDS"] = str(CUSTOMER_WAIT_SECONDS)
+    return env
 
 
 def start_broker(kind: str) -> KafkaNode | KafkaCluster:
@@ -348,6 +381,13 @@ def run(args: argparse.Namespace) -> int:
     rng = random.Random(chaos_seed)
     topic, group = f"chaos-{master}", f"chaos-{master}-group"
     dlq = f"{topic}.dlq"
+    warm_up = f"{topic}.warm-up"  # a scratch topic: nothing reads it
+    topics = {topic: args.partitions, dlq: 3, warm_up: 1}
+    routes = None
+    if args.mixed:
+        topics |= {fact: FACT_PARTITIONS for fact in fact_topics(topic).values()}
+        routes = workdir / "routes.yaml"
+        routes.write_text(routes_file(topic))
     timings: dict[str, float] = {}
     started = time.monotonic()
     broker = start_broker(args.broker)
@@ -356,11 +396,10 @@ def run(args: argparse.Namespace) -> int:
             chaos_simulator(sim_seed, args.job_api, quota=args.quota)
         ) as simulator:
             if isinstance(broker, KafkaCluster):
-                broker.create_topics(
-                    {topic: args.partitions, dlq: 3}, config={"min.insync.replicas": "2"}
-                )
+                broker.create_topics(topics, config={"min.insync.replicas": "2"})
             else:
-                broker.create_topics({topic: args.partitions, dlq: 3})
+                broker.create_topics(topics)
+            await_producer_ids(broker.bootstrap, warm_up)
             env = chaos_env(
                 broker,
                 simulator.base_url,
@@ -370,6 +409,7 @@ def run(args: argparse.Namespace) -> int:
                 args.tags_sync,
                 quota=args.quota,
                 compaction_max_bytes=args.compaction_max_bytes,
+                routes=routes,
             )
             fleet = Fleet(env, workdir, args.instances)
             try:
@@ -396,22 +436,27 @@ def _run(
     topic, group = f"chaos-{master}", f"chaos-{master}-group"
     dlq = f"{topic}.dlq"
     manifest_path = fleet.workdir / "manifest.jsonl"
-    events = plan(
-        args.backlog + args.records + args.tail,
-        args.customers,
-        seed=data_seed,
-        bad_fraction=args.bad_fraction,
-    )
+    count = args.backlog + args.records + args.tail
+    changes = plan(count, args.customers, seed=data_seed, bad_fraction=args.bad_fraction)
+    events: Iterator[Event | Planned] = changes
+    facts = fact_topics(topic) if args.mixed else {}
+    if args.mixed:  # the same count of records: facts take the place of some changes
+        events = mixed(changes, count, seed=data_seed + 1, bad_fraction=args.bad_fraction)
+    sources = [topic, *facts.values()]
+
+    def producer() -> ManifestProducer:
+        return ManifestProducer(broker.bootstrap, topic, manifest_path, facts)
+
     if args.backlog:  # waiting before any instance starts: the kills land while it is caught up
-        backlog = ManifestProducer(broker.bootstrap, topic, manifest_path)
+        backlog = producer()
         backlog.produce((next(events) for _ in range(args.backlog)), rate=0)
         backlog.close()
         print(f"backlog of {args.backlog:,} events produced", flush=True)
     fleet.start_all()
     chaos_events = (next(events) for _ in range(args.records))
-    producer = ManifestProducer(broker.bootstrap, topic, manifest_path)
+    chaos = producer()
     rate = args.records / max(1.0, args.duration * 0.9)
-    thread = threading.Thread(target=producer.produce, args=(chaos_events, rate), name="producer")
+    thread = threading.Thread(target=chaos.produce, args=(chaos_events, rate), name="producer")
     thread.start()
     chaos_end = time.monotonic() + args.duration
     kills: Counter[str] = Counter()
@@ -428,24 +473,24 @@ def _run(
         kills = kill_services(fleet, rng, args, chaos_end, started)
     while thread.is_alive():
         fleet.sleep(1.0)
-    producer.close()
+    chaos.close()
     timings["chaos"] = time.monotonic() - started
     for slot in range(args.instances):
         if slot not in fleet.running():
             fleet.start(slot)
-    done = wait_committed(broker.bootstrap, group, topic, args.settle_timeout, fleet)
+    done = wait_committed(broker.bootstrap, group, sources, args.settle_timeout, fleet)
     timings["settled"] = time.monotonic() - started
 
     # The quiet tail: no faults; the metric invariant must hold exactly.
     fleet.sleep(3.0)  # let any last rebalance finish before the baseline
     before = [scrape(p) for p in fleet.processes]
     tail_start = time.time()
-    tail = ManifestProducer(broker.bootstrap, topic, manifest_path)
+    tail = producer()
     tail.produce(events, rate=0)
     tail.close()
     manifest = read_manifest(manifest_path)
     kills_before_tail = len(fleet.liveness_kills)
-    tail_done = wait_committed(broker.bootstrap, group, topic, args.settle_timeout, fleet)
+    tail_done = wait_committed(broker.bootstrap, group, sources, args.settle_timeout, fleet)
     time.sleep(1.5)  # the counters of the last settlements are set before the commit
     after = [scrape(p) for p in fleet.processes]
     timings["tail"] = time.monotonic() - started
@@ -458,15 +503,21 @@ def _run(
     )
     for name, entries in (("applied", applied), ("rejected", rejected)):  # kept for post-mortems
         (fleet.workdir / f"{name}.jsonl").write_bytes(b"\n".join(map(orjson.dumps, entries)))
+    dead_letters = read_topic(broker.bootstrap, dlq)
+    of_facts = [e for e in dead_letters if _from(e, facts.values())]
     report = check(
-        manifest,
+        [m for m in manifest if "r" not in m],
         applied,
         rejected,
-        read_topic(broker.bootstrap, dlq),
+        [e for e in dead_letters if not _from(e, facts.values())],
         topic=topic,
         faults=fleet.faults,
         quiet_since=tail_start,
     )
+    if args.mixed:
+        read_back = {route: read_topic(broker.bootstrap, facts[route]) for route in FACT_ROUTES}
+        fact_lines = [m for m in manifest if "r" in m]
+        _check_facts(report, simulator, fact_lines, of_facts, facts, read_back, fleet.workdir)
     timings["checked"] = time.monotonic() - started
     _judge_fleet(report, fleet, before, after, done and tail_done, kills)
     faults = sum(kills.values()) + len(fleet.liveness_kills) + len(broker_faults)
@@ -482,7 +533,7 @@ def _run(
         )
     report.numbers["broker"] = f"{args.broker} ({len(getattr(broker, 'nodes', [broker]))} node)"
     report.numbers["protocol"] = args.protocol
-    report.numbers["producer errors"] = producer.errors + tail.errors
+    report.numbers["producer errors"] = chaos.errors + tail.errors
     report.numbers["simulator"] = _stats(simulator)
     report.numbers["timings (s)"] = {k: round(v, 1) for k, v in timings.items()}
     print(report.render(), flush=True)
@@ -499,6 +550,44 @@ def _run(
         )
     )
     return 1 if report.failures else 0
+
+
+def _from(entry: DeadLetterEntry, topics: Iterable[str]) -> bool:
+    """A dead letter of one of ``topics``, with every header the checkers read."""
+    headers = entry.headers
+    return all(h in headers for h in REQUIRED_HEADERS) and headers["dlq.source.topic"] in topics
+
+
+def _check_facts(
+    report: Report,
+    simulator: RunningSimulator,
+    manifest: list[dict[str, Any]],
+    dead_letters: list[DeadLetterEntry],
+    topics: dict[str, str],
+    sources: dict[str, list[DeadLetterEntry]],
+    workdir: Path,
+) -> None:
+    """--mixed: every fact route's figures and failures (``facts_checker.py``); each
+    operation's simulator logs are kept in ``workdir`` for post-mortems."""
+    base = simulator.base_url
+    logs = {
+        name: {op: read_log(base, name, operation=op) for op in FACT_ROUTES}
+        for name in ("applied", "rejected")
+    }
+    for name, by_operation in logs.items():
+        for op, entries in by_operation.items():
+            (workdir / f"{name}-{op}.jsonl").write_bytes(b"\n".join(map(orjson.dumps, entries)))
+    report.numbers["fact dead letters"] = len(dead_letters)
+    check_facts(
+        report,
+        manifest,
+        applied=logs["applied"],
+        refused=logs["rejected"],
+        stats=simulator.state.stats()["operations"],
+        dead_letters=dead_letters,
+        topics=topics,
+        sources=sources,
+    )
 
 
 def _stats(simulator: RunningSimulator) -> dict[str, Any]:
@@ -543,10 +632,21 @@ def _judge_fleet(
         fleet.liveness_kills,
     )
     report.must_be_zero("group did not commit everything in time", int(not settled))
-    bad_exits = [
-        (life.slot, life.signal, life.exit_code)
+    # A SIGTERM that lands while the interpreter is still importing (seconds on a loaded
+    # machine) meets the signal's default action: exit -15. serve() (service/app.py) installs
+    # its handler before the HTTP server, the consumer or any job exists, so such a process
+    # had nothing to drain: reported, not failed. Any other unclean end is judged below.
+    terms = [
+        life
         for life in fleet.lives
         if life.signal is not None and life.signal.startswith("SIGTERM") and life.exit_code != 0
+    ]
+    unhandled = [life for life in terms if life.exit_code == -signal.SIGTERM]
+    report.numbers["SIGTERM before the service handled it (start-up), exit -15"] = len(unhandled)
+    bad_exits = [
+        (life.slot, life.signal, life.exit_code)
+        for life in terms
+        if life.exit_code != -signal.SIGTERM
     ]
     # The service's shutdown watchdog (service/app.py) ends a shutdown that
     # overruns its budget with exit code 1 and a "shutdown_overran" line that
@@ -640,6 +740,11 @@ def main(argv: list[str] | None = None) -> int:
         "coordinator are killed instead (kafka)",
     )
     add("--protocol", choices=GROUP_PROTOCOLS, default="classic", help="rebalance protocol")
+    add(
+        "--mixed",
+        action="store_true",
+        help="orders, cashback and events beside the customers, through a routes file",
+    )
     add(
         "--backlog",
         type=int,

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 thread.join(args.interval)
             producer.close()
             manifest = read_manifest(manifest_path)
-            settled = wait_committed(broker.bootstrap, group, topic, 300)
+            settled = wait_committed(broker.bootstrap, group, [topic], 300)
             metrics = scrape(process)
             fleet.stop_all()
             report = check(

@@ -15,7 +15,8 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +95,59 @@ def plan(
             yield Event(customer.encode(), value, customer, version, DELIVER)
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A record of the mixed workload (``mixed.py``): its route, ``customers`` or a fact
+    route, and a fact's id (``orderId``, ``transactionId``, or an event's sequence number)."""
+
+    route: str
+    event: Event
+    fact: str | None = None
+
+
 def digest(value: bytes | None) -> str | None:
     return None if value is None else hashlib.sha1(value, usedforsecurity=False).hexdigest()
 
 
-class ManifestProducer:
-    """Produces planned events at a steady rate; appends one manifest line per acknowledgement."""
+def await_producer_ids(bootstrap: str, topic: str, timeout: float = 60.0) -> None:
+    """Produce to the scratch ``topic`` until a delivery report carries an offset.
 
-    def __init__(self, bootstrap: str, topic: str, manifest: Path) -> None:
+    On a fresh broker the first idempotent producer waits for its producer id while the
+    transaction coordinator loads ("Coordinator load in progress"). Seen twice in the mixed
+    runs: the records queued meanwhile for one partition were reported delivered, without an
+    offset, and the topic never held them. After this, producer ids come at once.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    deadline = time.monotonic() + timeout
+    offsets: list[int | None] = []
+    while time.monotonic() < deadline:
+        producer.produce(
+            topic, value=b"warm-up", on_delivery=lambda _, m: offsets.append(m.offset())
+        )
+        producer.flush(max(0.1, deadline - time.monotonic()))
+        if offsets and offsets[-1] is not None:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no delivery report with an offset from {topic} in {timeout:.0f} s")
+
+
+class ManifestProducer:
+    """Produces planned events at a steady rate; appends one manifest line per acknowledgement.
+
+    A :class:`Planned` record of a fact route goes to its topic in ``fact_topics`` and its
+    manifest line names the route (``r``) and the fact (``f``); the customers' lines are
+    as they always were.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        manifest: Path,
+        fact_topics: Mapping[str, str] | None = None,
+    ) -> None:
         self.topic = topic
+        self.fact_topics = fact_topics or {}
         self.manifest = manifest
         self._producer = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
@@ -112,7 +157,7 @@ class ManifestProducer:
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
-    def _delivered(self, planned: Event) -> Any:
+    def _delivered(self, planned: Event, route: str | None, fact: str | None) -> Any:
         def callback(err: Any, msg: Any) -> None:
             if err is not None:
                 self.errors.append(str(err))
@@ -127,26 +172,40 @@ class ManifestProducer:
                 "h": digest(planned.value),
                 "t": time.time(),
             }
+            if route is not None:
+                line["r"], line["f"] = route, fact
             with self._lock:
                 self._file.write(orjson.dumps(line) + b"\n")
                 self.acknowledged += 1
 
         return callback
 
+    def _destination(self, record: Event | Planned) -> tuple[Event, str, str | None, str | None]:
+        """The event, its topic, and for a fact its route and id."""
+        if not isinstance(record, Planned):
+            return record, self.topic, None, None
+        if record.route not in self.fact_topics:  # the customers' route
+            return record.event, self.topic, None, None
+        return record.event, self.fact_topics[record.route], record.route, record.fact
+
     def produce(
-        self, events: Iterator[Event], rate: float, stop: threading.Event | None = None
+        self,
+        events: Iterable[Event | Planned],
+        rate: float,
+        stop: threading.Event | None = None,
     ) -> int:
         """Produce at ``rate`` events/s (0 = as fast as possible); returns how many were sent."""
         started = time.monotonic()
         sent = 0
-        for planned in events:
+        for record in events:
             if stop is not None and stop.is_set():
                 break
+            planned, topic, route, fact = self._destination(record)
             self._producer.produce(
-                self.topic,
+                topic,
                 key=planned.key,
                 value=planned.value,
-                on_delivery=self._delivered(planned),
+                on_delivery=self._delivered(planned, route, fact),
             )
             sent += 1
             self._producer.poll(0)
