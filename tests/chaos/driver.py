@@ -108,6 +108,17 @@ LIVENESS_PERIOD, LIVENESS_FAILURES = 5.0, 3
 """Like a liveness probe (periodSeconds 5, failureThreshold 3) on ``/healthz``."""
 
 
+def scrape_patiently(instance: ServiceProcess, seconds: float = 15.0) -> dict[str, float] | None:
+    """:func:`scrape`, asked again for up to ``seconds``: on a loaded machine one read of
+    ``/metrics`` can miss its 2 s (the quiet tail's baseline must not fail for that)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = scrape(instance)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.5)
+
+
 def scrape(instance: ServiceProcess) -> dict[str, float] | None:
     """consumed and the four outcomes from one ``/metrics`` read (None if it did not answer)."""
     response = instance.get("/metrics")
@@ -483,7 +494,7 @@ def _run(
 
     # The quiet tail: no faults; the metric invariant must hold exactly.
     fleet.sleep(3.0)  # let any last rebalance finish before the baseline
-    before = [scrape(p) for p in fleet.processes]
+    before = [scrape_patiently(p) for p in fleet.processes]
     tail_start = time.time()
     tail = producer()
     tail.produce(events, rate=0)
@@ -492,7 +503,7 @@ def _run(
     kills_before_tail = len(fleet.liveness_kills)
     tail_done = wait_committed(broker.bootstrap, group, sources, args.settle_timeout, fleet)
     time.sleep(1.5)  # the counters of the last settlements are set before the commit
-    after = [scrape(p) for p in fleet.processes]
+    after = [scrape_patiently(p) for p in fleet.processes]
     timings["tail"] = time.monotonic() - started
     lives_before_stop = len(fleet.lives)
     fleet.stop_all()
