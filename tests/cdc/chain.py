@@ -16,7 +16,7 @@ written, so is everything committed before it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -84,9 +84,9 @@ class SetUp:
             **({"mapping": self.mapping} if self.mapping else {}),
         }
         facts = [
-            {**shop.FACT_ROUTES[table], "topics": [self.topics[table]]}
-            for table in shop.FACT_TABLES
-        ]
+            {"name": "", "operation": "", "topics": [self.topics[t]], **shop.FACT_ROUTES[t]}
+            for t in shop.FACT_TABLES
+        ]  # the keys in the order docs/routes.md writes them
         return {"routes": [customers, *facts]}
 
     def sources_env(self, directory: Path) -> dict[str, str]:
@@ -196,14 +196,28 @@ def expected_orders(pg: PostgresCluster) -> dict[str, dict[str, Any]]:
     return {order["orderId"]: order for order in orders}
 
 
-def inserted_adjustments(pg: PostgresCluster) -> list[tuple[str, int]]:
-    """(customer, points) of each point adjustment inserted after the snapshot, by id: the
-    ones to send, once each."""
-    sql = (
-        "SELECT customer_id::text, points FROM point_adjustments "  # noqa: S608 - ours
-        f"WHERE id > {shop.SNAPSHOT_ADJUSTMENTS} ORDER BY id"
-    )
-    return [(str(customer), int(points or 0)) for customer, points in pg.query(sql, dbname=DBNAME)]
+@dataclass(frozen=True)
+class Adjustment:
+    """A row of ``point_adjustments`` as PostgreSQL holds it now."""
+
+    id: int
+    customer_id: str
+    points: int
+    note: str | None
+
+    @property
+    def sent(self) -> bool:
+        """Inserted after the snapshot: to be sent, once (``shop.SNAPSHOT_ADJUSTMENTS``)."""
+        return self.id > shop.SNAPSHOT_ADJUSTMENTS
+
+
+def adjustments(pg: PostgresCluster) -> list[Adjustment]:
+    """Every point adjustment, by id."""
+    sql = "SELECT id, customer_id, points, note FROM point_adjustments ORDER BY id"
+    return [
+        Adjustment(int(row_id or 0), str(customer), int(points or 0), note)
+        for row_id, customer, points, note in pg.query(sql, dbname=DBNAME)
+    ]
 
 
 def upserted(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
@@ -214,10 +228,15 @@ def upserted(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
     API's own reading of a partial change, which the simulator's ``latest`` (the last change
     as sent) does not model.
     """
+    return upserted_items(c for body in bodies for c in exact_json(body.decode())["body"])
+
+
+def upserted_items(customers: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What an upserting API holds after ``customers``, in the order applied (see
+    :func:`upserted`)."""
     held: dict[str, dict[str, Any]] = {}
-    for body in bodies:
-        for customer in exact_json(body.decode())["body"]:
-            held[customer["customerId"]] = _upsert(held.get(customer["customerId"], {}), customer)
+    for customer in customers:
+        held[customer["customerId"]] = _upsert(held.get(customer["customerId"], {}), customer)
     return held
 
 

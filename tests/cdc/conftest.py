@@ -125,7 +125,7 @@ class Run:
     pipes: dict[str, Pipe]
     expected: dict[str, dict[str, dict[str, Any]]]
     orders: dict[str, dict[str, Any]]  # the order each row must become, by orderId
-    adjustments: list[tuple[str, int]]  # (customer, points) of each adjustment to send
+    adjustments: list[chain.Adjustment]  # every row of point_adjustments
     bootstrap: str
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -188,7 +188,7 @@ def cdc_run(
             pipes,
             chain.expected(postgres),
             chain.expected_orders(postgres),
-            chain.inserted_adjustments(postgres),
+            chain.adjustments(postgres),
             broker.bootstrap,
             timings,
         )
