@@ -16,7 +16,7 @@ written, so is everything committed before it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +47,7 @@ class SetUp:
     tables: tuple[str, ...] = shop.TABLES  # the tables its customer-sync consumes
     delete_policy: str = "skip"
     avro: bool = False  # Avro through a schema registry (Apicurio's converter), not JSON
+    facts: bool = False  # orders and point adjustments too, each a route of a ROUTES_FILE
 
     def connector_config(self, pg: PostgresCluster, registry: str | None = None) -> dict[str, str]:
         """``registry``: the registry's own API, which an Avro set-up's converter writes to."""
@@ -69,7 +70,40 @@ class SetUp:
 
     @property
     def source_topics(self) -> list[str]:
-        return [self.topics[t] for t in self.tables]
+        """Every topic its customer-sync reads: the customer tables', and the facts' too."""
+        facts = shop.FACT_TABLES if self.facts else ()
+        return [self.topics[t] for t in (*self.tables, *facts)]
+
+    def routes(self) -> dict[str, Any]:
+        """The ``ROUTES_FILE`` of a set-up with facts: its customer tables through its mapping
+        (which means there what ``FIELD_MAPPING_FILE`` means), and each fact table's route."""
+        customers = {
+            "name": "customers",
+            "operation": "customers",
+            "topics": [self.topics[t] for t in self.tables],
+            **({"mapping": self.mapping} if self.mapping else {}),
+        }
+        facts = [
+            {"name": "", "operation": "", "topics": [self.topics[t]], **shop.FACT_ROUTES[t]}
+            for t in shop.FACT_TABLES
+        ]  # the keys in the order docs/routes.md writes them
+        return {"routes": [customers, *facts]}
+
+    def sources_env(self, directory: Path) -> dict[str, str]:
+        """The settings that name its topics and mappings, their files written to
+        ``directory``: a ``ROUTES_FILE`` with facts, else ``KAFKA_SOURCE_TOPICS`` and a
+        ``FIELD_MAPPING_FILE``."""
+        if self.facts:
+            return {"ROUTES_FILE": str(self.write_routes(directory))}
+        return {
+            "KAFKA_SOURCE_TOPICS": ",".join(self.source_topics),
+            "FIELD_MAPPING_FILE": str(self.write_mapping(directory)),
+        }
+
+    def write_routes(self, directory: Path) -> Path:
+        path = directory / f"{self.name}-routes.yaml"
+        path.write_text(yaml.safe_dump(self.routes(), sort_keys=False))
+        return path
 
     @property
     def dlq(self) -> str:
@@ -116,8 +150,7 @@ def wait_for_snapshots(
     def done() -> bool:
         alive()
         return all(
-            records_on(bootstrap, [setup.topics[t] for t in (*shop.TABLES, "crm.members")])
-            >= shop.SEED_ROWS
+            records_on(bootstrap, [setup.topics[t] for t in shop.SNAPSHOT_TABLES]) >= shop.SEED_ROWS
             for setup in setups
         )
 
@@ -155,6 +188,38 @@ def expected(pg: PostgresCluster) -> dict[str, dict[str, dict[str, Any]]]:
     return found
 
 
+def expected_orders(pg: PostgresCluster) -> dict[str, dict[str, Any]]:
+    """The order each row of ``orders`` must become (``api_orders``), by ``orderId``,
+    numbers exact, NULLs absent."""
+    sql = "SELECT json_strip_nulls(row_to_json(v))::text FROM api_orders v"
+    orders = [exact_json(text or "null") for (text,) in pg.query(sql, dbname=DBNAME)]
+    return {order["orderId"]: order for order in orders}
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A row of ``point_adjustments`` as PostgreSQL holds it now."""
+
+    id: int
+    customer_id: str
+    points: int
+    note: str | None
+
+    @property
+    def sent(self) -> bool:
+        """Inserted after the snapshot: to be sent, once (``shop.SNAPSHOT_ADJUSTMENTS``)."""
+        return self.id > shop.SNAPSHOT_ADJUSTMENTS
+
+
+def adjustments(pg: PostgresCluster) -> list[Adjustment]:
+    """Every point adjustment, by id."""
+    sql = "SELECT id, customer_id, points, note FROM point_adjustments ORDER BY id"
+    return [
+        Adjustment(int(row_id or 0), str(customer), int(points or 0), note)
+        for row_id, customer, points, note in pg.query(sql, dbname=DBNAME)
+    ]
+
+
 def upserted(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
     """What an upserting API holds after every request body, in order, numbers exact.
 
@@ -163,10 +228,15 @@ def upserted(bodies: list[bytes]) -> dict[str, dict[str, Any]]:
     API's own reading of a partial change, which the simulator's ``latest`` (the last change
     as sent) does not model.
     """
+    return upserted_items(c for body in bodies for c in exact_json(body.decode())["body"])
+
+
+def upserted_items(customers: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What an upserting API holds after ``customers``, in the order applied (see
+    :func:`upserted`)."""
     held: dict[str, dict[str, Any]] = {}
-    for body in bodies:
-        for customer in exact_json(body.decode())["body"]:
-            held[customer["customerId"]] = _upsert(held.get(customer["customerId"], {}), customer)
+    for customer in customers:
+        held[customer["customerId"]] = _upsert(held.get(customer["customerId"], {}), customer)
     return held
 
 

@@ -40,8 +40,10 @@ ATTRIBUTES = {
 SETUPS = [
     SetUp(
         "dbz_json",
-        "JsonConverter schemas on, decimal.handling.mode=precise: every type from the schema",
+        "JsonConverter schemas on, decimal.handling.mode=precise: every type from the schema; "
+        "customers, orders and point adjustments, each a route of a ROUTES_FILE",
         mapping=ATTRIBUTES,
+        facts=True,
     ),
     SetUp(
         "dbz_plain",
@@ -78,9 +80,11 @@ SETUPS = [
     SetUp(
         "dbz_avro",
         "Avro on key and value through a schema registry (Apicurio's AvroConverter in the "
-        "Confluent wire format), precise: every type from the Avro schema",
+        "Confluent wire format), precise: every type from the Avro schema; orders and point "
+        "adjustments too",
         mapping=ATTRIBUTES,
         avro=True,
+        facts=True,
     ),
     SetUp(
         "dbz_json_crm",
@@ -120,6 +124,8 @@ class Pipe:
 class Run:
     pipes: dict[str, Pipe]
     expected: dict[str, dict[str, dict[str, Any]]]
+    orders: dict[str, dict[str, Any]]  # the order each row must become, by orderId
+    adjustments: list[chain.Adjustment]  # every row of point_adjustments
     bootstrap: str
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -178,7 +184,14 @@ def cdc_run(
             )
         timings["tier_s"] = time.monotonic() - started
         timings["connect_peak_rss_mb"] = worker.rss_mb()
-        yield Run(pipes, chain.expected(postgres), broker.bootstrap, timings)
+        yield Run(
+            pipes,
+            chain.expected(postgres),
+            chain.expected_orders(postgres),
+            chain.adjustments(postgres),
+            broker.bootstrap,
+            timings,
+        )
     finally:
         for pipe in pipes.values():
             pipe.service.stop()
@@ -194,14 +207,13 @@ def _start_pipe(setup: SetUp, broker: KafkaNode, work: Path, registry: Apicurio)
     sources = setup.source_topics
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KAFKA_SOURCE_TOPICS": ",".join(sources),
+        **setup.sources_env(work),
         "KAFKA_GROUP_ID": f"customer-sync-{setup.name}",
         "KAFKA_DLQ_TOPIC": setup.dlq,
         **protocol_env("classic"),
         "GAMEBALL_BASE_URL": simulator.base_url,
         "GAMEBALL_API_KEY": simulator.config.api_key,
         "GAMEBALL_SECRET_KEY": simulator.config.secret_key,
-        "FIELD_MAPPING_FILE": str(setup.write_mapping(work)),
         "DELETE_POLICY": setup.delete_policy,
         # The nested shape (the default); tags in the item until the per-customer tags call
         # is delivered, so the comparison covers them too.

@@ -2,7 +2,8 @@
 
 The simulator parses request bodies with orjson, which reads numbers as floats, so its
 ``latest`` cannot show that ``12345678901234567890.123456789`` arrived with all its digits.
-This ASGI wrapper keeps each ``POST .../batch/customers`` body as it came off the wire.
+This ASGI wrapper keeps each accepted ``POST .../batch/<operation>`` body as it came off the
+wire, by operation.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ class BodyRecorder:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.state = app.state  # RunningSimulator reads ``app.state.simulator``
-        self._bodies: list[bytes] = []
+        self._bodies: dict[str, list[bytes]] = {}
         self._lock = threading.Lock()
 
-    def bodies(self) -> list[bytes]:
+    def bodies(self, operation: str = "customers") -> list[bytes]:
+        """The accepted requests' bodies of ``operation`` (``orders``, ...), in order."""
         with self._lock:
-            return list(self._bodies)
+            return list(self._bodies.get(operation, ()))
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -43,6 +45,7 @@ class BodyRecorder:
             await send(message)
 
         await self.app(scope, recording_receive, recording_send)
-        if scope["path"].endswith("/customers") and status and status[0] < 300:
+        _, batch, operation = scope["path"].rpartition("/batch/")
+        if batch and status and status[0] < 300:
             with self._lock:
-                self._bodies.append(b"".join(chunks))
+                self._bodies.setdefault(operation, []).append(b"".join(chunks))

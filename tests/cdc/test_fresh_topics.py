@@ -61,7 +61,7 @@ def test_the_demo_steps_read_topics_created_a_moment_before_under_cpu_load(
         broker.create_topics(chain.all_topics([setup]))
         assert chain.records_on(broker.bootstrap, setup.source_topics) == 0
         # the snapshot, as Debezium produces it: one record per seed row
-        data = [setup.topics[t] for t in (*shop.TABLES, "crm.members")]
+        data = [setup.topics[t] for t in shop.SNAPSHOT_TABLES]
         rows = list(generate(shop.SEED_ROWS, shop.SEED_ROWS))
         for n, topic in enumerate(data):
             produce(broker.bootstrap, topic, rows[n :: len(data)], partitions=chain.PARTITIONS)
