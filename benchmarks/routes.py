@@ -41,6 +41,7 @@ from benchmarks.backlogs import Backlog
 from service.gameball.simulator import DOCUMENTED_LIMITS
 from service.tools.samples import change_event
 
+SAMPLE_SECONDS = 1.0  # the timeline's resolution
 PLACED_FROM_MS = 1_764_547_200_000  # 2025-12-01T00:00:00Z: every order is in the past
 ORDERS_MAPPING = """\
     mapping:
@@ -172,6 +173,8 @@ def catch_up(
     caught_up: dict[str, float] = {}
     started = time.perf_counter()
     first_consumed: float | None = None
+    timeline: list[dict[str, Any]] = []
+    next_sample = started
     with services[0] as one, services[1] as two:
         while len(caught_up) < len(done):
             now = time.perf_counter()
@@ -186,12 +189,16 @@ def catch_up(
             for operation, check in done.items():
                 if operation not in caught_up and check():
                     caught_up[operation] = now
+            if now >= next_sample:
+                next_sample = now + SAMPLE_SECONDS
+                timeline.append(_sample(round(now - started, 1), bench.simulator, (one, two)))
             time.sleep(0.2)
         finished = time.perf_counter()
         samples = [one.samples(), two.samples()]
         peaks = [round(one.peak_rss_mb(), 1), round(two.peak_rss_mb(), 1)]
     stats = bench.simulator.stats()
     seconds = finished - started
+    busiest = _busiest(timeline, DOCUMENTED_LIMITS["limit_window_seconds"])
     by_operation = stats["requests_by_operation"]
     requests = sum(sum(codes.values()) for codes in stats["requests"].values())
     orders = stats["operations"]["orders"]
@@ -241,6 +248,7 @@ def catch_up(
         "quota_requests_per_s": (
             DOCUMENTED_LIMITS["limit_per_window"] / DOCUMENTED_LIMITS["limit_window_seconds"]
         ),
+        "busiest_window_requests": busiest,  # of the key's 360 a 30 s window, from the timeline
         "rate_limited": stats["rate_limited"],
         "budget_requests_per_s": [
             round(s.get("customer_sync_api_budget_requests_per_second", 0), 3) for s in samples
@@ -248,7 +256,35 @@ def catch_up(
         "dead_lettered": service_total("customer_sync_dead_letter_records_total"),
         "already_applied": service_total("customer_sync_records_already_applied_total"),
         "peak_rss_mb": peaks,
+        "timeline": timeline,
     }
+
+
+def _sample(at: float, simulator: Any, services: tuple[Any, ...]) -> dict[str, Any]:
+    """The simulator's requests and applied items per operation, each instance's buffer."""
+    stats = simulator.stats()
+    gauges = [service.samples() for service in services]
+    return {
+        "t": at,
+        "requests": {op: sum(k.values()) for op, k in stats["requests_by_operation"].items()},
+        "applied": {
+            "customers": stats["records_applied"],
+            "orders": stats["operations"]["orders"]["applied"],
+        },
+        "not_found": stats["operations"]["orders"]["customer_not_found"],
+        "buffered": [int(g.get("customer_sync_buffered_records", 0)) for g in gauges],
+        "paused": [int(g.get("customer_sync_consumer_paused", 0)) for g in gauges],
+        "compacting": [int(g.get("customer_sync_compaction_active", 0)) for g in gauges],
+    }
+
+
+def _busiest(timeline: list[dict[str, Any]], window: float) -> int:
+    """The most requests (all operations) the samples saw within ``window`` seconds."""
+    totals = [(s["t"], sum(s["requests"].values())) for s in timeline]
+    return max(
+        (n - m for t, n in totals for u, m in totals if t - window <= u <= t),
+        default=0,
+    )
 
 
 def distinct_customer_events(count: int, seed: int) -> Iterator[tuple[bytes, bytes]]:
