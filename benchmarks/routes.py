@@ -307,8 +307,9 @@ def fact_cost(
     for name, (operation, topic, produced, size) in workloads.items():
         customers = topic if operation == "customers" else None
         orders = topic if operation == "orders" else None
-        routes = routes_file(bench.logs / f"cpu-routes-{name}.yaml", customers, orders)
-        run = bench.run_to_commit(f"cpu-routes-{name}", topic, produced, ROUTES_FILE=str(routes))
+        # The run's name is the group's first word: --profile writes <name>.profile.txt.
+        routes = routes_file(bench.logs / f"cpu_routes_{name}.yaml", customers, orders)
+        run = bench.run_to_commit(f"cpu_routes_{name}", topic, produced, ROUTES_FILE=str(routes))
         run["operation"] = operation
         run["bytes_per_record"] = round(size / max(1, sum(produced.values())))
         runs[name] = run
