@@ -200,6 +200,7 @@ def catch_up(
     seconds = finished - started
     busiest = _busiest(timeline, DOCUMENTED_LIMITS["limit_window_seconds"])
     by_operation = stats["requests_by_operation"]
+    by_kind = {kind: sum(codes.values()) for kind, codes in stats["requests"].items()}
     requests = sum(sum(codes.values()) for codes in stats["requests"].values())
     orders = stats["operations"]["orders"]
     jobs = sum(
@@ -241,8 +242,12 @@ def catch_up(
         "jobs_finished": int(jobs),
         "requests": requests,
         "requests_by_operation": by_operation,
-        "requests_by_kind": {
-            kind: sum(codes.values()) for kind, codes in stats["requests"].items()
+        "requests_by_kind": by_kind,
+        # Requests that name no job of either route (a credentials check reads a customer).
+        "requests_of_no_operation": {
+            kind: n - sum(kinds.get(kind, 0) for kinds in by_operation.values())
+            for kind, n in by_kind.items()
+            if n > sum(kinds.get(kind, 0) for kinds in by_operation.values())
         },
         "requests_per_s": round(requests / seconds, 2),
         "quota_requests_per_s": (
