@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.backlogs import Backlog
 from service.gameball.simulator import DOCUMENTED_LIMITS
@@ -196,6 +197,7 @@ def catch_up(
         finished = time.perf_counter()
         samples = [one.samples(), two.samples()]
         peaks = [round(one.peak_rss_mb(), 1), round(two.peak_rss_mb(), 1)]
+        assignment = _assignment(bench.broker.bootstrap, group, topics)
     stats = bench.simulator.stats()
     seconds = finished - started
     busiest = _busiest(timeline, DOCUMENTED_LIMITS["limit_window_seconds"])
@@ -261,6 +263,7 @@ def catch_up(
         "dead_lettered": service_total("customer_sync_dead_letter_records_total"),
         "already_applied": service_total("customer_sync_records_already_applied_total"),
         "peak_rss_mb": peaks,
+        "assignment_at_the_end": assignment,
         "timeline": timeline,
     }
 
@@ -281,6 +284,21 @@ def _sample(at: float, simulator: Any, services: tuple[Any, ...]) -> dict[str, A
         "paused": [int(g.get("customer_sync_consumer_paused", 0)) for g in gauges],
         "compacting": [int(g.get("customer_sync_compaction_active", 0)) for g in gauges],
     }
+
+
+def _assignment(bootstrap: str, group: str, topics: dict[str, str]) -> list[dict[str, list[int]]]:
+    """Each member's partitions per operation, as the group stands: the "customers first" rule
+    holds within an instance, so where a customer's two partitions live matters."""
+    operation = {topic: op for op, topic in topics.items()}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    members = []
+    for member in described.members:
+        owned: dict[str, list[int]] = {op: [] for op in topics}
+        for tp in member.assignment.topic_partitions:
+            owned[operation[tp.topic]].append(tp.partition)
+        members.append({op: sorted(parts) for op, parts in owned.items()})
+    return sorted(members, key=lambda m: sorted(m.items()))
 
 
 def _busiest(timeline: list[dict[str, Any]], window: float) -> int:
