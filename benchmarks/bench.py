@@ -37,6 +37,14 @@ share its cores, so absolute numbers are a floor. Regimes:
    join are in it; when the first record was read is reported beside it), peak
    RSS per instance, 429s, and the catch-up with compaction on ÷ off.
 
+Run only when named (``--only``), each a few minutes (``benchmarks/routes.py``):
+
+8. **quota_routes**: the same two instances and limits serving a routes file of two routes,
+   customers and orders, a backlog waiting on each topic: records delivered per operation,
+   requests per operation and kind, the catch-up, and 429s (the one budget is shared);
+9. **cpu_routes**: the CPU-bound regime's method on one route of orders, and of customers:
+   what a fact route costs a record.
+
 The other regimes measure the service, not the key: the simulator enforces
 no limits there and the service's budget is sized out of the way (it still
 runs, so its per-request cost is in every figure).
