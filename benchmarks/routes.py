@@ -245,7 +245,8 @@ def catch_up(
         "requests": requests,
         "requests_by_operation": by_operation,
         "requests_by_kind": by_kind,
-        # Requests that name no job of either route (a credentials check reads a customer).
+        # Requests that name no job (each instance checks its credentials: a status read of a
+        # job that does not exist, at start and now and then).
         "requests_of_no_operation": {
             kind: n - sum(kinds.get(kind, 0) for kinds in by_operation.values())
             for kind, n in by_kind.items()
