@@ -37,6 +37,14 @@ share its cores, so absolute numbers are a floor. Regimes:
    join are in it; when the first record was read is reported beside it), peak
    RSS per instance, 429s, and the catch-up with compaction on ÷ off.
 
+Run only when named (``--only``), each a few minutes (``benchmarks/routes.py``):
+
+8. **quota_routes**: the same two instances and limits serving a routes file of two routes,
+   customers and orders, a backlog waiting on each topic: records delivered per operation,
+   requests per operation and kind, the catch-up, and 429s (the one budget is shared);
+9. **cpu_routes**: the CPU-bound regime's method on one route of orders, and of customers:
+   what a fact route costs a record.
+
 The other regimes measure the service, not the key: the simulator enforces
 no limits there and the service's budget is sized out of the way (it still
 runs, so its per-request cost is in every figure).
@@ -68,7 +76,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks import rebalance
+from benchmarks import rebalance, routes
 from benchmarks.backlogs import ZIPF_S, Backlog
 from benchmarks.simulator import SimulatorProcess
 from service.delivery.broker_retry import committed_offsets
@@ -81,7 +89,19 @@ from tests.integration.harness import GROUP_PROTOCOLS, GroupProtocol, protocol_e
 
 PARTITIONS = 6
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-REGIMES = ("ceiling", "cpu", "api", "backlog", "light", "quota", "quota_backlog", "rebalance")
+DEFAULT_REGIMES = (
+    "ceiling",
+    "cpu",
+    "api",
+    "backlog",
+    "light",
+    "quota",
+    "quota_backlog",
+    "rebalance",
+)
+OPT_IN_REGIMES = ("quota_routes", "cpu_routes")
+"""Run only when named (``--only``): the routes file's two operations (``benchmarks/routes.py``)."""
+REGIMES = (*DEFAULT_REGIMES, *OPT_IN_REGIMES)
 BROKERS = {"kafka": "Apache Kafka 4.1 (one KRaft node)", "tansu": "Tansu (the demo's broker)"}
 API_KEY, SECRET_KEY = "bench-api-key", "bench-secret-key"  # the simulator's, not real ones
 UNLIMITED = {"GAMEBALL_RATE_LIMIT_PER_SECOND": "1000000", "GAMEBALL_QUOTA_REQUESTS": "30000000"}
@@ -114,6 +134,10 @@ class Sizes:
     quota_backlog_changes: int = 1_000_000
     quota_backlog_customers: int = 200_000
     quota_backlog_timeout: float = 1800.0  # a run that has not caught up by then failed
+    quota_routes_changes: int = 200_000
+    quota_routes_customers: int = 40_000
+    quota_routes_orders: int = 100_000
+    cpu_routes_records: int = 100_000
 
 
 SMOKE = Sizes(
@@ -133,6 +157,10 @@ SMOKE = Sizes(
     quota_backlog_changes=4_000,
     quota_backlog_customers=1_000,
     quota_backlog_timeout=120.0,
+    quota_routes_changes=2_000,
+    quota_routes_customers=500,
+    quota_routes_orders=1_000,
+    cpu_routes_records=2_000,
 )
 
 
@@ -172,6 +200,13 @@ def produce(bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]]) -
         first = errors[0] if errors else "no answer"
         raise RuntimeError(f"{len(errors) + left} record(s) not acknowledged, first: {first}")
     return per_partition
+
+
+def sized(events: Iterator[tuple[bytes, bytes]], size: list[int]) -> Iterator[tuple[bytes, bytes]]:
+    """``events`` as they are, adding each value's bytes to ``size[0]``."""
+    for key, value in events:
+        size[0] += len(value)
+        yield key, value
 
 
 def keyed(events: int, customers: int, seed: int, prefix: str) -> Iterator[tuple[bytes, bytes]]:
@@ -406,7 +441,7 @@ class Bench:
     def env(
         self, topic: str, group: str, protocol: GroupProtocol = "classic", **extra: str
     ) -> dict[str, str]:
-        return {
+        env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "KAFKA_SOURCE_TOPICS": topic,
             "KAFKA_GROUP_ID": group,
@@ -423,10 +458,19 @@ class Bench:
             **UNLIMITED,
             **extra,
         }
+        if "ROUTES_FILE" in extra:  # its routes name their topics; both set stops start-up
+            del env["KAFKA_SOURCE_TOPICS"]
+        return env
+
+    def committed(self, group: str, topic: str, produced: Counter[int]) -> Callable[[], bool]:
+        """Whether ``group`` has committed every record ``produced`` on ``topic``."""
+        return committed_all(self.broker.bootstrap, group, topic, produced)
 
     def configure(self, **changes: Any) -> None:
-        """The simulator for the next regime: no rate limits unless ``changes`` set them."""
-        self.simulator.configure(**{"limit_per_second": 0, "limit_per_window": 0, **changes})
+        """The simulator for the next regime: no rate limits, and an order's customer must
+        have been applied by a customers job, unless ``changes`` say otherwise."""
+        defaults = {"limit_per_second": 0, "limit_per_window": 0, "all_customers_known": False}
+        self.simulator.configure(**{**defaults, **changes})
         self.simulator.reset()
 
     def cpu(self, service: Service) -> CpuSnapshot:
@@ -877,6 +921,28 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for choice in ("uniform", "zipf"):
         if f"quota_backlog_{choice}" in results:
             _quota_backlog_rows(table, results[f"quota_backlog_{choice}"])
+    if "quota_routes" in results:
+        _quota_routes_rows(table, results["quota_routes"])
+    if "cpu_routes" in results:
+        r = results["cpu_routes"]
+        for name in ("customers", "distinct_customers", "orders"):
+            run = r[name]
+            table.add_row(
+                f"cpu, one route: {name.replace('_', ' ')} ({run['records']:,}, "
+                f"{run['bytes_per_record']:,} B each, instant jobs)",
+                f"{run['records_per_s']:,}",
+                f"{run['cpu_us_per_record']} µs of CPU a record",
+                f"{run['batches']:,} batches",
+                f"{run['peak_rss_mb']} MB",
+            )
+        table.add_row(
+            "  … orders ÷ customers, CPU a record",
+            "",
+            f"{r['orders_over_customers']:.2f} "
+            f"({r['orders_over_distinct_customers']:.2f} of distinct customers)",
+            "",
+            "",
+        )
     if "light_load" in results:
         r = results["light_load"]
         table.add_row(
@@ -923,6 +989,36 @@ def _quota_backlog_rows(table: Any, r: dict[str, Any]) -> None:
     )
 
 
+def _quota_routes_rows(table: Any, r: dict[str, Any]) -> None:
+    """One row per route, then the key's requests and 429s over the whole catch-up."""
+    for operation in ("customers", "orders"):
+        delivered = r["delivered"][operation]
+        requests = r["requests_by_operation"].get(operation, {})
+        refused = (
+            f", refused {delivered['customer_not_found']:,} not found, "
+            f"{delivered['duplicates']:,} duplicates"
+            if operation == "orders"
+            else ""
+        )
+        waiting = r["customer_changes"] if operation == "customers" else r["orders"]
+        table.add_row(
+            f"quota routes: {operation} ({waiting:,} waiting)",
+            f"{delivered['applied']:,} applied",
+            f"sent {delivered['records_sent']:,}{refused}",
+            f"caught up at {r['caught_up_s'].get(operation)} s; requests "
+            + ", ".join(f"{kind} {n:,}" for kind, n in sorted(requests.items())),
+            "",
+        )
+    table.add_row(
+        "  … both routes, one key (2 instances)",
+        "",
+        f"{r['requests_per_s']} requests/s of {r['quota_requests_per_s']:g}",
+        f"catch-up {r['catch_up_s']} s (first read at {r['first_consumed_s']} s), "
+        f"{r['rate_limited']} 429s, {r['dead_lettered']} dead-lettered",
+        ", ".join(f"{mb} MB" for mb in r["peak_rss_mb"]),
+    )
+
+
 def _polling_cell(r: dict[str, Any]) -> str:
     polling = r.get("polling") or {}
     return (
@@ -939,7 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=REGIMES,
-        help="run only these regimes (repeatable; cpu implies ceiling)",
+        help="run only these regimes (repeatable; cpu implies ceiling); "
+        f"{' and '.join(OPT_IN_REGIMES)} run only when named",
     )
     parser.add_argument(
         "--broker",
@@ -967,8 +1064,12 @@ def main(argv: list[str] | None = None) -> int:
             backlog_events=int(sizes.backlog_events * args.scale),
             quota_backlog_changes=int(sizes.quota_backlog_changes * args.scale),
             quota_backlog_customers=max(1, int(sizes.quota_backlog_customers * args.scale)),
+            quota_routes_changes=int(sizes.quota_routes_changes * args.scale),
+            quota_routes_customers=max(1, int(sizes.quota_routes_customers * args.scale)),
+            quota_routes_orders=int(sizes.quota_routes_orders * args.scale),
+            cpu_routes_records=int(sizes.cpu_routes_records * args.scale),
         )
-    only = set(args.only or REGIMES)
+    only = set(args.only or DEFAULT_REGIMES)
     logs = args.output.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     brokers = ("kafka", "tansu") if args.broker == "both" else (args.broker,)
@@ -1051,7 +1152,47 @@ def run_regimes(
         if "rebalance" in only and isinstance(broker, KafkaNode):
             for protocol in GROUP_PROTOCOLS:
                 bench.results[f"rebalance_{protocol}"] = rebalance.measure(bench, protocol)
+        if "quota_routes" in only:
+            bench.results["quota_routes"] = quota_routes(broker, bench)
+        if "cpu_routes" in only:
+            bench.results["cpu_routes"] = cpu_routes(broker, bench)
     return bench.results
+
+
+def quota_routes(broker: KafkaNode | EmbeddedBroker, bench: Bench) -> dict[str, Any]:
+    """Customers and orders backlogs, each on its topic, caught up by two instances."""
+    sizes = bench.sizes
+    drawn = routes.RoutesBacklog.draw(
+        sizes.quota_routes_changes, sizes.quota_routes_customers, sizes.quota_routes_orders, 9
+    )
+    tag = random.getrandbits(32)
+    topics = {"customers": f"bench-routes-customers-{tag}", "orders": f"bench-routes-orders-{tag}"}
+    broker.create_topics({topic: PARTITIONS for topic in topics.values()})
+    print("producing the quota_routes backlogs ...", flush=True)
+    produced = {
+        "customers": produce(broker.bootstrap, topics["customers"], drawn.customer_events()),
+        "orders": produce(broker.bootstrap, topics["orders"], drawn.order_events()),
+    }
+    return routes.catch_up(bench, drawn, topics, produced, DOCUMENTED)
+
+
+def cpu_routes(broker: KafkaNode | EmbeddedBroker, bench: Bench) -> dict[str, Any]:
+    """The same number of orders, customers (15 changes each) and customers (one change each)."""
+    count = bench.sizes.cpu_routes_records
+    tag = random.getrandbits(32)
+    events = {
+        "orders": ("orders", routes.order_events(count, max(1, count // 15), 12)),
+        "customers": ("customers", keyed(count, max(1, count // 15), 13, "cc")),
+        "distinct_customers": ("customers", routes.distinct_customer_events(count, 14)),
+    }
+    print("producing the cpu_routes records ...", flush=True)
+    workloads = {}
+    for name, (operation, stream) in events.items():
+        topic, size = f"bench-cpu-routes-{name}-{tag}", [0]
+        broker.create_topics({topic: PARTITIONS})
+        produced = produce(broker.bootstrap, topic, sized(stream, size))
+        workloads[name] = (operation, topic, produced, size[0])
+    return routes.fact_cost(bench, workloads)
 
 
 if __name__ == "__main__":

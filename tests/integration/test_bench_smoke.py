@@ -66,3 +66,38 @@ def test_every_regime_of_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
         for run in (backlog["compaction_on"], backlog["compaction_off"]):
             assert run["records_sent_per_customer"] >= 1  # a record at least per customer changed
             assert 0 < run["first_consumed_s"] < run["catch_up_s"]
+
+
+@pytest.mark.timeout(300)
+def test_the_routes_regimes_run_when_named_and_report_each_operation(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    command = [sys.executable, "-m", "benchmarks.bench", "--smoke", "--output", str(output)]
+    command += ["--only", "quota_routes", "--only", "cpu_routes"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=280, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(output.read_text())["kafka"]
+
+    routes = results["quota_routes"]
+    delivered = routes["delivered"]
+    # Every order applied once, whatever "customer not found" cost on the way; every
+    # customer that changed applied; nothing dead-lettered, so both topics were committed.
+    assert delivered["orders"]["applied"] == routes["orders"] == 1000
+    assert delivered["orders"]["double_applied"] == 0
+    assert delivered["customers"]["applied"] == routes["distinct_customers"]
+    assert routes["dead_lettered"] == 0
+    assert set(routes["caught_up_s"]) == {"customers", "orders"}
+    # The one key's requests, told apart per operation: each route submitted and read its jobs.
+    for operation in ("customers", "orders"):
+        assert set(routes["requests_by_operation"][operation]) >= {"create", "status"}
+    by_operation = sum(sum(kinds.values()) for kinds in routes["requests_by_operation"].values())
+    assert by_operation + sum(routes["requests_of_no_operation"].values()) == routes["requests"]
+    assert routes["rate_limited"] == 0
+    assert 0 < routes["busiest_window_requests"] <= 360  # the documented 30 s quota
+
+    cost = results["cpu_routes"]
+    assert cost["orders_applied"] == cost["orders"]["records"] == 2000
+    for name in ("orders", "customers", "distinct_customers"):
+        assert cost[name]["cpu_us_per_record"] > 0
+    assert cost["orders_over_customers"] > 0
+    # Named regimes only: the default set did not run.
+    assert "cpu_bound" not in results

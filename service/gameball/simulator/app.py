@@ -160,7 +160,10 @@ class _Api:
         kind: str,
         handler: Callable[[Request, int | None], Awaitable[Response]],
         dialect: str | None = None,
+        operation: Operation | None = None,
     ) -> Endpoint:
+        """``operation``: the submissions'; a request naming a job counts under the job's."""
+
         async def endpoint(request: Request) -> Response:
             if dialect is not None and not self.state.config.serves(dialect):
                 self.state.count("absent", 404)
@@ -168,10 +171,16 @@ class _Api:
             response, late_fault = await self._front(request, kind)
             if response is None:
                 response = await handler(request, late_fault)
-            self.state.count(kind, response.status_code)
+            self.state.count(kind, response.status_code, operation or self._job_operation(request))
             return response
 
         return endpoint
+
+    def _job_operation(self, request: Request) -> Operation | None:
+        job = self.state.jobs.get(request.path_params.get("job_id", ""))
+        if job is None:
+            return None
+        return Operation.CUSTOMERS if job.book is None else job.book.operation
 
     async def create(self, request: Request, late_fault: int | None) -> Response:
         body = await request.body()
@@ -401,14 +410,14 @@ def create_app(config: SimulatorConfig) -> Starlette:
     state = SimulatorState(config)
     api = _Api(state)
     routes = []
-    create = api.counted("create", api.create)
+    create = api.counted("create", api.create, operation=Operation.CUSTOMERS)
     status = api.counted("status", api.status, "batch")
     stop = api.counted("stop", api.stop, "batch")
     batches_status = api.counted("status", api.batches_status, "batches")
     batches_stop = api.counted("stop", api.batches_stop, "batches")
     tags = api.counted("tags", api.tags)
     customer = api.counted("customer", api.customer)
-    submissions = {op: api.counted("create", api.submit(op)) for op in REQUESTS}
+    submissions = {op: api.counted("create", api.submit(op), operation=op) for op in REQUESTS}
     for prefix in API_PREFIXES:
         batch, batches = f"{prefix}/integrations/batch", f"{prefix}/integrations/batches"
         customers = f"{prefix}/integrations/customers/{{customer_id}}"

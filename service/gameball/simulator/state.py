@@ -142,6 +142,7 @@ class SimulatorState:
             self.records_received = 0
             self.records_failed = 0
             self.requests: dict[str, Counter[str]] = {}
+            self.requests_by_operation: dict[str, Counter[str]] = {}  # operation -> kind -> n
             self.limits = KeyLimits()
             self.rate_limited = 0
             self.profiles = Profiles()  # tags, read-backs, the lenient mode's drops
@@ -174,8 +175,11 @@ class SimulatorState:
                 self.rate_limited += 1
             return wait
 
-    def count(self, kind: str, status: int) -> None:
+    def count(self, kind: str, status: int, operation: Operation | None = None) -> None:
+        """One request of ``kind`` answered ``status``; of ``operation``'s jobs when known."""
         self.requests.setdefault(kind, Counter())[str(status)] += 1
+        if operation is not None:
+            self.requests_by_operation.setdefault(operation.value, Counter())[kind] += 1
 
     def draw(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
@@ -402,6 +406,9 @@ class SimulatorState:
                 "records_failed": self.records_failed,
                 "rate_limited": self.rate_limited,
                 "requests": {kind: dict(codes) for kind, codes in self.requests.items()},
+                "requests_by_operation": {
+                    op: dict(kinds) for op, kinds in self.requests_by_operation.items()
+                },
                 "customer_shape": self.config.customer_shape,
                 "strict": self.config.strict,
                 **self.profiles.stats(),

@@ -187,6 +187,27 @@ def test_credentials_faults_and_the_key_s_limits_cover_every_operation(api: Api)
     assert stats["requests"]["create"] == {"401": 1, "429": 2, "200": 1}
 
 
+def test_requests_are_counted_per_operation_of_the_job_they_name(api: Api) -> None:
+    api.customers("a")
+    order = api.submit(Operation.ORDERS, [item(Operation.ORDERS, "a", "o1")])
+    api.document(order)
+    api.http.get(f"/api/v4.0/integrations/batches/{order}/status")
+    api.http.delete(f"{BATCH}/{order}")
+    api.http.get(f"{BATCH}/no-such-job")  # names no job: counted by kind only
+    api.configure(limit_per_second=1)
+    answers = [api.post(Operation.EVENTS, [item(Operation.EVENTS, "a", e)]) for e in "ef"]
+    assert [answer.status_code for answer in answers] == [200, 429]
+    stats = api.http.get("/_sim/stats").json()
+    assert stats["requests_by_operation"] == {
+        "customers": {"create": 1},
+        "orders": {"create": 1, "status": 2, "stop": 1},
+        "events": {"create": 2},  # the 429 too: the key's budget paid for it
+    }
+    assert stats["requests"]["status"] == {"200": 2, "404": 1}
+    api.http.post("/_sim/reset").raise_for_status()
+    assert api.http.get("/_sim/stats").json()["requests_by_operation"] == {}
+
+
 # --- the request schema ------------------------------------------------------------------
 
 MALFORMED = {
