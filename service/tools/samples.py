@@ -11,6 +11,10 @@ cost.
 Every good event carries ``custom.version``: the n-th change of a customer has
 version n, so a checker can tell whether an older change was ever applied
 after a newer one.
+
+:func:`shop` adds the same shop's ``orders`` and ``point_adjustments`` tables (inserts, without
+schemas, ``numeric`` as text) for the sample customers, in one write order with their changes:
+the demo's routes file feeds them to the orders and balance-adjustment operations.
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ class Event:
     value: bytes | None
     customer_id: str | None
     version: int
-    expected: str  # "deliver", "skip", "api_reject" (the chaos workload) or a dead-letter reason
+    # "deliver", "skip", "api_reject" (the chaos workload), "duplicate" (an order written
+    # twice, :func:`shop`) or a dead-letter reason
+    expected: str
 
 
 # --- the table, as Debezium describes it --------------------------------------------------------
@@ -195,10 +201,10 @@ def customer_row(customer_id: str, version: int, rng: random.Random) -> dict[str
     }
 
 
-def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
-    row = customer_row(customer_id, version, rng)
-    ts_ms = 1_700_000_000_000 + version
-    envelope = {
+def _envelope(table: str, op: str, row: dict[str, object], n: int) -> dict[str, object]:
+    """Debezium's envelope of the ``n``-th change (its LSN, transaction and time follow n)."""
+    ts_ms = 1_700_000_000_000 + n
+    return {
         "before": None,
         "after": row,
         "source": {
@@ -208,23 +214,28 @@ def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
             "ts_ms": ts_ms - 1,
             "snapshot": "false",
             "db": "shop",
-            "sequence": f'["{version * 512}","{version * 512 + 128}"]',
+            "sequence": f'["{n * 512}","{n * 512 + 128}"]',
             "ts_us": (ts_ms - 1) * 1000,
             "ts_ns": (ts_ms - 1) * 1_000_000,
             "schema": "public",
-            "table": "customers",
-            "txId": 700 + version,
-            "lsn": version * 512 + 128,
+            "table": table,
+            "txId": 700 + n,
+            "lsn": n * 512 + 128,
             "xmin": None,
             "origin": None,
             "origin_lsn": None,
         },
         "transaction": None,
-        "op": "c" if version == 1 else "u",
+        "op": op,
         "ts_ms": ts_ms,
         "ts_us": ts_ms * 1000,
         "ts_ns": ts_ms * 1_000_000,
     }
+
+
+def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
+    row = customer_row(customer_id, version, rng)
+    envelope = _envelope("customers", "c" if version == 1 else "u", row, version)
     if rng.random() < 0.3:  # the JSON converter with schemas enabled, in its exact layout
         return _SCHEMA_HEAD + orjson.dumps(envelope) + b"}"
     return orjson.dumps(envelope)
@@ -258,3 +269,123 @@ def generate(
         yield Event(
             customer.encode(), change_event(customer, version, rng), customer, version, "deliver"
         )
+
+
+# --- a shop's other tables: orders and point adjustments, beside its customers ----------------
+
+CUSTOMERS, ORDERS, ADJUSTMENTS = "customers", "orders", "point_adjustments"
+"""The shop's tables, as ``source.table`` names them."""
+
+_ORDERS_FROM = 1_764_547_200  # 2025-12-01T00:00:00Z: every order and adjustment lies in the past
+_ADJUSTMENT_NOTES = ("welcome bonus", "goodwill", "birthday", "survey reward")
+
+
+def order_row(order_id: int, customer_id: str, rng: random.Random) -> dict[str, object]:
+    """An ``orders`` row as Debezium encodes it with ``decimal.handling.mode=string``."""
+    cents = rng.randint(500, 50_000)
+    discount = rng.choice((0, 0, 0, cents // 10))
+    return {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "created_at": (_ORDERS_FROM + order_id * 60) * 1_000_000,  # MicroTimestamp: µs
+        "total": f"{cents // 100}.{cents % 100:02d}",  # numeric(12,2) as text
+        "discount": f"{discount // 100}.{discount % 100:02d}",
+        "status": rng.choice(("paid", "shipped")),  # a column the API does not know
+    }
+
+
+def adjustment_row(adjustment_id: int, customer_id: str, rng: random.Random) -> dict[str, object]:
+    """A ``point_adjustments`` row; its note names it, so no two adjustments are alike."""
+    return {
+        "id": adjustment_id,
+        "customer_id": customer_id,
+        "points": rng.choice((25, 50, 100, 250)),
+        "note": f"{rng.choice(_ADJUSTMENT_NOTES)} #{adjustment_id}",
+        "created_at": (_ORDERS_FROM + adjustment_id * 600) * 1_000_000,
+    }
+
+
+def row_event(table: str, row: dict[str, object], n: int) -> bytes:
+    """The insert of ``row`` (op ``c``) as the JSON converter writes it without schemas."""
+    return orjson.dumps(_envelope(table, "c", row, n))
+
+
+@dataclass(frozen=True, slots=True)
+class ShopEvent:
+    """One change of the shop's database: its table and the event its topic carries."""
+
+    table: str
+    event: Event
+
+
+def shop(
+    count: int,
+    customers: int,
+    *,
+    seed: int = 7,
+    tombstone_fraction: float = 0.0,
+    malformed: bool = False,
+) -> list[ShopEvent]:
+    """``count`` changes of a shop's customers, orders and point adjustments, in the order its
+    database wrote them.
+
+    An eighth are orders and a fortieth point adjustments, dealt out over the customers, one
+    each while there are enough (a customer's facts go out one job after another: few per
+    customer keep the run short). Each is written after its customer's first change, but one
+    in twenty just *before* it (an order imported ahead of its customer): that one reaches
+    the API first and is refused "customer not found" until a customers job has applied the
+    customer. The first order is written twice, the second time at the end (a connector that
+    restarted): the API refuses it as a duplicate of its ``order_id`` (``expected``
+    ``"duplicate"``). Every adjustment's note names it, so no two are alike and any second
+    application is one a sink sent twice.
+
+    The customers' changes are :func:`generate`'s; with ``malformed``, each kind of
+    :data:`BAD_EVENTS` replaces one of them (never a customer's first), spread over the run.
+    """
+    orders, adjustments = count // 8, count // 40
+    duplicate = 1 if orders else 0
+    changes = list(
+        generate(
+            count - orders - adjustments - duplicate,
+            customers,
+            seed=seed,
+            tombstone_fraction=tombstone_fraction,
+        )
+    )
+    first: dict[str, int] = {}  # customer -> index of their first change
+    for i, e in enumerate(changes):
+        if e.expected == "deliver" and e.customer_id is not None:
+            first.setdefault(e.customer_id, i)
+    if malformed and len(changes) > 2 * len(BAD_EVENTS):
+        firsts = set(first.values())
+        spots = [i for i in range(len(changes)) if i not in firsts]
+        for k, (value, reason) in enumerate(BAD_EVENTS.values(), 1):
+            i = spots[(k * len(spots)) // (len(BAD_EVENTS) + 1)]
+            changes[i] = Event(f"malformed-{i}".encode(), value, None, 0, reason)
+    timeline: list[tuple[float, ShopEvent]] = [
+        (i, ShopEvent(CUSTOMERS, e)) for i, e in enumerate(changes)
+    ]
+    rng = random.Random(seed + 1)
+    known = sorted(first)
+    rng.shuffle(known)
+    for table, n, make, key in (
+        (ORDERS, orders, order_row, "order_id"),
+        (ADJUSTMENTS, adjustments, adjustment_row, "id"),
+    ):
+        for serial in range(1, n + 1 if known else 1):
+            customer = known[(serial - 1) % len(known)]
+            created = first[customer]
+            at = created - 0.5 if rng.random() < 0.05 else rng.uniform(created, len(changes))
+            event = Event(
+                orjson.dumps({key: serial}),
+                row_event(table, make(serial, customer, rng), serial),
+                customer,
+                0,
+                "deliver",
+            )
+            timeline.append((at, ShopEvent(table, event)))
+            if table == ORDERS and serial == 1:
+                again = Event(event.key, event.value, customer, 0, "duplicate")
+                timeline.append((len(changes), ShopEvent(table, again)))
+    timeline.sort(key=lambda entry: entry[0])
+    return [change for _, change in timeline]
