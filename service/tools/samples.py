@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import heapq
+import itertools
 import random
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -325,67 +328,78 @@ def shop(
     seed: int = 7,
     tombstone_fraction: float = 0.0,
     malformed: bool = False,
-) -> list[ShopEvent]:
+) -> Iterator[ShopEvent]:
     """``count`` changes of a shop's customers, orders and point adjustments, in the order its
-    database wrote them.
+    database wrote them (lazily: the demo produces while they are made).
 
-    An eighth are orders and a fortieth point adjustments, dealt out over the customers, one
-    each while there are enough (a customer's facts go out one job after another: few per
-    customer keep the run short). Each is written after its customer's first change, but one
-    in twenty just *before* it (an order imported ahead of its customer): that one reaches
-    the API first and is refused "customer not found" until a customers job has applied the
-    customer. The first order is written twice, the second time at the end (a connector that
-    restarted): the API refuses it as a duplicate of its ``order_id`` (``expected``
-    ``"duplicate"``). Every adjustment's note names it, so no two are alike and any second
-    application is one a sink sent twice.
-
-    The customers' changes are :func:`generate`'s; with ``malformed``, each kind of
-    :data:`BAD_EVENTS` replaces one of them (never a customer's first), spread over the run.
+    The customers' changes are :func:`generate`'s. An eighth of ``count`` are orders and a
+    fortieth point adjustments, dealt out over the customers as each first appears, one each
+    while there are enough (a customer's facts go out one job after another: few per customer
+    keep the run short). Each is written after its customer's first change, but one in twenty
+    just *before* it (an order imported ahead of its customer): that one reaches the API first
+    and is refused "customer not found" until a customers job has applied the customer. The
+    first order is written twice, the second time at the end (a connector that restarted):
+    the API refuses it as a duplicate of its ``order_id`` (``expected`` ``"duplicate"``).
+    Every adjustment's note names it, so no two are alike and any second application is one a
+    sink sent twice. With ``malformed``, each kind of :data:`BAD_EVENTS` replaces one
+    customers' change (never a customer's first), spread over the run.
     """
-    orders, adjustments = count // 8, count // 40
-    duplicate = 1 if orders else 0
-    changes = list(
-        generate(
-            count - orders - adjustments - duplicate,
-            customers,
-            seed=seed,
-            tombstone_fraction=tombstone_fraction,
-        )
-    )
-    first: dict[str, int] = {}  # customer -> index of their first change
-    for i, e in enumerate(changes):
-        if e.expected == "deliver" and e.customer_id is not None:
-            first.setdefault(e.customer_id, i)
-    if malformed and len(changes) > 2 * len(BAD_EVENTS):
-        firsts = set(first.values())
-        spots = [i for i in range(len(changes)) if i not in firsts]
-        for k, (value, reason) in enumerate(BAD_EVENTS.values(), 1):
-            i = spots[(k * len(spots)) // (len(BAD_EVENTS) + 1)]
-            changes[i] = Event(f"malformed-{i}".encode(), value, None, 0, reason)
-    timeline: list[tuple[float, ShopEvent]] = [
-        (i, ShopEvent(CUSTOMERS, e)) for i, e in enumerate(changes)
-    ]
+    quotas = {ORDERS: count // 8, ADJUSTMENTS: count // 40}
+    resent = 1 if quotas[ORDERS] else 0
+    changes = count - sum(quotas.values()) - resent
+    # About how many customers the changes will name: the facts are dealt out over them.
+    named = max(1, round(customers * (1 - (1 - 1 / customers) ** changes)))
     rng = random.Random(seed + 1)
-    known = sorted(first)
-    rng.shuffle(known)
-    for table, n, make, key in (
-        (ORDERS, orders, order_row, "order_id"),
-        (ADJUSTMENTS, adjustments, adjustment_row, "id"),
+    serials = dict.fromkeys(quotas, 0)
+    later: list[tuple[float, int, ShopEvent]] = []  # a heap of facts by write position
+    ties = itertools.count()
+    bad = list(BAD_EVENTS.values()) if malformed and changes > 2 * len(BAD_EVENTS) else []
+    bad_at = deque((k * changes) // (len(bad) + 1) for k in range(1, len(bad) + 1))
+    seen: dict[str, None] = {}  # customers named so far, in order
+    first_order: ShopEvent | None = None
+
+    def fact(table: str, customer: str) -> ShopEvent:
+        nonlocal first_order
+        serials[table] += 1
+        n = serials[table]
+        make, key = (order_row, "order_id") if table == ORDERS else (adjustment_row, "id")
+        row = make(n, customer, rng)
+        change = ShopEvent(
+            table, Event(orjson.dumps({key: n}), row_event(table, row, n), customer, 0, "deliver")
+        )
+        if table == ORDERS and n == 1:
+            first_order = change
+        return change
+
+    for i, event in enumerate(
+        generate(changes, customers, seed=seed, tombstone_fraction=tombstone_fraction)
     ):
-        for serial in range(1, n + 1 if known else 1):
-            customer = known[(serial - 1) % len(known)]
-            created = first[customer]
-            at = created - 0.5 if rng.random() < 0.05 else rng.uniform(created, len(changes))
-            event = Event(
-                orjson.dumps({key: serial}),
-                row_event(table, make(serial, customer, rng), serial),
-                customer,
-                0,
-                "deliver",
-            )
-            timeline.append((at, ShopEvent(table, event)))
-            if table == ORDERS and serial == 1:
-                again = Event(event.key, event.value, customer, 0, "duplicate")
-                timeline.append((len(changes), ShopEvent(table, again)))
-    timeline.sort(key=lambda entry: entry[0])
-    return [change for _, change in timeline]
+        while later and later[0][0] <= i:
+            yield heapq.heappop(later)[2]
+        customer = event.customer_id
+        new = event.expected == "deliver" and customer is not None and customer not in seen
+        if bad_at and i >= bad_at[0] and not new:
+            bad_at.popleft()
+            value, reason = bad.pop(0)
+            event = Event(f"malformed-{i}".encode(), value, None, 0, reason)
+        if new and customer is not None:
+            seen[customer] = None
+            rank = len(seen)
+            for table, total in quotas.items():
+                share = min(total, total * rank // named) - min(total, total * (rank - 1) // named)
+                for _ in range(share):
+                    change = fact(table, customer)
+                    if rng.random() < 0.05:
+                        yield change  # just before its customer's first change
+                    else:
+                        heapq.heappush(later, (rng.uniform(i, changes), next(ties), change))
+        yield ShopEvent(CUSTOMERS, event)
+    # Fewer customers than expected: the facts left go to the ones there are, at the end.
+    for table, total in quotas.items():
+        for _ in range(total - serials[table] if seen else 0):
+            yield fact(table, rng.choice(list(seen)))
+    while later:
+        yield heapq.heappop(later)[2]
+    if first_order is not None:
+        event = first_order.event
+        yield ShopEvent(ORDERS, Event(event.key, event.value, event.customer_id, 0, "duplicate"))
