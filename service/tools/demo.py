@@ -261,8 +261,11 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig, routes: Path)
             "GAMEBALL_SECRET_KEY": sim.secret_key,
             "HTTP_PORT": str(free_port()),
             "BATCH_MAX_WAIT_SECONDS": "0.5",
-            "SHUTDOWN_TIMEOUT_SECONDS": "10",
             "CUSTOMER_WAIT_SECONDS": str(CUSTOMER_WAIT_SECONDS),
+            # Ctrl-C's drain outlasts that wait: an order read just before its customer's
+            # change, which Ctrl-C leaves unread, ends (customer_not_found) and the summary
+            # still reconciles.
+            "SHUTDOWN_TIMEOUT_SECONDS": str(CUSTOMER_WAIT_SECONDS + 9),
             # Tags ride in the item: the demo's sample rows carry tags and no ``before`` row, so
             # under the default (TAGS_SYNC=changed) every change of a tagged customer would cost
             # a call of its own, several times the demo's job traffic (README: Tags). The shape
