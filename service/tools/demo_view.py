@@ -90,13 +90,16 @@ def live_view(
     producing: bool,
     metrics_url: str,
     started: float,
-    operations: Mapping[str, tuple[str, ...]],
+    operations: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Group:
-    """The tables the demo refreshes four times a second; ``operations``: each one's topics."""
+    """The tables the demo refreshes four times a second; ``operations``: each one's topics,
+    for a row per operation (none: the totals only, as ``make demo-cdc`` shows them)."""
     consumed = numbers.consumed()
     outcomes = numbers.outcomes()
+    caption = f"metrics: {metrics_url}"
     table = Table(
         title=f"customer-sync demo · {time.monotonic() - started:,.1f} s",
+        caption=None if operations else caption,
         show_header=False,
         min_width=56,
     )
@@ -115,7 +118,9 @@ def live_view(
     for reason, count in sorted(numbers.by_label("dead_letter_records_total", "reason").items()):
         table.add_row(f"  {reason}", f"{count:,.0f}")
     table.add_row("throughput", f"{numbers.throughput():,.0f} records/s")
-    per_operation = Table(caption=f"metrics: {metrics_url}", min_width=56)
+    if not operations:
+        return Group(table)
+    per_operation = Table(caption=caption, min_width=56)
     per_operation.add_column("operation", style="bold")
     for heading in ("consumed", "delivered", "dead-lettered", "already applied"):
         per_operation.add_column(heading, justify="right")
