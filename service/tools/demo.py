@@ -6,13 +6,22 @@ small per-record failure rate, so the dead-letter path shows. Events are
 produced on a thread while the pipeline runs (all at once by default, or as a
 trickle with ``--rate``), so the live view moves like a real deployment's.
 
+It runs a routes file (:data:`ROUTES`, written to a temporary directory and printed at
+start): a shop's customers, orders and point adjustments, each table on its own topic, as the
+customers, orders (keyed by ``orderId``) and balance-adjustment (no id, at most once)
+operations. Some orders and adjustments are read before their customer exists, so the API
+answers "customer not found" until the customers job has applied it (waited for at most
+:data:`CUSTOMER_WAIT_SECONDS`, then dead-lettered); one order is written twice, and the API
+refuses the second as a duplicate, which counts as delivered.
+
 The view reads the pipeline's own Prometheus registry, the same numbers
 ``/metrics`` serves, except lag: the demo knows exactly how many records the
 broker acknowledged, so it shows produced - consumed rather than a number
 computed from high watermarks (which Tansu under-reports).
 
 It ends when every produced record has ended in an outcome, and proves it:
-consumed = succeeded + dead-lettered + skipped + coalesced (exit 1 if not).
+consumed = succeeded + dead-lettered + skipped + coalesced, and per operation, what the jobs
+delivered is what the API simulator applied, nothing applied twice (exit 1 if not).
 Ctrl-C stops producing and drains the pipeline gracefully (SIGTERM too), and
 still prints the summary.
 """
@@ -22,37 +31,87 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 
 from service.config import Settings, load_settings
 from service.delivery.pipeline import Pipeline
 from service.errors import CustomerSyncError
+from service.gameball.operations import Operation
 from service.gameball.simulator import RunningSimulator, SimulatorConfig
 from service.health import Health
 from service.http import build_server
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.tools.demo_view import Numbers, live_view, summary_table
+from service.tools.demo_view import Numbers, live_view, operations_table, summary_table
 from service.tools.dlq import Reader
 from service.tools.embedded_broker import EmbeddedBroker, free_port
 from service.tools.replay import describe_record
-from service.tools.samples import BAD_EVENTS, generate
+from service.tools.samples import ADJUSTMENTS, CUSTOMERS, ORDERS, shop
 from service.waiting import wait_event
 
-SOURCE = "customer-changes"
+TOPICS = {
+    CUSTOMERS: "customer-changes",
+    ORDERS: "order-changes",
+    ADJUSTMENTS: "point-adjustment-changes",
+}
+"""Each table's topic."""
+PARTITIONS = {CUSTOMERS: 6, ORDERS: 3, ADJUSTMENTS: 1}
+OPERATIONS = {
+    CUSTOMERS: Operation.CUSTOMERS,
+    ORDERS: Operation.ORDERS,
+    ADJUSTMENTS: Operation.BALANCE_ADJUSTMENT,
+}
+"""The operation each table's route delivers as (the routes below)."""
 DLQ = "customer-changes.dlq"
-PARTITIONS = 6
+CUSTOMER_WAIT_SECONDS = 6
+"""An order read before its customer is retried until a customers job has applied the
+customer: a few seconds, while the backlog of customers' changes is read. One whose customer
+never reaches the API (the API rejected its change at random) is dead-lettered
+``customer_not_found`` this much later, not after the service's 600 s, so that the run ends
+(and the dead letter shows)."""
+
+ROUTES = f"""\
+# customer-sync demo's ROUTES_FILE (docs/routes.md): a route per table
+routes:
+  - name: customers               # coalesced: a customer's latest state wins;
+    operation: customers          # columns named as API fields need no mapping
+    topics: [{TOPICS[CUSTOMERS]}]
+  - name: orders                  # keyed by orderId: a second delivery is
+    operation: orders             # refused as a duplicate
+    topics: [{TOPICS[ORDERS]}]
+    mapping:
+      customerId: customer_id
+      orderId: order_id
+      orderDate: {{column: created_at, type: timestamp-micros}}
+      totalPaid: total
+      totalDiscount: discount
+  - name: adjustments             # no id: a second delivery awards the points
+    operation: balance-adjustment # again, so an adjustment whose fate is
+    unsafe_without_ids: true      # unknown is dead-lettered, never resent
+    topics: [{TOPICS[ADJUSTMENTS]}]
+    mapping: {{customerId: customer_id, amount: points, reason: note}}
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=20_000, help="CDC events to produce (20000)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=20_000,
+        help="CDC events to produce (20000): an eighth orders, a fortieth point adjustments, "
+        "the rest customers' changes",
+    )
     parser.add_argument("--customers", type=int, default=3_000, help="distinct customers (3000)")
     parser.add_argument(
         "--rate",
@@ -81,16 +140,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class _Feed:
-    """Produces the sample events on a thread; counts what the broker acknowledged."""
+    """Produces the sample shop's changes on a thread, each table's to its topic; counts what
+    the broker acknowledged, by table."""
 
     bootstrap: str
     events: int
     customers: int
     rate: float
-    acknowledged: int = 0
+    # Every table's key is there from the start: the producer's thread only increments, so the
+    # event loop can sum while it counts.
+    acknowledged: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(TOPICS, 0)))
     failed: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        return sum(self.acknowledged.values())
 
     def run(self) -> None:
         producer = Producer(
@@ -103,25 +169,23 @@ class _Feed:
         )
         started = time.monotonic()
         sent = 0
-        # Each kind of malformed event once, spread over the run, whatever its size.
-        kinds = list(BAD_EVENTS.values()) if self.events > len(BAD_EVENTS) else []
-        malformed = {(k * self.events) // (len(kinds) + 1): v for k, (v, _) in enumerate(kinds, 1)}
         try:
-            for i, event in enumerate(
-                generate(self.events, self.customers, tombstone_fraction=0.005)
-            ):
+            changes = shop(self.events, self.customers, tombstone_fraction=0.005, malformed=True)
+            for change in changes:
                 if self.stop.is_set():
                     break
-                key, value = event.key, event.value
-                if i in malformed:
-                    key, value = f"malformed-{i}".encode(), malformed[i]
                 if self.rate > 0:
                     ahead = sent / self.rate - (time.monotonic() - started)
                     if ahead > 0:
                         producer.poll(ahead)
                 while True:
                     try:
-                        producer.produce(SOURCE, key=key, value=value, on_delivery=self._delivered)
+                        producer.produce(
+                            TOPICS[change.table],
+                            key=change.event.key,
+                            value=change.event.value,
+                            on_delivery=self._delivered,
+                        )
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -131,11 +195,14 @@ class _Feed:
         finally:
             self.done.set()
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
+    def _delivered(self, err: Any, msg: Any) -> None:
         if err is None:
-            self.acknowledged += 1
+            self.acknowledged[_TABLES[msg.topic()]] += 1
         else:
             self.failed += 1
+
+
+_TABLES = {topic: table for table, topic in TOPICS.items()}
 
 
 # ------------------------------------------------------------------ running
@@ -156,27 +223,36 @@ def run_demo(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:
         raise CustomerSyncError(f"the embedded broker did not start: {exc}") from None
     try:
-        broker.create_topics({SOURCE: PARTITIONS, DLQ: 1})
+        broker.create_topics({**{TOPICS[t]: n for t, n in PARTITIONS.items()}, DLQ: 1})
         sim_config = SimulatorConfig(
             record_failure_rate=args.failure_rate, job_duration_seconds=args.job_duration, seed=7
         )
-        with RunningSimulator(sim_config) as simulator:
-            settings = _settings(broker.bootstrap, simulator.base_url, sim_config)
+        with (
+            RunningSimulator(sim_config) as simulator,
+            tempfile.TemporaryDirectory(prefix="customer-sync-demo-") as folder,
+        ):
+            routes = Path(folder) / "routes.yaml"
+            routes.write_text(ROUTES, encoding="utf-8")
+            settings = _settings(broker.bootstrap, simulator.base_url, sim_config, routes)
             console.print(
                 f"[bold]customer-sync demo[/]: broker {broker.bootstrap} (embedded Tansu), "
                 f"API simulator {simulator.base_url} ({args.failure_rate:.1%} of records fail), "
-                f"{args.events:,} CDC events for {args.customers:,} customers → {SOURCE}"
+                f"{args.events:,} CDC events of a shop's {args.customers:,} customers, their "
+                f"orders and point adjustments; an order waits {CUSTOMER_WAIT_SECONDS} s at most "
+                "for its customer (CUSTOMER_WAIT_SECONDS)"
             )
-            return asyncio.run(_run(settings, args, console))
+            console.print(f"ROUTES_FILE={routes}:", soft_wrap=True, highlight=False)
+            console.print(ROUTES, markup=False, highlight=False, end="")
+            return asyncio.run(_run(settings, args, console, simulator))
     finally:
         broker.stop()
 
 
-def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig) -> Settings:
+def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig, routes: Path) -> Settings:
     settings = load_settings(
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_SOURCE_TOPICS": SOURCE,
+            "ROUTES_FILE": str(routes),
             "KAFKA_DLQ_TOPIC": DLQ,
             "KAFKA_GROUP_ID": "customer-sync-demo",
             "KAFKA_CLIENT_SESSION_TIMEOUT_MS": "6000",
@@ -185,7 +261,11 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig) -> Settings:
             "GAMEBALL_SECRET_KEY": sim.secret_key,
             "HTTP_PORT": str(free_port()),
             "BATCH_MAX_WAIT_SECONDS": "0.5",
-            "SHUTDOWN_TIMEOUT_SECONDS": "10",
+            "CUSTOMER_WAIT_SECONDS": str(CUSTOMER_WAIT_SECONDS),
+            # Ctrl-C's drain outlasts that wait: an order read just before its customer's
+            # change, which Ctrl-C leaves unread, ends (customer_not_found) and the summary
+            # still reconciles.
+            "SHUTDOWN_TIMEOUT_SECONDS": str(CUSTOMER_WAIT_SECONDS + 9),
             # Tags ride in the item: the demo's sample rows carry tags and no ``before`` row, so
             # under the default (TAGS_SYNC=changed) every change of a tagged customer would cost
             # a call of its own, several times the demo's job traffic (README: Tags). The shape
@@ -198,7 +278,12 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig) -> Settings:
     return settings.model_copy(update={"kafka_client": {**settings.kafka_client, "log_level": "3"}})
 
 
-async def _run(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+_OPERATION_TOPICS = {OPERATIONS[table].value: (topic,) for table, topic in TOPICS.items()}
+
+
+async def _run(
+    settings: Settings, args: argparse.Namespace, console: Console, simulator: RunningSimulator
+) -> int:
     metrics, health = Metrics(), Health()
     pipeline = Pipeline.from_settings(settings, metrics=metrics, health=health)
     server = build_server(metrics, health, settings.http_port, host="127.0.0.1")
@@ -222,23 +307,21 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
     numbers = Numbers(metrics)
     started = time.monotonic()
     finished_at: float | None = None
-    with Live(
-        live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started),
-        console=console,
-        refresh_per_second=4,
-    ) as live:
+
+    def view() -> Group:
+        producing = not feed.done.is_set()
+        return live_view(numbers, feed.total, producing, metrics_url, started, _OPERATION_TOPICS)
+
+    with Live(view(), console=console, refresh_per_second=4) as live:
         while not stop.is_set() and not run.done():
-            live.update(
-                live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started)
-            )
+            live.update(view())
             settled = sum(numbers.outcomes().values())
-            if finished_at is None and feed.done.is_set() and settled >= feed.acknowledged:
+            if finished_at is None and feed.done.is_set() and settled >= feed.total:
                 finished_at = time.monotonic()
                 if not args.keep_running:
                     break
-                live.console.print(
-                    summary_table(numbers, feed.acknowledged, finished_at - started)[0]
-                )
+                for table in _summary(numbers, feed, finished_at - started, simulator)[0]:
+                    live.console.print(table)
                 _print_lines(live.console, _next_steps(settings, metrics_url, keep_running=True))
             await wait_event(stop, 0.25)
         feed.stop.set()
@@ -248,23 +331,26 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
             await run
         except Exception as exc:  # noqa: BLE001 - reported in one sentence below
             failure = exc
-        live.update(
-            live_view(numbers, feed.acknowledged, not feed.done.is_set(), metrics_url, started)
-        )
+        live.update(view())
     server.should_exit = True
     await http
     producer.join(10)
     if failure is not None:
         raise CustomerSyncError(f"the pipeline stopped: {failure}")
     seconds = (finished_at or time.monotonic()) - started
-    table, balanced = summary_table(numbers, feed.acknowledged, seconds)
-    console.print()
-    console.print(table)
+    tables, (balanced, agrees) = _summary(numbers, feed, seconds, simulator)
+    for table in tables:
+        console.print()
+        console.print(table)
     consumed = numbers.consumed()
     console.print(
         f"consumed {consumed:,.0f} = "
         + " + ".join(f"{v:,.0f} {k}" for k, v in numbers.outcomes().items())
         + ("  ✓ reconciles" if balanced else "  ✗ does not reconcile")
+    )
+    console.print(
+        "per operation: the API applied each record its jobs delivered once, none twice"
+        + ("  ✓ agrees" if agrees else "  ✗ does not agree")
     )
     await asyncio.get_running_loop().run_in_executor(None, _show_dead_letters, settings, console)
     if not args.keep_running:
@@ -272,7 +358,19 @@ async def _run(settings: Settings, args: argparse.Namespace, console: Console) -
     if interrupted:
         console.print("interrupted: stopped producing, drained the pipeline and committed.")
         return 130
-    return 0 if balanced else 1
+    return 0 if balanced and agrees else 1
+
+
+def _summary(
+    numbers: Numbers, feed: _Feed, seconds: float, simulator: RunningSimulator
+) -> tuple[list[Table], tuple[bool, bool]]:
+    """The closing tables, whether the outcomes reconcile, and whether the API agrees."""
+    table, balanced = summary_table(numbers, feed.total, seconds)
+    stats = simulator.state.stats()
+    api = {Operation.CUSTOMERS.value: {"applied": stats["records_applied"]}, **stats["operations"]}
+    produced = {OPERATIONS[table].value: count for table, count in feed.acknowledged.items()}
+    per_operation, agrees = operations_table(numbers, _OPERATION_TOPICS, produced, api)
+    return [table, per_operation], (balanced, agrees)
 
 
 def _show_dead_letters(settings: Settings, console: Console, count: int = 2) -> None:
@@ -306,9 +404,10 @@ def _next_steps(settings: Settings, metrics_url: str, *, keep_running: bool) -> 
         ]
     return [
         "[bold]where to look next[/] (the pipeline keeps running; Ctrl-C stops it gracefully)",
-        f"  metrics:  curl -s {metrics_url} | grep customer_sync_records_total",
+        f"  metrics:  curl -s {metrics_url} | grep -E 'customer_sync_(operation_)?records_total'",
         "  in another terminal:",
         f"    export KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+        f"ROUTES_FILE={settings.routes_file} "
         f"KAFKA_DLQ_TOPIC={settings.kafka_dlq_topic} KAFKA_GROUP_ID={settings.kafka_group_id} "
         f"GAMEBALL_BASE_URL={settings.gameball_base_url} "
         f"GAMEBALL_API_KEY={settings.gameball_api_key.get_secret_value()} "

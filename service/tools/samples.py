@@ -11,13 +11,20 @@ cost.
 Every good event carries ``custom.version``: the n-th change of a customer has
 version n, so a checker can tell whether an older change was ever applied
 after a newer one.
+
+:func:`shop` adds the same shop's ``orders`` and ``point_adjustments`` tables (inserts, without
+schemas, ``numeric`` as text) for the sample customers, in one write order with their changes:
+the demo's routes file feeds them to the orders and balance-adjustment operations.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import heapq
+import itertools
 import random
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +69,9 @@ class Event:
     value: bytes | None
     customer_id: str | None
     version: int
-    expected: str  # "deliver", "skip", "api_reject" (the chaos workload) or a dead-letter reason
+    # "deliver", "skip", "api_reject" (the chaos workload), "duplicate" (an order written
+    # twice, :func:`shop`) or a dead-letter reason
+    expected: str
 
 
 # --- the table, as Debezium describes it --------------------------------------------------------
@@ -195,10 +204,10 @@ def customer_row(customer_id: str, version: int, rng: random.Random) -> dict[str
     }
 
 
-def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
-    row = customer_row(customer_id, version, rng)
-    ts_ms = 1_700_000_000_000 + version
-    envelope = {
+def _envelope(table: str, op: str, row: dict[str, object], n: int) -> dict[str, object]:
+    """Debezium's envelope of the ``n``-th change (its LSN, transaction and time follow n)."""
+    ts_ms = 1_700_000_000_000 + n
+    return {
         "before": None,
         "after": row,
         "source": {
@@ -208,23 +217,28 @@ def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
             "ts_ms": ts_ms - 1,
             "snapshot": "false",
             "db": "shop",
-            "sequence": f'["{version * 512}","{version * 512 + 128}"]',
+            "sequence": f'["{n * 512}","{n * 512 + 128}"]',
             "ts_us": (ts_ms - 1) * 1000,
             "ts_ns": (ts_ms - 1) * 1_000_000,
             "schema": "public",
-            "table": "customers",
-            "txId": 700 + version,
-            "lsn": version * 512 + 128,
+            "table": table,
+            "txId": 700 + n,
+            "lsn": n * 512 + 128,
             "xmin": None,
             "origin": None,
             "origin_lsn": None,
         },
         "transaction": None,
-        "op": "c" if version == 1 else "u",
+        "op": op,
         "ts_ms": ts_ms,
         "ts_us": ts_ms * 1000,
         "ts_ns": ts_ms * 1_000_000,
     }
+
+
+def change_event(customer_id: str, version: int, rng: random.Random) -> bytes:
+    row = customer_row(customer_id, version, rng)
+    envelope = _envelope("customers", "c" if version == 1 else "u", row, version)
     if rng.random() < 0.3:  # the JSON converter with schemas enabled, in its exact layout
         return _SCHEMA_HEAD + orjson.dumps(envelope) + b"}"
     return orjson.dumps(envelope)
@@ -258,3 +272,134 @@ def generate(
         yield Event(
             customer.encode(), change_event(customer, version, rng), customer, version, "deliver"
         )
+
+
+# --- a shop's other tables: orders and point adjustments, beside its customers ----------------
+
+CUSTOMERS, ORDERS, ADJUSTMENTS = "customers", "orders", "point_adjustments"
+"""The shop's tables, as ``source.table`` names them."""
+
+_ORDERS_FROM = 1_764_547_200  # 2025-12-01T00:00:00Z: every order and adjustment lies in the past
+_ADJUSTMENT_NOTES = ("welcome bonus", "goodwill", "birthday", "survey reward")
+
+
+def order_row(order_id: int, customer_id: str, rng: random.Random) -> dict[str, object]:
+    """An ``orders`` row as Debezium encodes it with ``decimal.handling.mode=string``."""
+    cents = rng.randint(500, 50_000)
+    discount = rng.choice((0, 0, 0, cents // 10))
+    return {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "created_at": (_ORDERS_FROM + order_id * 60) * 1_000_000,  # MicroTimestamp: µs
+        "total": f"{cents // 100}.{cents % 100:02d}",  # numeric(12,2) as text
+        "discount": f"{discount // 100}.{discount % 100:02d}",
+        "status": rng.choice(("paid", "shipped")),  # a column the API does not know
+    }
+
+
+def adjustment_row(adjustment_id: int, customer_id: str, rng: random.Random) -> dict[str, object]:
+    """A ``point_adjustments`` row; its note names it, so no two adjustments are alike."""
+    return {
+        "id": adjustment_id,
+        "customer_id": customer_id,
+        "points": rng.choice((25, 50, 100, 250)),
+        "note": f"{rng.choice(_ADJUSTMENT_NOTES)} #{adjustment_id}",
+        "created_at": (_ORDERS_FROM + adjustment_id * 600) * 1_000_000,
+    }
+
+
+def row_event(table: str, row: dict[str, object], n: int) -> bytes:
+    """The insert of ``row`` (op ``c``) as the JSON converter writes it without schemas."""
+    return orjson.dumps(_envelope(table, "c", row, n))
+
+
+@dataclass(frozen=True, slots=True)
+class ShopEvent:
+    """One change of the shop's database: its table and the event its topic carries."""
+
+    table: str
+    event: Event
+
+
+def shop(
+    count: int,
+    customers: int,
+    *,
+    seed: int = 7,
+    tombstone_fraction: float = 0.0,
+    malformed: bool = False,
+) -> Iterator[ShopEvent]:
+    """``count`` changes of a shop's customers, orders and point adjustments, in the order its
+    database wrote them (lazily: the demo produces while they are made).
+
+    The customers' changes are :func:`generate`'s. An eighth of ``count`` are orders and a
+    fortieth point adjustments, dealt out over the customers as each first appears, one each
+    while there are enough (a customer's facts go out one job after another: few per customer
+    keep the run short). Each is written after its customer's first change, but one in twenty
+    just *before* it (an order imported ahead of its customer): that one reaches the API first
+    and is refused "customer not found" until a customers job has applied the customer. The
+    first order is written twice, the second time at the end (a connector that restarted):
+    the API refuses it as a duplicate of its ``order_id`` (``expected`` ``"duplicate"``).
+    Every adjustment's note names it, so no two are alike and any second application is one a
+    sink sent twice. With ``malformed``, each kind of :data:`BAD_EVENTS` replaces one
+    customers' change (never a customer's first), spread over the run.
+    """
+    quotas = {ORDERS: count // 8, ADJUSTMENTS: count // 40}
+    resent = 1 if quotas[ORDERS] else 0
+    changes = count - sum(quotas.values()) - resent
+    # About how many customers the changes will name: the facts are dealt out over them.
+    named = max(1, round(customers * (1 - (1 - 1 / customers) ** changes)))
+    rng = random.Random(seed + 1)
+    serials = dict.fromkeys(quotas, 0)
+    later: list[tuple[float, int, ShopEvent]] = []  # a heap of facts by write position
+    ties = itertools.count()
+    bad = list(BAD_EVENTS.values()) if malformed and changes > 2 * len(BAD_EVENTS) else []
+    bad_at = deque((k * changes) // (len(bad) + 1) for k in range(1, len(bad) + 1))
+    seen: dict[str, None] = {}  # customers named so far, in order
+    first_order: ShopEvent | None = None
+
+    def fact(table: str, customer: str) -> ShopEvent:
+        nonlocal first_order
+        serials[table] += 1
+        n = serials[table]
+        make, key = (order_row, "order_id") if table == ORDERS else (adjustment_row, "id")
+        row = make(n, customer, rng)
+        change = ShopEvent(
+            table, Event(orjson.dumps({key: n}), row_event(table, row, n), customer, 0, "deliver")
+        )
+        if table == ORDERS and n == 1:
+            first_order = change
+        return change
+
+    for i, event in enumerate(
+        generate(changes, customers, seed=seed, tombstone_fraction=tombstone_fraction)
+    ):
+        while later and later[0][0] <= i:
+            yield heapq.heappop(later)[2]
+        customer = event.customer_id
+        new = event.expected == "deliver" and customer is not None and customer not in seen
+        if bad_at and i >= bad_at[0] and not new:
+            bad_at.popleft()
+            value, reason = bad.pop(0)
+            event = Event(f"malformed-{i}".encode(), value, None, 0, reason)
+        if new and customer is not None:
+            seen[customer] = None
+            rank = len(seen)
+            for table, total in quotas.items():
+                share = min(total, total * rank // named) - min(total, total * (rank - 1) // named)
+                for _ in range(share):
+                    change = fact(table, customer)
+                    if rng.random() < 0.05:
+                        yield change  # just before its customer's first change
+                    else:
+                        heapq.heappush(later, (rng.uniform(i, changes), next(ties), change))
+        yield ShopEvent(CUSTOMERS, event)
+    # Fewer customers than expected: the facts left go to the ones there are, at the end.
+    for table, total in quotas.items():
+        for _ in range(total - serials[table] if seen else 0):
+            yield fact(table, rng.choice(list(seen)))
+    while later:
+        yield heapq.heappop(later)[2]
+    if first_order is not None:
+        event = first_order.event
+        yield ShopEvent(ORDERS, Event(event.key, event.value, event.customer_id, 0, "duplicate"))

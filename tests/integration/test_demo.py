@@ -1,4 +1,6 @@
-"""``customer-sync demo`` end to end at a small size: it finishes, and its summary reconciles."""
+"""``customer-sync demo`` end to end at a small size: it finishes, its summary reconciles, and
+each operation of its routes file (customers, orders, balance adjustments) shows what its
+delivery guarantees, in the demo's numbers and in the API simulator's own log."""
 
 from __future__ import annotations
 
@@ -6,9 +8,13 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 
+import httpx
+import orjson
 import pytest
 
+from service.tools.samples import ADJUSTMENTS, ORDERS, shop
 from tests.helpers import wait_for
 from tests.integration.commands import Outcome, clean_environ, customer_sync
 from tests.integration.harness import committed
@@ -19,12 +25,26 @@ RECONCILE = re.compile(
     r"consumed ([\d,]+) = ([\d,]+) succeeded \+ ([\d,]+) dead_lettered \+ ([\d,]+) skipped "
     r"\+ ([\d,]+) coalesced\s+✓ reconciles"
 )
+OPERATIONS = ("customers", "orders", "balance-adjustment")
 
 
 def numbers(text: str) -> list[int]:
     found = RECONCILE.search(text)
     assert found, text
     return [int(n.replace(",", "")) for n in found.groups()]
+
+
+def per_operation(text: str) -> dict[str, dict[str, int | str]]:
+    """The summary's table per operation: row label -> operation -> count (or its mark)."""
+    table = text[text.index("per operation") :]
+    rows: dict[str, dict[str, int | str]] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) != 1 + len(OPERATIONS):
+            continue
+        values = [int(c.replace(",", "")) if c.replace(",", "").isdigit() else c for c in cells]
+        rows[cells[0]] = dict(zip(OPERATIONS, values[1:], strict=True))
+    return rows
 
 
 def test_the_demo_finishes_and_its_summary_reconciles() -> None:
@@ -40,6 +60,36 @@ def test_the_demo_finishes_and_its_summary_reconciles() -> None:
     assert "reason    " in out.stdout  # a dead letter read back from the topic, headers decoded
     assert "customer-sync demo --keep-running" in out.stdout  # where to look next
     assert out.stderr == ""
+
+    # The routes file it runs is printed, and every operation shows its delivery.
+    assert "ROUTES_FILE=" in out.stdout
+    assert "operation: balance-adjustment" in out.stdout
+    assert "unsafe_without_ids: true" in out.stdout
+    table = per_operation(out.stdout)
+    assert table["API agrees"] == dict.fromkeys(OPERATIONS, "✓")
+    assert "✓ agrees" in out.stdout
+    assert sum(table["produced"].values()) == 1500
+    assert table["consumed"] == table["produced"]
+    assert table["produced"]["orders"] > 0
+    assert table["produced"]["balance-adjustment"] > 0
+    for operation in ("orders", "balance-adjustment"):
+        # Each fact ended after a job: delivered once (applied, or a duplicate of an id the
+        # API already had) or dead-lettered; none skipped, none applied twice.
+        assert table["settled without a job"][operation] == 0
+        assert (
+            table["API applied"][operation] + table["already applied"][operation]
+            == table["delivered"][operation]
+        )
+        assert (
+            table["delivered"][operation] + table["dead-lettered by a job"][operation]
+            == table["produced"][operation]
+        )
+        assert table["API applied twice"][operation] == 0
+    # Facts read before their customer's change reached the API: "customer not found", retried.
+    assert sum(table["API: customer not found"][op] for op in OPERATIONS[1:]) > 0
+    # The re-sent order: refused by the API, counted delivered by the demo, never dead-lettered.
+    assert table["API refused as duplicate"]["orders"] == table["already applied"]["orders"]
+    assert table["API refused as duplicate"]["balance-adjustment"] == 0
 
 
 def test_ctrl_c_drains_gracefully_and_still_reconciles() -> None:
@@ -85,8 +135,13 @@ def test_bad_options_are_one_sentence() -> None:
 
 
 def test_keep_running_prints_commands_that_work_against_the_running_demo() -> None:
+    # No API failures: every sample customer reaches the API, so every order and adjustment
+    # must be applied, each exactly once, by the API's own log.
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "demo", "--events", "1000", "--keep-running"],
+        [
+            *(sys.executable, "-m", "service.cli", "demo", "--events", "1000"),
+            *("--failure-rate", "0", "--keep-running"),
+        ],
         env=clean_environ({}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,9 +159,17 @@ def test_keep_running_prints_commands_that_work_against_the_running_demo() -> No
         env = dict(pair.split("=", 1) for pair in export.split()[1:])
         check = customer_sync("check", env=env)
         assert check.code == 0, check
+        assert "route orders: orders from order-changes" in check.stdout
         inspect = customer_sync("dlq", "inspect", "--limit", "1", env=env)
         assert inspect.code == 0, inspect
         assert "1 record(s) shown" in inspect.stdout
+        applied = {
+            operation: httpx.get(
+                f"{env['GAMEBALL_BASE_URL']}/_sim/applied", params={"operation": operation}
+            ).json()["applied"]
+            for operation in ("orders", "balance-adjustment")
+        }
+        stats = httpx.get(f"{env['GAMEBALL_BASE_URL']}/_sim/stats").json()["operations"]
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     finally:
@@ -118,6 +181,24 @@ def test_keep_running_prints_commands_that_work_against_the_running_demo() -> No
     assert out.code == 130
     consumed, *outcomes = numbers(stdout)
     assert consumed == sum(outcomes) == 1000
+
+    sample = list(shop(1000, 3000, tombstone_fraction=0.005, malformed=True))
+    written = {
+        table: [orjson.loads(c.event.value or b"")["after"] for c in sample if c.table == table]
+        for table in (ORDERS, ADJUSTMENTS)
+    }
+    applied_orders = Counter(entry["item"]["orderId"] for entry in applied["orders"])
+    assert applied_orders == Counter({str(row["order_id"]): 1 for row in written[ORDERS]}), (
+        "every order applied, each once"
+    )
+    assert len(written[ORDERS]) == len(applied_orders) + 1  # one of them written twice
+    assert stats["orders"]["duplicates"] == 1, "the order written twice was refused once"
+    applied_notes = Counter(entry["item"]["reason"] for entry in applied["balance-adjustment"])
+    assert applied_notes == Counter({row["note"]: 1 for row in written[ADJUSTMENTS]})
+    assert stats["balance-adjustment"]["double_applied"] == 0
+    table = per_operation(stdout)
+    assert table["API applied"]["orders"] == len(applied_orders)
+    assert table["already applied"]["orders"] == 1
 
 
 def test_without_the_demo_extra_the_demo_says_how_to_get_it() -> None:
