@@ -104,9 +104,19 @@ class FactBuffer:
         self._footprint += footprint(record)
 
     def give_back(self, record: PendingRecord, now: float) -> None:
-        """A fact its job did not settle: first in its customer's line again."""
+        """A fact its job did not settle: first in its customer's line again.
+
+        One the API did not know the customer of (7000) waits, like a fact read now, for the
+        customers jobs the customers route has ahead of it: its customer's change was read
+        after it (a topic read ahead of another), and sent again before that change, it
+        would only meet 7000 again.
+        """
         record.enqueued_at = now
         customer = record.customer_id
+        if record.customer_unknown_since is not None:
+            ahead = self._ahead(customer)
+            if ahead > self._waiting.get(customer, 0):
+                self._waiting[customer] = ahead
         queue = self._ready.get(customer)
         if queue is None:
             queue = self._held.get(customer)

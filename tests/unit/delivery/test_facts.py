@@ -98,3 +98,18 @@ def test_a_fact_given_back_goes_first_in_its_customers_line() -> None:
     b.give_back(first, 1.0)
     b.release(["a"], 1.0, Operation.ORDERS)
     assert taken(b) == [("a", 0)]
+
+
+def test_a_fact_whose_customer_was_not_found_waits_for_that_customers_change() -> None:
+    b = buffers()
+    b.add(fact("a", 0), 0.0)  # read before a's change (another topic, read ahead)
+    first = b.take(FlushReason.TIMEOUT).records[0]
+    b.add(change("a", 5), 0.0)  # the change that creates a, read meanwhile
+    first.customer_unknown_since = 1.0  # its job said "customer not found"
+    b.give_back(first, 1.0)
+    b.release(["a"], 1.0, Operation.ORDERS)
+    assert b.due(1.0) is FlushReason.TIMEOUT
+    assert [r.operation for r in b.take(FlushReason.TIMEOUT).records] == [Operation.CUSTOMERS]
+    assert b.due(1.0) is None, "not sent again before a exists"
+    b.release(["a"], 2.0, Operation.CUSTOMERS)
+    assert taken(b) == [("a", 0)]
