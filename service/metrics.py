@@ -122,6 +122,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.route_info = Gauge(
+            PREFIX + "route_info",
+            "Always 1; a route this instance serves (ROUTES_FILE) and its operation",
+            ["route", "operation"],
+            registry=r,
+        )
         self.operation_records = Counter(
             PREFIX + "operation_records_total",
             "Records each operation's jobs settled, as their job ended: succeeded (already "

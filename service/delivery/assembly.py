@@ -81,6 +81,7 @@ class Parts:
     """Every part of one pipeline, built and wired (see the module docstring)."""
 
     settings: Settings
+    routes: tuple[Route, ...]
     topics: tuple[str, ...]  # every route's source topics
     metrics: Metrics
     health: Health
@@ -146,6 +147,8 @@ def build(
     routes = routes_from_settings(settings)  # ConfigError: a mistake in them stops start-up
     topics = source_topics(routes)
     metrics.customer_info.labels(settings.gameball_customer_shape, settings.tags_sync).set(1)
+    for route in routes:
+        metrics.route_info.labels(route.name, route.operation.value).set(1)
 
     # 1. The books.
     offsets = OffsetTracker()
@@ -273,6 +276,7 @@ def build(
     )
     return Parts(
         settings=settings,
+        routes=routes,
         topics=topics,
         metrics=metrics,
         health=health,

@@ -83,6 +83,7 @@ class Pipeline:
     def __init__(self, parts: Parts) -> None:
         self.settings = parts.settings
         self.topics = parts.topics
+        self._routes = {route.name: route.operation.value for route in parts.routes}
         self.metrics = parts.metrics
         self.health = parts.health
         self._offsets = parts.offsets
@@ -167,6 +168,7 @@ class Pipeline:
         log.info(
             "pipeline_started",
             topics=list(self.topics),
+            routes=self._routes,
             group=self.settings.kafka_group_id,
             until_idle=bool(until and until.idle),
             max_records=until.records if until else None,

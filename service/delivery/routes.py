@@ -3,7 +3,7 @@
 ``ROUTES_FILE`` (YAML, SPEC §6; docs/routes.md) lists them::
 
     routes:
-      - name: orders                      # unique; the operation label of metrics and logs
+      - name: orders                      # unique; named in logs and route_info
         operation: orders                 # customers | orders | cashback | redeem | events |
                                           # balance-adjustment
         topics: [shop.public.orders]      # a topic belongs to one route

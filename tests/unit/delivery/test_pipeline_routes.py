@@ -57,4 +57,5 @@ routes:
         ("s1", "s@x.io"),
     ]
     assert r.producer.topics == ["shoppers.dlq"], "its route's dead-letter topic"
+    assert r.count("customer_sync_route_info", route="shoppers", operation="customers") == 1
     assert r.consumer.committed_offsets() == {("members", 0): 1, ("shoppers", 0): 2}
