@@ -34,11 +34,13 @@ have created a job, which nobody can ask about: the API has no list of jobs
 and the id was never heard. Each POST attempt is written ahead anew, dated
 when it goes out (``jobs.py``), so such a job was created by the end of that
 request and is over ``JOB_TIMEOUT_SECONDS`` after that at the latest (a job
-still running then is one the service stops as hung). :meth:`Takeovers.outcome_unknown` decides what
-becomes of the records such an intent carried: for customers (an upsert) they
-are held, with every later change of the same customers, until that moment
-(:func:`unknown_until`), then submitted, coalesced, so the newest version
-goes out after any the unknown job could apply. The intent travels on in this
+still running then is one the service stops as hung). Items without ids
+(events, balance adjustments) such an intent carried are dead-lettered
+``outcome_unknown``, never sent again; :meth:`Takeovers.outcome_unknown` decides what
+becomes of the others: for customers (an upsert) they are held, with every
+later change of the same customers, until that moment (:func:`unknown_until`),
+then submitted, coalesced, so the newest version goes out after any the
+unknown job could apply. The intent travels on in this
 instance's own ledger with its original time, so a third owner holds them
 just as long. A ledger degraded to its jobs (no marks) cannot say which
 records an intent carried: every record of its window counts as carried.
@@ -412,10 +414,11 @@ class Takeovers:
     def outcome_unknown(self, records: list[PendingRecord], since: float) -> None:
         """Records an intent without a job id carried: its POST may have created a job.
 
-        The hook for what each operation can bear. Customers (an upsert): held, with
-        every later change of theirs, until such a job must be over
-        (:func:`unknown_until`), then submitted, coalesced. An operation without ids
-        (events, balance adjustments) would dead-letter them ``outcome_unknown`` here.
+        Customers (an upsert), and keyed facts with them: held, with every later change
+        of theirs, until such a job must be over (:func:`unknown_until`), then submitted,
+        coalesced. Items without ids (events, balance adjustments) never come here:
+        :meth:`_flush` dead-letters them ``outcome_unknown``, and their intent travels on
+        in this instance's ledger until then, so a crash meanwhile decides the same.
         """
         until = unknown_until(since, self._job_timeout, self._request_timeout)
         wait = until - time.time()
