@@ -148,6 +148,8 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        for keyed in ("orders", "cashback", "redeem"):  # a series from the start, at 0
+            self.records_already_applied.labels(operation=keyed)
         self.decoder_faults = Counter(
             PREFIX + "decoder_faults_total",
             "Records the decoder failed on with an internal fault (a bug, not bad input): "

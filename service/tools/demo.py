@@ -74,7 +74,7 @@ OPERATIONS = {
 }
 """The operation each table's route delivers as (the routes below)."""
 DLQ = "customer-changes.dlq"
-CUSTOMER_WAIT_SECONDS = 6
+CUSTOMER_WAIT_SECONDS = 3
 """An order read before its customer is retried until a customers job has applied the
 customer: a few seconds, while the backlog of customers' changes is read. One whose customer
 never reaches the API (the API rejected its change at random) is dead-lettered
@@ -265,7 +265,7 @@ def _settings(bootstrap: str, base_url: str, sim: SimulatorConfig, routes: Path)
             # Ctrl-C's drain outlasts that wait: an order read just before its customer's
             # change, which Ctrl-C leaves unread, ends (customer_not_found) and the summary
             # still reconciles.
-            "SHUTDOWN_TIMEOUT_SECONDS": str(CUSTOMER_WAIT_SECONDS + 9),
+            "SHUTDOWN_TIMEOUT_SECONDS": str(CUSTOMER_WAIT_SECONDS + 12),
             # Tags ride in the item: the demo's sample rows carry tags and no ``before`` row, so
             # under the default (TAGS_SYNC=changed) every change of a tagged customer would cost
             # a call of its own, several times the demo's job traffic (README: Tags). The shape
