@@ -135,24 +135,27 @@ def judge_facts(
     rejected: list[Rejection] = []
     for rejection in verdicts.rejected:
         record = rejection.record
-        if rejection.reason is DeadLetterReason.RECORD_REJECTED:
-            if not idless and ALREADY_APPLIED.search(rejection.error):
-                verdicts.succeeded.append(record)
-                already += 1
+        if not idless and ALREADY_APPLIED.search(rejection.error):
+            # Whatever the job's end: its id is the API's already (a failed job's entries too,
+            # once its record ran out of attempts).
+            verdicts.succeeded.append(record)
+            already += 1
+            continue
+        if rejection.reason is DeadLetterReason.RECORD_REJECTED and CUSTOMER_NOT_FOUND.search(
+            rejection.error
+        ):
+            since = record.customer_unknown_since
+            if since is None:
+                since = record.customer_unknown_since = now
+            if now - since < customer_wait:
+                verdicts.resubmit.append(record)
                 continue
-            if CUSTOMER_NOT_FOUND.search(rejection.error):
-                since = record.customer_unknown_since
-                if since is None:
-                    since = record.customer_unknown_since = now
-                if now - since < customer_wait:
-                    verdicts.resubmit.append(record)
-                    continue
-                rejection = Rejection(
-                    record,
-                    DeadLetterReason.CUSTOMER_NOT_FOUND,
-                    f"{rejection.error} for {int(now - since)} s (CUSTOMER_WAIT_SECONDS)",
-                    rejection.job_id,
-                )
+            rejection = Rejection(
+                record,
+                DeadLetterReason.CUSTOMER_NOT_FOUND,
+                f"{rejection.error} for {int(now - since)} s (CUSTOMER_WAIT_SECONDS)",
+                rejection.job_id,
+            )
         rejected.append(rejection)
     verdicts.rejected = rejected
     if idless:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from service.delivery.records import PendingRecord
-from service.delivery.verdicts import judge
+from service.delivery.verdicts import judge, judge_facts
 from service.gameball.models import JobStatus
 from service.labels import DeadLetterReason
 
@@ -17,7 +17,13 @@ def record(customer: str, offset: int) -> PendingRecord:
     return PendingRecord("t", 0, offset, 0, None, payload, customer, payload)
 
 
-def status(state: str, successful: list[str], failed: list[str], **job: Any) -> JobStatus:
+def status(
+    state: str,
+    successful: list[str],
+    failed: list[str],
+    error: str = "Invalid email address",
+    **job: Any,
+) -> JobStatus:
     """A status document as the client reads it off the wire."""
     return JobStatus.read(
         orjson.dumps(
@@ -25,7 +31,7 @@ def status(state: str, successful: list[str], failed: list[str], **job: Any) -> 
                 "status": state,
                 "response": {
                     "successful": [{"customerId": c} for c in successful],
-                    "failed": [{"customerId": c, "error": "Invalid email address"} for c in failed],
+                    "failed": [{"customerId": c, "error": error} for c in failed],
                 },
                 **job,
             }
@@ -81,3 +87,28 @@ def test_a_job_that_ended_otherwise_without_settling_a_record_exhausts_its_retri
     assert timed_out.rejected[0].error == "job timed out without settling the record, 1 times"
     lost = judge("job-1", None, [record("a", 1)], max_failed_jobs=1)
     assert lost.rejected[0].error == "job ended lost without settling the record, 1 times"
+
+
+def test_an_id_the_api_already_has_is_delivered_however_the_job_ended() -> None:
+    """A keyed fact refused as a duplicate: delivered, by a completed job or by a failed one
+    whose entry it met in every attempt; never dead-lettered."""
+    a, b = record("a", 1), record("b", 2)
+    refused = status("completed", [], ["a"], error="Order id already exists")
+    done = judge("job-1", refused, [a], max_failed_jobs=1)
+    assert judge_facts(done, "job-1", refused, idless=False, customer_wait=600, now=0) == 1
+    assert (done.succeeded, done.rejected) == ([a], [])
+    failed = status("failed", [], ["b"], error="Transaction id already exists")
+    done = judge("job-2", failed, [b], max_failed_jobs=1)  # its last attempt
+    assert judge_facts(done, "job-2", failed, idless=False, customer_wait=600, now=0) == 1
+    assert (done.succeeded, done.rejected) == ([b], [])
+
+
+def test_an_idless_item_is_resent_only_where_its_job_said_it_failed() -> None:
+    a, b = record("a", 1), record("b", 2)
+    stopped = status("stopped", [], ["a"], error="Failed to send event")
+    done = judge("job-3", stopped, [a, b], max_failed_jobs=5)
+    judge_facts(done, "job-3", stopped, idless=True, customer_wait=600, now=0)
+    assert done.resubmit == [a], "listed failed: not applied, sent again"
+    assert [(r.record, r.reason) for r in done.rejected] == [
+        (b, DeadLetterReason.OUTCOME_UNKNOWN)
+    ], "not mentioned: it may have been applied"
