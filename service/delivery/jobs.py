@@ -63,7 +63,7 @@ from service.delivery.verdicts import Rejection, Verdicts, judge, judge_facts
 from service.errors import BatchRejected, JobNotFound, OutcomeUnknown, SubmissionWithdrawn
 from service.gameball.client import Spent
 from service.gameball.models import JobState, JobStatus
-from service.gameball.operations import Delivery, Operation
+from service.gameball.operations import Operation
 from service.labels import JOB_OPERATIONS, DeadLetterReason
 from service.metrics import Metrics
 
@@ -90,6 +90,19 @@ def _ignore_created(_intent: Intent, _job_id: str) -> None:
 
 def _ignore_ended(_intent: Intent, _records: list[PendingRecord]) -> None:
     return None
+
+
+def count_already_applied(metrics: Metrics, operation: Operation, count: int) -> None:
+    """Keyed facts a job found applied already (:func:`judge_facts`): counted and said."""
+    if count:
+        metrics.records_already_applied.labels(operation=operation.value).inc(count)
+        log.info(
+            "records_already_applied",
+            operation=operation.value,
+            already_applied=count,
+            meaning="the API had their ids: delivered before (a redelivery after a crash or a "
+            "re-sent source row), counted as succeeded",
+        )
 
 
 class _Countdown:
@@ -378,25 +391,15 @@ class JobTracker:
                 for request in JOB_OPERATIONS:
                     metrics.requests_per_job[request].observe(spent[request])
                 verdicts = self._judge(job_id, records, status, timed_out=label == "timed_out")
-                if operation is not Operation.CUSTOMERS:
-                    already = judge_facts(
-                        verdicts,
-                        job_id,
-                        status,
-                        idless=operation.facts.delivery is Delivery.IDLESS,
-                        customer_wait=self._customer_wait,
-                        now=time.time(),
-                    )
-                    if already:
-                        metrics.records_already_applied.labels(operation=operation.value).inc(
-                            already
-                        )
-                        log.info(
-                            "records_already_applied",
-                            already_applied=already,
-                            meaning="the API had their ids: delivered before (a redelivery "
-                            "after a crash or a re-sent source row), counted as succeeded",
-                        )
+                already = judge_facts(
+                    verdicts,
+                    job_id,
+                    status,
+                    operation,
+                    customer_wait=self._customer_wait,
+                    now=time.time(),
+                )
+                count_already_applied(metrics, operation, already)
                 log.info(
                     "job_finished",
                     status=label,

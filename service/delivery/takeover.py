@@ -63,6 +63,7 @@ import structlog
 
 from service.delivery.buffers import Buffers
 from service.delivery.edges import GameballApi
+from service.delivery.jobs import count_already_applied
 from service.delivery.ledger import Ledger
 from service.delivery.offsets import Intent, Mark, OffsetTracker, PartitionKey
 from service.delivery.records import PendingRecord
@@ -72,7 +73,7 @@ from service.delivery.verdicts import Rejection, Verdicts, judge, judge_facts
 from service.errors import ApiError, JobNotFound
 from service.gameball.client import TIMEOUT_SECONDS
 from service.gameball.models import JobStatus
-from service.gameball.operations import Delivery, Operation
+from service.gameball.operations import Delivery
 from service.labels import DeadLetterReason
 from service.metrics import Metrics
 
@@ -357,19 +358,15 @@ class Takeovers:
             status = takeover.jobs.get(job_id)
             judged = judge(job_id, status, records, max_failed_jobs=None)
             operation = records[0].operation  # a partition is one route's: a job, one operation
-            if operation is not Operation.CUSTOMERS:
-                already = judge_facts(
-                    judged,
-                    job_id,
-                    status,
-                    idless=operation.facts.delivery is Delivery.IDLESS,
-                    customer_wait=self._customer_wait,
-                    now=time.time(),
-                )
-                if already:
-                    self._metrics.records_already_applied.labels(operation=operation.value).inc(
-                        already
-                    )
+            already = judge_facts(
+                judged,
+                job_id,
+                status,
+                operation,
+                customer_wait=self._customer_wait,
+                now=time.time(),
+            )
+            count_already_applied(self._metrics, operation, already)
             verdicts.merge(judged)
         takeover.held = free
         if final:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from service.delivery.records import PendingRecord
 from service.gameball.models import JobState, JobStatus, result_customer, result_text
+from service.gameball.operations import Delivery, Operation
 from service.labels import DeadLetterReason
 
 
@@ -113,24 +114,27 @@ def judge_facts(
     verdicts: Verdicts,
     job_id: str | None,
     status: JobStatus | None,
+    operation: Operation,
     *,
-    idless: bool,
     customer_wait: float,
     now: float,
 ) -> int:
-    """Adjust a fact job's verdicts to what a second delivery of its operation does; return
-    how many were already applied.
+    """Adjust a job's verdicts to what a second delivery of ``operation`` does; return how
+    many were already applied. Customers' verdicts are left as they are (0).
 
     * A keyed item refused because its id exists was delivered before (a redelivery after a
       crash): it succeeded.
     * "Customer not found" is retried while the customer may still be on its way, up to
       ``customer_wait`` seconds after it was first said of the record, then dead-lettered
       ``customer_not_found``.
-    * ``idless``: an item the job may have applied is never sent again. A record is
+    * An id-less item the job may have applied is never sent again. A record is
       resubmitted only where the job's results list it failed (it was not applied); any
       other record the job did not settle (not mentioned, the job vanished, timed out or was
       stopped) is dead-lettered ``outcome_unknown``.
     """
+    if operation is Operation.CUSTOMERS:
+        return 0
+    idless = operation.facts.delivery is Delivery.IDLESS
     already = 0
     rejected: list[Rejection] = []
     for rejection in verdicts.rejected:

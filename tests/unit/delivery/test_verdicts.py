@@ -9,6 +9,7 @@ import orjson
 from service.delivery.records import PendingRecord
 from service.delivery.verdicts import judge, judge_facts
 from service.gameball.models import JobStatus
+from service.gameball.operations import Operation
 from service.labels import DeadLetterReason
 
 
@@ -95,11 +96,11 @@ def test_an_id_the_api_already_has_is_delivered_however_the_job_ended() -> None:
     a, b = record("a", 1), record("b", 2)
     refused = status("completed", [], ["a"], error="Order id already exists")
     done = judge("job-1", refused, [a], max_failed_jobs=1)
-    assert judge_facts(done, "job-1", refused, idless=False, customer_wait=600, now=0) == 1
+    assert judge_facts(done, "job-1", refused, Operation.ORDERS, customer_wait=600, now=0) == 1
     assert (done.succeeded, done.rejected) == ([a], [])
     failed = status("failed", [], ["b"], error="Transaction id already exists")
     done = judge("job-2", failed, [b], max_failed_jobs=1)  # its last attempt
-    assert judge_facts(done, "job-2", failed, idless=False, customer_wait=600, now=0) == 1
+    assert judge_facts(done, "job-2", failed, Operation.ORDERS, customer_wait=600, now=0) == 1
     assert (done.succeeded, done.rejected) == ([b], [])
 
 
@@ -107,7 +108,7 @@ def test_an_idless_item_is_resent_only_where_its_job_said_it_failed() -> None:
     a, b = record("a", 1), record("b", 2)
     stopped = status("stopped", [], ["a"], error="Failed to send event")
     done = judge("job-3", stopped, [a, b], max_failed_jobs=5)
-    judge_facts(done, "job-3", stopped, idless=True, customer_wait=600, now=0)
+    judge_facts(done, "job-3", stopped, Operation.EVENTS, customer_wait=600, now=0)
     assert done.resubmit == [a], "listed failed: not applied, sent again"
     assert [(r.record, r.reason) for r in done.rejected] == [
         (b, DeadLetterReason.OUTCOME_UNKNOWN)
