@@ -4,7 +4,7 @@ A fact is an item sent once, never merged with another: unlike a customer's chan
 orders of one customer are two orders. What this buffer keeps of ``batching.py``'s rules, and
 what it changes:
 
-* **Never coalesced.** Every record is sent as it was read (``fact_key`` is its natural key).
+* **Never coalesced.** Every record is sent as it was read.
 * **One item per customer per job, and no customer in two jobs of the route at once.**
   Gameball documents no result field but ``customerId`` and the message, so two items of one
   customer in a job could not be told apart in its results; a customer's facts therefore go
@@ -13,7 +13,7 @@ what it changes:
   were read. The cost: a customer with *n* facts waiting needs *n* jobs in a row (jobs of
   other customers go beside them).
 * **Customers first.** A fact of a customer whose customers change is still on its way (in
-  the customers buffer, or in a job not yet ended) waits for that job (:meth:`waiting_on`):
+  the customers buffer, or in a job not yet ended) waits for that job (``_waiting``):
   a fact sent first would fail "customer not found" (7000) until the customer exists. It
   waits for as many customers jobs as the customers route had ahead of it when it was read
   (one in flight, one more buffered), so a customer whose profile changes all the time cannot
@@ -75,31 +75,13 @@ class FactBuffer:
     def memory(self) -> int:
         return self._footprint
 
-    def waiting_on(self, customer: str) -> int:
-        """How many customers jobs of ``customer`` its facts still wait for."""
-        return self._waiting.get(customer, 0)
-
     def add(self, record: PendingRecord, now: float) -> None:
         """Buffer a fact read now: after the customer's other facts, and after the customers
         jobs the customers route has ahead of it."""
         record.enqueued_at = now
         customer = record.customer_id
-        ahead = self._ahead(customer)
-        if ahead > self._waiting.get(customer, 0):
-            self._waiting[customer] = ahead
-        queue = self._ready.get(customer)
-        if queue is not None and ahead:
-            del self._ready[customer]
-            self._held[customer] = queue
-        elif queue is None:
-            queue = self._held.get(customer)
-            if queue is None:
-                queue = deque()
-                if self._eligible(customer):
-                    self._ready[customer] = queue
-                else:
-                    self._held[customer] = queue
-        queue.append(record)
+        self._wait_for(customer, self._ahead(customer))
+        self._queue(customer).append(record)
         self._count += 1
         self._footprint += footprint(record)
 
@@ -114,19 +96,8 @@ class FactBuffer:
         record.enqueued_at = now
         customer = record.customer_id
         if record.customer_unknown_since is not None:
-            ahead = self._ahead(customer)
-            if ahead > self._waiting.get(customer, 0):
-                self._waiting[customer] = ahead
-        queue = self._ready.get(customer)
-        if queue is None:
-            queue = self._held.get(customer)
-        if queue is None:
-            queue = deque()
-            if self._eligible(customer):
-                self._ready[customer] = queue
-            else:
-                self._held[customer] = queue
-        queue.appendleft(record)
+            self._wait_for(customer, self._ahead(customer))
+        self._queue(customer).appendleft(record)
         self._count += 1
         self._footprint += footprint(record)
 
@@ -225,6 +196,24 @@ class FactBuffer:
                     del queues[customer]
         self._count -= len(dropped)
         return dropped
+
+    def _wait_for(self, customer: str, ahead: int) -> None:
+        """The customer's facts wait for ``ahead`` customers jobs, if that is longer."""
+        if ahead > self._waiting.get(customer, 0):
+            self._waiting[customer] = ahead
+            queue = self._ready.pop(customer, None)
+            if queue is not None:
+                self._held[customer] = queue
+
+    def _queue(self, customer: str) -> Queue:
+        """The customer's line of facts, made (ready, or held) if it has none."""
+        queue = self._ready.get(customer)
+        if queue is None:
+            queue = self._held.get(customer)
+        if queue is None:
+            queue = deque()
+            (self._ready if self._eligible(customer) else self._held)[customer] = queue
+        return queue
 
     def _eligible(self, customer: str) -> bool:
         return customer not in self._checked_out and customer not in self._waiting
