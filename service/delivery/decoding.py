@@ -148,12 +148,10 @@ class Reject:
 class Fact:
     """An item of an operation other than customers, ready to batch (never coalesced).
 
-    ``key``: its natural key's value (``None`` for events and balance adjustments);
     ``clamped``: its date-time fields that were in the future, sent as the decoder's clock.
     """
 
     customer_id: str
-    key: str | None
     payload: bytes
     operation: Operation
     clamped: tuple[str, ...] = ()
@@ -464,7 +462,7 @@ class Decoder:
                 item = items.build(row, plan)
             except Invalid as exc:
                 return Reject(DeadLetterReason.INVALID_EVENT, str(exc)[:_ERROR_LIMIT])
-            return Fact(item.customer_id, item.key, item.payload, items.operation, item.clamped)
+            return Fact(item.customer_id, item.payload, items.operation, item.clamped)
         if op in ("u", "d", "r"):
             return Skip("not_a_creation")
         if op == "t":

@@ -268,7 +268,6 @@ class Ingestor:
                     result.payload,
                     generation=generation,
                     operation=result.operation,
-                    fact_key=result.key,
                 )
                 if takeovers is not None and tp in takeovers:
                     takeovers[tp].held.append((record, slot))

@@ -33,8 +33,7 @@ class PendingRecord:
     mutate the list.
 
     ``operation``: the route's operation; every other operation's item is a fact, never
-    coalesced (``facts.py``), and ``fact_key`` is its natural key's value (``orderId``,
-    ``transactionId``; ``None`` for events and balance adjustments).
+    coalesced (``facts.py``).
     ``customer_unknown_since``: when the API first said its customer was not found (7000,
     wall clock); the record is retried until ``CUSTOMER_WAIT_SECONDS`` after it.
     """
@@ -57,7 +56,6 @@ class PendingRecord:
     tags_removed: tuple[str, ...] = ()  # in the row's ``before``, not in its ``after``
     superseded: array[int] | None = None
     operation: Operation = Operation.CUSTOMERS
-    fact_key: str | None = None
     customer_unknown_since: float | None = None
 
 

@@ -22,7 +22,6 @@ def fact(customer: str, offset: int, topic: str = "orders") -> PendingRecord:
         customer,
         b'{"customerId":"%s"}' % customer.encode(),
         operation=Operation.ORDERS,
-        fact_key=f"o{offset}",
     )
 
 

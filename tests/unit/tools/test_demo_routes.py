@@ -61,7 +61,9 @@ def test_every_sample_order_and_adjustment_becomes_an_item_of_its_route(
         OPERATIONS[ORDERS].value,
         OPERATIONS[ADJUSTMENTS].value,
     }
-    keys = Counter(f.key for f in facts if f.operation is OPERATIONS[ORDERS])
+    keys = Counter(
+        orjson.loads(f.payload)["orderId"] for f in facts if f.operation is OPERATIONS[ORDERS]
+    )
     assert [k for k, n in keys.items() if n > 1] == ["1"], "only the first order twice"
     items = [orjson.loads(f.payload) for f in facts if f.operation is OPERATIONS[ADJUSTMENTS]]
     assert len({orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in items}) == len(items), (
